@@ -1,0 +1,45 @@
+/* guard.h: run a piece of C work in a forked child so that a crash or a hang becomes a report.
+ *
+ * gt_guard_run forks; the child runs `fn`, sends the bytes it produced back over a pipe and
+ * leaves with _exit (never returning into the caller's runtime, e.g. Python). The parent waits
+ * with a time limit and reports how the child ended: normally, on a signal (segfault, abort,
+ * bus error, floating-point trap...) or killed at the time limit. While it runs, `fn` may name
+ * the stage it is in (gt_guard_stage); the name survives a crash and is reported. POSIX only. */
+#ifndef GT_GUARD_H
+#define GT_GUARD_H
+
+#include <stddef.h>
+
+#include "gt_common.h"
+
+/* The guarded work. Writes at most out_cap bytes to `out` (the child's private copy of the
+ * parent's buffer) and their count to *out_len. Returns 0 on success, non-zero to report failure
+ * (passed back as fn_status). */
+typedef int (*gt_guarded_fn)(void *ctx, void *out, size_t out_cap, size_t *out_len);
+
+typedef struct gt_guard_result {
+    int fn_status;   /* fn's return value, when the child ended normally */
+    int signal;      /* the signal that ended the child, or 0 */
+    int timed_out;   /* 1 when the parent killed the child at the time limit */
+    int exit_code;   /* the child's exit code when it exited without reporting (e.g. exit() in fn) */
+    size_t out_len;  /* bytes received into the parent's `out` */
+    char stage[64];  /* the last stage fn named, "" if none */
+} gt_guard_result;
+
+/* Runs fn(ctx, out, out_cap, &len) in a child. On return the parent's `out` (caller-owned, out_cap
+ * bytes) holds what the child sent. timeout_s <= 0 means no limit.
+ * Returns GT_OK when the child reported back (res->fn_status says whether fn succeeded),
+ * GT_ECRASH when it died on a signal or exited without reporting, GT_ETIMEOUT when it was killed
+ * at the limit, GT_EIO when fork/pipe/mmap failed (errno set), GT_EINVAL for bad arguments.
+ * *res is filled in every case but GT_EINVAL. */
+int gt_guard_run(gt_guarded_fn fn, void *ctx, void *out, size_t out_cap, double timeout_s,
+                 gt_guard_result *res);
+
+/* Inside a guarded fn: records the current stage name (truncated to 63 bytes). Outside a guarded
+ * run it does nothing. Async-signal-safe enough for use from kernels' callers. */
+void gt_guard_stage(const char *stage);
+
+/* The name of a signal ("SIGSEGV"), or "signal N" written into buf for unknown ones. */
+const char *gt_signal_name(int sig, char *buf, size_t buf_size);
+
+#endif /* GT_GUARD_H */

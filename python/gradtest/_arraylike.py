@@ -1,0 +1,116 @@
+"""The NumPy surface shared by the engines' array types (``Dual`` and ``Tracked``).
+
+Operators, methods and attributes all route through NumPy's own functions, so a subclass only
+implements ``__array_ufunc__``, ``__array_function__`` and ``__getitem__``, and keeps its primal
+values in ``self.value`` (a NumPy array). An unchanged NumPy function then runs on it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class ArrayLike:
+    """Base of the engines' array types: NumPy operators, methods and attributes by delegation."""
+
+    __slots__ = ()
+    __array_priority__ = 1000.0  # make NumPy defer to us in mixed binary operations
+    value: np.ndarray
+
+    # attributes
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.value.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.value.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.value.ndim
+
+    @property
+    def size(self) -> int:
+        return self.value.size
+
+    @property
+    def T(self) -> Any:
+        return np.transpose(self)
+
+    @property
+    def mT(self) -> Any:
+        return np.swapaxes(self, -1, -2)
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
+
+    def __float__(self) -> float:
+        return float(self.value)
+
+    # arithmetic
+    def __add__(self, other): return np.add(self, other)
+    def __radd__(self, other): return np.add(other, self)
+    def __sub__(self, other): return np.subtract(self, other)
+    def __rsub__(self, other): return np.subtract(other, self)
+    def __mul__(self, other): return np.multiply(self, other)
+    def __rmul__(self, other): return np.multiply(other, self)
+    def __truediv__(self, other): return np.true_divide(self, other)
+    def __rtruediv__(self, other): return np.true_divide(other, self)
+    def __pow__(self, other): return np.power(self, other)
+    def __rpow__(self, other): return np.power(other, self)
+    def __matmul__(self, other): return np.matmul(self, other)
+    def __rmatmul__(self, other): return np.matmul(other, self)
+    def __neg__(self): return np.negative(self)
+    def __pos__(self): return np.positive(self)
+    def __abs__(self): return np.abs(self)
+    def __floordiv__(self, other): return np.floor_divide(self, other)
+    def __rfloordiv__(self, other): return np.floor_divide(other, self)
+    def __mod__(self, other): return np.remainder(self, other)
+    def __rmod__(self, other): return np.remainder(other, self)
+
+    # comparisons give plain boolean arrays (they are not differentiable)
+    def __lt__(self, other): return np.less(self, other)
+    def __le__(self, other): return np.less_equal(self, other)
+    def __gt__(self, other): return np.greater(self, other)
+    def __ge__(self, other): return np.greater_equal(self, other)
+    def __eq__(self, other): return np.equal(self, other)  # type: ignore[override]
+    def __ne__(self, other): return np.not_equal(self, other)  # type: ignore[override]
+    __hash__ = None  # type: ignore[assignment]
+
+    # methods
+    def sum(self, axis=None, dtype=None, out=None, keepdims=False, **kw): return np.sum(self, axis=axis, keepdims=keepdims, **kw)
+    def mean(self, axis=None, dtype=None, out=None, keepdims=False, **kw): return np.mean(self, axis=axis, keepdims=keepdims, **kw)
+    def prod(self, axis=None, dtype=None, out=None, keepdims=False, **kw): return np.prod(self, axis=axis, keepdims=keepdims, **kw)
+    def max(self, axis=None, out=None, keepdims=False, **kw): return np.max(self, axis=axis, keepdims=keepdims, **kw)
+    def min(self, axis=None, out=None, keepdims=False, **kw): return np.min(self, axis=axis, keepdims=keepdims, **kw)
+    def var(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False): return np.var(self, axis=axis, ddof=ddof, keepdims=keepdims)
+    def std(self, axis=None, dtype=None, out=None, ddof=0, keepdims=False): return np.std(self, axis=axis, ddof=ddof, keepdims=keepdims)
+    def cumsum(self, axis=None): return np.cumsum(self, axis=axis)
+    def cumprod(self, axis=None): return np.cumprod(self, axis=axis)
+    def argmax(self, axis=None, **kw): return np.argmax(self.value, axis=axis, **kw)
+    def argmin(self, axis=None, **kw): return np.argmin(self.value, axis=axis, **kw)
+    def reshape(self, *shape, order="C"):
+        return np.reshape(self, shape[0] if len(shape) == 1 else shape, order=order)
+    def ravel(self, order="C"): return np.ravel(self, order=order)
+    def flatten(self, order="C"): return np.ravel(self, order=order)
+    def transpose(self, *axes):
+        return np.transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+    def swapaxes(self, a, b): return np.swapaxes(self, a, b)
+    def squeeze(self, axis=None): return np.squeeze(self, axis=axis)
+    def repeat(self, repeats, axis=None): return np.repeat(self, repeats, axis=axis)
+    def clip(self, a_min=None, a_max=None): return np.clip(self, a_min, a_max)
+    def dot(self, other): return np.dot(self, other)
+    def trace(self, offset=0, axis1=0, axis2=1): return np.trace(self, offset, axis1, axis2)
+    def round(self, decimals=0): return np.round(self, decimals)
+    def item(self, *args): return self.value.item(*args)
+    def tolist(self): return self.value.tolist()

@@ -1,0 +1,168 @@
+"""The gradient problem every backend solves: f, its flattened arguments and the output reduction."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ._tree import FlatArgs, output_leaves
+
+
+@dataclasses.dataclass
+class OutputSpec:
+    """How f's output is reduced to the scalar whose gradient is checked.
+
+    A scalar output is used as is. An array output (or a tree of arrays) is checked through the
+    fixed random cotangent ``u``: the scalar is ``<u, f(x)>``, whose gradient is the vector-Jacobian
+    product ``J^T u``. One output element gets ``u = 1``.
+
+    Attributes
+    ----------
+    scalar : bool
+        True when f returns a real scalar (a Python or NumPy number, or a 0-d array).
+    cotangents : list of numpy.ndarray
+        One float64 array per output leaf, with that leaf's shape (empty when ``scalar``).
+    tree : bool
+        True when the output is a tree (tuple, dict, ...) rather than a single array.
+    """
+
+    scalar: bool
+    cotangents: list[np.ndarray]
+    tree: bool
+
+    def reduce(self, out: Any) -> Any:
+        """Reduces an output of f (NumPy arrays, or Dual/Tracked arrays) to the checked scalar."""
+        if self.scalar:
+            return out
+        leaves = output_leaves(out) if self.tree else [out]
+        if len(leaves) != len(self.cotangents):
+            raise ValueError(
+                f"f returned {len(leaves)} output arrays where {len(self.cotangents)} were expected "
+                "(its output structure changed between calls)"
+            )
+        total: Any = 0.0
+        for u, leaf in zip(self.cotangents, leaves):
+            if np.shape(leaf) != u.shape:
+                raise ValueError(
+                    f"f returned an output of shape {np.shape(leaf)} where {u.shape} was expected "
+                    "(its output shape changed between calls)"
+                )
+            total = total + np.sum(np.multiply(u.astype(_dtype_of(leaf), copy=False), leaf))
+        return total
+
+
+def _dtype_of(x: Any) -> np.dtype:
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None and np.issubdtype(dtype, np.floating):
+        return np.dtype(dtype)
+    return np.dtype(np.float64)
+
+
+def describe_output(out: Any, rng: np.random.Generator) -> OutputSpec:
+    """Builds the output reduction from one output of f.
+
+    Raises
+    ------
+    TypeError
+        If the output is not real and numeric (complex, object, strings, None).
+    """
+    if _is_real_scalar(out):
+        return OutputSpec(True, [], False)
+    tree = not isinstance(out, np.ndarray)
+    leaves = output_leaves(out) if tree else [out]
+    if not leaves:
+        raise TypeError("f returned an empty structure; expected a real number or floating arrays")
+    cotangents = []
+    for leaf in leaves:
+        arr = np.asarray(leaf) if not hasattr(leaf, "shape") else leaf
+        dtype = getattr(arr, "dtype", None)
+        if dtype is None or not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)
+                                 or dtype == np.bool_):
+            raise TypeError(
+                f"f returned {type(leaf).__name__}"
+                + (f" of dtype {dtype}" if dtype is not None else "")
+                + "; expected a real number or real floating arrays"
+            )
+        size = int(np.prod(np.shape(arr)))
+        u = np.ones(np.shape(arr)) if size == 1 else rng.standard_normal(np.shape(arr))
+        cotangents.append(u)
+    return OutputSpec(False, cotangents, tree)
+
+
+def _is_real_scalar(out: Any) -> bool:
+    if isinstance(out, bool):
+        return False
+    if isinstance(out, (int, float)):
+        return True
+    if isinstance(out, np.generic):
+        return np.issubdtype(out.dtype, np.floating) or np.issubdtype(out.dtype, np.integer)
+    if isinstance(out, np.ndarray) and out.ndim == 0:
+        return np.issubdtype(out.dtype, np.floating) or np.issubdtype(out.dtype, np.integer)
+    return False
+
+
+@dataclasses.dataclass
+class GradientProblem:
+    """What a backend differentiates: ``problem.scalar_output(x)`` for the differentiated leaves x.
+
+    Attributes
+    ----------
+    f : callable
+        The function under test.
+    kwargs : dict
+        Keyword arguments passed to ``f`` unchanged (never differentiated).
+    flat : FlatArgs
+        The flattened positional arguments.
+    output : OutputSpec
+        The reduction of f's output to a scalar.
+    user_gradient : callable or None
+        The ``gradient=`` function, for the ``"user"`` backend.
+    options : dict
+        Backend options from the caller (e.g. ``forward_chunk_size``), by backend-defined keys.
+    """
+
+    f: Callable[..., Any]
+    kwargs: dict[str, Any]
+    flat: FlatArgs
+    output: OutputSpec
+    user_gradient: Callable[..., Any] | None = None
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def diff_leaves(self) -> list[np.ndarray]:
+        """The caller's differentiated arrays (read them, never write them)."""
+        return self.flat.diff_leaves
+
+    @property
+    def diff_paths(self) -> list[str]:
+        return self.flat.diff_paths
+
+    @property
+    def size(self) -> int:
+        """Total number of differentiated elements."""
+        return int(sum(leaf.size for leaf in self.diff_leaves))
+
+    def fresh_args(self, replacements: dict[int, Any] | None = None) -> tuple[Any, ...]:
+        """Positional arguments for one call of f: every array leaf is a fresh copy (so f cannot
+        change the caller's arrays), with ``replacements`` (leaf index -> value) substituted."""
+        replacements = dict(replacements or {})
+        for i, leaf in enumerate(self.flat.leaves):
+            if i not in replacements and isinstance(leaf, np.ndarray):
+                replacements[i] = leaf.copy(order="K")
+        return self.flat.call_args(replacements)
+
+    def call(self, diff_values: list[Any]) -> Any:
+        """Calls f with ``diff_values`` in place of the differentiated leaves (in leaf order) and
+        returns its raw output."""
+        if len(diff_values) != len(self.flat.differentiable):
+            raise ValueError(
+                f"diff_values: expected {len(self.flat.differentiable)} values, got {len(diff_values)}"
+            )
+        return self.f(*self.fresh_args(dict(zip(self.flat.differentiable, diff_values))), **self.kwargs)
+
+    def scalar_output(self, diff_values: list[Any]) -> Any:
+        """The checked scalar ``<u, f(x)>`` (or f(x) itself for scalar f) at ``diff_values``."""
+        return self.output.reduce(self.call(diff_values))

@@ -1,0 +1,171 @@
+"""Argument trees: flattening nested arguments into leaves with readable paths.
+
+Arguments may nest dicts, lists, tuples, namedtuples and dataclasses (through optree, the pytree
+library PyTorch uses). Leaves that are floating NumPy arrays are differentiated; every other leaf is
+held constant and its gradient is ``None``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import optree
+
+_NAMESPACE = "gradtest"
+_DIFFERENTIABLE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+_registered_dataclasses: set[type] = set()
+_registration_lock = threading.Lock()
+
+
+class Constant:
+    """Marks an argument that is held constant: it is passed to ``f`` unchanged and its gradient
+    is ``None``, even when it is a floating array.
+
+    Parameters
+    ----------
+    value : Any
+        The value passed to the function under test.
+
+    Examples
+    --------
+    >>> import numpy as np, gradtest
+    >>> w = gradtest.Constant(np.ones(3))
+    >>> w.value
+    array([1., 1., 1.])
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Constant({self.value!r})"
+
+
+def _register_dataclass(cls: type) -> None:
+    names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+    def flatten(obj: Any) -> tuple[list[Any], tuple[str, ...], tuple[str, ...]]:
+        return [getattr(obj, name) for name in names], names, names
+
+    def unflatten(field_names: tuple[str, ...], children: Sequence[Any]) -> Any:
+        return cls(**dict(zip(field_names, children)))
+
+    optree.register_pytree_node(
+        cls, flatten, unflatten, path_entry_type=optree.GetAttrEntry, namespace=_NAMESPACE
+    )
+
+
+def _is_leaf(node: Any) -> bool:
+    if isinstance(node, (np.ndarray, Constant)):
+        return True
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        cls = type(node)
+        if cls not in _registered_dataclasses:
+            with _registration_lock:
+                if cls not in _registered_dataclasses:
+                    _register_dataclass(cls)
+                    _registered_dataclasses.add(cls)
+    return False
+
+
+def is_differentiable(leaf: Any) -> bool:
+    """True for a floating NumPy array (float16, float32 or float64) of any shape, 0-d included."""
+    return isinstance(leaf, np.ndarray) and leaf.dtype in _DIFFERENTIABLE_DTYPES
+
+
+@dataclasses.dataclass(frozen=True)
+class FlatArgs:
+    """Flattened call arguments.
+
+    Attributes
+    ----------
+    leaves : list
+        Every leaf, in tree order (``Constant`` wrappers kept).
+    paths : list of str
+        A Python expression per leaf naming it, such as ``args[1]['x']['z']``.
+    spec : optree.PyTreeSpec
+        The structure, to rebuild trees of the same shape.
+    differentiable : list of int
+        Indices into ``leaves`` of the differentiated leaves.
+    n_args : int
+        How many positional arguments there were.
+    """
+
+    leaves: list[Any]
+    paths: list[str]
+    spec: Any
+    differentiable: list[int]
+    n_args: int
+
+    @property
+    def diff_leaves(self) -> list[np.ndarray]:
+        return [self.leaves[i] for i in self.differentiable]
+
+    @property
+    def diff_paths(self) -> list[str]:
+        return [self.paths[i] for i in self.differentiable]
+
+    def call_args(self, replacements: dict[int, Any] | None = None) -> tuple[Any, ...]:
+        """Positional arguments for ``f``: the leaves, with ``replacements[i]`` in place of leaf i
+        and ``Constant`` wrappers removed."""
+        replacements = replacements or {}
+        leaves = [
+            replacements[i] if i in replacements else _unwrap(leaf)
+            for i, leaf in enumerate(self.leaves)
+        ]
+        return tuple(optree.tree_unflatten(self.spec, leaves))
+
+    def gradient_tree(self, gradients: Sequence[Any]) -> tuple[Any, ...]:
+        """The argument tree with each differentiated leaf replaced by its gradient and every other
+        leaf by ``None``."""
+        out: list[Any] = [None] * len(self.leaves)
+        for i, g in zip(self.differentiable, gradients):
+            out[i] = g
+        return tuple(optree.tree_unflatten(self.spec, out))
+
+
+def _unwrap(leaf: Any) -> Any:
+    return leaf.value if isinstance(leaf, Constant) else leaf
+
+
+def flatten_args(args: tuple[Any, ...]) -> FlatArgs:
+    """Flattens positional arguments into leaves, paths and the indices of differentiable leaves."""
+    accessors, leaves, spec = optree.tree_flatten_with_accessor(
+        tuple(args), is_leaf=_is_leaf, none_is_leaf=True, namespace=_NAMESPACE
+    )
+    paths = [accessor.codify("args") for accessor in accessors]
+    differentiable = [i for i, leaf in enumerate(leaves) if is_differentiable(leaf)]
+    return FlatArgs(list(leaves), paths, spec, differentiable, len(args))
+
+
+def flatten_like(flat: FlatArgs, tree: Any, what: str) -> list[Any]:
+    """Leaves of ``tree``, which must have the structure of the argument tree ``flat``.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` when the structures differ.
+    """
+    try:
+        return list(flat.spec.flatten_up_to(tuple(tree) if isinstance(tree, list) else tree))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{what}: expected a tree with the structure of the arguments, "
+            f"{optree.tree_unflatten(flat.spec, ['*'] * len(flat.leaves))}; {exc}"
+        ) from None
+
+
+def tree_map_outputs(fn: Callable[[Any], Any], tree: Any) -> Any:
+    """Maps ``fn`` over the leaves of an output tree (arrays and numbers are leaves)."""
+    return optree.tree_map(fn, tree, is_leaf=_is_leaf, none_is_leaf=True, namespace=_NAMESPACE)
+
+
+def output_leaves(tree: Any) -> list[Any]:
+    """The leaves of an output tree (arrays and numbers are leaves)."""
+    return optree.tree_leaves(tree, is_leaf=_is_leaf, none_is_leaf=True, namespace=_NAMESPACE)

@@ -1,0 +1,112 @@
+"""The backend registry.
+
+A backend turns a :class:`~gradtest.GradientProblem` into one gradient array per differentiated
+leaf. The orchestration (:func:`gradtest.check_gradients`) knows nothing of any backend beyond
+this registry, so a new engine plugs in with one :func:`register_backend` call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ._problem import GradientProblem
+
+ComputeFn = Callable[["GradientProblem"], "list[np.ndarray]"]
+AppliesFn = Callable[["GradientProblem"], bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class Backend:
+    """A registered differentiation backend.
+
+    Attributes
+    ----------
+    name : str
+        The name used in ``backends=``, ``skip_backends=`` and reports.
+    compute : callable
+        ``compute(problem) -> list[numpy.ndarray]``: the gradient of ``problem.scalar_output``
+        with respect to each differentiated leaf, in leaf order and with each leaf's shape.
+    applies : callable
+        ``applies(problem) -> bool``: whether the backend runs on these inputs when no
+        ``backends=`` list names it explicitly (e.g. a size limit).
+    default : bool
+        Whether the backend runs when ``backends=None``.
+    description : str
+        One line for reports and documentation.
+    """
+
+    name: str
+    compute: ComputeFn
+    applies: AppliesFn
+    default: bool = True
+    description: str = ""
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def _always(problem: GradientProblem) -> bool:
+    return True
+
+
+def register_backend(
+    name: str,
+    compute: ComputeFn,
+    *,
+    applies: AppliesFn | None = None,
+    default: bool = True,
+    description: str = "",
+) -> Backend:
+    """Registers (or replaces) the backend called ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Backend name; must be a non-empty identifier-like string.
+    compute : callable
+        ``compute(problem) -> list[numpy.ndarray]``, see :class:`Backend`.
+    applies : callable, optional
+        ``applies(problem) -> bool``; by default the backend applies to every input.
+    default : bool, optional
+        Whether the backend runs when ``backends=None``.
+    description : str, optional
+        One line shown in reports.
+
+    Returns
+    -------
+    Backend
+        The registered entry.
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name: expected a non-empty string, got {name!r}")
+    if not callable(compute):
+        raise TypeError(f"compute: expected a callable, got {type(compute).__name__}")
+    backend = Backend(name, compute, applies or _always, default, description)
+    _REGISTRY[name] = backend
+    return backend
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered as ``name``.
+
+    Raises
+    ------
+    ValueError
+        If no backend has that name; the message lists the known ones.
+    """
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown backend {name!r}; known backends: {', '.join(available_backends())}"
+        ) from None
+
+
+def available_backends() -> list[str]:
+    """Names of all registered backends, in registration order."""
+    return list(_REGISTRY)
