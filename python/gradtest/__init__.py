@@ -7,7 +7,7 @@ and soft-failing backends.
 
 from ._tree import Constant
 from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
-from .backends import Backend, available_backends, get_backend, register_backend
+from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
 from .report import GradientReport, Outcome, WorstElement
 from .backends import _register_builtin
 
@@ -30,4 +30,5 @@ __all__ = [
     "gradient",
     "register_backend",
     "test_gradients",
+    "unregister_backend",
 ]
