@@ -14,12 +14,15 @@ from .backends import _register_builtin
 _register_builtin()
 del _register_builtin
 
+from .forward import Dual, jvp  # noqa: E402  (registers the "forward" backend)
+
 __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
     "CheckSettings",
     "Constant",
+    "Dual",
     "GradientReport",
     "NoBackendWarning",
     "Outcome",
@@ -28,6 +31,7 @@ __all__ = [
     "check_gradients",
     "get_backend",
     "gradient",
+    "jvp",
     "register_backend",
     "test_gradients",
     "unregister_backend",
