@@ -3,7 +3,9 @@
 
 #include <limits.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <threads.h>
 
 #include <cblas.h>
 
@@ -16,9 +18,9 @@
 #define GT_CBLAS(name) name
 #endif
 
-/* Elements per block: the partials of one block (5 double buffers, 10 KiB) stay in L1 while every
+/* Elements per block: the partials of one block (5 double buffers, 40 KiB) stay in L1/L2 while every
  * tangent direction is combined with them. */
-#define GT_DUAL_BLOCK 256
+#define GT_DUAL_BLOCK 1024
 
 /* A zero tangent contributes zero even where the partial is infinite or NaN (sqrt'(0) = inf):
  * with one-hot seeding every other direction has a zero tangent at that element, and 0 * inf
@@ -146,73 +148,132 @@ int gt_dual_elementwise(const gt_op *op, gt_dtype dtype, int nd, const size_t *s
     return GT_OK;
 }
 
-/* C (rows x cols) = A (rows x inner) @ B (inner x cols), row-major, leading dimensions given. */
+/* C (rows x cols) = A (rows x inner) @ B (inner x cols) [+ C when accumulate], row-major, with the
+ * leading dimensions given. */
 static void gemm(gt_dtype dtype, size_t rows, size_t cols, size_t inner, const void *a, size_t lda,
-                 const void *b, size_t ldb, void *c, size_t ldc)
+                 const void *b, size_t ldb, void *c, size_t ldc, int accumulate)
 {
     if (dtype == GT_FLOAT64)
         GT_CBLAS(cblas_dgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)cols,
-                              (blasint)inner, 1.0, a, (blasint)lda, b, (blasint)ldb, 0.0, c, (blasint)ldc);
+                              (blasint)inner, 1.0, a, (blasint)lda, b, (blasint)ldb,
+                              accumulate ? 1.0 : 0.0, c, (blasint)ldc);
     else
         GT_CBLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)cols,
-                              (blasint)inner, 1.0f, a, (blasint)lda, b, (blasint)ldb, 0.0f, c, (blasint)ldc);
+                              (blasint)inner, 1.0f, a, (blasint)lda, b, (blasint)ldb,
+                              accumulate ? 1.0f : 0.0f, c, (blasint)ldc);
 }
 
 static int fits_blas(size_t x) { return x <= (size_t)INT_MAX; }
+
+/* Per-thread scratch for gt_dual_matmul, kept between calls: writing into freshly mapped pages
+ * costs one page fault per 4 KiB, which measured as the largest part of the A @ dB term for
+ * mid-sized matrices. Bounded by GT_DUAL_SCRATCH_KEEP; larger requests are freed after use. The
+ * cache is thread-local, so no lock is needed; a thread frees its own with
+ * gt_dual_scratch_release(), and C11 thread-specific storage frees it when a thread exits. */
+#define GT_DUAL_SCRATCH_KEEP ((size_t)64 << 20)
+
+typedef struct scratch_cache {
+    char *data;
+    size_t size;
+} scratch_cache;
+
+static once_flag scratch_once = ONCE_FLAG_INIT;
+static tss_t scratch_key;
+static int scratch_key_ok;
+
+static void scratch_destroy(void *ptr)
+{
+    scratch_cache *cache = ptr;
+    if (cache) {
+        gt_free(cache->data);
+        free(cache);
+    }
+}
+
+static void scratch_key_init(void) { scratch_key_ok = tss_create(&scratch_key, scratch_destroy) == thrd_success; }
+
+/* Returns a buffer of at least `size` bytes, or NULL when out of memory. *owned is set to 1 when
+ * the caller must gt_free it (too large to keep, or no cache), 0 when it belongs to the cache. */
+static char *scratch_get(size_t size, int *owned)
+{
+    *owned = 1;
+    call_once(&scratch_once, scratch_key_init);
+    if (!scratch_key_ok || size > GT_DUAL_SCRATCH_KEEP)
+        return gt_malloc(size);
+    scratch_cache *cache = tss_get(scratch_key);
+    if (!cache) {
+        cache = calloc(1, sizeof *cache);
+        if (!cache || tss_set(scratch_key, cache) != thrd_success) {
+            free(cache);
+            return gt_malloc(size);
+        }
+    }
+    if (cache->size < size) {
+        char *data = gt_malloc(size);
+        if (!data)
+            return NULL;
+        gt_free(cache->data);
+        cache->data = data;
+        cache->size = size;
+    }
+    *owned = 0;
+    return cache->data;
+}
+
+void gt_dual_scratch_release(void)
+{
+    call_once(&scratch_once, scratch_key_init);
+    if (!scratch_key_ok)
+        return;
+    scratch_cache *cache = tss_get(scratch_key);
+    if (cache) {
+        gt_free(cache->data);
+        cache->data = NULL;
+        cache->size = 0;
+    }
+}
 
 int gt_dual_matmul(gt_dtype dtype, size_t m, size_t n, size_t p, size_t k, const void *a,
                    const void *da, const void *b, const void *db, void *dc)
 {
     size_t es = gt_dtype_size(dtype);
-    int status = GT_OK;
-    char *tb = NULL, *tc = NULL;
+    int status = GT_OK, owned = 0;
+    char *scratch = NULL;
     if (!es || !a || !b || !dc)
         return GT_EINVAL;
     if (m && k > SIZE_MAX / m)
         return GT_EINVAL;
-    if (!fits_blas(n) || !fits_blas(k * m) || !fits_blas(k * p) || (p && k * p > SIZE_MAX / (n + m + 1)))
+    if (!fits_blas(n) || !fits_blas(k * m) || !fits_blas(k * p) || (p && k * p > SIZE_MAX / (n + m + 1) / es))
         return GT_EUNSUPPORTED;
     size_t total = k * m * p;
     if (total == 0)
         return GT_OK;
-    if (!da || n == 0)
+    if (n == 0 || (!da && !db)) {
         memset(dc, 0, total * es);
-    else
-        gemm(dtype, k * m, p, n, da, n, b, p, dc, p); /* all k directions of dA @ B at once */
-    if (!db || n == 0)
         return GT_OK;
-
-    size_t row = p * es; /* bytes in one row of dB[d] */
-    tb = gt_malloc(n * k * row);
-    tc = gt_malloc(m * k * row);
-    if (!tb || !tc) {
-        status = GT_ENOMEM;
-        goto cleanup;
     }
-    /* scratch (n, k, p): row i holds [dB[0][i] .. dB[k-1][i]], so the k directions of A @ dB form
-     * one (m, n) @ (n, k*p) product */
-    for (size_t d = 0; d < k; d++)
-        for (size_t i = 0; i < n; i++)
-            memcpy(tb + (i * k + d) * row, (const char *)db + (d * n + i) * row, row);
-    gemm(dtype, m, k * p, n, a, n, tb, k * p, tc, k * p);
-    for (size_t d = 0; d < k; d++) {
-        for (size_t i = 0; i < m; i++) {
-            size_t out = (d * m + i) * p, src = (i * k + d) * p;
-            if (dtype == GT_FLOAT64) {
-                double *o = (double *)dc + out;
-                const double *s = (const double *)tc + src;
-                for (size_t j = 0; j < p; j++)
-                    o[j] += s[j];
-            } else {
-                float *o = (float *)dc + out;
-                const float *s = (const float *)tc + src;
-                for (size_t j = 0; j < p; j++)
-                    o[j] += s[j];
-            }
-        }
+    int accumulate = 0;
+    if (db) {
+        /* scratch (n, k, p): row i holds [dB[0][i] .. dB[k-1][i]], so the k directions of A @ dB
+         * form one (m, n) @ (n, k*p) product, written to an (m, k, p) scratch and transposed once
+         * into dc */
+        size_t row = p * es;
+        scratch = scratch_get((n + m) * k * row, &owned);
+        if (!scratch)
+            return GT_ENOMEM;
+        char *tb = scratch, *tc = scratch + n * k * row;
+        for (size_t d = 0; d < k; d++)
+            for (size_t i = 0; i < n; i++)
+                memcpy(tb + (i * k + d) * row, (const char *)db + (d * n + i) * row, row);
+        gemm(dtype, m, k * p, n, a, n, tb, k * p, tc, k * p, 0);
+        for (size_t d = 0; d < k; d++)
+            for (size_t i = 0; i < m; i++)
+                memcpy((char *)dc + (d * m + i) * row, tc + (i * k + d) * row, row);
+        accumulate = 1;
     }
-cleanup:
-    gt_free(tb);
-    gt_free(tc);
+    if (da) /* all k directions of dA @ B at once, added to the A @ dB term */
+        gemm(dtype, k * m, p, n, da, n, b, p, dc, p, accumulate);
+    if (owned)
+        gt_free(scratch);
     return status;
 }

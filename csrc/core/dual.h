@@ -46,9 +46,14 @@ int gt_dual_elementwise(const gt_op *op, gt_dtype dtype, int nd, const size_t *s
  * call. a (m, n), b (n, p): primal operands. da, db: tangents, either may be NULL (constant).
  * dc: caller-owned output (k, m, p), fully written.
  * Returns GT_OK; GT_EINVAL for a NULL required pointer or an unknown dtype; GT_EUNSUPPORTED when
- * a dimension exceeds BLAS's 32-bit integers; GT_ENOMEM when the scratch matrices cannot be
- * allocated (through gt_malloc; freed before returning). Safe to call without the GIL. */
+ * a dimension exceeds BLAS's 32-bit integers; GT_ENOMEM when the scratch cannot be allocated.
+ * The scratch (through gt_malloc) is kept per thread between calls up to 64 MiB, see
+ * gt_dual_scratch_release. Safe to call without the GIL, from several threads at once. */
 int gt_dual_matmul(gt_dtype dtype, size_t m, size_t n, size_t p, size_t k, const void *a,
                    const void *da, const void *b, const void *db, void *dc);
+
+/* Frees the calling thread's matmul scratch (also freed automatically when the thread exits).
+ * For tests that count live allocations, and for long-lived threads that are done with duals. */
+void gt_dual_scratch_release(void);
 
 #endif /* GT_DUAL_H */

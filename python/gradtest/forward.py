@@ -111,6 +111,10 @@ class Dual(ArrayLike):
         )
 
     def __getitem__(self, index: Any) -> Dual:
+        if type(index) is int or type(index) is slice:  # the common case, without moving axes
+            value = self.value[index]
+            return _make(value if type(value) is np.ndarray else np.asarray(value),
+                         self.tangents[:, index])
         index = _primal_index(index)
         value = self.value[index]
         tangents = np.moveaxis(np.moveaxis(self.tangents, 0, -1)[_trailing_index(index)], -1, 0)
@@ -144,6 +148,43 @@ class Dual(ArrayLike):
     @property
     def real(self) -> Dual:
         return self
+
+    # ---- operators and common methods, straight to their rules (skipping NumPy's dispatch,
+    # which costs more than the op itself on small arrays) -----------------------------------
+
+    def __add__(self, other: Any) -> Any: return _UFUNC_RULES[np.add](self, other)
+    def __radd__(self, other: Any) -> Any: return _UFUNC_RULES[np.add](other, self)
+    def __sub__(self, other: Any) -> Any: return _UFUNC_RULES[np.subtract](self, other)
+    def __rsub__(self, other: Any) -> Any: return _UFUNC_RULES[np.subtract](other, self)
+    def __mul__(self, other: Any) -> Any: return _UFUNC_RULES[np.multiply](self, other)
+    def __rmul__(self, other: Any) -> Any: return _UFUNC_RULES[np.multiply](other, self)
+    def __truediv__(self, other: Any) -> Any: return _UFUNC_RULES[np.divide](self, other)
+    def __rtruediv__(self, other: Any) -> Any: return _UFUNC_RULES[np.divide](other, self)
+    def __pow__(self, other: Any) -> Any: return _UFUNC_RULES[np.power](self, other)
+    def __rpow__(self, other: Any) -> Any: return _UFUNC_RULES[np.power](other, self)
+    def __neg__(self) -> Any: return _UFUNC_RULES[np.negative](self)
+    def __pos__(self) -> Any: return _UFUNC_RULES[np.positive](self)
+    def __abs__(self) -> Any: return _UFUNC_RULES[np.absolute](self)
+    def __matmul__(self, other: Any) -> Any: return _matmul(self, other)
+    def __rmatmul__(self, other: Any) -> Any: return _matmul(other, self)
+
+    def sum(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
+            **kw: Any) -> Any:
+        return _sum(self, axis, dtype, out, keepdims, **kw)
+
+    def mean(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
+             **kw: Any) -> Any:
+        return _mean(self, axis, dtype, out, keepdims, **kw)
+
+    def reshape(self, *shape: Any, order: str = "C") -> Any:
+        return _reshape(self, shape[0] if len(shape) == 1 else shape, order=order)
+
+    def transpose(self, *axes: Any) -> Any:
+        return _transpose(self, axes[0] if len(axes) == 1 else (axes or None))
+
+    @property
+    def T(self) -> Any:
+        return _transpose(self)
 
     # ---- NumPy protocols ------------------------------------------------------------------
 
@@ -256,25 +297,57 @@ def _tangent_of(x: Any, dtype: np.dtype, k: int, shape: tuple[int, ...] | None =
 # --------------------------------------------------------------------------------------------
 
 
+def _float_result(ufunc: np.ufunc, y: np.ndarray) -> np.ndarray:
+    if y.dtype.kind != "f":
+        raise TypeError(f"numpy.{ufunc.__name__} on gradtest.Dual gave dtype {y.dtype}; "
+                        "expected float32 or float64")
+    return y.astype(np.float32 if y.dtype == np.float16 else np.float64)
+
+
+def _operand(x: Any, dtype: np.dtype) -> tuple[Any, Any]:
+    """Value and tangents (None for a constant) of one ufunc input, in the result's dtype."""
+    if isinstance(x, Dual):
+        if x.value.dtype != dtype:
+            return x.value.astype(dtype), x.tangents.astype(dtype)
+        return x.value, x.tangents
+    return np.asarray(x, dtype=dtype), None
+
+
 def _elementwise_rule(index: int, ufunc: np.ufunc) -> Callable[..., Any]:
-    def rule(*inputs: Any, dtype: Any = None) -> Any:
-        values = [_primal(x) for x in inputs]
-        y = np.asarray(ufunc(*values) if dtype is None else ufunc(*values, dtype=dtype))
-        if y.dtype not in _FLOAT_DTYPES:
-            if y.dtype.kind != "f":
-                raise TypeError(f"numpy.{ufunc.__name__} on gradtest.Dual gave dtype {y.dtype}; "
-                                "expected float32 or float64")
-            y = y.astype(np.float32 if y.dtype == np.float16 else np.float64)
+    """The rule of an op-table ufunc: the primal by NumPy, the tangents by the C core.
+
+    Written out per arity and without generic helpers because this is the per-op overhead that
+    small arrays see."""
+    elementwise = _forward.elementwise
+    floats = _FLOAT_DTYPES
+
+    def unary(a: Any, dtype: Any = None) -> Any:
+        y = ufunc(a.value) if dtype is None else ufunc(a.value, dtype=dtype)
+        if type(y) is not np.ndarray:
+            y = np.asarray(y)
+        if y.dtype not in floats:
+            y = _float_result(ufunc, y)
         if not y.flags.c_contiguous:
             y = np.ascontiguousarray(y)
-        args: list[Any] = [index, y]
-        for x, v in zip(inputs, values):
-            if isinstance(x, Dual):
-                args += [x.value.astype(y.dtype, copy=False), x.tangents.astype(y.dtype, copy=False)]
-            else:
-                args += [np.asarray(v, dtype=y.dtype), None]
-        return _make(y, _forward.elementwise(*args))
+        av, at = _operand(a, y.dtype)
+        return _make(y, elementwise(index, y, av, at))
 
+    def binary(a: Any, b: Any, dtype: Any = None) -> Any:
+        av = a.value if isinstance(a, Dual) else a
+        bv = b.value if isinstance(b, Dual) else b
+        y = ufunc(av, bv) if dtype is None else ufunc(av, bv, dtype=dtype)
+        if type(y) is not np.ndarray:
+            y = np.asarray(y)
+        if y.dtype not in floats:
+            y = _float_result(ufunc, y)
+        if not y.flags.c_contiguous:
+            y = np.ascontiguousarray(y)
+        dt = y.dtype
+        av, at = _operand(a, dt)
+        bv, bt = _operand(b, dt)
+        return _make(y, elementwise(index, y, av, at, bv, bt))
+
+    rule = unary if ufunc.nin == 1 else binary
     rule.__name__ = f"dual_{ufunc.__name__}"
     return rule
 
@@ -329,6 +402,8 @@ _UFUNC_RULES[np.matmul] = _matmul_ufunc
 def _norm_axes(axis: Any, ndim: int) -> tuple[int, ...]:
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:
+        return (axis % ndim,)
     axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
     out = []
     for ax in axes:
@@ -359,10 +434,13 @@ def _sum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims:
     _no_out("sum", out, where)
     x = _as_dual(a)
     axes = _norm_axes(axis, x.ndim)
-    value = np.sum(x.value, axis=axes, keepdims=keepdims, dtype=dtype,
-                   **({} if initial is None else {"initial": initial}))
-    tangents = np.sum(x.tangents, axis=_shift(axes), keepdims=keepdims, dtype=dtype)
-    return _make(np.asarray(value), tangents)
+    # add.reduce directly: np.sum's Python wrapper costs more than the sum on small arrays
+    if initial is None:
+        value = np.add.reduce(x.value, axis=axes, dtype=dtype, keepdims=keepdims)
+    else:
+        value = np.add.reduce(x.value, axis=axes, dtype=dtype, keepdims=keepdims, initial=initial)
+    tangents = np.add.reduce(x.tangents, axis=_shift(axes), dtype=dtype, keepdims=keepdims)
+    return _make(value if type(value) is np.ndarray else np.asarray(value), tangents)
 
 
 def _mean(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
