@@ -17,7 +17,7 @@ DOMAIN = {
     "log": (0.2, 3.0), "log2": (0.2, 3.0), "log10": (0.2, 3.0), "sqrt": (0.2, 3.0),
     "reciprocal": (0.3, 3.0), "power": (0.3, 2.0), "divide": (0.5, 2.0), "cbrt": (0.2, 3.0),
     "log1p": (-0.5, 3.0), "arcsin": (-0.9, 0.9), "arccos": (-0.9, 0.9), "arctanh": (-0.9, 0.9),
-    "arccosh": (1.2, 3.0), "tan": (-1.2, 1.2),
+    "arccosh": (1.2, 3.0), "tan": (-1.2, 1.2), "remainder": (0.5, 2.0), "fmod": (0.5, 2.0),
 }
 NON_DIFFERENTIABLE = {"sign"}
 
