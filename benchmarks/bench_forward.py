@@ -222,8 +222,15 @@ def chunk_sweep(quick: bool) -> list[dict[str, Any]]:
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """All forward-mode benchmark rows; ``quick`` shortens every measurement."""
+    import os
+
     k = forward.DEFAULT_CHUNK_SIZE
-    rows = []
+    # OpenBLAS threads spin while idle: on a loaded machine with few cores the two OpenBLAS
+    # libraries in the process (NumPy's and scipy-openblas32) slow each other down, so record
+    # the setting next to the matmul rows
+    threads = os.environ.get("OPENBLAS_NUM_THREADS", "")
+    rows = [_row(f"OPENBLAS_NUM_THREADS={threads or 'unset'}, cpus={os.cpu_count()}",
+                 float(threads or 0), "threads", "info")]
     rows += small_op_overhead(quick, k)
     rows += large_op_throughput(quick, k)
     rows += matmul(quick, k)

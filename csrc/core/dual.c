@@ -24,12 +24,14 @@
 
 /* A zero tangent contributes zero even where the partial is infinite or NaN (sqrt'(0) = inf):
  * with one-hot seeding every other direction has a zero tangent at that element, and 0 * inf
- * must not turn their derivatives into NaN (ForwardDiff's "NaN-safe" rule). */
+ * must not turn their derivatives into NaN (ForwardDiff's "NaN-safe" rule). The guarded form only
+ * runs on blocks whose partials are not all finite; the others take the plain, vectorized loop. */
 #define GT_TERM(d, t) ((t) != 0 ? (d) * (t) : 0)
+#define GT_PLAIN(d, t) ((d) * (t))
 
 /* One block of one direction: out[i] = da[i] * at[i] + db[i] * bt[i], with byte strides as, bs
  * for the tangents; at or bt NULL means a zero tangent. out is contiguous. */
-#define GT_DEFINE_COMBINE(NAME, T)                                                                  \
+#define GT_DEFINE_COMBINE_WITH(NAME, T, TERM)                                                       \
     static void NAME(size_t n, T *out, const char *at, ptrdiff_t as, const double *da,             \
                      const char *bt, ptrdiff_t bs, const double *db)                               \
     {                                                                                              \
@@ -37,12 +39,12 @@
             if (as == (ptrdiff_t)sizeof(T) && bs == (ptrdiff_t)sizeof(T)) {                        \
                 const T *x = (const T *)at, *z = (const T *)bt;                                    \
                 for (size_t i = 0; i < n; i++)                                                     \
-                    out[i] = GT_TERM((T)da[i], x[i]) + GT_TERM((T)db[i], z[i]);                    \
+                    out[i] = TERM((T)da[i], x[i]) + TERM((T)db[i], z[i]);                          \
             } else {                                                                               \
                 for (size_t i = 0; i < n; i++) {                                                   \
                     T x = *(const T *)(at + (ptrdiff_t)i * as);                                    \
                     T z = *(const T *)(bt + (ptrdiff_t)i * bs);                                    \
-                    out[i] = GT_TERM((T)da[i], x) + GT_TERM((T)db[i], z);                          \
+                    out[i] = TERM((T)da[i], x) + TERM((T)db[i], z);                                \
                 }                                                                                  \
             }                                                                                      \
         } else if (at || bt) {                                                                     \
@@ -52,15 +54,18 @@
             if (ts == (ptrdiff_t)sizeof(T)) {                                                      \
                 const T *x = (const T *)t;                                                         \
                 for (size_t i = 0; i < n; i++)                                                     \
-                    out[i] = GT_TERM((T)d[i], x[i]);                                               \
+                    out[i] = TERM((T)d[i], x[i]);                                                  \
             } else {                                                                               \
                 for (size_t i = 0; i < n; i++)                                                     \
-                    out[i] = GT_TERM((T)d[i], *(const T *)(t + (ptrdiff_t)i * ts));                \
+                    out[i] = TERM((T)d[i], *(const T *)(t + (ptrdiff_t)i * ts));                   \
             }                                                                                      \
         } else {                                                                                   \
             memset(out, 0, n * sizeof(T));                                                         \
         }                                                                                          \
     }
+#define GT_DEFINE_COMBINE(NAME, T)                                                                  \
+    GT_DEFINE_COMBINE_WITH(NAME##_plain, T, GT_PLAIN)                                              \
+    GT_DEFINE_COMBINE_WITH(NAME##_safe, T, GT_TERM)
 
 GT_DEFINE_COMBINE(combine_f64, double)
 GT_DEFINE_COMBINE(combine_f32, float)
@@ -75,6 +80,16 @@ static void gather(gt_dtype dtype, size_t n, const char *p, ptrdiff_t s, double 
         for (size_t i = 0; i < n; i++)
             dst[i] = (double)*(const float *)(p + (ptrdiff_t)i * s);
     }
+}
+
+/* 1 when every one of the n partials (in the buffers that are used) is finite. */
+static int all_finite(size_t n, const double *da, const double *db)
+{
+    double acc = 0.0;
+    /* x * 0 is NaN exactly for infinite or NaN x: one vectorizable pass instead of a branch each */
+    for (size_t i = 0; i < n; i++)
+        acc += (da ? da[i] * 0.0 : 0.0) + (db ? db[i] * 0.0 : 0.0);
+    return acc == 0.0;
 }
 
 int gt_dual_elementwise(const gt_op *op, gt_dtype dtype, int nd, const size_t *shape, size_t k,
@@ -134,14 +149,24 @@ int gt_dual_elementwise(const gt_op *op, gt_dtype dtype, int nd, const size_t *s
                                             bt ? db : NULL);
             if (status)
                 return status;
+            int safe = !all_finite(bl, at ? da : NULL, bt ? db : NULL);
             for (size_t d = 0; d < k; d++) {
                 ptrdiff_t dd = (ptrdiff_t)d;
                 const char *ap = at ? at + dd * atk + ato + j * ats : NULL;
                 const char *bp = bt ? bt + dd * btk + bto + j * bts : NULL;
-                if (dtype == GT_FLOAT64)
-                    combine_f64(bl, (double *)yt + d * n + flat, ap, ats, da, bp, bts, db);
-                else
-                    combine_f32(bl, (float *)yt + d * n + flat, ap, ats, da, bp, bts, db);
+                if (dtype == GT_FLOAT64) {
+                    double *out = (double *)yt + d * n + flat;
+                    if (safe)
+                        combine_f64_safe(bl, out, ap, ats, da, bp, bts, db);
+                    else
+                        combine_f64_plain(bl, out, ap, ats, da, bp, bts, db);
+                } else {
+                    float *out = (float *)yt + d * n + flat;
+                    if (safe)
+                        combine_f32_safe(bl, out, ap, ats, da, bp, bts, db);
+                    else
+                        combine_f32_plain(bl, out, ap, ats, da, bp, bts, db);
+                }
             }
         }
     }
@@ -234,7 +259,7 @@ void gt_dual_scratch_release(void)
 }
 
 int gt_dual_matmul(gt_dtype dtype, size_t m, size_t n, size_t p, size_t k, const void *a,
-                   const void *da, const void *b, const void *db, void *dc)
+                   const void *da, const void *b, const void *db, void *c, void *dc)
 {
     size_t es = gt_dtype_size(dtype);
     int status = GT_OK, owned = 0;
@@ -245,6 +270,12 @@ int gt_dual_matmul(gt_dtype dtype, size_t m, size_t n, size_t p, size_t k, const
         return GT_EINVAL;
     if (!fits_blas(n) || !fits_blas(k * m) || !fits_blas(k * p) || (p && k * p > SIZE_MAX / (n + m + 1) / es))
         return GT_EUNSUPPORTED;
+    if (c && m > 0 && p > 0) {
+        if (n == 0)
+            memset(c, 0, m * p * es);
+        else
+            gemm(dtype, m, p, n, a, n, b, p, c, p, 0);
+    }
     size_t total = k * m * p;
     if (total == 0)
         return GT_OK;

@@ -44,13 +44,15 @@ int gt_dual_elementwise(const gt_op *op, gt_dtype dtype, int nd, const size_t *s
  * with one GEMM over all k directions per term: dA (k, m, n) is a (k*m, n) matrix, and dB
  * (k, n, p) is transposed into an (n, k*p) scratch matrix so that A @ [dB[0] .. dB[k-1]] is one
  * call. a (m, n), b (n, p): primal operands. da, db: tangents, either may be NULL (constant).
- * dc: caller-owned output (k, m, p), fully written.
+ * c: caller-owned primal output (m, p) = a @ b, or NULL to skip it (computing it here keeps every
+ * GEMM of a dual matmul on one OpenBLAS thread pool; alternating with NumPy's own pool made
+ * both pools spin against each other). dc: caller-owned output (k, m, p), fully written.
  * Returns GT_OK; GT_EINVAL for a NULL required pointer or an unknown dtype; GT_EUNSUPPORTED when
  * a dimension exceeds BLAS's 32-bit integers; GT_ENOMEM when the scratch cannot be allocated.
  * The scratch (through gt_malloc) is kept per thread between calls up to 64 MiB, see
  * gt_dual_scratch_release. Safe to call without the GIL, from several threads at once. */
 int gt_dual_matmul(gt_dtype dtype, size_t m, size_t n, size_t p, size_t k, const void *a,
-                   const void *da, const void *b, const void *db, void *dc);
+                   const void *da, const void *b, const void *db, void *c, void *dc);
 
 /* Frees the calling thread's matmul scratch (also freed automatically when the thread exits).
  * For tests that count live allocations, and for long-lived threads that are done with duals. */

@@ -223,9 +223,9 @@ static PyArrayObject *contiguous(PyObject *obj, int type, int nd, const char *wh
 
 PyDoc_STRVAR(matmul_doc,
 "matmul(a, da, b, db)\n--\n\n"
-"Tangents of a @ b for C-contiguous 2-d a (m, n) and b (n, p) of one float dtype, with\n"
-"tangents da (k, m, n) and db (k, n, p), either None. Returns a new (k, m, p) array; one GEMM\n"
-"serves all k directions of each term.");
+"Value and tangents of a @ b for C-contiguous 2-d a (m, n) and b (n, p) of one float dtype,\n"
+"with tangents da (k, m, n) and db (k, n, p), either None. Returns (c, dc): new (m, p) and\n"
+"(k, m, p) arrays; one GEMM serves all k directions of each term.");
 
 static PyObject *matmul(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
 {
@@ -281,20 +281,24 @@ static PyObject *matmul(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
         return NULL;
     }
     npy_intp dims[3] = {k, m, p};
-    PyArrayObject *dc = (PyArrayObject *)PyArray_SimpleNew(3, dims, type);
-    if (!dc)
+    PyArrayObject *c = (PyArrayObject *)PyArray_SimpleNew(2, dims + 1, type);
+    PyArrayObject *dc = c ? (PyArrayObject *)PyArray_SimpleNew(3, dims, type) : NULL;
+    if (!dc) {
+        Py_XDECREF(c);
         return NULL;
+    }
     int status;
     Py_BEGIN_ALLOW_THREADS
     status = gt_dual_matmul(type == NPY_DOUBLE ? GT_FLOAT64 : GT_FLOAT32, (size_t)m, (size_t)n, (size_t)p,
                             (size_t)k, PyArray_DATA(a), da ? PyArray_DATA(da) : NULL, PyArray_DATA(b),
-                            db ? PyArray_DATA(db) : NULL, PyArray_DATA(dc));
+                            db ? PyArray_DATA(db) : NULL, PyArray_DATA(c), PyArray_DATA(dc));
     Py_END_ALLOW_THREADS
     if (status) {
+        Py_DECREF(c);
         Py_DECREF(dc);
         return gt_raise_status(status, "dual matmul");
     }
-    return (PyObject *)dc;
+    return Py_BuildValue("(NN)", c, dc);
 }
 
 static PyMethodDef forward_methods[] = {

@@ -41,9 +41,9 @@ from .backends import register_backend
 __all__ = ["Dual", "jvp", "DEFAULT_CHUNK_SIZE", "MAX_DEFAULT_SIZE"]
 
 #: Tangent directions per pass of f in the ``"forward"`` backend (``forward_chunk_size`` option).
-DEFAULT_CHUNK_SIZE = 16
+DEFAULT_CHUNK_SIZE = 32
 #: Largest total number of differentiated elements for which ``"forward"`` runs by default.
-MAX_DEFAULT_SIZE = 20_000
+MAX_DEFAULT_SIZE = 4096
 
 _FLOAT_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 _OP_INDEX = {name: i for i, name in enumerate(_forward.op_names())}
@@ -861,16 +861,20 @@ def _matmul(a: Any, b: Any) -> Any:
     av, at, bv, bt, dt = _dual_pair(a, b)
     if av.ndim == 0 or bv.ndim == 0:
         raise ValueError("matmul: Input operand does not have enough dimensions")
-    value = np.asarray(np.matmul(av, bv))
     if av.ndim <= 2 and bv.ndim <= 2:
-        # promote vectors to matrices, run the stacked-GEMM kernel, and drop the added axes
+        # promote vectors to matrices, run the stacked-GEMM kernel (primal included, so that one
+        # BLAS thread pool does all of it), and drop the added axes
         a2 = av.reshape(1, -1) if av.ndim == 1 else av
         b2 = bv.reshape(-1, 1) if bv.ndim == 1 else bv
+        if a2.shape[1] != b2.shape[0]:
+            np.matmul(av, bv)  # raises NumPy's own shape error
         k = (at if at is not None else bt).shape[0]
         a2t = None if at is None else np.ascontiguousarray(at.reshape((k,) + a2.shape))
         b2t = None if bt is None else np.ascontiguousarray(bt.reshape((k,) + b2.shape))
-        tangents = _forward.matmul(np.ascontiguousarray(a2), a2t, np.ascontiguousarray(b2), b2t)
-        return _make(value, tangents.reshape((k,) + value.shape))
+        value, tangents = _forward.matmul(np.ascontiguousarray(a2), a2t, np.ascontiguousarray(b2), b2t)
+        shape = value.shape[av.ndim == 1 : value.ndim - (bv.ndim == 1)]
+        return _make(value.reshape(shape), tangents.reshape((k,) + shape))
+    value = np.asarray(np.matmul(av, bv))
     # batched: NumPy's matmul loops BLAS over the stacks; the direction axis is one more batch
     # axis. Vectors are promoted to matrices and the added axes (size 1) dropped by the reshape.
     k = (at if at is not None else bt).shape[0]
