@@ -351,6 +351,8 @@ def test_non_differentiable_give_plain_values():
     (lambda d: np.add.outer(d, d), "numpy.add.outer"),
     (lambda d: np.asarray(d), "drop its derivatives"),
     (lambda d: float(d[0, 0]), "drop its derivatives"),
+    (lambda d: d.sum().item(), "drop its derivatives"),
+    (lambda d: np.zeros((4, 4)).__setitem__(0, d[0]), "drop its derivatives"),
     (lambda d: np.sin(d, out=np.empty((4, 4))), "out="),
 ])
 def test_unsupported_functions_raise_naming_them(call, name):
@@ -430,3 +432,37 @@ def test_large_elementwise_matches_reference():
     av, bv = a.value[:, ::2], b.value[::2]
     want = (bv * av ** (bv - 1)) * a.tangents[:, :, ::2] + (av ** bv * np.log(av)) * b.tangents[:, None, ::2]
     np.testing.assert_allclose(out.tangents, want, rtol=1e-12)
+
+
+def test_empty_and_degenerate_products():
+    for a_shape, b_shape in [((0, 3), (3, 2)), ((2, 0), (0, 3)), ((2, 3), (3, 0)), ((0,), (0,))]:
+        a = Dual(np.ones(a_shape), np.ones((K,) + a_shape))
+        b = Dual(np.ones(b_shape), np.ones((K,) + b_shape))
+        out = a @ b
+        want = np.matmul(np.ones(a_shape), np.ones(b_shape))
+        assert out.shape == want.shape and out.tangents.shape == (K,) + want.shape
+        np.testing.assert_array_equal(out.value, want)
+        np.testing.assert_array_equal(out.tangents, 0.0)
+    with pytest.raises(ValueError):
+        Dual(np.ones((2, 3)), np.ones((K, 2, 3))) @ np.ones((2, 3))
+
+
+def test_random_shapes_reductions_and_layouts():
+    rng = np.random.default_rng(21)
+    names = list(REDUCTIONS) + ["cumsum", "cumprod"]
+    for trial in range(40):
+        nd = int(rng.integers(1, 4))
+        shape = tuple(int(s) for s in rng.integers(1, 5, nd))
+        x = rng.uniform(0.5, 1.5, shape)
+        if nd >= 2 and trial % 3 == 0:
+            x = x.T  # a transposed, non-contiguous input
+        name = names[trial % len(names)]
+        if name in ("cumsum", "cumprod"):
+            axis = int(rng.integers(-nd, nd))
+            f = (lambda a, name=name, axis=axis: getattr(np, name)(a, axis=axis))
+        else:
+            axis = tuple(sorted(set(int(a) for a in rng.integers(0, x.ndim, int(rng.integers(1, x.ndim + 1))))))
+            keepdims = bool(trial % 2)
+            f = (lambda a, name=name, axis=axis, keepdims=keepdims:
+                 REDUCTIONS[name](a, axis=axis, keepdims=keepdims))
+        check(f, x, seed=trial)

@@ -110,6 +110,16 @@ class Dual(ArrayLike):
             "float() of a gradtest.Dual would drop its derivatives; use x.value for the primal"
         )
 
+    def item(self, *args: Any) -> Any:
+        raise NotImplementedError(
+            "item() of a gradtest.Dual would drop its derivatives; use x.value.item() for the primal"
+        )
+
+    def tolist(self) -> Any:
+        raise NotImplementedError(
+            "tolist() of a gradtest.Dual would drop its derivatives; use x.value.tolist() for the primal"
+        )
+
     def __getitem__(self, index: Any) -> Dual:
         if type(index) is int or type(index) is slice:  # the common case, without moving axes
             value = self.value[index]
