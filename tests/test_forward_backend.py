@@ -98,6 +98,30 @@ def test_bad_chunk_size(rng, bad):
         get_backend("forward").compute(_problem(lambda x: np.sum(x), rng.standard_normal(3), forward_chunk_size=bad))
 
 
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True])
+def test_bad_blas_threads(rng, bad):
+    with pytest.raises(ValueError, match="forward_blas_threads"):
+        get_backend("forward").compute(_problem(lambda x: np.sum(x), rng.standard_normal(3), forward_blas_threads=bad))
+
+
+def test_blas_threads_restored(rng):
+    from gradtest import _forward
+
+    before = _forward.blas_threads(3)
+    seen = []
+
+    def f(x):
+        seen.append(_forward.blas_threads(0))
+        return np.sum(x @ x.T)
+
+    try:
+        get_backend("forward").compute(_problem(f, rng.standard_normal((3, 2)), forward_blas_threads=1))
+        assert set(seen[1:]) == {1}  # seen[0] is the plain call that describes the output
+        assert _forward.blas_threads(0) == 3
+    finally:
+        _forward.blas_threads(before)
+
+
 def test_constant_output_gives_zero_gradient():
     grads = get_backend("forward").compute(_problem(lambda x: 3.0, np.ones(4)))
     np.testing.assert_array_equal(grads[0], np.zeros(4))

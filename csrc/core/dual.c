@@ -308,3 +308,11 @@ int gt_dual_matmul(gt_dtype dtype, size_t m, size_t n, size_t p, size_t k, const
         gt_free(scratch);
     return status;
 }
+
+int gt_dual_blas_threads(int n)
+{
+    int previous = GT_CBLAS(openblas_get_num_threads)();
+    if (n > 0)
+        GT_CBLAS(openblas_set_num_threads)(n);
+    return previous;
+}

@@ -54,6 +54,13 @@ int gt_dual_elementwise(const gt_op *op, gt_dtype dtype, int nd, const size_t *s
 int gt_dual_matmul(gt_dtype dtype, size_t m, size_t n, size_t p, size_t k, const void *a,
                    const void *da, const void *b, const void *db, void *c, void *dc);
 
+/* Sets the number of worker threads of the OpenBLAS that the core links (process-wide: this
+ * build has no thread-local setting) and returns the previous value; n <= 0 only returns it.
+ * Gradient checks run many small GEMMs, for which OpenBLAS's workers cost more than they save
+ * (and on a loaded machine far more), so the forward backend runs them on one thread; the caller
+ * serializes changes (gradtest.forward holds a lock and restores the value afterwards). */
+int gt_dual_blas_threads(int n);
+
 /* Frees the calling thread's matmul scratch (also freed automatically when the thread exits).
  * For tests that count live allocations, and for long-lived threads that are done with duals. */
 void gt_dual_scratch_release(void);

@@ -301,7 +301,26 @@ static PyObject *matmul(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
     return Py_BuildValue("(NN)", c, dc);
 }
 
+PyDoc_STRVAR(blas_threads_doc,
+"blas_threads(n)\n--\n\n"
+"Sets the worker-thread count of the core's OpenBLAS (process-wide) and returns the previous\n"
+"one; n <= 0 only returns the current one. Callers serialize changes.");
+
+static PyObject *blas_threads(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    long n = PyLong_AsLong(arg);
+    if (n == -1 && PyErr_Occurred())
+        return NULL;
+    if (n > 1024) {
+        PyErr_SetString(PyExc_ValueError, "n: expected at most 1024 threads");
+        return NULL;
+    }
+    return PyLong_FromLong(gt_dual_blas_threads((int)n));
+}
+
 static PyMethodDef forward_methods[] = {
+    {"blas_threads", blas_threads, METH_O, blas_threads_doc},
     {"op_names", op_names, METH_NOARGS, op_names_doc},
     {"elementwise", (PyCFunction)(void (*)(void))elementwise, METH_FASTCALL, elementwise_doc},
     {"matmul", (PyCFunction)(void (*)(void))matmul, METH_FASTCALL, matmul_doc},

@@ -28,6 +28,7 @@ elements and reads the gradient off the tangents of the scalar output: ``n / k``
 from __future__ import annotations
 
 import string
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -1147,11 +1148,43 @@ def _chunk_size(problem: Any) -> int:
     return int(k)
 
 
+def _blas_threads(problem: Any) -> int:
+    n = problem.options.get("forward_blas_threads", 1)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"forward_blas_threads: expected a positive integer, got {n!r}")
+    return int(n)
+
+
 def _compute(problem: Any) -> list[np.ndarray]:
     """The gradient of problem.scalar_output by forward mode: one pass of f per chunk of k
-    one-hot directions across all differentiated elements."""
-    leaves = problem.diff_leaves
+    one-hot directions across all differentiated elements.
+
+    The dual matmuls of a gradient check are many small GEMMs; OpenBLAS's worker threads cost
+    more than they save on those (30x slower on a loaded two-core machine in the benchmark), so
+    they run on ``forward_blas_threads`` (default 1) threads while any forward computation is
+    in progress. The setting belongs to the core's own OpenBLAS (NumPy's is separate) and is
+    process-wide, so concurrent computations share it: the first sets it, the last restores it."""
     k = _chunk_size(problem)
+    threads = _blas_threads(problem)
+    with _BLAS_LOCK:
+        if _BLAS_STATE["active"] == 0:
+            _BLAS_STATE["saved"] = _forward.blas_threads(threads)
+        _BLAS_STATE["active"] += 1
+    try:
+        return _compute_chunks(problem, k)
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_STATE["active"] -= 1
+            if _BLAS_STATE["active"] == 0:
+                _forward.blas_threads(_BLAS_STATE["saved"])
+
+
+_BLAS_LOCK = threading.Lock()
+_BLAS_STATE = {"active": 0, "saved": 0}
+
+
+def _compute_chunks(problem: Any, k: int) -> list[np.ndarray]:
+    leaves = problem.diff_leaves
     dtypes = [leaf.dtype if leaf.dtype in _FLOAT_DTYPES else
               np.dtype(np.float32 if leaf.dtype == np.float16 else np.float64) for leaf in leaves]
     grads = [np.zeros(leaf.size, dtype=dt) for leaf, dt in zip(leaves, dtypes)]
