@@ -102,6 +102,7 @@ def softfail(value: bool, message: str | None = None) -> bool:
     >>> gradtest.softfail(1 + 1 == 2)
     True
     """
+    __tracebackhide__ = True  # pytest: point at the caller, not at this function
     if not _is_bool(value):
         kind = type(value)
         name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
