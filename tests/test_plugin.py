@@ -158,12 +158,17 @@ def test_softfail_marker_leaves_pytest_xfail_alone(pytester: pytest.Pytester, ru
             assert False
 
         @pytest.mark.softfail
+        @pytest.mark.xfail(raises=KeyError)
+        def test_xfail_other_exception():
+            assert False
+
+        @pytest.mark.softfail
         def test_skipped():
             pytest.skip("not today")
         """
     )
     result = run("-rxs")
-    result.assert_outcomes(xfailed=1, skipped=1)
+    result.assert_outcomes(xfailed=1, skipped=1, failed=1)
     result.stdout.fnmatch_lines(["*XFAIL*test_both - xfail wins"])
 
 
@@ -302,8 +307,7 @@ def test_softfail_outside_pytest_warns(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_softfail_without_plugin_session(pytester: pytest.Pytester, monkeypatch) -> None:
     # In a subprocess: in process, the outer test's collector would still be active.
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
-    package_root = str(Path(gradtest.__file__).resolve().parents[1])
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+    _put_package_on_pythonpath(monkeypatch)
     pytester.makepyfile(
         """
         import gradtest
@@ -481,6 +485,35 @@ def test_real_checks_broken_backend_does_not_fail_failing_one_does(
     assert cases["test_failing_but_softfail_marked"].find("skipped").get("type") == "pytest.xfail"
 
 
+def test_backend_outcomes_with_xdist(pytester: pytest.Pytester, monkeypatch) -> None:
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    _put_package_on_pythonpath(monkeypatch)
+    pytester.makepyfile(fakes=FAKES)
+    pytester.makepyfile(
+        """
+        import pytest
+        from fakes import emit
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_f(i):
+            emit("f", forward="pass", reverse="broken:known")
+
+        @pytest.mark.softfail
+        def test_soft():
+            assert False
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "-p", "xdist.plugin", "-p", "gradtest.pytest_plugin", "-n", "2", "--junitxml=out.xml"
+    )
+    result.assert_outcomes(passed=4, xfailed=1)
+    result.stdout.fnmatch_lines(["BROKEN   *test_f[[]3[]] [[]gradtest f: reverse[]] - known",
+                                 "gradtest: 8 results: 4 broken, 4 pass"])
+    props = _properties(_testcases(pytester.path / "out.xml")["test_f[2]"])
+    assert props == {"gradtest f: forward": "pass", "gradtest f: reverse": "broken: known"}
+
+
 # --- helpers ------------------------------------------------------------------------------------
 
 
@@ -491,3 +524,10 @@ def _testcases(path) -> dict[str, ET.Element]:
 
 def _properties(case: ET.Element) -> dict[str, str]:
     return {p.get("name"): p.get("value") for p in case.iter("property")}
+
+
+def _put_package_on_pythonpath(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Subprocesses run in pytester's directory: give them this gradtest by absolute path."""
+    package_root = str(Path(gradtest.__file__).resolve().parents[1])
+    paths = [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(os.path.abspath(p) for p in paths))

@@ -169,6 +169,8 @@ def pytest_runtest_makereport(
     if call.when != "call" or hasattr(report, "wasxfail") or report.skipped:
         return report  # setup/teardown, or pytest's xfail/skip already decided
     runxfail = item.config.option.runxfail
+    if item.get_closest_marker("xfail") is not None and not runxfail:
+        return report  # an xfail marker decides, also when its raises= did not match
     if call.excinfo is not None:
         exc = call.excinfo.value
         if item.get_closest_marker("softfail") is None or not isinstance(exc, Exception):
