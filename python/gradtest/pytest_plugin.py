@@ -145,17 +145,15 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         return (yield)
 
 
-def _softfail_reason(item: pytest.Item, exc: BaseException | None) -> str:
+def _softfail_reason(item: pytest.Item, exc: BaseException) -> str:
     marker = item.get_closest_marker("softfail")
     reason = None
     if marker is not None:
         reason = marker.kwargs.get("reason") or (marker.args[0] if marker.args else None)
     if reason:
         return f"softfail: {reason}"
-    if exc is not None:
-        line = _first_line(str(exc))
-        return f"softfail: {type(exc).__name__}" + (f": {line}" if line else "")
-    return "softfail"
+    line = _first_line(str(exc))
+    return f"softfail: {type(exc).__name__}" + (f": {line}" if line else "")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -163,8 +161,10 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     # Properties must be on the item before the report copies them.
-    record = item.stash.get(_RECORD, None)
-    broken_softfails = record.flush_softfails() if record is not None and call.when == "call" else []
+    broken_softfails = []
+    if call.when == "call" and _RECORD in item.stash:
+        broken_softfails = item.stash[_RECORD].flush_softfails()
+        del item.stash[_RECORD]  # the record refers to the item; let both go with the item
     report = yield
     if call.when != "call" or hasattr(report, "wasxfail") or report.skipped:
         return report  # setup/teardown, or pytest's xfail/skip already decided
@@ -197,7 +197,7 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
     # unittest's distinction: an assertion is a failure, any other exception an error. In a
     # softfail test the failure is expected, so the error must stand out from it.
     if report.when == "call" and report.failed and getattr(report, "gradtest_softfail_error", False):
-        return "error", "E", ("ERROR", {"red": True})
+        return "error", "E", "ERROR"
     return None
 
 
