@@ -50,6 +50,15 @@ class Report:
     def passed(self):
         return not any(o.status in ("fail", "error", "unexpected_pass") for o in self.outcomes.values())
 
+@dataclasses.dataclass
+class DispatchReport:
+    target: str
+    library: str
+    outcomes: dict
+
+def emit_dispatch(target, call, opt):
+    _events.emit(DispatchReport(target, "lib.so", {"call": Outcome("call", call), "opt": Outcome("opt", opt)}))
+
 def emit(name, **statuses):
     outcomes = {}
     for backend, status in statuses.items():
@@ -376,13 +385,14 @@ def test_backend_outcomes_in_junitxml(pytester: pytest.Pytester, run) -> None:
     pytester.makepyfile(fakes=FAKES)
     pytester.makepyfile(
         """
-        from fakes import emit
+        from fakes import emit, emit_dispatch
 
         def test_f():
             emit("f", forward="pass", reverse="broken:tape drops a term\\nsecond line")
             emit("f", forward="skipped:in skip_backends")
 
         def test_dispatch():
+            emit_dispatch("kernel_add", call="pass", opt="skipped")
             emit("DispatchReport", call="pass", opt="unexpected_pass:remove opt_broken")
         """
     )
@@ -395,6 +405,8 @@ def test_backend_outcomes_in_junitxml(pytester: pytest.Pytester, run) -> None:
         "gradtest f#2: forward": "skipped: in skip_backends",
     }
     assert _properties(cases["test_dispatch"]) == {
+        "gradtest kernel_add: call": "pass",
+        "gradtest kernel_add: opt": "skipped",
         "gradtest DispatchReport: call": "pass",
         "gradtest DispatchReport: opt": "unexpected_pass: remove opt_broken",
     }

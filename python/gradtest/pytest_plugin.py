@@ -69,7 +69,7 @@ class _TestRecord:
         outcomes = getattr(report, "outcomes", None)
         if not isinstance(outcomes, Mapping):
             return  # not a report this plugin understands; the API reports them anyway
-        name = getattr(report, "function_name", None) or type(report).__name__
+        name = _report_name(report)
         self.labels[name] += 1
         label = name if self.labels[name] == 1 else f"{name}#{self.labels[name]}"
         for backend, outcome in outcomes.items():
@@ -104,6 +104,15 @@ class _TestRecord:
             self.item.user_properties.append((f"{PROPERTY_PREFIX}softfail: {where}", value))
         self.softfails.clear()
         return broken
+
+
+def _report_name(report: Any) -> str:
+    """What was checked: a GradientReport's ``function_name``, a DispatchReport's ``target``."""
+    for attribute in ("function_name", "target"):
+        value = getattr(report, attribute, None)
+        if isinstance(value, str) and value:
+            return value
+    return type(report).__name__
 
 
 def _first_line(text: str) -> str:
