@@ -17,7 +17,6 @@ import gradtest
 from gradtest import _softfail
 
 
-
 @pytest.fixture
 def run(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
     """Runs the inner session with gradtest's plugin (and no other autoloaded plugin)."""
