@@ -9,6 +9,7 @@ from ._tree import Constant
 from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
 from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
 from .report import GradientReport, Outcome, WorstElement
+from ._softfail import SoftFailWarning, softfail
 from .backends import _register_builtin
 
 _register_builtin()
@@ -26,6 +27,7 @@ __all__ = [
     "GradientReport",
     "NoBackendWarning",
     "Outcome",
+    "SoftFailWarning",
     "WorstElement",
     "available_backends",
     "check_gradients",
@@ -33,6 +35,7 @@ __all__ = [
     "gradient",
     "jvp",
     "register_backend",
+    "softfail",
     "test_gradients",
     "unregister_backend",
 ]
