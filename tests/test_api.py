@@ -232,7 +232,7 @@ class TestSemantics:
         with pytest.warns(gradtest.NoBackendWarning, match="no backend left"):
             self.check(skip_backends=["good", "bad", "boom"])
         with pytest.warns(gradtest.NoBackendWarning):
-            check_gradients(lambda x: np.sum(x), np.ones(2))
+            check_gradients(lambda x: np.sum(x), np.ones(2), backends=[])
 
 
 class TestBadInput:
@@ -426,3 +426,17 @@ def test_report_rendering(rng):
 
 def test_test_gradients_is_not_collected():
     assert test_gradients.__test__ is False
+
+
+def test_backend_options_reach_their_backend(temporary_backend):
+    seen = {}
+
+    def compute(problem):
+        seen.update(problem.options)
+        return [2 * problem.diff_leaves[0]]
+
+    temporary_backend("probe", compute)
+    report = check_gradients(lambda x: np.sum(x**2), np.ones(3), backends=["probe"], probe_alpha=3)
+    assert report.passed and seen == {"probe_alpha": 3}
+    with pytest.raises(TypeError, match="unprobe_alpha"):
+        check_gradients(lambda x: np.sum(x**2), np.ones(3), backends=["probe"], unprobe_alpha=3)

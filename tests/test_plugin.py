@@ -464,7 +464,7 @@ def test_real_checks_broken_backend_does_not_fail_failing_one_does(
                                     broken_backends=["user"])
 
         def test_unexpected_pass():
-            gradtest.test_gradients(f, X, gradient=right, broken_backends=["user"])
+            gradtest.test_gradients(f, X, gradient=right, backends=["user"], broken_backends=["user"])
 
         @pytest.mark.softfail
         def test_failing_but_softfail_marked():

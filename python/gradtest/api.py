@@ -45,6 +45,17 @@ class CheckSettings:
     extra: dict[str, Any]
 
 
+def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separates finite-difference options from backend options, which are named after their
+    backend (``forward_chunk_size`` for ``"forward"``). Anything else is left with the
+    finite-difference options, whose validation names it."""
+    backend_options = {
+        key: value for key, value in options.items()
+        if any(key.startswith(name + "_") for name in available_backends())
+    }
+    return {k: v for k, v in options.items() if k not in backend_options}, backend_options
+
+
 def _names(value: str | Iterable[str] | None, argument: str) -> list[str]:
     if value is None:
         return []
@@ -206,7 +217,8 @@ def check_gradients(
     **fd_options
         Finite-difference options: ``method`` ('central', 'forward', 'backward'), ``richardson``
         (bool), ``rel_step``, ``mode`` ('auto', 'full', 'directional'), ``time_budget`` (seconds,
-        default 5), ``n_directions``, ``seed``.
+        default 5), ``n_directions``, ``seed``. Options named after a backend go to that backend,
+        e.g. ``forward_chunk_size=8``.
 
     Returns
     -------
@@ -270,8 +282,10 @@ def check_gradients(
         compute = {name: (lambda name=name: results[name]) for name in results}
         return _finish(f, problem, gt, None, selected, skip, broken, soft_all, soft, atol, rtol, compute)
 
-    opts = FDOptions.from_kwargs(fd_options)
-    problem = GradientProblem(f, kwargs or {}, flat, describe_output(0.0, np.random.default_rng(0)), gradient)
+    fd_kwargs, backend_options = _split_options(fd_options)
+    opts = FDOptions.from_kwargs(fd_kwargs)
+    problem = GradientProblem(f, kwargs or {}, flat, describe_output(0.0, np.random.default_rng(0)), gradient,
+                              backend_options)
     gt_error: Exception | None = None
     gt: GroundTruth | None = None
     try:
