@@ -1,5 +1,37 @@
-"""gradtest: tells authors of numerical code whether their derivatives are right."""
+"""gradtest: tells authors of numerical code whether their derivatives are right.
 
+Every enabled differentiation backend is checked against a float64 finite-difference ground truth
+computed by the C core, over nested arguments, with LuxTestUtils' semantics for skipped, broken
+and soft-failing backends.
+"""
+
+from ._tree import Constant
+from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
+from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
 from .ckernel import CKernel, get_include
+from .report import GradientReport, Outcome, WorstElement
+from .backends import _register_builtin
 
-__all__ = ["CKernel", "get_include"]
+_register_builtin()
+del _register_builtin
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "CKernel",
+    "CheckSettings",
+    "Constant",
+    "GradientReport",
+    "NoBackendWarning",
+    "Outcome",
+    "WorstElement",
+    "available_backends",
+    "check_gradients",
+    "get_backend",
+    "get_include",
+    "gradient",
+    "register_backend",
+    "test_gradients",
+    "unregister_backend",
+]
