@@ -157,7 +157,7 @@ class _Loader:
                 path, name = default_library, obj
             if not path or not name:
                 raise ValueError(f"{role}: expected 'path/to/lib.so:symbol', got {obj!r}")
-            return _Resolved(self.symbol(path, name, role), path, f"{path}:{name}")
+            return _Resolved(self.symbol(path, name, role), path, f"{name} ({os.path.basename(path)})")
         if isinstance(obj, bool):
             raise TypeError(f"{role}: expected a function pointer, got bool")
         if isinstance(obj, (int, np.integer)):
