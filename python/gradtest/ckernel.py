@@ -465,7 +465,7 @@ class CKernel:
             isolate=bool(isolate), timeout=float(timeout or 0.0),
         )
         seconds = time.perf_counter() - start
-        error = self._error(stage, out)
+        error = self._error(stage, out, timeout)
         return StageResult(
             stage=stage,
             gradient=None if error else out["grad"],
@@ -491,28 +491,28 @@ class CKernel:
             raise ValueError("threads: the kernel was not declared thread_safe=True")
         return int(threads)
 
-    def _error(self, stage: str, out: dict[str, Any]) -> KernelError | None:
+    def _error(self, stage: str, out: dict[str, Any], timeout: float | None) -> KernelError | None:
         status = out["status"]
         if status == _CODES["OK"]:
             return None
-        where = f"{self.name}: stage {stage!r}"
         crash_stage = out["crash_stage"] or stage
         if status == _CODES["ECALLBACK"]:
-            return KernelError(f"{where}: the kernel returned status {out['kernel_status']}",
+            what = "f" if stage == "function" else stage
+            return KernelError(f"{self.name}: {what} returned status {out['kernel_status']}",
                                stage=stage, status=out["kernel_status"])
         if status == _CODES["ETIMEOUT"]:
-            return KernelTimeout(f"{where}: timed out; the child was killed (SIGKILL) in stage "
-                                 f"{crash_stage!r}", stage=crash_stage, signal=out["signal"],
-                                 signal_name=out["signal_name"])
+            return KernelTimeout(f"{self.name}: stage {crash_stage!r} timed out after {timeout:g} s; "
+                                 "the child process was killed (SIGKILL)", stage=crash_stage,
+                                 signal=out["signal"], signal_name=out["signal_name"])
         if status == _CODES["ECRASH"]:
             if out["signal"]:
-                msg = f"{where}: the kernel crashed with {out['signal_name']} in stage {crash_stage!r}"
+                msg = f"{self.name}: crashed with {out['signal_name']} in stage {crash_stage!r}"
             else:
-                msg = (f"{where}: the child process exited with code {out['exit_code']} in stage "
+                msg = (f"{self.name}: the child process exited with code {out['exit_code']} in stage "
                        f"{crash_stage!r} without reporting back (did the kernel call exit()?)")
             return KernelCrash(msg, stage=crash_stage, signal=out["signal"],
                                signal_name=out["signal_name"], exit_code=out["exit_code"])
-        return KernelError(f"{where}: {out['status_text']}", stage=stage)
+        return KernelError(f"{self.name}: stage {stage!r}: {out['status_text']}", stage=stage)
 
     # -- the check_gradients protocol --------------------------------------------------------
 
