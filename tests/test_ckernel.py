@@ -23,8 +23,10 @@ pytestmark = pytest.mark.skipif(shutil.which(CC) is None, reason="no C compiler"
 
 # Kernels that misbehave on purpose, one way per function, to test isolation and error reports.
 BAD_SOURCE = r"""
+#define _POSIX_C_SOURCE 200809L
 #include <signal.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 #include <gradtest.h>
 
@@ -138,6 +140,13 @@ int scaled_vjp(void *ctx, size_t n, const double *x, size_t m, const double *yba
     for (size_t i = 0; i < n; i++)
         xbar[i] = 2.0 * scale[0] * x[i] * ybar[i];
     return 0;
+}
+/* 20 ms per call: long enough to see whether Python runs meanwhile */
+int slow_f(void *ctx, size_t n, const double *x, double *f)
+{
+    struct timespec ts = {0, 20000000};
+    nanosleep(&ts, NULL);
+    return sq_f(ctx, n, x, f);
 }
 int jvp_hang_at_3(void *ctx, size_t n, const double *x, const double *xdot, size_t m, double *ydot)
 {
@@ -621,3 +630,39 @@ def test_header_compiles_as_cxx(tmp_path):
     run = subprocess.run([cxx, "-Wall", "-Werror", f"-I{gradtest.get_include()}", str(src), "-o",
                           str(tmp_path / "k")], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def test_gil_is_released_during_the_check(libs):
+    import threading
+
+    k = CKernel(f"{libs['bad']}:slow_f", gradient="sq_grad")
+    x = np.ones(3)
+    for isolate in (False, True):
+        result = {}
+        thread = threading.Thread(target=lambda: result.update(r=k.run_stage("function", x, isolate=isolate,
+                                                                             richardson=False)))
+        ticks = 0
+        thread.start()
+        while thread.is_alive():  # 7 calls x 20 ms: Python runs here only if the GIL is free
+            ticks += 1
+        thread.join()
+        assert result["r"].error is None
+        assert ticks > 1000, f"isolate={isolate}: the main thread ran {ticks} times"
+
+
+def test_glue_keeps_reference_counts(libs):
+    import sys
+
+    from gradtest import _ckernel
+
+    addr = ctypes.cast(ctypes.CDLL(libs["stencil"]).stencil_apply, ctypes.c_void_p).value
+    x = np.ones(5)
+    u = np.ones(5)
+    before = (sys.getrefcount(x), sys.getrefcount(u))
+    for _ in range(50):
+        out = _ckernel.run_stage(f=addr, gradient=0, vjp=0, jvp=0, ctx=0, dtype=0, m=5, stage=0, x=x, u=u,
+                                 method=0, richardson=False, rel_step=0.0, threads=1, isolate=False,
+                                 timeout=0.0)
+        assert sys.getrefcount(out["grad"]) == 3  # out's dict, the local name, the call argument
+        _ckernel.evaluate(addr, 0, 0, 5, x)
+    assert (sys.getrefcount(x), sys.getrefcount(u)) == before
