@@ -540,6 +540,8 @@ def test_bad_options(libs):
         gradtest.check_gradients(k, x, isolate=False, timeout=1.0)
     with pytest.raises(ValueError, match="timeout: expected"):
         gradtest.check_gradients(k, x, timeout=-1)
+    with pytest.raises(ValueError, match="timeout: expected"):
+        gradtest.check_gradients(k, x, timeout="soon")
     with pytest.raises(ValueError, match="threads: the kernel was not declared thread_safe"):
         gradtest.check_gradients(k, x, threads=2)
     with pytest.raises(ValueError, match="threads: expected"):

@@ -442,7 +442,8 @@ class CKernel:
         if timeout is not None:
             if not isolate:
                 raise ValueError("timeout: needs isolate=True (an in-process kernel cannot be stopped)")
-            if not (float(timeout) > 0):
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)) \
+                    or not (timeout > 0):
                 raise ValueError(f"timeout: expected seconds > 0 or None, got {timeout!r}")
         nthreads = self._threads(threads)
         flat = self._flat_x(x)
