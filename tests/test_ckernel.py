@@ -255,6 +255,20 @@ def test_fd_matches_numpy_reference(libs, rng):
     np.testing.assert_allclose(grad, rosen_grad_ref(x), rtol=1e-14)
 
 
+def test_same_ground_truth_as_the_python_path(libs, rng):
+    """The C finite differences and gradtest's Python ones (calling the kernel from Python) use
+    the same steps, zero components included."""
+    k = CKernel(f"{libs['rosen']}:rosen_f", gradient="rosen_grad")
+    x = rng.uniform(-2.0, 2.0, 8) * 100.0
+    x[[2, 5]] = 0.0
+    for options in ({}, {"richardson": False}, {"method": "forward"}):
+        c_report = gradtest.check_gradients(k, x, isolate=False, **options)
+        py_report = gradtest.check_gradients(lambda v: k(v), x, gradient=lambda v: k.run_stage(
+            "gradient", v, isolate=False).gradient, mode="full", **options)
+        np.testing.assert_allclose(c_report.ground_truth[0], py_report.ground_truth[0], rtol=1e-12)
+        assert c_report.passed and py_report.passed
+
+
 def test_vector_function_vjp_jvp_with_ctx(libs, rng, isolate):
     lib = ctypes.CDLL(libs["ls"])
     lib.ls_data_new.restype = ctypes.c_void_p

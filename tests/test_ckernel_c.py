@@ -57,39 +57,39 @@ int main(void)
 
     gt_ck_kernel k = {GT_FLOAT64, N, 0, (gt_ck_fnptr)cube, (gt_ck_fnptr)cube_grad, NULL, NULL, NULL};
     for (int threads = 1; threads <= 5; threads += 2) {
-        CHECK(gt_ck_stage_run(&k, GT_CK_FUNCTION, x, NULL, &opts, threads, out, err, &res) == GT_OK);
+        CHECK(gt_ck_stage_run(&k, GT_CK_FUNCTION, x, NULL, &opts, NULL, threads, out, err, &res) == GT_OK);
         for (size_t i = 0; i < N; i++)
             CHECK(fabs(out[i] - x[i] * x[i]) < 1e-8 && err[i] > 0);
         CHECK(res.evaluations == 1 + 4 * N);
         CHECK(res.nonfinite == 0);
     }
-    CHECK(gt_ck_stage_run(&k, GT_CK_GRADIENT, x, NULL, &opts, 1, out, NULL, &res) == GT_OK);
+    CHECK(gt_ck_stage_run(&k, GT_CK_GRADIENT, x, NULL, &opts, NULL, 1, out, NULL, &res) == GT_OK);
     CHECK(out[3] == x[3] * x[3]);
-    CHECK(gt_ck_stage_run(&k, GT_CK_VJP, x, NULL, &opts, 1, out, NULL, &res) == GT_EINVAL);
-    CHECK(gt_ck_stage_guarded(&k, GT_CK_FUNCTION, x, NULL, &opts, 2, out, err, &res, 30.0, &gres) == GT_OK);
+    CHECK(gt_ck_stage_run(&k, GT_CK_VJP, x, NULL, &opts, NULL, 1, out, NULL, &res) == GT_EINVAL);
+    CHECK(gt_ck_stage_guarded(&k, GT_CK_FUNCTION, x, NULL, &opts, NULL, 2, out, err, &res, 30.0, &gres) == GT_OK);
     CHECK(fabs(out[5] - x[5] * x[5]) < 1e-8 && res.evaluations == 1 + 4 * N);
 
     gt_ck_kernel v = {GT_FLOAT64, N, N, (gt_ck_fnptr)sq, NULL, (gt_ck_fnptr)sq_vjp, (gt_ck_fnptr)sq_jvp, NULL};
-    CHECK(gt_ck_stage_run(&v, GT_CK_FUNCTION, x, u, &opts, 3, out, err, &res) == GT_OK);
+    CHECK(gt_ck_stage_run(&v, GT_CK_FUNCTION, x, u, &opts, NULL, 3, out, err, &res) == GT_OK);
     for (size_t i = 0; i < N; i++)
         CHECK(fabs(out[i] - 2 * x[i] * u[i]) < 1e-8);
-    CHECK(gt_ck_stage_run(&v, GT_CK_VJP, x, u, &opts, 1, out, NULL, &res) == GT_OK);
+    CHECK(gt_ck_stage_run(&v, GT_CK_VJP, x, u, &opts, NULL, 1, out, NULL, &res) == GT_OK);
     CHECK(out[7] == 2 * x[7] * u[7]);
-    CHECK(gt_ck_stage_run(&v, GT_CK_JVP, x, u, &opts, 4, out, NULL, &res) == GT_OK);
+    CHECK(gt_ck_stage_run(&v, GT_CK_JVP, x, u, &opts, NULL, 4, out, NULL, &res) == GT_OK);
     CHECK(out[9] == 2 * x[9] * u[9] && res.evaluations == N);
-    CHECK(gt_ck_stage_run(&v, GT_CK_FUNCTION, x, NULL, &opts, 1, out, err, &res) == GT_EINVAL);
+    CHECK(gt_ck_stage_run(&v, GT_CK_FUNCTION, x, NULL, &opts, NULL, 1, out, err, &res) == GT_EINVAL);
 
     gt_ck_kernel bad = v;
     bad.jvp = (gt_ck_fnptr)fail_at_2;
     for (int threads = 1; threads <= 4; threads += 3) {
-        CHECK(gt_ck_stage_run(&bad, GT_CK_JVP, x, u, &opts, threads, out, NULL, &res) == GT_ECALLBACK);
+        CHECK(gt_ck_stage_run(&bad, GT_CK_JVP, x, u, &opts, NULL, threads, out, NULL, &res) == GT_ECALLBACK);
         CHECK(res.kernel_status == 4);
     }
-    CHECK(gt_ck_stage_guarded(&bad, GT_CK_JVP, x, u, &opts, 2, out, NULL, &res, 30.0, &gres) == GT_ECALLBACK);
+    CHECK(gt_ck_stage_guarded(&bad, GT_CK_JVP, x, u, &opts, NULL, 2, out, NULL, &res, 30.0, &gres) == GT_ECALLBACK);
     CHECK(res.kernel_status == 4);
 
     gt_ck_kernel k32 = {GT_FLOAT32, N, 0, (gt_ck_fnptr)cube32, NULL, NULL, NULL, NULL};
-    CHECK(gt_ck_stage_run(&k32, GT_CK_FUNCTION, x32, NULL, &opts, 2, out, err, &res) == GT_OK);
+    CHECK(gt_ck_stage_run(&k32, GT_CK_FUNCTION, x32, NULL, &opts, NULL, 2, out, err, &res) == GT_OK);
     CHECK(fabs(out[1] - x[1] * x[1]) < 1e-2);
     double y[1];
     int ks = -1;
@@ -98,11 +98,11 @@ int main(void)
     /* invalid arguments */
     gt_ck_kernel k0 = k;
     k0.n = 0;
-    CHECK(gt_ck_stage_run(&k0, GT_CK_FUNCTION, x, NULL, &opts, 1, out, err, &res) == GT_EINVAL);
+    CHECK(gt_ck_stage_run(&k0, GT_CK_FUNCTION, x, NULL, &opts, NULL, 1, out, err, &res) == GT_EINVAL);
     gt_ck_kernel kg = v;
     kg.gradient = (gt_ck_fnptr)cube_grad; /* a gradient for a vector function */
-    CHECK(gt_ck_stage_run(&kg, GT_CK_VJP, x, u, &opts, 1, out, NULL, &res) == GT_EINVAL);
-    CHECK(gt_ck_stage_run(&k, GT_CK_FUNCTION, NULL, NULL, &opts, 1, out, err, &res) == GT_EINVAL);
+    CHECK(gt_ck_stage_run(&kg, GT_CK_VJP, x, u, &opts, NULL, 1, out, NULL, &res) == GT_EINVAL);
+    CHECK(gt_ck_stage_run(&k, GT_CK_FUNCTION, NULL, NULL, &opts, NULL, 1, out, err, &res) == GT_EINVAL);
     CHECK(strcmp(gt_ck_stage_name(GT_CK_JVP), "jvp") == 0);
 
     /* every allocation of every stage fails once: clean GT_ENOMEM, nothing leaked */
@@ -112,7 +112,7 @@ int main(void)
         for (long nth = 1; nth < 40; nth++) {
             long live = gt_alloc_live();
             gt_alloc_fail_after(nth);
-            int status = gt_ck_stage_run(ks_[s], st[s], x, u, &opts, 3, out, err, &res);
+            int status = gt_ck_stage_run(ks_[s], st[s], x, u, &opts, NULL, 3, out, err, &res);
             gt_alloc_fail_after(0);
             CHECK(status == GT_OK || status == GT_ENOMEM);
             CHECK(gt_alloc_live() == live);
@@ -122,7 +122,7 @@ int main(void)
     }
     long live = gt_alloc_live();
     gt_alloc_fail_after(1);
-    CHECK(gt_ck_stage_guarded(&k, GT_CK_FUNCTION, x, NULL, &opts, 1, out, err, &res, 0, &gres) == GT_ENOMEM);
+    CHECK(gt_ck_stage_guarded(&k, GT_CK_FUNCTION, x, NULL, &opts, NULL, 1, out, err, &res, 0, &gres) == GT_ENOMEM);
     gt_alloc_fail_after(0);
     CHECK(gt_alloc_live() == live);
 

@@ -93,6 +93,7 @@ typedef struct worker {
     gt_ck_stage stage;
     const double *u;
     const gt_fd_options *opts;
+    const double *scale;
     double f0;
     size_t i0, i1;
     double *out, *err; /* shared, each worker writes its own range */
@@ -127,7 +128,7 @@ static void worker_run(worker *w)
 {
     const gt_ck_kernel *k = w->k;
     if (w->stage == GT_CK_FUNCTION) {
-        gt_fd_problem p = {w->x, k->dtype, k->n, worker_eval, w, NULL};
+        gt_fd_problem p = {w->x, k->dtype, k->n, worker_eval, w, w->scale};
         w->status = gt_fd_gradient_range(&p, w->opts, w->f0, w->i0, w->i1, w->out, w->err,
                                          &w->nonfinite);
         return;
@@ -184,8 +185,8 @@ static int worker_init(worker *w, const void *x)
 
 /* Splits [0, n) over up to `threads` workers, runs them and merges their counters. */
 static int run_split(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
-                     const gt_fd_options *opts, double f0, int threads, double *out, double *err,
-                     gt_ck_result *res)
+                     const gt_fd_options *opts, const double *scale, double f0, int threads,
+                     double *out, double *err, gt_ck_result *res)
 {
     size_t nt = threads > 1 ? (size_t)threads : 1;
     if (nt > k->n)
@@ -206,6 +207,7 @@ static int run_split(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, co
         w->stage = stage;
         w->u = u;
         w->opts = opts;
+        w->scale = scale;
         w->f0 = f0;
         w->i0 = k->n * t / nt;
         w->i1 = k->n * (t + 1) / nt;
@@ -257,8 +259,8 @@ static int valid_kernel(const gt_ck_kernel *k)
 
 /* The FD stage: f0 on the calling thread, then the components split over threads. */
 static int stage_function(const gt_ck_kernel *k, const void *x, const double *u,
-                          const gt_fd_options *opts, int threads, double *out, double *err,
-                          gt_ck_result *res)
+                          const gt_fd_options *opts, const double *scale, int threads, double *out,
+                          double *err, gt_ck_result *res)
 {
     int status = GT_OK;
     size_t es = gt_dtype_size(k->dtype);
@@ -274,7 +276,7 @@ static int stage_function(const gt_ck_kernel *k, const void *x, const double *u,
         goto cleanup;
     }
     res->value = reduce(k, u, y);
-    status = run_split(k, GT_CK_FUNCTION, x, u, opts, res->value, threads, out, err, res);
+    status = run_split(k, GT_CK_FUNCTION, x, u, opts, scale, res->value, threads, out, err, res);
 cleanup:
     gt_free(y);
     return status;
@@ -312,8 +314,8 @@ cleanup:
 }
 
 int gt_ck_stage_run(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
-                    const gt_fd_options *opts, int threads, double *out, double *err,
-                    gt_ck_result *res)
+                    const gt_fd_options *opts, const double *scale, int threads, double *out,
+                    double *err, gt_ck_result *res)
 {
     if (!res)
         return GT_EINVAL;
@@ -326,7 +328,7 @@ int gt_ck_stage_run(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, con
     case GT_CK_FUNCTION:
         if (!opts)
             return GT_EINVAL;
-        return stage_function(k, x, u, opts, threads, out, err, res);
+        return stage_function(k, x, u, opts, scale, threads, out, err, res);
     case GT_CK_GRADIENT:
         if (!k->gradient)
             return GT_EINVAL;
@@ -338,7 +340,7 @@ int gt_ck_stage_run(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, con
     case GT_CK_JVP:
         if (!k->jvp)
             return GT_EINVAL;
-        return run_split(k, GT_CK_JVP, x, u, NULL, NAN, threads, out, NULL, res);
+        return run_split(k, GT_CK_JVP, x, u, NULL, NULL, NAN, threads, out, NULL, res);
     }
     return GT_EINVAL;
 }
@@ -351,6 +353,7 @@ typedef struct guarded_call {
     const void *x;
     const double *u;
     const gt_fd_options *opts;
+    const double *scale;
     int threads;
     int want_err;
 } guarded_call;
@@ -367,15 +370,15 @@ static int guarded_stage(void *ctx, void *buf, size_t cap, size_t *len)
     gt_ck_result *res = buf;
     double *out = (double *)((char *)buf + sizeof(gt_ck_result));
     double *err = out + n;
-    int status = gt_ck_stage_run(c->k, c->stage, c->x, c->u, c->opts, c->threads, out,
+    int status = gt_ck_stage_run(c->k, c->stage, c->x, c->u, c->opts, c->scale, c->threads, out,
                                  c->want_err ? err : NULL, res);
     *len = need;
     return status;
 }
 
 int gt_ck_stage_guarded(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
-                        const gt_fd_options *opts, int threads, double *out, double *err,
-                        gt_ck_result *res, double timeout_s, gt_guard_result *gres)
+                        const gt_fd_options *opts, const double *scale, int threads, double *out,
+                        double *err, gt_ck_result *res, double timeout_s, gt_guard_result *gres)
 {
     if (!res || !gres || !valid_kernel(k) || !x || !out)
         return GT_EINVAL;
@@ -390,7 +393,7 @@ int gt_ck_stage_guarded(const gt_ck_kernel *k, gt_ck_stage stage, const void *x,
     char *buf = gt_malloc(cap);
     if (!buf)
         return GT_ENOMEM;
-    guarded_call call = {k, stage, x, u, opts, threads, err != NULL};
+    guarded_call call = {k, stage, x, u, opts, scale, threads, err != NULL};
     status = gt_guard_run(guarded_stage, &call, buf, cap, timeout_s, gres);
     if (status != GT_OK)
         goto cleanup;

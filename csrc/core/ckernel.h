@@ -53,7 +53,9 @@ typedef struct gt_ck_result {
 
 /* Runs one stage in this process. x: n elements of k->dtype, caller-owned, read only (the stage
  * works on its own copies). u: the cotangent, k->m float64 values, caller-owned; ignored (taken
- * as 1) for a scalar function. opts: finite-difference options (GT_CK_FUNCTION only). threads:
+ * as 1) for a scalar function. opts: finite-difference options and scale: the step scale of
+ * components equal to 0 (n float64, caller-owned, may be NULL: 1; see fd.h), both used by
+ * GT_CK_FUNCTION only. threads:
  * how many threads share GT_CK_FUNCTION and GT_CK_JVP (>= 1; 1 runs on the calling thread).
  * out: caller-owned, n float64, receives the gradient of s; err: caller-owned n float64 or NULL,
  * receives GT_CK_FUNCTION's error estimates (untouched by other stages). res is filled always.
@@ -61,8 +63,8 @@ typedef struct gt_ck_result {
  * GT_ECALLBACK when a kernel call returned non-zero (res->kernel_status holds it, out is then
  * incomplete). Blocks until every thread it started has finished. */
 int gt_ck_stage_run(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
-                    const gt_fd_options *opts, int threads, double *out, double *err,
-                    gt_ck_result *res);
+                    const gt_fd_options *opts, const double *scale, int threads, double *out,
+                    double *err, gt_ck_result *res);
 
 /* gt_ck_stage_run in a forked child, the results sent back over a pipe. Same arguments and
  * ownership, plus timeout_s (<= 0: no limit) and gres, filled with how the child ended.
@@ -70,8 +72,8 @@ int gt_ck_stage_run(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, con
  * signal or exited on its own (gres->signal, gres->exit_code, gres->stage name it);
  * GT_ETIMEOUT when killed at the limit; GT_EIO/GT_ENOMEM/GT_EINVAL when it could not start. */
 int gt_ck_stage_guarded(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
-                        const gt_fd_options *opts, int threads, double *out, double *err,
-                        gt_ck_result *res, double timeout_s, gt_guard_result *gres);
+                        const gt_fd_options *opts, const double *scale, int threads, double *out,
+                        double *err, gt_ck_result *res, double timeout_s, gt_guard_result *gres);
 
 /* Calls f once at x (n elements of k->dtype, caller-owned, read only) and writes its output as
  * float64 to y (caller-owned: 1 element for a scalar function, k->m for a vector one).

@@ -96,11 +96,12 @@ static int set_item(PyObject *d, const char *key, PyObject *value)
 
 PyDoc_STRVAR(run_stage_doc,
 "run_stage(f, gradient, vjp, jvp, ctx, dtype, m, stage, x, u, method, richardson, rel_step,\n"
-"          threads, isolate, timeout) -> dict\n\n"
+"          threads, isolate, timeout, scale=None) -> dict\n\n"
 "Runs one stage of a C-kernel check (0 function/finite differences, 1 gradient, 2 vjp, 3 jvp)\n"
 "with the GIL released. Addresses are integers (0 = NULL); dtype 0 float64, 1 float32; m = 0 for\n"
 "a scalar function; x a 1-d contiguous array of the dtype (not modified); u a float64 array of m\n"
-"elements (None when m == 0). Returns a dict: status, status_text, grad, err, value, nonfinite,\n"
+"elements (None when m == 0); scale None or n float64 step scales for zero components.\n"
+"Returns a dict: status, status_text, grad, err, value, nonfinite,\n"
 "evaluations, kernel_status, signal, signal_name, timed_out, exit_code, crash_stage.");
 
 static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
@@ -108,17 +109,17 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
     (void)self;
     static char *kwlist[] = {"f", "gradient", "vjp", "jvp", "ctx", "dtype", "m", "stage", "x", "u",
                              "method", "richardson", "rel_step", "threads", "isolate", "timeout",
-                             NULL};
+                             "scale", NULL};
     unsigned long long f, gradient, vjp, jvp, ctx;
     int dtype, stage, method, richardson, threads, isolate;
     Py_ssize_t m;
-    PyObject *x_obj, *u_obj;
+    PyObject *x_obj, *u_obj, *scale_obj = Py_None;
     double rel_step, timeout;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "KKKKKiniOOipdipd", kwlist, &f, &gradient, &vjp,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "KKKKKiniOOipdipd|O", kwlist, &f, &gradient, &vjp,
                                      &jvp, &ctx, &dtype, &m, &stage, &x_obj, &u_obj, &method,
-                                     &richardson, &rel_step, &threads, &isolate, &timeout))
+                                     &richardson, &rel_step, &threads, &isolate, &timeout, &scale_obj))
         return NULL;
-    PyArrayObject *x = NULL, *u = NULL, *grad = NULL, *err = NULL;
+    PyArrayObject *x = NULL, *u = NULL, *scale = NULL, *grad = NULL, *err = NULL;
     PyObject *result = NULL;
     if (check_x(x_obj, (gt_dtype)dtype == GT_FLOAT32 ? GT_FLOAT32 : GT_FLOAT64, &x))
         return NULL;
@@ -153,6 +154,16 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
             goto error;
         }
     }
+    if (scale_obj != Py_None) {
+        scale = (PyArrayObject *)PyArray_FROMANY(scale_obj, NPY_FLOAT64, 1, 1, NPY_ARRAY_CARRAY_RO);
+        if (!scale)
+            goto error;
+        if (PyArray_SIZE(scale) != n) {
+            PyErr_Format(PyExc_ValueError, "scale: expected %zd elements, got %zd", (Py_ssize_t)n,
+                         (Py_ssize_t)PyArray_SIZE(scale));
+            goto error;
+        }
+    }
     grad = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_FLOAT64);
     if (!grad)
         goto error;
@@ -168,14 +179,15 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
     int status;
     const void *xd = PyArray_DATA(x);
     const double *ud = u ? PyArray_DATA(u) : NULL;
+    const double *sd = scale ? PyArray_DATA(scale) : NULL;
     double *gd = PyArray_DATA(grad), *ed = err ? PyArray_DATA(err) : NULL;
-    /* x, u, grad and err are held by this frame: nothing can free them while the GIL is out */
+    /* x, u, scale, grad and err are held by this frame: nothing can free them while the GIL is out */
     Py_BEGIN_ALLOW_THREADS
     if (isolate)
-        status = gt_ck_stage_guarded(&k, (gt_ck_stage)stage, xd, ud, &opts, threads, gd, ed, &res,
-                                     timeout, &gres);
+        status = gt_ck_stage_guarded(&k, (gt_ck_stage)stage, xd, ud, &opts, sd, threads, gd, ed,
+                                     &res, timeout, &gres);
     else
-        status = gt_ck_stage_run(&k, (gt_ck_stage)stage, xd, ud, &opts, threads, gd, ed, &res);
+        status = gt_ck_stage_run(&k, (gt_ck_stage)stage, xd, ud, &opts, sd, threads, gd, ed, &res);
     Py_END_ALLOW_THREADS
     if (status == GT_EINVAL || status == GT_ENOMEM || status == GT_EIO) {
         if (status == GT_EIO)
@@ -205,12 +217,14 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
         set_item(result, "crash_stage", PyUnicode_FromString(gres.stage)))
         goto error;
     Py_XDECREF(u);
+    Py_XDECREF(scale);
     Py_DECREF(grad);
     Py_XDECREF(err);
     return result;
 error:
     Py_XDECREF(result);
     Py_XDECREF(u);
+    Py_XDECREF(scale);
     Py_XDECREF(grad);
     Py_XDECREF(err);
     return NULL;

@@ -464,6 +464,7 @@ class CKernel:
             stage=_STAGES[stage], x=flat, u=u if m else None, method=_METHODS[method],
             richardson=bool(richardson), rel_step=float(rel_step), threads=nthreads,
             isolate=bool(isolate), timeout=float(timeout or 0.0),
+            scale=_zero_scale(flat) if stage == "function" else None,
         )
         seconds = time.perf_counter() - start
         error = self._error(stage, out, timeout)
@@ -597,6 +598,15 @@ class CKernel:
             res = self.run_stage(BACKEND_STAGES[backend], x, u=u, **common)
             results[backend] = res.error if res.error else [res.gradient.reshape(shape)]
         return gt, results
+
+
+def _zero_scale(flat: np.ndarray) -> np.ndarray | None:
+    """Step scale for components exactly 0: the largest |x|, or 1 (the rule of gradtest's
+    Python finite differences, so that both compute the same ground truth)."""
+    if np.all(flat != 0):
+        return None
+    big = float(np.max(np.abs(flat)))
+    return np.full(flat.size, big if big > 0 and np.isfinite(big) else 1.0)
 
 
 def _ground_truth_error(message: str) -> Exception:
