@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(shutil.which(CC) is None, reason="no C compiler"
 
 # Kernels that misbehave on purpose, one way per function, to test isolation and error reports.
 BAD_SOURCE = r"""
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
+#include <fenv.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <time.h>
@@ -58,9 +59,19 @@ int grad_abort(void *ctx, size_t n, const double *x, double *g)
     (void)ctx; (void)n; (void)x; (void)g;
     abort();
 }
+/* a real floating-point trap where the C library can enable one (glibc), else the signal */
 int grad_fpe(void *ctx, size_t n, const double *x, double *g)
 {
-    (void)ctx; (void)n; (void)x; (void)g;
+    (void)ctx;
+#ifdef __GLIBC__
+    if (feenableexcept(FE_DIVBYZERO) != -1) {
+        volatile double zero = 0.0;
+        for (size_t i = 0; i < n; i++)
+            g[i] = x[i] / zero;
+        return 0;
+    }
+#endif
+    (void)n; (void)x; (void)g;
     raise(SIGFPE);
     return 0;
 }
