@@ -112,7 +112,9 @@ static int worker_eval(void *ctx, double *value)
     worker *w = ctx;
     if (atomic_load_explicit(w->stop, memory_order_relaxed))
         return -1; /* another worker failed: stop early, its status is the one reported */
-    fill_nan(w->k->dtype, w->ybuf, out_size(w->k));
+    /* no NaN fill here: the f(x) call before the sweep was made on a NaN-filled buffer, so an
+     * element f never writes already showed up as a non-finite s(x); refilling m values per
+     * call would tax every evaluation of a vector function */
     w->calls++;
     int ks = call_f(w->k, w->x, w->ybuf);
     if (ks) {
@@ -180,6 +182,7 @@ static int worker_init(worker *w, const void *x)
     if (!w->x || !w->ybuf || (w->stage == GT_CK_JVP && !w->dir))
         return GT_ENOMEM;
     memcpy(w->x, x, k->n * es);
+    fill_nan(k->dtype, w->ybuf, out_size(k));
     return GT_OK;
 }
 
