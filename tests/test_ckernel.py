@@ -347,6 +347,16 @@ def test_float32_kernel(libs, rng, isolate):
     np.testing.assert_allclose(res.gradient, stencil_grad_ref(x.astype(np.float64)), rtol=1e-2, atol=1e-2)
 
 
+def test_mode_notes(libs, rng):
+    k = CKernel(f"{libs['bad']}:slow_f", gradient="sq_grad")
+    x = rng.standard_normal(2)
+    report = gradtest.check_gradients(k, x, isolate=False, time_budget=0.01, richardson=False)
+    assert report.passed and report.mode == "full"
+    assert any("over time_budget" in note for note in report.notes)
+    report = gradtest.check_gradients(k, x, isolate=False, mode="directional", richardson=False)
+    assert any("directional mode is not offered" in note for note in report.notes)
+
+
 def test_multidimensional_x_keeps_its_shape(libs, rng):
     k = CKernel(f"{libs['stencil']}:stencil_f", gradient="stencil_grad")
     x = rng.standard_normal((3, 4))

@@ -567,6 +567,11 @@ class CKernel:
         )
         if fd.get("mode", "auto") == "directional":
             notes.append("directional mode is not offered for C kernels; the full gradient was computed")
+        budget = fd.get("time_budget")
+        if fd.get("mode", "auto") == "auto" and budget and truth.seconds > budget:
+            notes.append(f"the full finite differences took {truth.seconds:.1f} s, over time_budget="
+                         f"{budget} s: C kernels are always checked in full mode (threads help: "
+                         "thread_safe=True)")
         gt_dtype = getattr(settings, "ground_truth_dtype", None)
         if gt_dtype is not None and np.dtype(gt_dtype) != self.dtype:
             notes.append(f"the kernel computes in {self.dtype.name}; its finite differences were "
