@@ -26,6 +26,7 @@ BAD_SOURCE = r"""
 #define _GNU_SOURCE
 #include <fenv.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -151,6 +152,11 @@ int scaled_vjp(void *ctx, size_t n, const double *x, size_t m, const double *yba
     for (size_t i = 0; i < n; i++)
         xbar[i] = 2.0 * scale[0] * x[i] * ybar[i];
     return 0;
+}
+int grad_prints(void *ctx, size_t n, const double *x, double *g)
+{
+    printf("grad_prints: n = %zu\n", n);
+    return sq_grad(ctx, n, x, g);
 }
 /* 20 ms per call: long enough to see whether Python runs meanwhile */
 int slow_f(void *ctx, size_t n, const double *x, double *f)
@@ -473,6 +479,21 @@ def test_exit_and_status_are_reported(libs, rng, isolate):
         assert isinstance(outcome.exception, KernelCrash)
         assert outcome.exception.exit_code == 3
         assert "exit" in str(outcome.exception)
+
+
+def test_kernel_output_survives_isolation(libs):
+    """A kernel's printf reaches stdout from the forked child, also when stdout is buffered."""
+    import sys
+
+    code = ("import numpy as np, gradtest; "
+            f"k = gradtest.CKernel({libs['bad']!r} + ':sq_f', gradient='grad_prints'); "
+            "print(gradtest.check_gradients(k, np.ones(3)).passed, flush=True)")
+    env = {key: v for key, v in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    env["PYTHONPATH"] = str(ROOT / "python") + os.pathsep + env.get("PYTHONPATH", "")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert "grad_prints: n = 3" in run.stdout
+    assert "True" in run.stdout
 
 
 def test_unwritten_output_element_fails(libs, rng):

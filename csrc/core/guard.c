@@ -93,6 +93,10 @@ static void run_child(int fd, gt_guarded_fn fn, void *ctx, void *out, size_t out
     size_t len = 0;
     reset_child_signals();
     int fn_status = fn(ctx, out, out_cap, &len);
+    /* _exit skips stdio's exit flush: what fn printed to a buffered stdout (a kernel's debugging
+     * output) would be lost. stdout only: flushing every stream would lock streams that another
+     * thread of the parent may have held at fork time. */
+    fflush(stdout);
     if (len > out_cap)
         len = out_cap;
     long long header[2] = {fn_status, (long long)len};
