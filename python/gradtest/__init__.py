@@ -10,6 +10,7 @@ from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, tes
 from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
 from .ckernel import CKernel, get_include
 from .report import GradientReport, Outcome, WorstElement
+from ._softfail import SoftFailWarning, softfail
 from .backends import _register_builtin
 
 _register_builtin()
@@ -25,6 +26,7 @@ __all__ = [
     "GradientReport",
     "NoBackendWarning",
     "Outcome",
+    "SoftFailWarning",
     "WorstElement",
     "available_backends",
     "check_gradients",
@@ -32,6 +34,7 @@ __all__ = [
     "get_include",
     "gradient",
     "register_backend",
+    "softfail",
     "test_gradients",
     "unregister_backend",
 ]
