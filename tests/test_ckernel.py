@@ -489,7 +489,8 @@ def test_kernel_output_survives_isolation(libs):
             f"k = gradtest.CKernel({libs['bad']!r} + ':sq_f', gradient='grad_prints'); "
             "print(gradtest.check_gradients(k, np.ones(3)).passed, flush=True)")
     env = {key: v for key, v in os.environ.items() if key != "PYTHONUNBUFFERED"}
-    env["PYTHONPATH"] = str(ROOT / "python") + os.pathsep + env.get("PYTHONPATH", "")
+    # the gradtest this process imported: the source tree's or an installed one
+    env["PYTHONPATH"] = str(Path(gradtest.__file__).resolve().parent.parent) + os.pathsep + env.get("PYTHONPATH", "")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stderr
     assert "grad_prints: n = 3" in run.stdout

@@ -118,7 +118,9 @@ def test_bad_usage_exits_2(libs, capsys, argv, message):
 
 
 def test_end_to_end_subprocess(libs):
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "python") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    # the gradtest this process imported: the source tree's or an installed one
+    here = str(Path(gradtest.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
     run = subprocess.run([sys.executable, "-m", "gradtest", "check", f"{libs['stencil']}:stencil_f",
                           "--gradient", "stencil_grad_wrong", "--n", "5"], capture_output=True, text=True,
                          env=env, timeout=120)
