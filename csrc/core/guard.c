@@ -70,11 +70,33 @@ static double now_seconds(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* In the child: the parent's handlers for crash signals (Python's faulthandler, a sanitizer's)
+ * would print the parent's state or swallow the signal; restore the default action so that the
+ * child dies on the signal and the parent reports it. SIGINT too, so that Ctrl-C (sent to the
+ * whole process group) stops a hanging child instead of being recorded by a Python handler
+ * that never runs in it. */
+static void reset_child_signals(void)
+{
+    static const int sigs[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS, SIGINT};
+    sigset_t set;
+    sigemptyset(&set);
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+        signal(sigs[i], SIG_DFL);
+        sigaddset(&set, sigs[i]);
+    }
+    sigprocmask(SIG_UNBLOCK, &set, NULL);
+}
+
 /* Child side: run fn, send {fn_status, len} then the bytes, and leave. */
 static void run_child(int fd, gt_guarded_fn fn, void *ctx, void *out, size_t out_cap)
 {
     size_t len = 0;
+    reset_child_signals();
     int fn_status = fn(ctx, out, out_cap, &len);
+    /* _exit skips stdio's exit flush: what fn printed to a buffered stdout (a kernel's debugging
+     * output) would be lost. stdout only: flushing every stream would lock streams that another
+     * thread of the parent may have held at fork time. */
+    fflush(stdout);
     if (len > out_cap)
         len = out_cap;
     long long header[2] = {fn_status, (long long)len};

@@ -225,7 +225,7 @@ static PyObject *fd_gradient(PyObject *self, PyObject *const *argv, Py_ssize_t a
     fd_call call = {0};
     PyObject *result = NULL;
     PyArrayObject *grad = NULL, *err = NULL;
-    if (fd_call_parse(&call, argv, argc, "fd_gradient", argc == 9 ? argv[5] : Py_None))
+    if (fd_call_parse(&call, argv, argc, "fd_gradient", argc > 5 ? argv[5] : Py_None))
         goto error;
     npy_intp n = (npy_intp)call.problem.n;
     grad = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_DOUBLE);

@@ -8,6 +8,7 @@ and soft-failing backends.
 from ._tree import Constant
 from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
 from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
+from .ckernel import CKernel, get_include
 from .report import GradientReport, Outcome, WorstElement
 from ._softfail import SoftFailWarning, softfail
 from .backends import _register_builtin
@@ -21,6 +22,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Backend",
+    "CKernel",
     "CheckSettings",
     "Constant",
     "Dual",
@@ -32,6 +34,7 @@ __all__ = [
     "available_backends",
     "check_gradients",
     "get_backend",
+    "get_include",
     "gradient",
     "jvp",
     "register_backend",

@@ -276,9 +276,18 @@ def check_gradients(
         settings = CheckSettings({k: v for k, v in fd_options.items() if k in fd_names}, gt_dtype,
                                  {k: v for k, v in fd_options.items() if k not in fd_names})
         FDOptions.from_kwargs(settings.fd_options)
-        gt, results = hook(args, settings)
         problem = GradientProblem(f, kwargs or {}, flat, describe_output(0.0, np.random.default_rng(0)))
-        selected = backend_list if backend_list is not None else list(results)
+        selected = backend_list if backend_list is not None else list(getattr(f, "__gradtest_backends__", ()))
+        try:
+            gt, results = hook(args, settings)
+        except GroundTruthError as exc:
+            return _finish(f, problem, None, exc, selected, skip, broken, soft_all, soft, atol, rtol, {})
+        except (TypeError, ValueError):
+            raise  # bad arguments for the target: the caller's error, not an outcome
+        except Exception as exc:  # the target's own function failed or crashed: no ground truth
+            gt_error = GroundTruthError(f"{type(exc).__name__}: {exc}")
+            gt_error.__cause__ = exc
+            return _finish(f, problem, None, gt_error, selected, skip, broken, soft_all, soft, atol, rtol, {})
         compute = {name: (lambda name=name: results[name]) for name in results}
         return _finish(f, problem, gt, None, selected, skip, broken, soft_all, soft, atol, rtol, compute)
 

@@ -1,0 +1,648 @@
+"""Native C kernels: finite differences computed in C, with crash isolation.
+
+A :class:`CKernel` wraps the functions of a kernel written against the C ABI of ``gradtest.h``
+(:func:`get_include` gives its folder). Passed to :func:`gradtest.check_gradients` or
+:func:`gradtest.test_gradients` with a NumPy array, the kernel's own derivative functions are
+checked against finite differences that the C core computes by calling the kernel directly,
+with the GIL released: no Python call per evaluation.
+
+Each stage of a check (``function``: f under finite differences; ``gradient``; ``vjp``; ``jvp``)
+runs by default in a forked child process (``isolate=True``), so that a segfault, an abort, a
+floating-point trap or a hang (``timeout=``) becomes an error outcome naming the signal and the
+stage instead of ending the test run. Isolation costs one ``fork`` per stage (about a millisecond
+for a typical Python process, more for one with a large heap) plus copying the n-element results
+through a pipe.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _ckernel
+
+__all__ = [
+    "CKernel",
+    "KernelCrash",
+    "KernelError",
+    "KernelLoadError",
+    "KernelTimeout",
+    "get_include",
+]
+
+_CODES = _ckernel.status_codes()
+_STAGES = {"function": 0, "gradient": 1, "vjp": 2, "jvp": 3}
+_METHODS = {"central": 0, "forward": 1, "backward": 2}
+# backend name -> the stage that computes it
+BACKEND_STAGES = {"user": "gradient", "user_vjp": "vjp", "user_jvp": "jvp"}
+# the options a C-kernel check takes beyond the finite-difference ones
+EXTRA_OPTIONS = ("isolate", "timeout", "threads")
+
+
+def get_include() -> str:
+    """Returns the folder holding ``gradtest.h``, the C ABI of kernels (for ``-I``)."""
+    return str(Path(__file__).resolve().parent / "include")
+
+
+class KernelLoadError(OSError):
+    """A kernel's library could not be loaded, or a symbol was not found in it."""
+
+
+class KernelError(RuntimeError):
+    """A kernel function returned a non-zero status.
+
+    Attributes
+    ----------
+    stage : str
+        The stage that ran: ``'function'``, ``'gradient'``, ``'vjp'`` or ``'jvp'``.
+    status : int
+        The status the kernel returned (0 for crashes and time-outs).
+    """
+
+    def __init__(self, message: str, *, stage: str, status: int = 0) -> None:
+        super().__init__(message)
+        self.stage = stage
+        self.status = status
+
+
+class KernelCrash(KernelError):
+    """A kernel ended its (isolated) process: a signal, or an exit without reporting back.
+
+    Attributes
+    ----------
+    signal : int
+        The signal number (0 when the child exited instead).
+    signal_name : str or None
+        E.g. ``'SIGSEGV'``.
+    exit_code : int
+        The child's exit code when it called ``exit`` itself.
+    """
+
+    def __init__(self, message: str, *, stage: str, signal: int = 0,
+                 signal_name: str | None = None, exit_code: int = 0) -> None:
+        super().__init__(message, stage=stage)
+        self.signal = signal
+        self.signal_name = signal_name
+        self.exit_code = exit_code
+
+
+class KernelTimeout(KernelCrash):
+    """A kernel ran past the ``timeout=`` of its check and was killed (SIGKILL)."""
+
+
+# ---- resolving function pointers ----------------------------------------------------------
+
+
+def _is_cffi(obj: Any) -> bool:
+    return type(obj).__module__ == "_cffi_backend"
+
+
+def _cffi_address(obj: Any) -> int:
+    import cffi  # only reached with a cffi object, so cffi is installed
+
+    return int(cffi.FFI().cast("uintptr_t", obj))
+
+
+@dataclasses.dataclass
+class _Resolved:
+    address: int
+    library: str | None  # the library path it was loaded from, for bare symbol names
+    description: str
+
+
+class _Loader:
+    """Loads libraries once per kernel and keeps them (and every pointer's owner) alive."""
+
+    def __init__(self) -> None:
+        self.libraries: dict[str, ctypes.CDLL] = {}
+        self.keep: list[Any] = []
+
+    def library(self, path: str, role: str) -> ctypes.CDLL:
+        key = os.path.abspath(path) if os.path.exists(path) else path
+        if key not in self.libraries:
+            try:
+                self.libraries[key] = ctypes.CDLL(key)
+            except OSError as exc:
+                raise KernelLoadError(f"{role}: cannot load library {path!r}: {exc}") from None
+        return self.libraries[key]
+
+    def symbol(self, path: str, name: str, role: str) -> int:
+        lib = self.library(path, role)
+        try:
+            fn = getattr(lib, name)
+        except AttributeError:
+            raise KernelLoadError(f"{role}: symbol {name!r} not found in library {path!r}") from None
+        address = ctypes.cast(fn, ctypes.c_void_p).value or 0
+        if not address:
+            raise ValueError(f"{role}: symbol {name!r} in {path!r} is a NULL pointer")
+        return address
+
+    def resolve(self, obj: Any, role: str, default_library: str | None) -> _Resolved:
+        """Turns a user's function reference into an address; raises naming ``role``."""
+        if isinstance(obj, str):
+            path, sep, name = obj.rpartition(":")
+            if not sep:
+                if default_library is None:
+                    raise ValueError(
+                        f"{role}: expected 'path/to/lib.so:symbol', got {obj!r} (a bare symbol "
+                        "name needs f to be given as 'lib.so:symbol')"
+                    )
+                path, name = default_library, obj
+            if not path or not name:
+                raise ValueError(f"{role}: expected 'path/to/lib.so:symbol', got {obj!r}")
+            return _Resolved(self.symbol(path, name, role), path, f"{name} ({os.path.basename(path)})")
+        if isinstance(obj, bool):
+            raise TypeError(f"{role}: expected a function pointer, got bool")
+        if isinstance(obj, (int, np.integer)):
+            address = int(obj)
+            if address < 0:
+                raise ValueError(f"{role}: expected a non-negative address, got {address}")
+            if address == 0:
+                raise ValueError(f"{role}: NULL function pointer")
+            return _Resolved(address, None, f"0x{address:x}")
+        if isinstance(obj, ctypes._CFuncPtr):  # type: ignore[attr-defined]
+            address = ctypes.cast(obj, ctypes.c_void_p).value or 0
+            if not address:
+                raise ValueError(f"{role}: NULL function pointer (ctypes)")
+            self.keep.append(obj)
+            return _Resolved(address, None, getattr(obj, "__name__", f"0x{address:x}"))
+        if isinstance(obj, ctypes.c_void_p):
+            if not obj.value:
+                raise ValueError(f"{role}: NULL function pointer (ctypes.c_void_p)")
+            self.keep.append(obj)
+            return _Resolved(obj.value, None, f"0x{obj.value:x}")
+        if _is_cffi(obj):
+            address = _cffi_address(obj)
+            if not address:
+                raise ValueError(f"{role}: NULL function pointer (cffi)")
+            self.keep.append(obj)
+            return _Resolved(address, None, f"0x{address:x}")
+        raise TypeError(
+            f"{role}: expected a ctypes or cffi function pointer, an integer address or "
+            f"'path/to/lib.so:symbol', got {type(obj).__name__}"
+        )
+
+    def context(self, ctx: Any) -> int:
+        """The address of the kernel's context; its owner is kept alive."""
+        if ctx is None:
+            return 0
+        if isinstance(ctx, bool):
+            raise TypeError("ctx: expected a pointer, got bool")
+        if isinstance(ctx, (int, np.integer)):
+            if int(ctx) < 0:
+                raise ValueError(f"ctx: expected a non-negative address, got {int(ctx)}")
+            return int(ctx)
+        if isinstance(ctx, np.ndarray):
+            self.keep.append(ctx)
+            return int(ctx.ctypes.data)
+        if isinstance(ctx, ctypes.c_void_p):
+            self.keep.append(ctx)
+            return int(ctx.value or 0)
+        if isinstance(ctx, (ctypes._Pointer, ctypes._CFuncPtr)):  # type: ignore[attr-defined]
+            self.keep.append(ctx)
+            return int(ctypes.cast(ctx, ctypes.c_void_p).value or 0)
+        if isinstance(ctx, (ctypes._SimpleCData, ctypes.Structure, ctypes.Union, ctypes.Array)):
+            self.keep.append(ctx)
+            return ctypes.addressof(ctx)
+        if _is_cffi(ctx):
+            self.keep.append(ctx)
+            return _cffi_address(ctx)
+        raise TypeError(
+            "ctx: expected None, an integer address, a ctypes object or pointer, a cffi pointer "
+            f"or a NumPy array, got {type(ctx).__name__}"
+        )
+
+
+# ---- the kernel ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class StageResult:
+    """What one stage produced (see :meth:`CKernel.run_stage`)."""
+
+    stage: str
+    gradient: np.ndarray | None  # float64, flat; None when the stage failed
+    errors: np.ndarray | None  # the FD error estimates (stage 'function')
+    value: float  # s(x) (stage 'function')
+    nonfinite: int
+    evaluations: int
+    seconds: float
+    error: KernelError | None
+
+
+class CKernel:
+    """A native kernel written against ``gradtest.h``, checkable with no Python in the loop.
+
+    Parameters
+    ----------
+    f : function reference
+        The function: ``gradtest_scalar_f64`` (``n_out=None``) or ``gradtest_vector_f64``
+        (``n_out`` given), or their ``_f32`` forms with ``dtype="float32"``. A ctypes function
+        pointer, a cffi function pointer, an integer address or ``"path/to/lib.so:symbol"``
+        (loaded with dlopen and kept alive by this object).
+    gradient, vjp, jvp : function reference, optional
+        The derivative functions to check (backends ``"user"``, ``"user_vjp"``, ``"user_jvp"``).
+        Besides the forms above, a bare symbol name is looked up in f's library. ``gradient``
+        applies to scalar functions only.
+    ctx : optional
+        The opaque pointer passed to every call: None (NULL), an integer address, a ctypes object
+        (its address) or pointer, a cffi pointer or a NumPy array (its data). Kept alive.
+    dtype : {"float64", "float32"}
+        The element type of the kernel's arrays.
+    n_out : int or callable, optional
+        Number of outputs m of a vector function, or a function of n giving it. None: f is a
+        scalar function.
+    thread_safe : bool
+        True if the kernel may be called concurrently from several threads (sharing ctx): the
+        finite differences and the JVP sweep are then split over threads.
+    n_in : int, optional
+        The number of inputs the kernel expects; when given, an x of another size is refused.
+    name : str, optional
+        A name for reports; defaults to f's.
+
+    Raises
+    ------
+    KernelLoadError
+        A library failed to load or a symbol is missing.
+    ValueError, TypeError
+        A NULL pointer, an unknown dtype, a bad ``n_out``, or a gradient for a vector function.
+    """
+
+    def __init__(
+        self,
+        f: Any,
+        *,
+        gradient: Any = None,
+        vjp: Any = None,
+        jvp: Any = None,
+        ctx: Any = None,
+        dtype: str | np.dtype = "float64",
+        n_out: int | Callable[[int], int] | None = None,
+        thread_safe: bool = False,
+        n_in: int | None = None,
+        name: str | None = None,
+    ) -> None:
+        self._loader = _Loader()
+        if f is None:
+            raise ValueError("f: NULL function pointer (f is required)")
+        rf = self._loader.resolve(f, "f", None)
+        self._f = rf.address
+        self._addresses = {}
+        for role, obj in (("gradient", gradient), ("vjp", vjp), ("jvp", jvp)):
+            self._addresses[role] = (
+                0 if obj is None else self._loader.resolve(obj, role, rf.library).address
+            )
+        self._ctx = self._loader.context(ctx)
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise ValueError(f"dtype: expected 'float64' or 'float32', got {dtype!r}") from None
+        if dt not in (np.dtype(np.float64), np.dtype(np.float32)):
+            raise ValueError(f"dtype: expected 'float64' or 'float32', got {dtype!r}")
+        self.dtype = dt
+        if n_out is not None and not callable(n_out):
+            if isinstance(n_out, bool) or not isinstance(n_out, (int, np.integer)) or n_out < 1:
+                raise ValueError(f"n_out: expected an integer >= 1, a function of n or None, got {n_out!r}")
+            n_out = int(n_out)
+        self.n_out = n_out
+        if n_out is not None and gradient is not None:
+            raise ValueError(
+                "gradient: applies to scalar functions (n_out=None); check a vector function "
+                "through vjp= and jvp="
+            )
+        if n_in is not None and (isinstance(n_in, bool) or not isinstance(n_in, (int, np.integer)) or n_in < 1):
+            raise ValueError(f"n_in: expected an integer >= 1 or None, got {n_in!r}")
+        self.n_in = None if n_in is None else int(n_in)
+        self.thread_safe = bool(thread_safe)
+        self.name = name or rf.description
+        self.__gradtest_backends__ = tuple(
+            backend for backend, stage in BACKEND_STAGES.items() if self._addresses[stage]
+        )
+
+    def __repr__(self) -> str:
+        kind = "scalar" if self.n_out is None else "vector"
+        return (f"CKernel({self.name!r}, {kind}, dtype={self.dtype.name}, "
+                f"backends={self.__gradtest_backends__})")
+
+    @property
+    def __name__(self) -> str:  # reports name checked functions by __name__
+        return self.name
+
+    # -- sizes and arrays ------------------------------------------------------------------
+
+    def _m(self, n: int) -> int:
+        """The number of outputs for n inputs; 0 for a scalar function."""
+        if self.n_out is None:
+            return 0
+        m = self.n_out(n) if callable(self.n_out) else self.n_out
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"n_out({n}) returned {m!r}; expected an integer >= 1")
+        return int(m)
+
+    def _flat_x(self, x: Any) -> np.ndarray:
+        """A private, flat, contiguous copy of x after checking its type and size."""
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"x: expected a numpy.ndarray of {self.dtype.name}, got {type(x).__name__}")
+        if x.dtype != self.dtype:
+            raise TypeError(
+                f"x: expected a numpy.ndarray of {self.dtype.name} (the kernel's dtype), got {x.dtype}"
+            )
+        if x.size == 0:
+            raise ValueError("x: expected at least one element, got an empty array")
+        if self.n_in is not None and x.size != self.n_in:
+            raise ValueError(f"x: the kernel takes n_in={self.n_in} inputs, got an array of size {x.size}")
+        return np.array(x, dtype=self.dtype.newbyteorder("="), order="C", copy=True).reshape(-1)
+
+    def _dtype_code(self) -> int:
+        return 1 if self.dtype == np.float32 else 0
+
+    # -- calling ---------------------------------------------------------------------------
+
+    def __call__(self, x: np.ndarray) -> float | np.ndarray:
+        """Evaluates f at x in this process (not isolated). Returns a float for a scalar function,
+        a float64 array of m values for a vector one.
+
+        Raises
+        ------
+        KernelError
+            f returned a non-zero status.
+        """
+        flat = self._flat_x(x)
+        m = self._m(flat.size)
+        status, kernel_status, y = _ckernel.evaluate(self._f, self._ctx, self._dtype_code(), m, flat)
+        if status != _CODES["OK"]:
+            raise KernelError(f"{self.name}: f returned status {kernel_status}", stage="function",
+                              status=kernel_status)
+        return float(y[0]) if m == 0 else y
+
+    def cotangent(self, n: int, seed: int = 0) -> np.ndarray | None:
+        """The fixed random cotangent u (m standard normal values; one output gets 1) through which
+        a vector function is checked, or None for a scalar function."""
+        m = self._m(n)
+        if m == 0:
+            return None
+        if m == 1:
+            return np.ones(1)
+        return np.random.default_rng(seed).standard_normal(m)
+
+    def run_stage(
+        self,
+        stage: str,
+        x: np.ndarray,
+        *,
+        u: np.ndarray | None = None,
+        method: str = "central",
+        richardson: bool = True,
+        rel_step: float = 0.0,
+        isolate: bool = True,
+        timeout: float | None = None,
+        threads: int | None = None,
+    ) -> StageResult:
+        """Runs one stage of a check with the GIL released and returns what it produced.
+
+        Parameters
+        ----------
+        stage : {'function', 'gradient', 'vjp', 'jvp'}
+            ``'function'``: the finite-difference gradient of s(x) (f, or <u, f> for a vector
+            function) with its error estimates; the others: the same gradient from the kernel's
+            derivative function.
+        x : numpy.ndarray
+            The point, of the kernel's dtype (never modified).
+        u : numpy.ndarray, optional
+            The cotangent of a vector function; default :meth:`cotangent` with seed 0.
+        method, richardson, rel_step
+            Finite-difference options (stage 'function').
+        isolate : bool
+            Run in a forked child (default): a crash becomes a :class:`KernelCrash`.
+        timeout : float, optional
+            Seconds before an isolated stage is killed; requires ``isolate=True``.
+        threads : int, optional
+            Threads for the 'function' and 'jvp' stages; default: all usable CPUs when the kernel
+            is thread_safe, else 1.
+
+        Returns
+        -------
+        StageResult
+            ``error`` holds a :class:`KernelError` (or subclass) when the kernel failed or
+            crashed; then ``gradient`` is None.
+        """
+        if stage not in _STAGES:
+            raise ValueError(f"stage: expected one of {tuple(_STAGES)}, got {stage!r}")
+        if method not in _METHODS:
+            raise ValueError(f"method: expected one of {tuple(_METHODS)}, got {method!r}")
+        if not (rel_step >= 0):
+            raise ValueError(f"rel_step: expected a number >= 0, got {rel_step!r}")
+        if timeout is not None:
+            if not isolate:
+                raise ValueError("timeout: needs isolate=True (an in-process kernel cannot be stopped)")
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)) \
+                    or not (timeout > 0):
+                raise ValueError(f"timeout: expected seconds > 0 or None, got {timeout!r}")
+        nthreads = self._threads(threads)
+        flat = self._flat_x(x)
+        m = self._m(flat.size)
+        if m and u is None:
+            u = self.cotangent(flat.size)
+        if m:
+            u = np.ascontiguousarray(u, dtype=np.float64).reshape(-1)
+            if u.size != m:
+                raise ValueError(f"u: expected {m} elements (the kernel's outputs), got {u.size}")
+        address = self._f if stage == "function" else self._addresses[stage]
+        if not address:
+            raise ValueError(f"{stage}: the kernel has no {stage} function")
+        start = time.perf_counter()
+        out = _ckernel.run_stage(
+            f=self._f, gradient=self._addresses["gradient"], vjp=self._addresses["vjp"],
+            jvp=self._addresses["jvp"], ctx=self._ctx, dtype=self._dtype_code(), m=m,
+            stage=_STAGES[stage], x=flat, u=u if m else None, method=_METHODS[method],
+            richardson=bool(richardson), rel_step=float(rel_step), threads=nthreads,
+            isolate=bool(isolate), timeout=float(timeout or 0.0),
+            scale=_zero_scale(flat) if stage == "function" else None,
+        )
+        seconds = time.perf_counter() - start
+        error = self._error(stage, out, timeout)
+        return StageResult(
+            stage=stage,
+            gradient=None if error else out["grad"],
+            errors=None if error else out["err"],
+            value=out["value"],
+            nonfinite=out["nonfinite"],
+            evaluations=out["evaluations"],
+            seconds=seconds,
+            error=error,
+        )
+
+    def _threads(self, threads: int | None) -> int:
+        if threads is None:
+            if not self.thread_safe:
+                return 1
+            try:
+                return max(1, len(os.sched_getaffinity(0)))
+            except AttributeError:  # not on Linux
+                return max(1, os.cpu_count() or 1)
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads: expected an integer >= 1, got {threads!r}")
+        if threads > 1 and not self.thread_safe:
+            raise ValueError("threads: the kernel was not declared thread_safe=True")
+        return int(threads)
+
+    def _error(self, stage: str, out: dict[str, Any], timeout: float | None) -> KernelError | None:
+        status = out["status"]
+        if status == _CODES["OK"]:
+            return None
+        crash_stage = out["crash_stage"] or stage
+        if status == _CODES["ECALLBACK"]:
+            what = "f" if stage == "function" else stage
+            return KernelError(f"{self.name}: {what} returned status {out['kernel_status']}",
+                               stage=stage, status=out["kernel_status"])
+        if status == _CODES["ETIMEOUT"]:
+            return KernelTimeout(f"{self.name}: stage {crash_stage!r} timed out after {timeout:g} s; "
+                                 "the child process was killed (SIGKILL)", stage=crash_stage,
+                                 signal=out["signal"], signal_name=out["signal_name"])
+        if status == _CODES["ECRASH"]:
+            if out["signal"]:
+                msg = f"{self.name}: crashed with {out['signal_name']} in stage {crash_stage!r}"
+            else:
+                msg = (f"{self.name}: the child process exited with code {out['exit_code']} in stage "
+                       f"{crash_stage!r} without reporting back (did the kernel call exit()?)")
+            return KernelCrash(msg, stage=crash_stage, signal=out["signal"],
+                               signal_name=out["signal_name"], exit_code=out["exit_code"])
+        return KernelError(f"{self.name}: stage {stage!r}: {out['status_text']}", stage=stage)
+
+    # -- the check_gradients protocol --------------------------------------------------------
+
+    def __gradtest_check__(self, args: tuple[Any, ...], settings: Any) -> tuple[Any, dict[str, Any]]:
+        """Computes the ground truth and every backend's gradient for check_gradients.
+
+        Returns ``(ground_truth, results)``: results maps each of ``__gradtest_backends__`` to a
+        one-element list (the gradient, shaped like x) or to the :class:`KernelError` it raised.
+        The ground truth is always full mode (every component), computed in the kernel's dtype.
+
+        Raises
+        ------
+        KernelError
+            f itself failed or crashed, so there is no ground truth.
+        """
+        if len(args) != 1:
+            raise TypeError(f"a CKernel takes exactly one argument x (a NumPy array), got {len(args)}")
+        (x,) = args
+        fd = dict(getattr(settings, "fd_options", None) or {})
+        extra = dict(getattr(settings, "extra", None) or {})
+        unknown = sorted(set(extra) - set(EXTRA_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}; a C-kernel check "
+                f"also takes {', '.join(EXTRA_OPTIONS)}"
+            )
+        isolate = extra.get("isolate", True)
+        if not isinstance(isolate, (bool, np.bool_)):
+            raise TypeError(f"isolate: expected True or False, got {isolate!r}")
+        timeout = extra.get("timeout")
+        threads = extra.get("threads")
+        method = fd.get("method", "central")
+        richardson = bool(fd.get("richardson", True))
+        rel_step = float(fd.get("rel_step", 0.0) or 0.0)
+        seed = int(fd.get("seed", 0) or 0)
+        shape = np.shape(x)
+        flat = self._flat_x(x)
+        u = self.cotangent(flat.size, seed)
+        common = dict(isolate=bool(isolate), timeout=timeout, threads=threads)
+        truth = self.run_stage("function", x, u=u, method=method, richardson=richardson,
+                               rel_step=rel_step, **common)
+        if truth.error is not None:
+            raise truth.error
+        notes = []
+        nthreads = self._threads(threads)
+        notes.append(
+            f"C kernel {self.name}: finite differences in C ({truth.evaluations} calls, "
+            f"{nthreads} thread{'s' if nthreads > 1 else ''}"
+            + (", isolated in a child process)" if isolate else ", in-process)")
+        )
+        if fd.get("mode", "auto") == "directional":
+            notes.append("directional mode is not offered for C kernels; the full gradient was computed")
+        budget = fd.get("time_budget")
+        if fd.get("mode", "auto") == "auto" and budget and truth.seconds > budget:
+            notes.append(f"the full finite differences took {truth.seconds:.1f} s, over time_budget="
+                         f"{budget} s: C kernels are always checked in full mode (threads help: "
+                         "thread_safe=True)")
+        gt_dtype = getattr(settings, "ground_truth_dtype", None)
+        if gt_dtype is not None and np.dtype(gt_dtype) != self.dtype:
+            notes.append(f"the kernel computes in {self.dtype.name}; its finite differences were "
+                         f"taken in {self.dtype.name}, not {np.dtype(gt_dtype).name}")
+        if self.n_out is not None:
+            notes.append("vector function checked through a fixed random cotangent u (seed "
+                         f"{seed}): gradient of <u, f(x)>; the VJP called with ybar = u, the JVP "
+                         "with the unit vectors e_i")
+        if truth.nonfinite:
+            raise _ground_truth_error(
+                f"{self.name}: f returned non-finite values at {truth.nonfinite} of "
+                f"{flat.size} perturbed points"
+            )
+        if not np.isfinite(truth.value):
+            raise _ground_truth_error(f"{self.name}: f(x) is not finite ({truth.value})")
+        gt = _make_ground_truth(
+            mode="full",
+            gradients=[truth.gradient.reshape(shape)],
+            errors=[truth.errors.reshape(shape)],
+            method=method + ("+Richardson" if richardson else ""),
+            richardson=richardson,
+            evaluations=truth.evaluations,
+            seconds=truth.seconds,
+            dtype=self.dtype,
+            notes=notes,
+        )
+        results: dict[str, Any] = {}
+        for backend in self.__gradtest_backends__:
+            res = self.run_stage(BACKEND_STAGES[backend], x, u=u, **common)
+            results[backend] = res.error if res.error else [res.gradient.reshape(shape)]
+        return gt, results
+
+
+def _zero_scale(flat: np.ndarray) -> np.ndarray | None:
+    """Step scale for components exactly 0: the largest |x|, or 1 (the rule of gradtest's
+    Python finite differences, so that both compute the same ground truth)."""
+    if np.all(flat != 0):
+        return None
+    big = float(np.max(np.abs(flat)))
+    return np.full(flat.size, big if big > 0 and np.isfinite(big) else 1.0)
+
+
+def _ground_truth_error(message: str) -> Exception:
+    try:
+        from ._finite_diff import GroundTruthError
+    except ImportError:  # pragma: no cover - the lead's module is not merged yet
+        return ValueError(message)
+    return GroundTruthError(message)
+
+
+@dataclasses.dataclass
+class _FallbackGroundTruth:
+    mode: str
+    gradients: list[np.ndarray] | None
+    errors: list[np.ndarray] | None
+    method: str
+    evaluations: int
+    seconds: float
+    dtype: np.dtype
+    richardson: bool = True
+    directions: np.ndarray | None = None
+    derivatives: np.ndarray | None = None
+    derivative_errors: np.ndarray | None = None
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+
+def _make_ground_truth(**fields: Any) -> Any:
+    """Builds the lead's GroundTruth, passing only the fields it declares."""
+    try:
+        from ._finite_diff import GroundTruth
+    except ImportError:  # pragma: no cover - the lead's module is not merged yet
+        GroundTruth = _FallbackGroundTruth
+    names = {f.name for f in dataclasses.fields(GroundTruth)}
+    return GroundTruth(**{k: v for k, v in fields.items() if k in names})
