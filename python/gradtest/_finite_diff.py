@@ -251,7 +251,7 @@ def _full(problem, ws, fn, u, opts, dtype, notes, start, time_limit) -> GroundTr
     """The full ground truth, or None when it reached ``time_limit`` (seconds, 0 for none)
     before the last component."""
     grad, err, f0, evals, nonfinite, completed = _core.fd_gradient(
-        fn, ws.args, problem.kwargs or None, ws.x, u, _zero_scale(ws), opts.method,
+        fn, ws.args, problem.kwargs or None, ws.x, u, zero_step_scale(ws.x0, ws.offsets), opts.method,
         opts.richardson, float(opts.rel_step), float(time_limit),
     )
     if completed < ws.x.size:
@@ -301,14 +301,17 @@ def _directions_for_budget(fn, ws, opts) -> int:
     return int(max(MIN_DIRECTIONS, min(ws.x.size, fit, MAX_DIRECTIONS, memory_cap)))
 
 
-def _zero_scale(ws: _Workspace) -> np.ndarray | None:
-    """Step scale for components that are exactly 0: the largest |x| of their leaf, or 1."""
-    if np.all(ws.x0 != 0):
+def zero_step_scale(x0: np.ndarray, offsets: Any) -> np.ndarray | None:
+    """Step scale for components that are exactly 0: the largest |x| of their leaf (the leaves
+    are the segments between consecutive ``offsets`` of the flat vector ``x0``), or 1 when that
+    is 0 too. None when no component is 0. The C-kernel runner uses the same rule."""
+    if np.all(x0 != 0):
         return None
-    scale = np.empty(ws.x.size)
-    for start, stop in zip(ws.offsets[:-1], ws.offsets[1:]):
-        seg = np.abs(ws.x0[start:stop].astype(np.float64))
-        scale[start:stop] = seg.max() if seg.size and seg.max() > 0 else 1.0
+    scale = np.empty(x0.size)
+    for start, stop in zip(offsets[:-1], offsets[1:]):
+        seg = np.abs(x0[start:stop].astype(np.float64))
+        big = float(seg.max()) if seg.size else 0.0
+        scale[start:stop] = big if big > 0 and np.isfinite(big) else 1.0
     return scale
 
 

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import _ckernel
+from ._finite_diff import GroundTruth, GroundTruthError, zero_step_scale
 
 __all__ = [
     "CKernel",
@@ -464,7 +465,7 @@ class CKernel:
             stage=_STAGES[stage], x=flat, u=u if m else None, method=_METHODS[method],
             richardson=bool(richardson), rel_step=float(rel_step), threads=nthreads,
             isolate=bool(isolate), timeout=float(timeout or 0.0),
-            scale=_zero_scale(flat) if stage == "function" else None,
+            scale=zero_step_scale(flat, [0, flat.size]) if stage == "function" else None,
         )
         seconds = time.perf_counter() - start
         error = self._error(stage, out, timeout)
@@ -581,18 +582,17 @@ class CKernel:
                          f"{seed}): gradient of <u, f(x)>; the VJP called with ybar = u, the JVP "
                          "with the unit vectors e_i")
         if truth.nonfinite:
-            raise _ground_truth_error(
+            raise GroundTruthError(
                 f"{self.name}: f returned non-finite values at {truth.nonfinite} of "
                 f"{flat.size} perturbed points"
             )
         if not np.isfinite(truth.value):
-            raise _ground_truth_error(f"{self.name}: f(x) is not finite ({truth.value})")
-        gt = _make_ground_truth(
+            raise GroundTruthError(f"{self.name}: f(x) is not finite ({truth.value})")
+        gt = GroundTruth(
             mode="full",
             gradients=[truth.gradient.reshape(shape)],
             errors=[truth.errors.reshape(shape)],
             method=method + ("+Richardson" if richardson else ""),
-            richardson=richardson,
             evaluations=truth.evaluations,
             seconds=truth.seconds,
             dtype=self.dtype,
@@ -605,44 +605,3 @@ class CKernel:
         return gt, results
 
 
-def _zero_scale(flat: np.ndarray) -> np.ndarray | None:
-    """Step scale for components exactly 0: the largest |x|, or 1 (the rule of gradtest's
-    Python finite differences, so that both compute the same ground truth)."""
-    if np.all(flat != 0):
-        return None
-    big = float(np.max(np.abs(flat)))
-    return np.full(flat.size, big if big > 0 and np.isfinite(big) else 1.0)
-
-
-def _ground_truth_error(message: str) -> Exception:
-    try:
-        from ._finite_diff import GroundTruthError
-    except ImportError:  # pragma: no cover - the lead's module is not merged yet
-        return ValueError(message)
-    return GroundTruthError(message)
-
-
-@dataclasses.dataclass
-class _FallbackGroundTruth:
-    mode: str
-    gradients: list[np.ndarray] | None
-    errors: list[np.ndarray] | None
-    method: str
-    evaluations: int
-    seconds: float
-    dtype: np.dtype
-    richardson: bool = True
-    directions: np.ndarray | None = None
-    derivatives: np.ndarray | None = None
-    derivative_errors: np.ndarray | None = None
-    notes: list[str] = dataclasses.field(default_factory=list)
-
-
-def _make_ground_truth(**fields: Any) -> Any:
-    """Builds the lead's GroundTruth, passing only the fields it declares."""
-    try:
-        from ._finite_diff import GroundTruth
-    except ImportError:  # pragma: no cover - the lead's module is not merged yet
-        GroundTruth = _FallbackGroundTruth
-    names = {f.name for f in dataclasses.fields(GroundTruth)}
-    return GroundTruth(**{k: v for k, v in fields.items() if k in names})
