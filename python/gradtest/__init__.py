@@ -7,6 +7,7 @@ and soft-failing backends.
 
 from ._tree import Constant
 from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
+from .dispatch import DispatchFinding, DispatchReport, check_dispatch, dispatch_target_modules, test_dispatch
 from .backends import Backend, available_backends, get_backend, register_backend
 from .report import GradientReport, Outcome, WorstElement
 from .backends import _register_builtin
@@ -19,15 +20,20 @@ __version__ = "0.1.0"
 __all__ = [
     "Backend",
     "CheckSettings",
+    "DispatchFinding",
+    "DispatchReport",
     "Constant",
     "GradientReport",
     "NoBackendWarning",
     "Outcome",
     "WorstElement",
     "available_backends",
+    "check_dispatch",
     "check_gradients",
+    "dispatch_target_modules",
     "get_backend",
     "gradient",
     "register_backend",
+    "test_dispatch",
     "test_gradients",
 ]
