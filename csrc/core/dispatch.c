@@ -16,6 +16,7 @@
 #include <dlfcn.h>
 #include <fnmatch.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1342,6 +1343,11 @@ static int guarded_call(void *vctx, void *out, size_t out_cap, size_t *out_len)
         }
     }
     uint64_t ret = 0;
+    /* handlers inherited from the parent (Python's faulthandler, pytest's) would print the
+     * parent's traceback for the child's crash: let the crash end the child plainly */
+    static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS};
+    for (size_t k = 0; k < sizeof crash_signals / sizeof crash_signals[0]; k++)
+        signal(crash_signals[k], SIG_DFL);
     gt_guard_stage("calling the target");
     /* calling through a prototype other than the function's own is the ABI-level contract
      * explained above gt_call_spec; extra register arguments are ignored by the callee */

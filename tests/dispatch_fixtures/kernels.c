@@ -155,3 +155,17 @@ EXPORT int gt_abort_if(int v)
         abort();
     return 7;
 }
+
+/* Writes into its argument: the call check runs it in a child, so the caller's array is unchanged. */
+EXPORT double gt_scale_inplace(double *x, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] *= 2.0;
+    return n ? x[0] : 0.0;
+}
+
+/* Mixed integer and floating arguments, float return: exercises the register classes. */
+EXPORT float gt_mixed(int a, double b, long c, float d)
+{
+    return (float)((double)a * b + (double)c * (double)d);
+}
