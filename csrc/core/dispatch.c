@@ -1406,3 +1406,52 @@ int gt_dispatch_call(const gt_call_spec *spec, double timeout_s, gt_call_outcome
     out->ret_bits = ret;
     return GT_OK;
 }
+
+typedef struct probe_ctx {
+    const char *path;
+} probe_ctx;
+
+/* Runs in the guarded child: dlopen, and send back dlerror's message when it fails. */
+static int guarded_dlopen(void *vctx, void *out, size_t out_cap, size_t *out_len)
+{
+    const probe_ctx *p = vctx;
+    static const int crash_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT, SIGTRAP, SIGSYS};
+    for (size_t k = 0; k < sizeof crash_signals / sizeof crash_signals[0]; k++)
+        signal(crash_signals[k], SIG_DFL);
+    gt_guard_stage("dlopen");
+    void *h = dlopen(p->path, RTLD_NOW | RTLD_LOCAL);
+    if (h)
+        return 0; /* the child leaves with _exit: no dlclose needed */
+    const char *msg = dlerror();
+    size_t n = msg ? strlen(msg) : 0;
+    if (n > out_cap)
+        n = out_cap;
+    if (n)
+        memcpy(out, msg, n);
+    *out_len = n;
+    return 1;
+}
+
+int gt_dispatch_probe_load(const char *path, double timeout_s, int *loadable, gt_call_outcome *out, char *err,
+                           size_t err_cap)
+{
+    if (!path || !loadable || !out || !err || err_cap == 0)
+        return GT_EINVAL;
+    memset(out, 0, sizeof *out);
+    *loadable = 0;
+    err[0] = '\0';
+    probe_ctx p = {path};
+    gt_guard_result res;
+    int status = gt_guard_run(guarded_dlopen, &p, err, err_cap - 1, timeout_s, &res);
+    out->status = status;
+    out->signal = res.signal;
+    out->exit_code = res.exit_code;
+    memcpy(out->stage, res.stage, sizeof out->stage);
+    if (status != GT_OK) {
+        err[0] = '\0';
+        return status;
+    }
+    err[res.out_len < err_cap ? res.out_len : err_cap - 1] = '\0';
+    *loadable = res.fn_status == 0;
+    return GT_OK;
+}

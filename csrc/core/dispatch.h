@@ -126,4 +126,11 @@ typedef struct gt_call_outcome {
  * floating arguments, else GT_OK with *out describing how the call ended. */
 int gt_dispatch_call(const gt_call_spec *spec, double timeout_s, gt_call_outcome *out, char *err, size_t err_cap);
 
+/* Loads the object at `path` with dlopen in a forked child (guard.h) to learn whether loading it
+ * is safe: the dynamic loader itself can crash on a damaged file. *loadable is set to 1 when the
+ * child loaded it, 0 when dlopen refused it (a message in err); GT_ECRASH/GT_ETIMEOUT with
+ * out->signal when loading killed the child. */
+int gt_dispatch_probe_load(const char *path, double timeout_s, int *loadable, gt_call_outcome *out, char *err,
+                           size_t err_cap);
+
 #endif /* GT_DISPATCH_H */

@@ -127,9 +127,18 @@ static int elf_ready(ElfObject *self)
     return 1;
 }
 
+/* A name read from the object as str; bytes that are not UTF-8 (a damaged file) become U+FFFD.
+ * NULL gives None. New reference. */
+static PyObject *name_str(const char *s)
+{
+    if (!s)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "replace");
+}
+
 static PyObject *symbol_tuple(const gt_elf_symbol *s)
 {
-    return Py_BuildValue("(sKKO)", s->name, (unsigned long long)s->value, (unsigned long long)s->size,
+    return Py_BuildValue("(NKKO)", name_str(s->name), (unsigned long long)s->value, (unsigned long long)s->size,
                          s->global ? Py_True : Py_False);
 }
 
@@ -157,7 +166,7 @@ static PyObject *Elf_symbolize(ElfObject *self, PyObject *arg)
     const gt_elf_symbol *s = gt_elf_symbolize(self->elf, vaddr, &off);
     if (!s)
         Py_RETURN_NONE;
-    return Py_BuildValue("(sK)", s->name, (unsigned long long)off);
+    return Py_BuildValue("(NK)", name_str(s->name), (unsigned long long)off);
 }
 
 static PyObject *Elf_function_at(ElfObject *self, PyObject *arg)
@@ -196,7 +205,7 @@ static PyObject *Elf_reloc(ElfObject *self, PyObject *arg)
     const gt_elf_reloc *r = gt_elf_reloc_at(self->elf, vaddr);
     if (!r)
         Py_RETURN_NONE;
-    return Py_BuildValue("(zOKO)", r->name, r->defined ? Py_True : Py_False, (unsigned long long)r->value,
+    return Py_BuildValue("(NOKO)", name_str(r->name), r->defined ? Py_True : Py_False, (unsigned long long)r->value,
                          r->jump_slot ? Py_True : Py_False);
 }
 
@@ -297,9 +306,10 @@ static PyObject *result_to_dict(const gt_dispatch_result *r)
     for (size_t i = 0; i < r->n_events; i++) {
         const gt_dispatch_event *e = &r->events[i];
         PyObject *kind = event_kind_name(e->kind);
-        PyObject *t = kind ? Py_BuildValue("(NiKnOOzzz)", kind, e->module, (unsigned long long)e->address,
+        PyObject *t = kind ? Py_BuildValue("(NiKnOONNN)", kind, e->module, (unsigned long long)e->address,
                                            (Py_ssize_t)e->function, e->tail ? Py_True : Py_False,
-                                           e->error_path ? Py_True : Py_False, e->callee, e->provider, e->text)
+                                           e->error_path ? Py_True : Py_False, name_str(e->callee),
+                                           name_str(e->provider), name_str(e->text))
                            : NULL;
         if (!t)
             goto error;
@@ -310,7 +320,7 @@ static PyObject *result_to_dict(const gt_dispatch_result *r)
         goto error;
     for (size_t i = 0; i < r->n_functions; i++) {
         const gt_dispatch_function *f = &r->functions[i];
-        PyObject *t = Py_BuildValue("(iKsnKiOn)", f->module, (unsigned long long)f->entry, f->name, (Py_ssize_t)f->parent,
+        PyObject *t = Py_BuildValue("(iKNnKiOn)", f->module, (unsigned long long)f->entry, name_str(f->name), (Py_ssize_t)f->parent,
                                     (unsigned long long)f->callsite, f->depth, f->noreturn ? Py_True : Py_False,
                                     (Py_ssize_t)f->instructions);
         if (!t)
@@ -521,6 +531,31 @@ cleanup:
     return result;
 }
 
+static PyObject *py_probe_load(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *path_obj;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "O&d:probe_load", PyUnicode_FSConverter, &path_obj, &timeout))
+        return NULL;
+    int loadable = 0, status;
+    gt_call_outcome out;
+    char err[1024];
+    Py_BEGIN_ALLOW_THREADS
+    status = gt_dispatch_probe_load(PyBytes_AS_STRING(path_obj), timeout, &loadable, &out, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    Py_DECREF(path_obj);
+    if (status == GT_EINVAL || status == GT_EIO) {
+        PyErr_SetString(PyExc_OSError, "could not fork a child to load the library");
+        return NULL;
+    }
+    if (status != GT_OK) {
+        char sigbuf[32];
+        const char *signame = out.signal ? gt_signal_name(out.signal, sigbuf, sizeof sigbuf) : "no signal";
+        return Py_BuildValue("(Os)", Py_False, status == GT_ETIMEOUT ? "timed out" : signame);
+    }
+    return Py_BuildValue("(Oz)", loadable ? Py_True : Py_False, loadable ? NULL : err);
+}
+
 /* ---------- module ---------- */
 
 static PyMethodDef module_methods[] = {
@@ -528,6 +563,9 @@ static PyMethodDef module_methods[] = {
     {"locate", py_locate, METH_O, "locate(address) -> (path, base) of the loaded object holding it, or None;\n"
                                   "the file virtual address is address - base + Elf(path).base_vaddr"},
     {"call", py_call, METH_VARARGS, call_doc},
+    {"probe_load", py_probe_load, METH_VARARGS,
+     "probe_load(path, timeout) -> (loadable, message): dlopen in a forked child first, since the\n"
+     "dynamic loader can crash on a damaged file; message is dlerror's text or the signal's name"},
     {NULL, NULL, 0, NULL},
 };
 

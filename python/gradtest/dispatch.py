@@ -289,15 +289,10 @@ def _resolve_target(target: Any, signature: str | None) -> _Target:
             raise ValueError(f"target: expected 'lib.so:symbol', got {target!r}")
         if not os.path.exists(path):
             raise FileNotFoundError(f"target: no such file {path!r}")
-        lib = _loaded_libraries.get(path)
-        if lib is None:
-            try:
-                lib = ctypes.CDLL(path)
-            except OSError:
-                lib = None  # another architecture, or missing dependencies: analyse the file alone
-            if lib is not None:
-                _loaded_libraries[path] = lib
+        # read it ourselves first: a damaged file gives a clear error here instead of a crash in
+        # the dynamic loader
         elf = _elf(path)
+        lib = _load_library(path, elf)
         if lib is None:
             found = elf.lookup(symbol)
             if found is None:
@@ -327,6 +322,34 @@ def _resolve_target(target: Any, signature: str | None) -> _Target:
         "target: expected a ctypes or cffi function pointer, an integer address, a 'lib.so:symbol' string "
         f"or a CKernel, got {type(target).__name__}"
     )
+
+
+def _host_machine() -> int | None:
+    import platform
+
+    return {"x86_64": 62, "amd64": 62, "aarch64": 183, "arm64": 183}.get(platform.machine().lower())
+
+
+def _load_library(path: str, elf: Any) -> ctypes.CDLL | None:
+    """Loads the library for the call check and the run-time view of its calls, or returns None
+    for a static analysis (another machine, or the dynamic loader refuses it). Loading is tried in
+    a forked child first: the dynamic loader can crash on a damaged file."""
+    lib = _loaded_libraries.get(path)
+    if lib is not None:
+        return lib
+    if elf.machine != _host_machine():
+        return None
+    loadable, message = _core().probe_load(path, 30.0)
+    if not loadable:
+        if message in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT", "timed out"):
+            raise ValueError(f"target: loading {path} crashes the dynamic loader ({message}): a damaged file?")
+        return None  # e.g. missing dependencies: analyse the file alone
+    try:
+        lib = ctypes.CDLL(path)
+    except OSError:
+        return None
+    _loaded_libraries[path] = lib
+    return lib
 
 
 def _from_cffi(target: Any, sig: _Signature | None) -> _Target:

@@ -143,6 +143,11 @@ int main(int argc, char **argv)
     for (int i = 0; i < nfiles; i++)
         if (read_file(argv[4 + i], &seeds[i], &sizes[i]) != 0) {
             fprintf(stderr, "cannot read %s\n", argv[4 + i]);
+            for (int k = 0; k <= i; k++)
+                free(seeds[k]);
+            free(seeds);
+            free(sizes);
+            gt_cs_unload(cs);
             return 2;
         }
     long parsed = 0, rejected = 0;
