@@ -44,8 +44,14 @@ static void map_free(u64map *m)
     memset(m, 0, sizeof *m);
 }
 
+/* Empties the map. A big table is released rather than wiped, so that one large function does
+ * not make every later (small) one pay for clearing it. */
 static void map_clear(u64map *m)
 {
+    if (m->cap > 4096) {
+        map_free(m);
+        return;
+    }
     if (m->keys)
         memset(m->keys, 0, m->cap * sizeof *m->keys);
     m->n = 0;
@@ -193,30 +199,52 @@ static int parse_num(const char *s, int64_t *v)
     return 1;
 }
 
-/* x86-64 general-purpose register number 0..15, 16 for rip, -1 otherwise. */
+/* x86-64 general-purpose register number 0..15, 16 for rip, -1 otherwise. Called for most
+ * instructions, so it dispatches on the spelling instead of comparing against every name. */
 static int x86_reg(const char *s)
 {
-    static const char *const names[16][4] = {
-        {"rax", "eax", "ax", "al"},   {"rcx", "ecx", "cx", "cl"},     {"rdx", "edx", "dx", "dl"},
-        {"rbx", "ebx", "bx", "bl"},   {"rsp", "esp", "sp", "spl"},    {"rbp", "ebp", "bp", "bpl"},
-        {"rsi", "esi", "si", "sil"},  {"rdi", "edi", "di", "dil"},    {"r8", "r8d", "r8w", "r8b"},
-        {"r9", "r9d", "r9w", "r9b"},  {"r10", "r10d", "r10w", "r10b"}, {"r11", "r11d", "r11w", "r11b"},
-        {"r12", "r12d", "r12w", "r12b"}, {"r13", "r13d", "r13w", "r13b"}, {"r14", "r14d", "r14w", "r14b"},
-        {"r15", "r15d", "r15w", "r15b"}};
+    static const char legacy[][3] = {"ax", "cx", "dx", "bx", "sp", "bp", "si", "di"};
+    size_t n = strlen(s);
+    if (n < 2 || n > 4)
+        return -1;
+    if (s[0] == 'r' && isdigit((unsigned char)s[1])) { /* r8..r15 with d/w/b suffixes */
+        int r = s[1] - '0';
+        size_t k = 2;
+        if (r == 1 && n > 2 && isdigit((unsigned char)s[2])) {
+            r = 10 + (s[2] - '0');
+            k = 3;
+        }
+        if (r < 8 || r > 15)
+            return -1;
+        if (k == n || (k + 1 == n && (s[k] == 'd' || s[k] == 'w' || s[k] == 'b')))
+            return r;
+        return -1;
+    }
     if (!strcmp(s, "rip"))
         return 16;
-    for (int r = 0; r < 16; r++)
-        for (int k = 0; k < 4; k++)
-            if (!strcmp(s, names[r][k]))
+    const char *base = s;
+    if ((s[0] == 'r' || s[0] == 'e') && n == 3)
+        base = s + 1; /* rax, eax */
+    if (strlen(base) == 2) {
+        for (int r = 0; r < 8; r++)
+            if (base[0] == legacy[r][0] && base[1] == legacy[r][1])
                 return r;
-    if (!strcmp(s, "ah"))
-        return 0;
-    if (!strcmp(s, "ch"))
-        return 1;
-    if (!strcmp(s, "dh"))
-        return 2;
-    if (!strcmp(s, "bh"))
-        return 3;
+        /* al, cl, dl, bl, ah, ch, dh, bh */
+        if (base == s && (s[1] == 'l' || s[1] == 'h')) {
+            static const char lo[] = "acdb";
+            const char *p = strchr(lo, s[0]);
+            if (p)
+                return (int)(p - lo);
+        }
+        return -1;
+    }
+    /* spl, bpl, sil, dil */
+    if (n == 3 && s[2] == 'l') {
+        char two[3] = {s[0], s[1], '\0'};
+        for (int r = 4; r < 8; r++)
+            if (!strcmp(two, legacy[r]))
+                return r;
+    }
     return -1;
 }
 
@@ -647,6 +675,9 @@ typedef struct ctx {
     u64map fmap;     /* (entry << 6 | module) -> function index */
     u64map visited;  /* instruction addresses of the function being decoded */
     u64map noreturn; /* (addr << 6 | module) -> 1 dies / 0 returns, probe memo */
+    u64map resolved_at; /* relocation address -> index into `resolved_cache` */
+    struct resolved *resolved_cache;
+    size_t n_resolved, cap_resolved;
     edge *edges;
     size_t nedges;
     uint64_t *work;
@@ -681,7 +712,7 @@ typedef struct resolved {
     const char *provider; /* external: the providing object's path (ld.so-owned) or NULL */
 } resolved;
 
-static resolved resolve_name(const ctx *c, int m, const gt_elf_reloc *rel)
+static resolved resolve_name_uncached(const ctx *c, int m, const gt_elf_reloc *rel)
 {
     resolved r = {0, m, 0, NULL};
     if (c->rt[m].handle) {
@@ -708,6 +739,20 @@ static resolved resolve_name(const ctx *c, int m, const gt_elf_reloc *rel)
         r.internal = 1;
         r.vaddr = rel->value;
     }
+    return r;
+}
+
+/* resolve_name_uncached, memoised per relocation: dlsym/dladdr are the costly part. */
+static resolved resolve_name(ctx *c, int m, const gt_elf_reloc *rel)
+{
+    long idx;
+    uint64_t key = (uint64_t)(uintptr_t)rel;
+    if (map_get(&c->resolved_at, key, &idx))
+        return c->resolved_cache[idx];
+    resolved r = resolve_name_uncached(c, m, rel);
+    if (grow((void **)&c->resolved_cache, &c->cap_resolved, c->n_resolved, sizeof *c->resolved_cache) == GT_OK &&
+        map_put(&c->resolved_at, key, (long)c->n_resolved) == GT_OK)
+        c->resolved_cache[c->n_resolved++] = r;
     return r;
 }
 
@@ -767,7 +812,9 @@ static int callee_noreturn(ctx *c, int m, uint64_t target, int depth)
     return probe_dies(c, m, target, depth + 1);
 }
 
-/* 1 when the straight-line code from `a` ends in a noreturn call or a trap. Memoised. */
+/* 1 when the straight-line code from `a` ends in a noreturn call or a trap. Memoised: every
+ * return point of a call met on the way shares the walk's fate (the code between is straight),
+ * so a run of calls costs one walk instead of one per call. */
 static int probe_dies(ctx *c, int m, uint64_t a, int depth)
 {
     long memo;
@@ -777,46 +824,64 @@ static int probe_dies(ctx *c, int m, uint64_t a, int depth)
     /* a cycle through this probe counts as returning */
     if (map_put(&c->noreturn, key, 0) != GT_OK)
         return 0;
-    int dies = 0;
+    int dies = 0, decided = 0;
+    uint64_t shared[PROBE_LEN];
+    size_t nshared = 0;
     tracker t;
     tracker_reset(&t);
     uint64_t start = a;
-    for (int k = 0; k < PROBE_LEN; k++) {
+    for (int k = 0; k < PROBE_LEN && !decided; k++) {
+        if (a != start && map_get(&c->noreturn, fkey(m, a), &memo)) {
+            dies = (int)memo;
+            break;
+        }
         gt_insn in;
         action act;
         if (decode_at(c, m, a, &in) != GT_OK)
             break;
         classify(c, &in, &t, &act);
-        if (act.type == A_TRAP) {
-            dies = 1;
+        switch (act.type) {
+        case A_TRAP:
+            dies = decided = 1;
             break;
-        }
-        if (act.type == A_RET || act.type == A_JCC)
+        case A_RET:
+        case A_JCC:
+            decided = 1;
             break;
-        if (act.type == A_IJMP) {
+        case A_IJMP:
             dies = act.via == VIA_SLOT ? slot_noreturn(c, m, act.slot, depth) : 0;
+            decided = 1;
             break;
-        }
-        if (act.type == A_JMP) {
+        case A_JMP: {
             const gt_elf_symbol *f = gt_elf_function_at(c->mods[m].elf, act.target);
             if ((f && act.target != start) || gt_elf_in_plt(c->mods[m].elf, act.target)) {
                 dies = callee_noreturn(c, m, act.target, depth);
-                break;
+                decided = 1;
+            } else {
+                a = act.target;
             }
-            a = act.target;
             continue;
         }
-        if (act.type == A_CALL && act.target != in.address + in.size && callee_noreturn(c, m, act.target, depth)) {
-            dies = 1;
+        case A_CALL:
+            if (act.target != in.address + in.size && callee_noreturn(c, m, act.target, depth))
+                dies = decided = 1;
+            else
+                shared[nshared++] = in.address + in.size;
             break;
-        }
-        if (act.type == A_ICALL && act.via == VIA_SLOT && slot_noreturn(c, m, act.slot, depth)) {
-            dies = 1;
+        case A_ICALL:
+            if (act.via == VIA_SLOT && slot_noreturn(c, m, act.slot, depth))
+                dies = decided = 1;
+            else
+                shared[nshared++] = in.address + in.size;
+            break;
+        default:
             break;
         }
         a += in.size;
     }
     map_put(&c->noreturn, key, dies);
+    for (size_t i = 0; i < nshared; i++)
+        map_put(&c->noreturn, fkey(m, shared[i]), dies);
     return dies;
 }
 
@@ -1293,6 +1358,8 @@ cleanup:
     map_free(&c.fmap);
     map_free(&c.visited);
     map_free(&c.noreturn);
+    map_free(&c.resolved_at);
+    gt_free(c.resolved_cache);
     gt_free(c.edges);
     gt_free(c.work);
     return status;

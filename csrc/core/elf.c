@@ -55,6 +55,8 @@ struct gt_elf {
     gt_elf_symbol **by_name; /* the same, sorted by name */
     gt_elf_reloc *relocs;    /* sorted by offset */
     size_t nrelocs;
+    uint64_t plt_lo[8], plt_hi[8]; /* the PLT sections' ranges, looked up for every branch */
+    size_t nplt;
 };
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
@@ -309,6 +311,11 @@ static int read_sections(gt_elf *e, char *err, size_t cap)
                 s->alloc = (flags & SHF_ALLOC) != 0;
                 s->plt = !strcmp(name, ".plt") || !strcmp(name, ".plt.sec") || !strcmp(name, ".plt.got") ||
                          !strcmp(name, ".iplt");
+                if (s->plt && size && e->nplt < 8 && addr + size > addr) {
+                    e->plt_lo[e->nplt] = addr;
+                    e->plt_hi[e->nplt] = addr + size;
+                    e->nplt++;
+                }
                 if (type == SHT_NOBITS)
                     continue;
                 if ((type == SHT_SYMTAB || type == SHT_DYNSYM)) {
@@ -591,11 +598,9 @@ const char *gt_elf_section_name(const gt_elf *e, uint64_t vaddr)
 
 int gt_elf_in_plt(const gt_elf *e, uint64_t vaddr)
 {
-    for (size_t i = 0; i < e->nsecs; i++) {
-        const section *s = &e->secs[i];
-        if (s->plt && vaddr >= s->addr && vaddr - s->addr < s->size)
+    for (size_t i = 0; i < e->nplt; i++)
+        if (vaddr >= e->plt_lo[i] && vaddr < e->plt_hi[i])
             return 1;
-    }
     return 0;
 }
 
