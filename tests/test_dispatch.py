@@ -109,10 +109,11 @@ def test_static_helper_calling_exp_is_allowed(libs, variant):
 
 @pytest.mark.parametrize("variant", ALL)
 def test_switch_jump_table_is_not_dispatch(libs, variant):
-    report = gradtest.check_dispatch(f"{libs[variant]}:gt_switch_op")
-    assert report.passed, str(report)
-    assert report.findings == []
-    assert report.jump_tables >= 1
+    for kernel in ("gt_switch_op", "gt_switch_big"):
+        report = gradtest.check_dispatch(f"{libs[variant]}:{kernel}")
+        assert report.passed, str(report)
+        assert report.findings == []
+        assert report.jump_tables >= 1
 
 
 @pytest.mark.parametrize("variant", ALL)

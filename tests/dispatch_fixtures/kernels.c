@@ -169,3 +169,31 @@ EXPORT float gt_mixed(int a, double b, long c, float d)
 {
     return (float)((double)a * b + (double)c * (double)d);
 }
+
+/* A larger integer switch: a jump table on aarch64 too (gcc needs more cases there). */
+EXPORT long gt_switch_big(int op, long a)
+{
+    switch (op) {
+    case 0: return a + 1;
+    case 1: return a * 3;
+    case 2: return a - 7;
+    case 3: return a << 2;
+    case 4: return a >> 1;
+    case 5: return a ^ 0x55;
+    case 6: return a | 0x100;
+    case 7: return a & 0xff;
+    case 8: return -a;
+    case 9: return a * a;
+    case 10: return a % 7;
+    case 11: return a / 3;
+    case 12: return a + 100;
+    case 13: return a * 11;
+    case 14: return ~a;
+    case 15: return a - 1000;
+    case 16: return a * 5 + 1;
+    case 17: return a / 9;
+    case 18: return a % 13;
+    case 19: return a + 19;
+    default: return 0;
+    }
+}
