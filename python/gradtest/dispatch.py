@@ -271,6 +271,7 @@ class _Target:
 
 # keeps libraries loaded by "lib.so:symbol" targets alive (and loaded once)
 _loaded_libraries: dict[str, ctypes.CDLL] = {}
+_load_lock = threading.Lock()
 
 
 def _resolve_target(target: Any, signature: str | None) -> _Target:
@@ -334,22 +335,23 @@ def _load_library(path: str, elf: Any) -> ctypes.CDLL | None:
     """Loads the library for the call check and the run-time view of its calls, or returns None
     for a static analysis (another machine, or the dynamic loader refuses it). Loading is tried in
     a forked child first: the dynamic loader can crash on a damaged file."""
-    lib = _loaded_libraries.get(path)
-    if lib is not None:
+    with _load_lock:
+        lib = _loaded_libraries.get(path)
+        if lib is not None:
+            return lib
+        if elf.machine != _host_machine():
+            return None
+        loadable, message = _core().probe_load(path, 30.0)
+        if not loadable:
+            if message in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT", "timed out"):
+                raise ValueError(f"target: loading {path} crashes the dynamic loader ({message}): a damaged file?")
+            return None  # e.g. missing dependencies: analyse the file alone
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            return None
+        _loaded_libraries[path] = lib
         return lib
-    if elf.machine != _host_machine():
-        return None
-    loadable, message = _core().probe_load(path, 30.0)
-    if not loadable:
-        if message in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT", "timed out"):
-            raise ValueError(f"target: loading {path} crashes the dynamic loader ({message}): a damaged file?")
-        return None  # e.g. missing dependencies: analyse the file alone
-    try:
-        lib = ctypes.CDLL(path)
-    except OSError:
-        return None
-    _loaded_libraries[path] = lib
-    return lib
 
 
 def _from_cffi(target: Any, sig: _Signature | None) -> _Target:
