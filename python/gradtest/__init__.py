@@ -8,7 +8,7 @@ and soft-failing backends.
 from ._tree import Constant
 from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
 from .dispatch import DispatchFinding, DispatchReport, check_dispatch, dispatch_target_modules, test_dispatch
-from .backends import Backend, available_backends, get_backend, register_backend
+from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
 from .report import GradientReport, Outcome, WorstElement
 from .backends import _register_builtin
 
@@ -36,4 +36,5 @@ __all__ = [
     "register_backend",
     "test_dispatch",
     "test_gradients",
+    "unregister_backend",
 ]

@@ -91,9 +91,10 @@ def compare_full(
         used_atol, used_rtol = max(used_atol, at), max(used_rtol, rt)
         if not t.size:
             continue
-        diff = np.abs(g64 - t)
+        # asarray: arithmetic on 0-d arrays gives NumPy scalars, which take no masked assignment
+        diff = np.asarray(np.abs(g64 - t))
         diff[~np.isfinite(g64)] = np.inf
-        tol = at + rt * np.abs(t) + FD_ERROR_FACTOR * e
+        tol = np.asarray(at + rt * np.abs(t) + FD_ERROR_FACTOR * e)
         bad = diff > tol
         failed |= bool(bad.any())
         with np.errstate(divide="ignore", invalid="ignore"):

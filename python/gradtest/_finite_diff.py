@@ -139,13 +139,16 @@ class _Workspace:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
         self.x = np.empty(int(self.offsets[-1]), dtype=dtype)
         self.views = []
+        self.orders = []
         for leaf, start, stop in zip(leaves, self.offsets[:-1], self.offsets[1:]):
             # keep a Fortran-ordered input Fortran-ordered, so f sees the layout it was given
             order = "F" if leaf.flags.f_contiguous and not leaf.flags.c_contiguous else "C"
             view = self.x[start:stop].reshape(leaf.shape, order=order)
             view[...] = leaf
             self.views.append(view)
+            self.orders.append(order)
         self.x0 = self.x.copy()
+        self.kwargs = problem.kwargs
         self.args = problem.fresh_args(dict(zip(problem.flat.differentiable, self.views)))
         # the constant arrays f receives are the copies inside self.args; remember their values
         self.constants = [
@@ -156,8 +159,8 @@ class _Workspace:
 
     def split(self, flat: np.ndarray) -> list[np.ndarray]:
         return [
-            flat[start:stop].reshape(v.shape)
-            for v, start, stop in zip(self.views, self.offsets[:-1], self.offsets[1:])
+            flat[start:stop].reshape(v.shape, order=order).copy(order="C")
+            for v, order, start, stop in zip(self.views, self.orders, self.offsets[:-1], self.offsets[1:])
         ]
 
     def mutated_paths(self, problem: GradientProblem) -> list[str]:
@@ -236,37 +239,13 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
                 f"(over time_budget={opts.time_budget} s)"
             )
     try:
-        if mode == "full":
-            grad, err, f0, evals, nonfinite = _core.fd_gradient(
-                fn, ws.args, problem.kwargs or None, ws.x, u, _zero_scale(ws), opts.method,
-                opts.richardson, float(opts.rel_step),
-            )
-            result = GroundTruth(
-                "full", ws.split(grad), ws.split(err), opts.describe(), evals + 2,
-                time.perf_counter() - start, dtype, notes=notes,
-            )
-            if nonfinite:
-                bad = int(np.flatnonzero(~np.isfinite(grad))[0])
-                raise GroundTruthError(
-                    f"the ground truth is not finite at {_element_name(problem, ws, bad)} "
-                    f"({nonfinite} of {n} components): f returned NaN or inf near the input"
-                )
-        else:
-            k = opts.n_directions or int(max(8, min(n, opts.time_budget / max(t_eval * opts.evals_per_component, 1e-9))))
-            rng = np.random.default_rng(opts.seed + 1)
-            scale = np.abs(ws.x0.astype(np.float64))
-            scale[scale == 0] = 1.0
-            dirs = rng.standard_normal((k, n)) * scale
-            d, derr, f0, evals = _core.fd_directional(
-                fn, ws.args, problem.kwargs or None, ws.x, u, dirs, opts.method, opts.richardson,
-                float(opts.rel_step),
-            )
-            result = GroundTruth(
-                "directional", None, None, opts.describe(), evals + 2, time.perf_counter() - start,
-                dtype, directions=dirs, derivatives=d, derivative_errors=derr, notes=notes,
-            )
-            if not np.all(np.isfinite(d)):
-                raise GroundTruthError("the directional ground truth is not finite: f returned NaN or inf near the input")
+        # warnings at perturbed points (log of a negative near a domain edge) are not the user's
+        # concern: a non-finite result is reported as such
+        with np.errstate(all="ignore"):
+            if mode == "full":
+                result = _full(problem, ws, fn, u, opts, dtype, notes, start)
+            else:
+                result = _directional(ws, fn, u, opts, dtype, notes, start, t_eval)
     except GroundTruthError:
         raise
     except Exception as exc:
@@ -276,6 +255,37 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
     if mutated:
         result.notes.append(f"f mutated its inputs: {', '.join(mutated)} (the caller's arrays are untouched)")
     return result
+
+
+def _full(problem, ws, fn, u, opts, dtype, notes, start) -> GroundTruth:
+    grad, err, f0, evals, nonfinite = _core.fd_gradient(
+        fn, ws.args, problem.kwargs or None, ws.x, u, _zero_scale(ws), opts.method,
+        opts.richardson, float(opts.rel_step),
+    )
+    if nonfinite:
+        bad = int(np.flatnonzero(~np.isfinite(grad))[0])
+        raise GroundTruthError(
+            f"the ground truth is not finite at {_element_name(problem, ws, bad)} "
+            f"({nonfinite} of {ws.x.size} components): f returned NaN or inf near the input"
+        )
+    return GroundTruth("full", ws.split(grad), ws.split(err), opts.describe(), evals + 2,
+                       time.perf_counter() - start, dtype, notes=notes)
+
+
+def _directional(ws, fn, u, opts, dtype, notes, start, t_eval) -> GroundTruth:
+    n = ws.x.size
+    k = opts.n_directions or int(max(8, min(n, opts.time_budget / max(t_eval * opts.evals_per_component, 1e-9))))
+    rng = np.random.default_rng(opts.seed + 1)
+    # directions carry the step scale of each component, as the full mode's steps do
+    scale = np.abs(ws.x0.astype(np.float64))
+    scale[scale == 0] = 1.0
+    dirs = rng.standard_normal((k, n)) * scale
+    d, derr, f0, evals = _core.fd_directional(fn, ws.args, None if not ws.kwargs else ws.kwargs, ws.x, u, dirs,
+                                              opts.method, opts.richardson, float(opts.rel_step))
+    if not np.all(np.isfinite(d)):
+        raise GroundTruthError("the directional ground truth is not finite: f returned NaN or inf near the input")
+    return GroundTruth("directional", None, None, opts.describe(), evals + 2, time.perf_counter() - start,
+                       dtype, directions=dirs, derivatives=d, derivative_errors=derr, notes=notes)
 
 
 def _zero_scale(ws: _Workspace) -> np.ndarray | None:
@@ -293,7 +303,7 @@ def _element_name(problem: GradientProblem, ws: _Workspace, flat_index: int) -> 
     leaf = int(np.searchsorted(ws.offsets, flat_index, side="right") - 1)
     local = flat_index - int(ws.offsets[leaf])
     shape = problem.diff_leaves[leaf].shape
-    index = np.unravel_index(local, shape) if shape else ()
+    index = np.unravel_index(local, shape, order=ws.orders[leaf]) if shape else ()
     return problem.diff_paths[leaf] + (f"[{', '.join(map(str, index))}]" if index else "")
 
 

@@ -125,3 +125,15 @@ def _register_builtin() -> None:
         "user", _user_gradient_backend, default=False,
         description="the hand-written gradient passed as gradient=",
     )
+
+
+def unregister_backend(name: str) -> None:
+    """Removes the backend called ``name`` (for tests and plugins that registered temporary ones).
+
+    Raises
+    ------
+    ValueError
+        If no backend has that name.
+    """
+    get_backend(name)
+    del _REGISTRY[name]
