@@ -152,6 +152,24 @@ def test_other_external_call_fails_unless_allowed(libs, variant):
     assert not gradtest.check_dispatch(target, allow=["malloc"]).passed
 
 
+@pytest.mark.parametrize("variant", ALL)
+def test_masked_switch_table_is_sized_by_the_mask(libs, variant):
+    report = gradtest.check_dispatch(f"{libs[variant]}:gt_switch_masked")
+    assert report.passed and report.findings == [], str(report)
+
+
+def test_unbounded_jump_table_sweeps_the_function(tmp_path):
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("x86-64 assembly fixture")
+    lib = build(tmp_path / "libunbounded.so", ["unbounded_x86_64.S"], [])
+    report = gradtest.check_dispatch(f"{lib}:gt_asm_unbounded")
+    assert report.jump_tables == 1
+    # case 1 is reachable only through the table, whose size is unknown: the sweep found it
+    assert failing(report) == [("allocation", "malloc")]
+
+
 def test_allow_silences_dispatch(libs):
     report = gradtest.check_dispatch(f"{libs['O2']}:gt_callback_sum", allow=["indirect_call"])
     assert report.passed

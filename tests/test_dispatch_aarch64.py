@@ -68,6 +68,7 @@ EXPECTED = {
     "gt_softplus_sum": [],
     "gt_switch_op": [],
     "gt_switch_big": [],
+    "gt_switch_masked": [],
     "gt_tail_alloc": [("allocation", "calloc")],
     "gt_calls_sibling": [],
     "gt_checked_mean": [],

@@ -327,6 +327,8 @@ typedef struct rstate {
     uint8_t kind, width, sign, shift;
     uint64_t v;     /* address, slot, or table */
     uint64_t label; /* RK_JT on aarch64: the base the scaled entry is added to */
+    long count;     /* values the register can take (from cmp/and); for RK_ENTRY/RK_JT the table's
+                     * entries; 0 when unknown */
 } rstate;
 
 typedef struct tracker {
@@ -336,6 +338,20 @@ typedef struct tracker {
 } tracker;
 
 static void tracker_reset(tracker *t) { memset(t, 0, sizeof *t); }
+
+/* A jump table's entry count: the index's bound, else the block's last comparison. */
+static long table_count(const rstate *s, const tracker *t)
+{
+    if (s->count > 0)
+        return s->count;
+    return t->have_cmp ? (long)(t->cmp_imm + 1) : -1;
+}
+
+/* The bound an "and reg, imm" puts on a register: imm + 1 when imm is 2^k - 1 (small). */
+static long mask_bound(int64_t imm)
+{
+    return imm >= 0 && imm < MAX_TABLE && ((imm + 1) & imm) == 0 ? (long)imm + 1 : 0;
+}
 
 /* ---------- instruction classes ---------- */
 
@@ -384,7 +400,7 @@ static void x86_indirect(const char *op, const tracker *t, uint64_t next, int is
             a->table = s->v;
             a->width = 4;
             a->sign = 1;
-            a->count = t->have_cmp ? t->cmp_imm + 1 : -1;
+            a->count = table_count(s, t);
         }
         return;
     }
@@ -404,7 +420,7 @@ static void x86_indirect(const char *op, const tracker *t, uint64_t next, int is
         a->absolute = 1;
         a->width = 8;
         a->table = (uint64_t)m.disp + (m.base >= 0 ? t->r[m.base].v : 0);
-        a->count = t->have_cmp ? t->cmp_imm + 1 : -1;
+        a->count = table_count(&t->r[m.index], t);
     }
 }
 
@@ -418,6 +434,8 @@ static void x86_track(const char *mn, char ops[MAX_OPS][OP_LEN], int nops, track
         if (nops == 2 && parse_num(ops[1], &v)) {
             t->cmp_imm = v;
             t->have_cmp = 1;
+            if (d >= 0 && d < 16 && v >= 0 && v < MAX_TABLE)
+                t->r[d].count = (long)v + 1;
         }
         return;
     }
@@ -449,13 +467,17 @@ static void x86_track(const char *mn, char ops[MAX_OPS][OP_LEN], int nops, track
             out.v = t->r[m.base].kind == RK_ADDR ? t->r[m.base].v : t->r[m.index].v;
             out.width = 4;
             out.sign = 1;
+            out.count = t->r[m.base].kind == RK_ADDR ? t->r[m.index].count : 0;
         } else if (!strcmp(mn, "add") && x86_reg(ops[1]) >= 0 && x86_reg(ops[1]) < 16) {
             const rstate *a = &t->r[d], *b = &t->r[x86_reg(ops[1])];
             if ((a->kind == RK_ENTRY && b->kind == RK_ADDR && a->v == b->v) ||
                 (a->kind == RK_ADDR && b->kind == RK_ENTRY && a->v == b->v)) {
                 out.kind = RK_JT;
                 out.v = a->v;
+                out.count = a->kind == RK_ENTRY ? a->count : b->count;
             }
+        } else if (!strcmp(mn, "and") && parse_num(ops[1], &v)) {
+            out.count = mask_bound(v);
         }
     }
     t->r[d] = out;
@@ -539,6 +561,9 @@ static void a64_track(const char *mn, char ops[MAX_OPS][OP_LEN], int nops, track
         if (nops == 2 && parse_num(ops[1], &v)) {
             t->cmp_imm = v;
             t->have_cmp = 1;
+            int r = a64_reg(ops[0]);
+            if (r >= 0 && v >= 0 && v < MAX_TABLE)
+                t->r[r].count = (long)v + 1;
         }
         return;
     }
@@ -577,7 +602,10 @@ static void a64_track(const char *mn, char ops[MAX_OPS][OP_LEN], int nops, track
             out.width = entry->width;
             out.sign = entry->sign;
             out.shift = (uint8_t)shift;
+            out.count = entry->count;
         }
+    } else if (!strcmp(mn, "and") && nops == 3 && parse_num(ops[2], &v)) {
+        out.count = mask_bound(v);
     } else if (!strncmp(mn, "ldr", 3) && nops == 2 && a64_parse_mem(ops[1], &m) && m.base >= 0 &&
                t->r[m.base].kind == RK_ADDR && !strchr(ops[1], '!')) {
         const rstate *s = &t->r[m.base];
@@ -592,6 +620,7 @@ static void a64_track(const char *mn, char ops[MAX_OPS][OP_LEN], int nops, track
             out.width = !strcmp(suffix, "b") ? 1 : !strcmp(suffix, "h") ? 2 : ops[0][0] == 'w' ? 4 : 8;
             if (!strcmp(mn, "ldrsw"))
                 out.width = 4;
+            out.count = t->r[m.index].count;
         }
     }
     t->r[d] = out;
@@ -636,7 +665,7 @@ static void a64_classify(const gt_insn *in, tracker *t, action *a)
                 a->width = s->width;
                 a->sign = s->sign;
                 a->shift = s->shift;
-                a->count = t->have_cmp ? t->cmp_imm + 1 : -1;
+                a->count = table_count(s, t);
             }
         }
     } else {
