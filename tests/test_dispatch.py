@@ -170,6 +170,26 @@ def test_unbounded_jump_table_sweeps_the_function(tmp_path):
     assert failing(report) == [("allocation", "malloc")]
 
 
+def _line_of(text: str) -> int:
+    from dispatch_fixtures.build import FIXTURES
+
+    lines = (FIXTURES / "kernels.c").read_text().splitlines()
+    return next(i + 1 for i, line in enumerate(lines) if text in line)
+
+
+def test_debug_info_gives_file_and_line(libs):
+    report = gradtest.check_dispatch(f"{libs['debug']}:gt_alloc_sum")
+    malloc = next(f for f in report.findings if f.callee == "malloc")
+    path, line = malloc.source.rsplit(":", 1)
+    assert path.endswith("kernels.c")
+    assert int(line) == _line_of("double *tmp = malloc(")
+    assert "kernels.c:" in str(report)
+    callback = gradtest.check_dispatch(f"{libs['debug']}:gt_callback_sum").failures[0]
+    assert int(callback.source.rsplit(":", 1)[1]) == _line_of("acc += f(x[i]);")
+    # without -g there is no position
+    assert all(f.source is None for f in gradtest.check_dispatch(f"{libs['O2']}:gt_alloc_sum").findings)
+
+
 def test_allow_silences_dispatch(libs):
     report = gradtest.check_dispatch(f"{libs['O2']}:gt_callback_sum", allow=["indirect_call"])
     assert report.passed

@@ -33,6 +33,7 @@ def seeds(tmp_path_factory) -> list[Path]:
         build(out / "k_O2.so", ["kernels.c"], ["-O2"]),
         build(out / "k_noplt.so", ["kernels.c"], ["-O2", "-fno-plt"]),
         build(out / "k_strip.so", ["kernels.c"], ["-O2", "-s"]),
+        build(out / "k_debug.so", ["kernels.c"], ["-O0", "-g"]),  # .debug_line for the line reader
         # aarch64 objects exercise the other decoder's operand parsing
         FIXTURES / "aarch64" / "kernels_O2.so",
         FIXTURES / "aarch64" / "kernels_noplt.so",
@@ -93,7 +94,8 @@ def test_reader_reads_what_it_should(seeds):
     assert elf.lookup("softplus") is not None  # .symtab: static functions
     assert elf.reloc_count > 0
     stripped = _dispatch.Elf(str(seeds[3]))
-    assert _dispatch.Elf(str(seeds[4])).machine == 183
+    assert _dispatch.Elf(str(seeds[5])).machine == 183
+    assert _dispatch.Elf(str(seeds[4])).line(vaddr) is not None
     assert stripped.lookup("softplus") is None  # gone with .symtab
     assert stripped.lookup("gt_alloc_sum") is not None  # .dynsym stays
 

@@ -35,6 +35,17 @@ typedef struct segment {
     int exec;
 } segment;
 
+typedef struct line_row {
+    uint64_t addr;
+    uint32_t file; /* index into gt_elf.files */
+    uint32_t line; /* 0 marks the end of a sequence */
+} line_row;
+
+typedef struct line_file {
+    const char *dir; /* may be "" */
+    const char *name;
+} line_file;
+
 typedef struct section {
     const char *name; /* "" when unnamed */
     uint64_t addr, size;
@@ -57,6 +68,12 @@ struct gt_elf {
     size_t nrelocs;
     uint64_t plt_lo[8], plt_hi[8]; /* the PLT sections' ranges, looked up for every branch */
     size_t nplt;
+    /* .debug_line: rows sorted by address and the file names they index */
+    uint64_t dl_off, dl_size, dls_off, dls_size, ds_off, ds_size;
+    line_row *rows;
+    size_t nrows;
+    line_file *files;
+    size_t nfiles;
 };
 
 static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
@@ -318,6 +335,16 @@ static int read_sections(gt_elf *e, char *err, size_t cap)
                 }
                 if (type == SHT_NOBITS)
                     continue;
+                if (!strcmp(name, ".debug_line") && in_file(e, off, size)) {
+                    e->dl_off = off;
+                    e->dl_size = size;
+                } else if (!strcmp(name, ".debug_line_str") && in_file(e, off, size)) {
+                    e->dls_off = off;
+                    e->dls_size = size;
+                } else if (!strcmp(name, ".debug_str") && in_file(e, off, size)) {
+                    e->ds_off = off;
+                    e->ds_size = size;
+                }
                 if ((type == SHT_SYMTAB || type == SHT_DYNSYM)) {
                     if (link >= shnum)
                         return fail(err, cap, "symbol table section %llu links to string table %llu of %llu sections",
@@ -356,6 +383,351 @@ static int index_symbols(gt_elf *e)
     return GT_OK;
 }
 
+/* ---------- .debug_line (DWARF 2 to 5) ----------
+ * A damaged line table is not an error of the object: the reader stops at the first unit it
+ * cannot read and keeps the rows read so far. */
+
+typedef struct cursor {
+    const uint8_t *p, *end;
+    int bad;
+} cursor;
+
+static uint64_t cur_bytes(cursor *c, size_t n)
+{
+    if (c->bad || (size_t)(c->end - c->p) < n) {
+        c->bad = 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v |= (uint64_t)c->p[i] << (8 * i);
+    c->p += n;
+    return v;
+}
+
+static uint64_t cur_uleb(cursor *c)
+{
+    uint64_t v = 0;
+    for (int shift = 0;; shift += 7) {
+        if (c->bad || c->p >= c->end || shift > 63) {
+            c->bad = 1;
+            return 0;
+        }
+        uint8_t b = *c->p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return v;
+    }
+}
+
+static int64_t cur_sleb(cursor *c)
+{
+    uint64_t v = 0;
+    int shift = 0;
+    uint8_t b;
+    do {
+        if (c->bad || c->p >= c->end || shift > 63) {
+            c->bad = 1;
+            return 0;
+        }
+        b = *c->p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        shift += 7;
+    } while (b & 0x80);
+    if (shift < 64 && (b & 0x40))
+        v |= ~(uint64_t)0 << shift;
+    return (int64_t)v;
+}
+
+static const char *cur_cstr(cursor *c)
+{
+    if (c->bad)
+        return NULL;
+    const uint8_t *z = memchr(c->p, '\0', (size_t)(c->end - c->p));
+    if (!z) {
+        c->bad = 1;
+        return NULL;
+    }
+    const char *s = (const char *)c->p;
+    c->p = z + 1;
+    return s;
+}
+
+/* Reads one attribute of a DWARF 5 directory/file entry; *str gets a string form's value. */
+static void read_form(gt_elf *e, cursor *c, uint64_t form, int off64, const char **str, uint64_t *num)
+{
+    *str = NULL;
+    *num = 0;
+    switch (form) {
+    case 0x08: /* DW_FORM_string */
+        *str = cur_cstr(c);
+        break;
+    case 0x1f: /* DW_FORM_line_strp */
+    case 0x0e: { /* DW_FORM_strp */
+        uint64_t o = cur_bytes(c, off64 ? 8 : 4);
+        uint64_t base = form == 0x1f ? e->dls_off : e->ds_off, size = form == 0x1f ? e->dls_size : e->ds_size;
+        if (!c->bad)
+            *str = str_at(e, base, size, o);
+        break;
+    }
+    case 0x0f: *num = cur_uleb(c); break;      /* DW_FORM_udata */
+    case 0x0b: *num = cur_bytes(c, 1); break;  /* DW_FORM_data1 */
+    case 0x05: *num = cur_bytes(c, 2); break;  /* DW_FORM_data2 */
+    case 0x06: *num = cur_bytes(c, 4); break;  /* DW_FORM_data4 */
+    case 0x07: *num = cur_bytes(c, 8); break;  /* DW_FORM_data8 */
+    case 0x1e: cur_bytes(c, 8); cur_bytes(c, 8); break; /* DW_FORM_data16 (MD5) */
+    case 0x09: { /* DW_FORM_block */
+        uint64_t n = cur_uleb(c);
+        if (!c->bad && n <= (uint64_t)(c->end - c->p))
+            c->p += n;
+        else
+            c->bad = 1;
+        break;
+    }
+    default:
+        c->bad = 1;
+    }
+}
+
+static int push_row(gt_elf *e, size_t *cap, uint64_t addr, uint32_t file, uint32_t line)
+{
+    if (e->nrows == *cap) {
+        size_t ncap = *cap ? 2 * *cap : 256;
+        line_row *g = gt_malloc(ncap * sizeof *g);
+        if (!g)
+            return GT_ENOMEM;
+        if (e->nrows)
+            memcpy(g, e->rows, e->nrows * sizeof *g);
+        gt_free(e->rows);
+        e->rows = g;
+        *cap = ncap;
+    }
+    e->rows[e->nrows++] = (line_row){addr, file, line};
+    return GT_OK;
+}
+
+static int push_file(gt_elf *e, size_t *cap, const char *dir, const char *name)
+{
+    if (e->nfiles == *cap) {
+        size_t ncap = *cap ? 2 * *cap : 64;
+        line_file *g = gt_malloc(ncap * sizeof *g);
+        if (!g)
+            return GT_ENOMEM;
+        if (e->nfiles)
+            memcpy(g, e->files, e->nfiles * sizeof *g);
+        gt_free(e->files);
+        e->files = g;
+        *cap = ncap;
+    }
+    e->files[e->nfiles++] = (line_file){dir ? dir : "", name ? name : "?"};
+    return GT_OK;
+}
+
+#define MAX_UNIT_DIRS 1024
+
+/* Reads one line-number program unit at c (which it advances past the unit). */
+static int read_line_unit(gt_elf *e, cursor *c, size_t *cap_rows, size_t *cap_files)
+{
+    uint64_t unit_len = cur_bytes(c, 4);
+    int off64 = 0;
+    if (unit_len == 0xffffffffu) {
+        unit_len = cur_bytes(c, 8);
+        off64 = 1;
+    }
+    if (c->bad || unit_len > (uint64_t)(c->end - c->p)) {
+        c->bad = 1;
+        return GT_OK;
+    }
+    cursor u = {c->p, c->p + unit_len, 0};
+    c->p += unit_len;
+    uint16_t version = (uint16_t)cur_bytes(&u, 2);
+    if (version < 2 || version > 5) {
+        return GT_OK;
+    }
+    uint64_t addr_size = 8;
+    if (version >= 5) {
+        addr_size = cur_bytes(&u, 1);
+        cur_bytes(&u, 1); /* segment selector size */
+    }
+    uint64_t header_len = cur_bytes(&u, off64 ? 8 : 4);
+    if (u.bad || header_len > (uint64_t)(u.end - u.p))
+        return GT_OK;
+    const uint8_t *program = u.p + header_len;
+    uint64_t min_inst = cur_bytes(&u, 1);
+    if (version >= 4)
+        cur_bytes(&u, 1); /* maximum operations per instruction */
+    uint64_t default_is_stmt = cur_bytes(&u, 1);
+    (void)default_is_stmt;
+    int8_t line_base = (int8_t)cur_bytes(&u, 1);
+    uint64_t line_range = cur_bytes(&u, 1);
+    uint64_t opcode_base = cur_bytes(&u, 1);
+    uint8_t std_len[256] = {0};
+    for (uint64_t i = 1; i < opcode_base && !u.bad; i++)
+        std_len[i] = (uint8_t)cur_bytes(&u, 1);
+    if (u.bad || line_range == 0 || opcode_base == 0 || (addr_size != 8 && addr_size != 4))
+        return GT_OK;
+    /* directories and files of this unit; rows index the object-wide file list */
+    const char *dirs[MAX_UNIT_DIRS];
+    size_t ndirs = 0;
+    size_t file_base = e->nfiles;
+    int status = GT_OK;
+    if (version >= 5) {
+        for (int table = 0; table < 2 && !u.bad; table++) {
+            uint64_t nfmt = cur_bytes(&u, 1), fmt[2 * 16];
+            if (nfmt > 16) {
+                u.bad = 1;
+                break;
+            }
+            for (uint64_t i = 0; i < nfmt; i++) {
+                fmt[2 * i] = cur_uleb(&u);
+                fmt[2 * i + 1] = cur_uleb(&u);
+            }
+            uint64_t count = cur_uleb(&u);
+            for (uint64_t k = 0; k < count && !u.bad; k++) {
+                const char *name = NULL;
+                uint64_t dir_index = 0;
+                for (uint64_t i = 0; i < nfmt && !u.bad; i++) {
+                    const char *sv;
+                    uint64_t nv;
+                    read_form(e, &u, fmt[2 * i + 1], off64, &sv, &nv);
+                    if (fmt[2 * i] == 1) /* DW_LNCT_path */
+                        name = sv;
+                    else if (fmt[2 * i] == 2) /* DW_LNCT_directory_index */
+                        dir_index = nv;
+                }
+                if (u.bad)
+                    break;
+                if (table == 0) {
+                    if (ndirs < MAX_UNIT_DIRS)
+                        dirs[ndirs++] = name ? name : "";
+                } else if ((status = push_file(e, cap_files, dir_index < ndirs ? dirs[dir_index] : "", name)) != GT_OK) {
+                    return status;
+                }
+            }
+        }
+    } else {
+        dirs[ndirs++] = ""; /* index 0: the compilation directory, not named here */
+        for (;;) {
+            const char *d = cur_cstr(&u);
+            if (!d || !*d)
+                break;
+            if (ndirs < MAX_UNIT_DIRS)
+                dirs[ndirs++] = d;
+        }
+        /* DWARF 2-4 number files from 1: a placeholder keeps file_base + index right */
+        if ((status = push_file(e, cap_files, "", "?")) != GT_OK)
+            return status;
+        for (;;) {
+            const char *f = cur_cstr(&u);
+            if (!f || !*f)
+                break;
+            uint64_t dir_index = cur_uleb(&u);
+            cur_uleb(&u);
+            cur_uleb(&u);
+            if ((status = push_file(e, cap_files, dir_index < ndirs ? dirs[dir_index] : "", f)) != GT_OK)
+                return status;
+        }
+    }
+    if (u.bad)
+        return GT_OK;
+    size_t nunit_files = e->nfiles - file_base;
+    /* the state machine */
+    cursor pc = {program, u.end, 0};
+    uint64_t addr = 0, file = 1, line = 1;
+    while (!pc.bad && pc.p < pc.end) {
+        uint8_t op = (uint8_t)cur_bytes(&pc, 1);
+        int emit = 0, end_seq = 0;
+        if (op >= opcode_base) {
+            uint64_t adj = op - opcode_base;
+            addr += (adj / line_range) * min_inst;
+            line += (uint64_t)((int64_t)line_base + (int64_t)(adj % line_range));
+            emit = 1;
+        } else if (op == 0) {
+            uint64_t len = cur_uleb(&pc);
+            if (pc.bad || len == 0 || len > (uint64_t)(pc.end - pc.p))
+                break;
+            const uint8_t *next = pc.p + len;
+            uint8_t sub = (uint8_t)cur_bytes(&pc, 1);
+            if (sub == 1) {
+                emit = end_seq = 1;
+            } else if (sub == 2) {
+                addr = cur_bytes(&pc, (size_t)addr_size);
+            }
+            pc.p = next;
+        } else {
+            switch (op) {
+            case 1: emit = 1; break;
+            case 2: addr += cur_uleb(&pc) * min_inst; break;
+            case 3: line += (uint64_t)cur_sleb(&pc); break;
+            case 4: file = cur_uleb(&pc); break;
+            case 8: addr += ((255 - opcode_base) / line_range) * min_inst; break;
+            case 9: addr += cur_bytes(&pc, 2); break;
+            default:
+                for (uint8_t i = 0; i < std_len[op] && !pc.bad; i++)
+                    cur_uleb(&pc);
+            }
+        }
+        if (emit && !pc.bad) {
+            uint32_t f = file < nunit_files ? (uint32_t)(file_base + file) : UINT32_MAX;
+            uint32_t l = end_seq ? 0 : (line > UINT32_MAX ? UINT32_MAX : (uint32_t)line);
+            if ((status = push_row(e, cap_rows, addr, f, l)) != GT_OK)
+                return status;
+        }
+        if (end_seq) {
+            addr = 0;
+            file = 1;
+            line = 1;
+        }
+    }
+    return GT_OK;
+}
+
+static int cmp_row(const void *a, const void *b)
+{
+    const line_row *x = a, *y = b;
+    if (x->addr != y->addr)
+        return x->addr < y->addr ? -1 : 1;
+    /* at one address an end-of-sequence row sorts first: the next sequence's row wins */
+    return (x->line != 0) - (y->line != 0);
+}
+
+static int read_debug_line(gt_elf *e)
+{
+    if (!e->dl_size)
+        return GT_OK;
+    cursor c = {e->data + e->dl_off, e->data + e->dl_off + e->dl_size, 0};
+    size_t cap_rows = 0, cap_files = 0;
+    while (!c.bad && c.p < c.end) {
+        int status = read_line_unit(e, &c, &cap_rows, &cap_files);
+        if (status != GT_OK)
+            return status;
+    }
+    if (e->nrows > 1)
+        qsort(e->rows, e->nrows, sizeof *e->rows, cmp_row);
+    return GT_OK;
+}
+
+int gt_elf_line(const gt_elf *e, uint64_t vaddr, const char **dir, const char **file, unsigned *line)
+{
+    size_t lo = 0, hi = e->nrows;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (e->rows[mid].addr <= vaddr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return GT_EINVAL;
+    const line_row *r = &e->rows[lo - 1];
+    if (r->line == 0 || r->file >= e->nfiles)
+        return GT_EINVAL;
+    *dir = e->files[r->file].dir;
+    *file = e->files[r->file].name;
+    *line = r->line;
+    return GT_OK;
+}
+
 static int parse(gt_elf *e, char *err, size_t cap)
 {
     const uint8_t *h = e->data;
@@ -378,6 +750,8 @@ static int parse(gt_elf *e, char *err, size_t cap)
         status = index_symbols(e);
     if (status == GT_OK && e->nrelocs > 1)
         qsort(e->relocs, e->nrelocs, sizeof *e->relocs, cmp_reloc);
+    if (status == GT_OK)
+        status = read_debug_line(e);
     return status;
 }
 
@@ -391,6 +765,8 @@ void gt_elf_close(gt_elf *e)
     gt_free(e->syms);
     gt_free(e->by_name);
     gt_free(e->relocs);
+    gt_free(e->rows);
+    gt_free(e->files);
     gt_free(e);
 }
 

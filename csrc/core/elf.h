@@ -82,6 +82,11 @@ const char *gt_elf_section_name(const gt_elf *elf, uint64_t vaddr);
 /* 1 when vaddr lies in a PLT section (.plt, .plt.sec, .plt.got, .iplt). */
 int gt_elf_in_plt(const gt_elf *elf, uint64_t vaddr);
 
+/* The source position of vaddr from .debug_line (DWARF 2 to 5), when the object has one: *dir
+ * (may be "") and *file point into the object, *line is 1-based. GT_EINVAL when unknown. A damaged
+ * line table is read up to the damage and never fails gt_elf_open_*. */
+int gt_elf_line(const gt_elf *elf, uint64_t vaddr, const char **dir, const char **file, unsigned *line);
+
 /* Counts of what was read, for reports and tests. */
 size_t gt_elf_symbol_count(const gt_elf *elf);
 size_t gt_elf_reloc_count(const gt_elf *elf);

@@ -209,6 +209,20 @@ static PyObject *Elf_reloc(ElfObject *self, PyObject *arg)
                          r->jump_slot ? Py_True : Py_False);
 }
 
+static PyObject *Elf_line(ElfObject *self, PyObject *arg)
+{
+    if (!elf_ready(self))
+        return NULL;
+    unsigned long long vaddr = PyLong_AsUnsignedLongLong(arg);
+    if (vaddr == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    const char *dir, *file;
+    unsigned line;
+    if (gt_elf_line(self->elf, vaddr, &dir, &file, &line) != GT_OK)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(NNI)", name_str(dir), name_str(file), line);
+}
+
 static PyObject *Elf_symbols(ElfObject *self, PyObject *Py_UNUSED(ignored))
 {
     if (!elf_ready(self))
@@ -255,6 +269,7 @@ static PyMethodDef elf_methods[] = {
     {"function_at", (PyCFunction)Elf_function_at, METH_O, "function_at(vaddr) -> (name, vaddr, size, global) or None"},
     {"section", (PyCFunction)Elf_section, METH_O, "section(vaddr) -> section name or None"},
     {"reloc", (PyCFunction)Elf_reloc, METH_O, "reloc(slot_vaddr) -> (name, defined, value, jump_slot) or None"},
+    {"line", (PyCFunction)Elf_line, METH_O, "line(vaddr) -> (directory, file, line) from .debug_line, or None"},
     {"symbols", (PyCFunction)Elf_symbols, METH_NOARGS, "symbols() -> list of function symbols in address order"},
     {NULL, NULL, 0, NULL},
 };

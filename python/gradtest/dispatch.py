@@ -605,6 +605,9 @@ class DispatchFinding:
         Why it fails or not (e.g. ``allowed by default (libm)``, ``on an error path``).
     error_path : bool
         On a path that ends in a noreturn call.
+    source : str or None
+        ``file:line`` of the instruction when the object carries DWARF line information
+        (built with ``-g``), else ``None``.
     """
 
     kind: str
@@ -618,6 +621,7 @@ class DispatchFinding:
     fails: bool
     reason: str
     error_path: bool = False
+    source: str | None = None
 
     @property
     def what(self) -> str:
@@ -697,7 +701,10 @@ class DispatchReport:
 
     def _finding_rows(self) -> list[list[str]]:
         return [
-            ["FAIL" if f.fails else "ok", f.kind, f.what, f.symbol, f.reason, " -> ".join(f.chain)]
+            ["FAIL" if f.fails else "ok", f.kind, f.what,
+             f.symbol + (f" ({os.path.basename(f.source.rsplit(':', 1)[0])}:{f.source.rsplit(':', 1)[1]})"
+                         if f.source else ""),
+             f.reason, " -> ".join(f.chain)]
             for f in self.findings
         ]
 
@@ -792,6 +799,12 @@ def _classify(raw: dict, target: _Target, modules: list[str], elfs: list[Any], a
     for kind_raw, mod, address, fi, tail, error_path, callee, provider, text in raw["events"]:
         sym = elfs[mod].symbolize(address)
         where = f"{sym[0]}+{sym[1]:#x}" if sym else f"{address:#x}"
+        pos = elfs[mod].line(address)
+        source = None
+        if pos is not None:
+            directory, file, line = pos
+            path = file if os.path.isabs(file) or not directory else os.path.join(directory, file)
+            source = f"{path}:{line}"
         func_name = functions[fi][2]
         if kind_raw == "external_call":
             if _matches(callee, PYTHON_API):
@@ -828,6 +841,7 @@ def _classify(raw: dict, target: _Target, modules: list[str], elfs: list[Any], a
         findings.append(DispatchFinding(
             kind=kind, symbol=where, address=address, chain=chain_of(fi), library=provider, module=modules[mod],
             callee=callee, instruction=text, fails=fails, reason=reason, error_path=bool(error_path),
+            source=source,
         ))
     return findings
 

@@ -18,6 +18,7 @@ VARIANTS = {
     "noplt": ["-O2", "-fno-plt"],
     "cet": ["-O2", "-fcf-protection=full"],
     "stripped": ["-O2", "-s"],
+    "debug": ["-O2", "-g"],
 }
 
 

@@ -108,6 +108,10 @@ static void exercise(gt_elf *e, gt_cs *cs)
         uint8_t tmp[8];
         sink += gt_elf_read(e, s->value, tmp, sizeof tmp) == GT_OK;
         sink += gt_elf_reloc_at(e, s->value) != NULL;
+        const char *dir, *file;
+        unsigned line;
+        if (gt_elf_line(e, s->value + 1, &dir, &file, &line) == GT_OK)
+            sink += strlen(dir) + strlen(file) + line;
         if (cs && analysed < 3 && (next_rand() % 4 == 0)) {
             gt_dispatch_module mod = {NULL, e};
             gt_dispatch_result res;
