@@ -142,6 +142,20 @@ def test_error_path_before_abort_is_listed_not_failed(libs, variant):
 
 
 @pytest.mark.parametrize("variant", ALL)
+def test_assert_and_noreturn_helper_are_error_paths(libs, variant):
+    report = gradtest.check_dispatch(f"{libs[variant]}:gt_asserting")
+    assert report.passed, str(report)
+    assert [(f.callee, f.error_path, f.fails) for f in report.findings] == [("__assert_fail", True, False)]
+    fatal = gradtest.check_dispatch(f"{libs[variant]}:gt_calls_fatal")
+    assert fatal.passed, str(fatal)
+    names = {f.callee for f in fatal.findings}
+    assert "exit" in names and names & {"fputs", "fwrite"}
+    assert all(f.error_path and not f.fails for f in fatal.findings)
+    # the helper is its own function on the chain
+    assert all(len(f.chain) == 2 for f in fatal.findings)
+
+
+@pytest.mark.parametrize("variant", ALL)
 def test_other_external_call_fails_unless_allowed(libs, variant):
     target = f"{libs[variant]}:gt_prints"
     report = gradtest.check_dispatch(target)

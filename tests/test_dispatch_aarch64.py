@@ -73,6 +73,8 @@ EXPECTED = {
     "gt_calls_sibling": [],
     "gt_checked_mean": [],
     "gt_prints": [("external_call", "printf")],
+    "gt_asserting": [],
+    "gt_calls_fatal": [],
 }
 
 

@@ -3,6 +3,7 @@
  * Each exported kernel holds one of the patterns the opt check must tell apart; the expected
  * findings are listed in the test. Built at -O0 and -O2, with -fno-plt, with -fcf-protection and
  * stripped, so nothing here may depend on the optimisation level for its findings. */
+#include <assert.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -213,4 +214,31 @@ EXPORT long gt_switch_masked(unsigned op, long a)
     case 7: return a / 5;
     default: __builtin_unreachable();
     }
+}
+
+/* assert(): its failure path calls __assert_fail, which never returns. */
+EXPORT double gt_asserting(const double *x, size_t n)
+{
+    assert(n > 0);
+    double acc = 0.0;
+    for (size_t i = 0; i < n; i++)
+        acc += x[i];
+    return acc;
+}
+
+/* A static noreturn helper: the calls inside it, and the call to it, are on error paths. */
+static __attribute__((noinline)) void fatal(const char *msg)
+{
+    fputs(msg, stderr);
+    exit(3);
+}
+
+EXPORT double gt_calls_fatal(const double *x, size_t n)
+{
+    if (n > 1000000)
+        fatal("gt_calls_fatal: too large\n");
+    double acc = 0.0;
+    for (size_t i = 0; i < n; i++)
+        acc += x[i] * x[i];
+    return acc;
 }
