@@ -494,3 +494,37 @@ def test_exports():
     for name in ("check_dispatch", "test_dispatch", "dispatch_target_modules", "DispatchReport"):
         assert name in gradtest.__all__
     assert gradtest.test_dispatch.__test__ is False
+
+
+# ---------------------------------------------------------------------------------------------
+# C++
+
+
+@pytest.fixture(scope="module")
+def cxx_lib(tmp_path_factory) -> str:
+    import shutil
+    import subprocess
+
+    from dispatch_fixtures.build import FIXTURES
+
+    cxx = os.environ.get("CXX", "c++")
+    if shutil.which(cxx) is None:
+        pytest.skip("no C++ compiler")
+    out = tmp_path_factory.mktemp("cxx") / "libgtcxx.so"
+    proc = subprocess.run([cxx, "-shared", "-fPIC", "-O2", "-o", str(out), str(FIXTURES / "cxx_kernels.cpp")],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"C++ build failed: {proc.stderr[:200]}")
+    return str(out)
+
+
+def test_cxx_new_delete_virtual_and_throw(cxx_lib):
+    new = gradtest.check_dispatch(f"{cxx_lib}:gt_cxx_new_sum")
+    assert [c for k, c in failing(new)] == ["_ZdaPv", "_Znam"]
+    assert all(k == "allocation" for k, c in failing(new))
+    virtual = gradtest.check_dispatch(f"{cxx_lib}:gt_cxx_virtual_sum")
+    assert failing(virtual) == [("indirect_call", None)]
+    checked = gradtest.check_dispatch(f"{cxx_lib}:gt_cxx_checked")
+    assert checked.passed, str(checked)
+    assert "__cxa_throw" in {f.callee for f in checked.findings}
+    assert all(f.error_path for f in checked.findings)
