@@ -10,6 +10,7 @@ from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, tes
 from .dispatch import DispatchFinding, DispatchReport, check_dispatch, dispatch_target_modules, test_dispatch
 from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
 from .report import GradientReport, Outcome, WorstElement
+from ._softfail import SoftFailWarning, softfail
 from .backends import _register_builtin
 
 _register_builtin()
@@ -26,6 +27,7 @@ __all__ = [
     "GradientReport",
     "NoBackendWarning",
     "Outcome",
+    "SoftFailWarning",
     "WorstElement",
     "available_backends",
     "check_dispatch",
@@ -34,6 +36,7 @@ __all__ = [
     "get_backend",
     "gradient",
     "register_backend",
+    "softfail",
     "test_dispatch",
     "test_gradients",
     "unregister_backend",
