@@ -3,8 +3,10 @@
 Times check_dispatch on a kernel of the C test library (built here with the system compiler) and
 on large real library functions: OpenBLAS's cblas_dgemm from the scipy-openblas32 wheel and, when
 Python is built as a shared library, libpython's PyNumber_Add, with the size of the call graph
-each one explores. "cold" includes reading the library's tables (ELF parsing, capstone loading);
-"warm" is a repeated check once they are cached: the target is under 20 ms per warm check.
+each one explores. The first check reads the library's tables (ELF parsing, capstone loading) and
+decodes every reachable function; a repeated check reuses the tables and the per-function
+summaries (each function is decoded once per list of target modules): the target is under 20 ms
+per repeated check.
 
 Run alone: ``python benchmarks/bench_dispatch.py [--quick]``.
 """
@@ -80,22 +82,26 @@ def run(quick: bool) -> list[dict]:
                 analysis.append(r.seconds)
             warm_ms = 1e3 * statistics.median(warm)
             analysis_ms = 1e3 * statistics.median(analysis)
+            decode_s = report.seconds  # the first analysis decoded every function
             rows += [
-                {"benchmark": "dispatch", "case": f"{case}: cold check", "value": 1e3 * cold, "unit": "ms",
-                 "target": "-"},
-                {"benchmark": "dispatch", "case": f"{case}: warm check", "value": warm_ms, "unit": "ms",
-                 "target": f"< {TARGET_MS:g} ms"},
-                {"benchmark": "dispatch", "case": f"{case}: warm check / target", "value": warm_ms / TARGET_MS,
+                {"benchmark": "dispatch", "case": f"{case}: first check (read tables, decode)", "value": 1e3 * cold,
+                 "unit": "ms", "target": ""},
+                {"benchmark": "dispatch", "case": f"{case}: first analysis in the core", "value": 1e3 * decode_s,
+                 "unit": "ms", "target": ""},
+                {"benchmark": "dispatch", "case": f"{case}: repeated check (tables and summaries cached)",
+                 "value": warm_ms, "unit": "ms", "target": f"< {TARGET_MS:g}"},
+                {"benchmark": "dispatch", "case": f"{case}: repeated check / target", "value": warm_ms / TARGET_MS,
                  "unit": "ratio", "target": "< 1"},
-                {"benchmark": "dispatch", "case": f"{case}: analysis in the core", "value": analysis_ms, "unit": "ms",
-                 "target": "-"},
+                {"benchmark": "dispatch", "case": f"{case}: repeated analysis in the core", "value": analysis_ms,
+                 "unit": "ms", "target": ""},
                 {"benchmark": "dispatch", "case": f"{case}: call graph", "value": float(len(report.functions)),
-                 "unit": "functions", "target": "-"},
+                 "unit": "functions", "target": ""},
                 {"benchmark": "dispatch", "case": f"{case}: instructions decoded", "value": float(report.instructions),
-                 "unit": "instructions", "target": "-"},
-                {"benchmark": "dispatch", "case": f"{case}: time per instruction",
-                 "value": 1e6 * statistics.median(analysis) / max(1, report.instructions), "unit": "us",
-                 "target": "-"},
+                 "unit": "instructions", "target": ""},
+                {"benchmark": "dispatch", "case": f"{case}: decoding time per instruction",
+                 "value": 1e6 * decode_s / max(1, report.instructions), "unit": "us", "target": ""},
+                {"benchmark": "dispatch", "case": f"{case}: findings", "value": float(len(report.findings)),
+                 "unit": "findings", "target": ""},
             ]
     return rows
 

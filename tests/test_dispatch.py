@@ -528,3 +528,30 @@ def test_cxx_new_delete_virtual_and_throw(cxx_lib):
     assert checked.passed, str(checked)
     assert "__cxa_throw" in {f.callee for f in checked.findings}
     assert all(f.error_path for f in checked.findings)
+
+
+def test_summaries_are_cached_and_reused(tmp_path):
+    lib = str(build(tmp_path / "libcached.so", ["kernels.c"], ["-O2"]))
+    target = f"{lib}:gt_softplus_sum"
+    first = gradtest.check_dispatch(target)
+    cache = dispatch._analysis_cache([lib])
+    assert len(cache) == len(first.functions) == 2
+    assert len(cache) >= len(first.functions)
+    size = len(cache)
+    again = gradtest.check_dispatch(target)
+    assert len(cache) == size  # nothing decoded twice
+    assert [f.as_dict() for f in again.findings] == [f.as_dict() for f in first.findings]
+    assert again.functions == first.functions and again.instructions == first.instructions
+    # a summary reached from another target is reused too: softplus is not decoded again
+    gradtest.check_dispatch(f"{lib}:gt_pure_dot")
+    assert len(cache) == size + 1
+
+
+def test_cache_follows_file_changes(tmp_path):
+    path = tmp_path / "libchanging.so"
+    build(path, ["kernels.c"], ["-O2"])
+    assert gradtest.check_dispatch(f"{path}:gt_pure_dot").passed
+    old = dispatch._analysis_cache([str(path)])
+    path.unlink()
+    build(path, ["helper.c"], ["-O2"])  # a different library at the same path
+    assert dispatch._analysis_cache([str(path)]) is not old

@@ -692,7 +692,52 @@ typedef struct edge {
     int error_site;
 } edge;
 
+/* What decoding one function found, independent of where in the call graph it was reached: its
+ * events and its outgoing calls in order. Cached across analyses (gt_dispatch_cache). */
+typedef struct fsum_event {
+    int kind, module, tail, error_path;
+    uint64_t address;
+    char *callee, *provider, *text;
+} fsum_event;
+
+typedef struct fsum_edge {
+    int module;
+    uint64_t entry, site;
+    int error_site;
+} fsum_edge;
+
+typedef struct fsum {
+    fsum_event *events;
+    size_t n_events, cap_events;
+    fsum_edge *edges;
+    size_t n_edges, cap_edges;
+    size_t instructions, jump_tables, plt_calls;
+    int noreturn;
+} fsum;
+
+static void fsum_free(fsum *f)
+{
+    if (!f)
+        return;
+    for (size_t i = 0; i < f->n_events; i++) {
+        gt_free(f->events[i].callee);
+        gt_free(f->events[i].provider);
+        gt_free(f->events[i].text);
+    }
+    gt_free(f->events);
+    gt_free(f->edges);
+    gt_free(f);
+}
+
+struct gt_dispatch_cache {
+    u64map index; /* (entry << 6 | module) -> index into sums */
+    fsum **sums;
+    size_t n, cap;
+};
+
 typedef struct ctx {
+    fsum *cur; /* the summary of the function being decoded */
+    gt_dispatch_cache *cache;
     gt_decoder *dec;
     int machine;
     const gt_dispatch_module *mods;
@@ -949,6 +994,39 @@ static int add_event(ctx *c, int kind, int m, uint64_t addr, size_t func, int ta
     return GT_OK;
 }
 
+/* Appends an event to the summary of the function being decoded (strings copied). */
+static int record_event(ctx *c, int kind, int m, uint64_t addr, int tail, int error_path, const char *callee,
+                        const char *provider, const char *text)
+{
+    fsum *f = c->cur;
+    if (grow((void **)&f->events, &f->cap_events, f->n_events, sizeof *f->events) != GT_OK)
+        return GT_ENOMEM;
+    fsum_event *e = &f->events[f->n_events];
+    memset(e, 0, sizeof *e);
+    e->kind = kind;
+    e->module = m;
+    e->address = addr;
+    e->tail = tail;
+    e->error_path = error_path;
+    e->callee = callee ? dup_str(callee) : NULL;
+    e->provider = provider ? dup_str(provider) : NULL;
+    e->text = dup_str(text ? text : "");
+    f->n_events++; /* counted before the checks so that fsum_free releases what was allocated */
+    if ((callee && !e->callee) || (provider && !e->provider) || !e->text)
+        return GT_ENOMEM;
+    return GT_OK;
+}
+
+/* Appends a call edge (to the function at (m, entry), from `site`) to the current summary. */
+static int record_edge(ctx *c, int m, uint64_t entry, uint64_t site, int error_site)
+{
+    fsum *f = c->cur;
+    if (grow((void **)&f->edges, &f->cap_edges, f->n_edges, sizeof *f->edges) != GT_OK)
+        return GT_ENOMEM;
+    f->edges[f->n_edges++] = (fsum_edge){m, entry, site, error_site};
+    return GT_OK;
+}
+
 /* Adds (or finds) the function at (m, entry) reached from `caller` at `site`. */
 static int reach_function(ctx *c, int m, uint64_t entry, size_t caller, uint64_t site, int error_site)
 {
@@ -1008,7 +1086,7 @@ static void insn_text(const gt_insn *in, char *buf, size_t cap)
 }
 
 /* A call or jump through the pointer slot `slot` of module m (GOT entry or PLT stub's slot). */
-static int transfer_via_slot(ctx *c, int m, size_t f, const gt_insn *in, uint64_t slot, int tail, int *noreturn,
+static int transfer_via_slot(ctx *c, int m, const gt_insn *in, uint64_t slot, int tail, int *noreturn,
                              int *handled)
 {
     *handled = 0;
@@ -1016,28 +1094,28 @@ static int transfer_via_slot(ctx *c, int m, size_t f, const gt_insn *in, uint64_
     if (!rel || !rel->name)
         return GT_OK;
     *handled = 1;
-    c->res->plt_calls++;
+    c->cur->plt_calls++;
     uint64_t next = in->address + in->size;
     int named_nr = named_noreturn_pattern(c, rel->name);
     resolved r = resolve_name(c, m, rel);
     if (r.internal) {
         if (gt_elf_machine(c->mods[r.module].elf) != c->machine)
-            return add_event(c, GT_DK_UNRESOLVED, m, in->address, f, tail, 0, NULL, NULL,
-                             "callee in a module of another machine");
+            return record_event(c, GT_DK_UNRESOLVED, m, in->address, tail, 0, NULL, NULL,
+                                "callee in a module of another machine");
         int dies = named_nr || probe_dies(c, r.module, r.vaddr, 0);
         *noreturn = dies;
         int err_site = dies || (!tail && probe_dies(c, m, next, 0));
-        return reach_function(c, r.module, r.vaddr, f, in->address, err_site);
+        return record_edge(c, r.module, r.vaddr, in->address, err_site);
     }
     *noreturn = named_nr;
     int err_site = named_nr || (!tail && probe_dies(c, m, next, 0));
     char text[256];
     insn_text(in, text, sizeof text);
-    return add_event(c, GT_DK_EXTERNAL_CALL, m, in->address, f, tail, err_site, rel->name, r.provider, text);
+    return record_event(c, GT_DK_EXTERNAL_CALL, m, in->address, tail, err_site, rel->name, r.provider, text);
 }
 
 /* A direct call or tail call from function f to `target` in module m. */
-static int transfer_direct(ctx *c, int m, size_t f, const gt_insn *in, uint64_t target, int tail, int *noreturn)
+static int transfer_direct(ctx *c, int m, const gt_insn *in, uint64_t target, int tail, int *noreturn)
 {
     *noreturn = 0;
     uint64_t slot;
@@ -1045,23 +1123,23 @@ static int transfer_direct(ctx *c, int m, size_t f, const gt_insn *in, uint64_t 
     if (gt_elf_in_plt(c->mods[m].elf, target)) {
         int handled = 0;
         if (plt_slot(c, m, target, &slot)) {
-            int status = transfer_via_slot(c, m, f, in, slot, tail, noreturn, &handled);
+            int status = transfer_via_slot(c, m, in, slot, tail, noreturn, &handled);
             if (status != GT_OK || handled)
                 return status;
         }
         insn_text(in, text, sizeof text);
-        return add_event(c, GT_DK_UNRESOLVED, m, in->address, f, tail, 0, NULL, NULL, "PLT stub not understood");
+        return record_event(c, GT_DK_UNRESOLVED, m, in->address, tail, 0, NULL, NULL, "PLT stub not understood");
     }
     const uint8_t *code;
     size_t avail;
     if (gt_elf_code(c->mods[m].elf, target, &code, &avail) != GT_OK) {
         snprintf(text, sizeof text, "target 0x%llx is not code of the object", (unsigned long long)target);
-        return add_event(c, GT_DK_UNRESOLVED, m, in->address, f, tail, 0, NULL, NULL, text);
+        return record_event(c, GT_DK_UNRESOLVED, m, in->address, tail, 0, NULL, NULL, text);
     }
     int dies = callee_noreturn(c, m, target, 0);
     *noreturn = dies;
     int err_site = dies || (!tail && probe_dies(c, m, in->address + in->size, 0));
-    return reach_function(c, m, target, f, in->address, err_site);
+    return record_edge(c, m, target, in->address, err_site);
 }
 
 /* Reads the jump table of `a` and queues its targets; 1 when its size was known. */
@@ -1100,10 +1178,9 @@ static int queue_table(ctx *c, int m, const action *a, int *status)
 }
 
 /* Decodes function fi by recursive descent and records its events and callees. */
-static int analyse_function(ctx *c, size_t fi)
+/* Decodes the function at (m, entry) by recursive descent into the summary c->cur. */
+static int decode_function(ctx *c, int m, uint64_t entry)
 {
-    const int m = c->res->functions[fi].module;
-    const uint64_t entry = c->res->functions[fi].entry;
     const gt_elf *e = c->mods[m].elf;
     int status = GT_OK, need_sweep = 0;
     size_t decoded = 0;
@@ -1123,20 +1200,20 @@ static int analyse_function(ctx *c, size_t fi)
                     /* running into another function's first byte: a shared tail */
                     gt_insn pseudo = {a, 0, "fallthrough", ""};
                     int nr;
-                    status = transfer_direct(c, m, fi, &pseudo, a, 1, &nr);
+                    status = transfer_direct(c, m, &pseudo, a, 1, &nr);
                     break;
                 }
                 gt_insn in;
                 if (decode_at(c, m, a, &in) != GT_OK) {
                     char text[96];
                     snprintf(text, sizeof text, "no instruction at 0x%llx", (unsigned long long)a);
-                    status = add_event(c, GT_DK_UNRESOLVED, m, a, fi, 0, 0, NULL, NULL, text);
+                    status = record_event(c, GT_DK_UNRESOLVED, m, a, 0, 0, NULL, NULL, text);
                     break;
                 }
                 if ((status = map_put(&c->visited, a, 1)) != GT_OK)
                     break;
                 if (++decoded > MAX_BLOCK_WALK) {
-                    status = add_event(c, GT_DK_UNRESOLVED, m, a, fi, 0, 0, NULL, NULL, "function too large: stopped");
+                    status = record_event(c, GT_DK_UNRESOLVED, m, a, 0, 0, NULL, NULL, "function too large: stopped");
                     break;
                 }
                 action act;
@@ -1153,7 +1230,7 @@ static int analyse_function(ctx *c, size_t fi)
                 if (act.type == A_JCC) {
                     const gt_elf_symbol *s = gt_elf_function_at(e, act.target);
                     if ((s && act.target != entry) || gt_elf_in_plt(e, act.target))
-                        status = transfer_direct(c, m, fi, &in, act.target, 1, &nr);
+                        status = transfer_direct(c, m, &in, act.target, 1, &nr);
                     else
                         status = push_work(c, act.target);
                     if (status != GT_OK)
@@ -1164,7 +1241,7 @@ static int analyse_function(ctx *c, size_t fi)
                 if (act.type == A_JMP) {
                     const gt_elf_symbol *s = gt_elf_function_at(e, act.target);
                     if ((s && act.target != entry) || gt_elf_in_plt(e, act.target))
-                        status = transfer_direct(c, m, fi, &in, act.target, 1, &nr);
+                        status = transfer_direct(c, m, &in, act.target, 1, &nr);
                     else
                         status = push_work(c, act.target);
                     break;
@@ -1174,7 +1251,7 @@ static int analyse_function(ctx *c, size_t fi)
                         a = next;
                         continue;
                     }
-                    status = transfer_direct(c, m, fi, &in, act.target, 0, &nr);
+                    status = transfer_direct(c, m, &in, act.target, 0, &nr);
                     if (status != GT_OK || nr)
                         break;
                     a = next;
@@ -1183,16 +1260,16 @@ static int analyse_function(ctx *c, size_t fi)
                 /* indirect call or jump */
                 int tail = act.type == A_IJMP;
                 if (act.via == VIA_SLOT) {
-                    status = transfer_via_slot(c, m, fi, &in, act.slot, tail, &nr, &handled);
+                    status = transfer_via_slot(c, m, &in, act.slot, tail, &nr, &handled);
                     if (status != GT_OK)
                         break;
                 } else if (act.via == VIA_ADDR) {
-                    status = transfer_direct(c, m, fi, &in, act.target, tail, &nr);
+                    status = transfer_direct(c, m, &in, act.target, tail, &nr);
                     handled = 1;
                     if (status != GT_OK)
                         break;
                 } else if (act.via == VIA_JT) {
-                    c->res->jump_tables++;
+                    c->cur->jump_tables++;
                     if (!queue_table(c, m, &act, &status))
                         need_sweep = 1;
                     if (status != GT_OK)
@@ -1202,7 +1279,7 @@ static int analyse_function(ctx *c, size_t fi)
                 if (!handled) {
                     insn_text(&in, text, sizeof text);
                     int err_site = !tail && probe_dies(c, m, next, 0);
-                    status = add_event(c, tail ? GT_DK_INDIRECT_JUMP : GT_DK_INDIRECT_CALL, m, a, fi, tail, err_site,
+                    status = record_event(c, tail ? GT_DK_INDIRECT_JUMP : GT_DK_INDIRECT_CALL, m, a, tail, err_site,
                                        NULL, NULL, text);
                     if (status != GT_OK)
                         break;
@@ -1228,10 +1305,78 @@ static int analyse_function(ctx *c, size_t fi)
             a += in.size;
         }
     }
-    c->res->functions[fi].instructions = decoded;
-    c->res->instructions += decoded;
+    c->cur->instructions = decoded;
     return status;
 }
+
+/* Analyses function fi: its summary from the cache or by decoding it, then its events and its
+ * callees (queued breadth first) into the result. */
+static int analyse_function(ctx *c, size_t fi)
+{
+    const int m = c->res->functions[fi].module;
+    const uint64_t entry = c->res->functions[fi].entry;
+    fsum *sum = NULL;
+    int status = GT_OK, owned = 0;
+    long idx;
+    if (c->cache && map_get(&c->cache->index, fkey(m, entry), &idx)) {
+        sum = c->cache->sums[idx];
+    } else {
+        sum = gt_calloc(1, sizeof *sum);
+        if (!sum)
+            return GT_ENOMEM;
+        owned = 1;
+        c->cur = sum;
+        status = decode_function(c, m, entry);
+        c->cur = NULL;
+        sum->noreturn = probe_dies(c, m, entry, 0);
+        if (status == GT_OK && c->cache) {
+            gt_dispatch_cache *k = c->cache;
+            if (grow((void **)&k->sums, &k->cap, k->n, sizeof *k->sums) == GT_OK &&
+                map_put(&k->index, fkey(m, entry), (long)k->n) == GT_OK) {
+                k->sums[k->n++] = sum;
+                owned = 0;
+            }
+        }
+    }
+    for (size_t i = 0; i < sum->n_events && status == GT_OK; i++) {
+        const fsum_event *ev = &sum->events[i];
+        status = add_event(c, ev->kind, ev->module, ev->address, fi, ev->tail, ev->error_path, ev->callee,
+                           ev->provider, ev->text);
+    }
+    c->res->functions[fi].instructions = sum->instructions;
+    c->res->functions[fi].noreturn = sum->noreturn;
+    c->res->instructions += sum->instructions;
+    c->res->jump_tables += sum->jump_tables;
+    c->res->plt_calls += sum->plt_calls;
+    for (size_t i = 0; i < sum->n_edges && status == GT_OK; i++) {
+        const fsum_edge *ed = &sum->edges[i];
+        status = reach_function(c, ed->module, ed->entry, fi, ed->site, ed->error_site);
+    }
+    if (owned)
+        fsum_free(sum);
+    return status;
+}
+
+int gt_dispatch_cache_new(gt_dispatch_cache **out)
+{
+    if (!out)
+        return GT_EINVAL;
+    *out = gt_calloc(1, sizeof **out);
+    return *out ? GT_OK : GT_ENOMEM;
+}
+
+void gt_dispatch_cache_free(gt_dispatch_cache *k)
+{
+    if (!k)
+        return;
+    for (size_t i = 0; i < k->n; i++)
+        fsum_free(k->sums[i]);
+    gt_free(k->sums);
+    map_free(&k->index);
+    gt_free(k);
+}
+
+size_t gt_dispatch_cache_size(const gt_dispatch_cache *k) { return k ? k->n : 0; }
 
 /* Marks events whose function is reached only from error-path call sites. */
 static void propagate_error_paths(ctx *c)
@@ -1257,8 +1402,6 @@ static void propagate_error_paths(ctx *c)
     for (size_t i = 0; i < r->n_events; i++)
         if (only_err[r->events[i].function])
             r->events[i].error_path = 1;
-    for (size_t i = 0; i < r->n_functions; i++)
-        r->functions[i].noreturn = probe_dies(c, r->functions[i].module, r->functions[i].entry, 0);
     gt_free(only_err);
 }
 
@@ -1308,7 +1451,8 @@ static void *loaded_module(const char *path, const gt_elf *elf, uintptr_t *base,
 }
 
 int gt_dispatch_analyse(gt_cs *cs, const gt_dispatch_module *mods, size_t nmods, size_t entry_module, uint64_t entry,
-                        const gt_dispatch_options *opt, gt_dispatch_result *out, char *err, size_t err_cap)
+                        const gt_dispatch_options *opt, gt_dispatch_cache *cache, gt_dispatch_result *out, char *err,
+                        size_t err_cap)
 {
     if (!out)
         return GT_EINVAL;
@@ -1319,6 +1463,7 @@ int gt_dispatch_analyse(gt_cs *cs, const gt_dispatch_module *mods, size_t nmods,
     c.err_cap = err_cap;
     c.res = out;
     c.opt = opt;
+    c.cache = cache;
     c.mods = mods;
     c.nmods = nmods;
     int status = GT_OK;

@@ -76,13 +76,26 @@ typedef struct gt_dispatch_result {
     int depth_limited;   /* 1 when a function was not followed because of max_depth */
 } gt_dispatch_result;
 
-/* Analyses the function at `entry` (a virtual address of modules[entry_module]'s file).
+/* Per-function summaries (events and outgoing calls of each decoded function), reused by later
+ * analyses so that each function is decoded once per cache. A cache is valid for one module list
+ * (same objects, same order) and one set of noreturn patterns; it is not thread-safe: callers
+ * serialise analyses that share it. */
+typedef struct gt_dispatch_cache gt_dispatch_cache;
+
+/* Creates an empty cache owned by the caller (gt_dispatch_cache_free). */
+int gt_dispatch_cache_new(gt_dispatch_cache **out);
+void gt_dispatch_cache_free(gt_dispatch_cache *cache);
+/* Functions summarised in the cache. */
+size_t gt_dispatch_cache_size(const gt_dispatch_cache *cache);
+
+/* Analyses the function at `entry` (a virtual address of modules[entry_module]'s file), reusing
+ * and filling `cache` (may be NULL).
  * `out` is filled on GT_OK and owned by the caller: release with gt_dispatch_result_free.
  * Returns GT_EINVAL for bad arguments (message in err), GT_EUNSUPPORTED for an unsupported machine,
  * GT_EFORMAT when entry is not code of the module, GT_ENOMEM. On failure *out is empty. */
 int gt_dispatch_analyse(gt_cs *cs, const gt_dispatch_module *modules, size_t n_modules, size_t entry_module,
-                        uint64_t entry, const gt_dispatch_options *options, gt_dispatch_result *out,
-                        char *err, size_t err_cap);
+                        uint64_t entry, const gt_dispatch_options *options, gt_dispatch_cache *cache,
+                        gt_dispatch_result *out, char *err, size_t err_cap);
 
 /* Releases what a result owns and empties it; safe on an empty (zeroed) result. */
 void gt_dispatch_result_free(gt_dispatch_result *res);

@@ -59,6 +59,54 @@ static PyType_Slot capstone_slots[] = {
 static PyType_Spec capstone_spec = {"gradtest._dispatch.Capstone", sizeof(CapstoneObject), 0,
                                     Py_TPFLAGS_DEFAULT, capstone_slots};
 
+/* ---------- Cache ---------- */
+
+typedef struct {
+    PyObject_HEAD
+    gt_dispatch_cache *cache;
+    PyThread_type_lock lock; /* analyses sharing the cache run one at a time */
+} CacheObject;
+
+static PyObject *Cache_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "Cache() takes no arguments");
+        return NULL;
+    }
+    CacheObject *self = (CacheObject *)type->tp_alloc(type, 0);
+    if (!self)
+        return NULL;
+    self->lock = PyThread_allocate_lock();
+    if (!self->lock || gt_dispatch_cache_new(&self->cache) != GT_OK) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    return (PyObject *)self;
+}
+
+static void Cache_dealloc(CacheObject *self)
+{
+    PyTypeObject *tp = Py_TYPE(self);
+    gt_dispatch_cache_free(self->cache);
+    if (self->lock)
+        PyThread_free_lock(self->lock);
+    tp->tp_free((PyObject *)self);
+    Py_DECREF(tp);
+}
+
+static Py_ssize_t Cache_len(CacheObject *self) { return (Py_ssize_t)gt_dispatch_cache_size(self->cache); }
+
+static PyType_Slot cache_slots[] = {
+    {Py_tp_new, Cache_new},
+    {Py_tp_dealloc, Cache_dealloc},
+    {Py_sq_length, Cache_len},
+    {Py_tp_doc, "Cache(): per-function summaries reused by analyse() calls over the same module list;\n"
+                "len() is the number of functions summarised."},
+    {0, NULL},
+};
+
+static PyType_Spec cache_spec = {"gradtest._dispatch.Cache", sizeof(CacheObject), 0, Py_TPFLAGS_DEFAULT, cache_slots};
+
 /* ---------- Elf ---------- */
 
 typedef struct {
@@ -298,6 +346,7 @@ static PyType_Spec elf_spec = {"gradtest._dispatch.Elf", sizeof(ElfObject), 0, P
 typedef struct {
     PyObject *capstone_type;
     PyObject *elf_type;
+    PyObject *cache_type;
 } module_state;
 
 static module_state *get_state(PyObject *module) { return (module_state *)PyModule_GetState(module); }
@@ -353,20 +402,29 @@ error:
 }
 
 PyDoc_STRVAR(analyse_doc,
-"analyse(capstone, modules, entry_module, entry, max_depth, noreturn) -> dict\n\n"
+"analyse(capstone, modules, entry_module, entry, max_depth, noreturn, cache=None) -> dict\n\n"
 "modules: sequence of (path or None, Elf); entry: virtual address in modules[entry_module];\n"
-"noreturn: fnmatch patterns of external functions that never return.");
+"noreturn: fnmatch patterns of external functions that never return; cache: a Cache used only\n"
+"with this module list and these patterns.");
 
 static PyObject *py_analyse(PyObject *module, PyObject *args)
 {
     module_state *st = get_state(module);
-    PyObject *cs_obj, *mods_obj, *noret_obj;
+    PyObject *cs_obj, *mods_obj, *noret_obj, *cache_obj = Py_None;
     Py_ssize_t entry_module;
     unsigned long long entry;
     int max_depth;
-    if (!PyArg_ParseTuple(args, "O!OnKiO:analyse", (PyTypeObject *)st->capstone_type, &cs_obj, &mods_obj,
-                          &entry_module, &entry, &max_depth, &noret_obj))
+    if (!PyArg_ParseTuple(args, "O!OnKiO|O:analyse", (PyTypeObject *)st->capstone_type, &cs_obj, &mods_obj,
+                          &entry_module, &entry, &max_depth, &noret_obj, &cache_obj))
         return NULL;
+    CacheObject *cache = NULL;
+    if (cache_obj != Py_None) {
+        if (!PyObject_TypeCheck(cache_obj, (PyTypeObject *)st->cache_type)) {
+            PyErr_SetString(PyExc_TypeError, "cache: expected a Cache or None");
+            return NULL;
+        }
+        cache = (CacheObject *)cache_obj;
+    }
     PyObject *mods = PySequence_Fast(mods_obj, "modules: expected a sequence of (path, Elf) pairs");
     PyObject *noret = NULL, *result = NULL;
     PyObject **path_bytes = NULL;
@@ -434,8 +492,12 @@ static PyObject *py_analyse(PyObject *module, PyObject *args)
     /* the Elf objects, the pattern strings and the Capstone object are referenced by the argument
      * tuple and `mods`/`noret` for the whole call */
     Py_BEGIN_ALLOW_THREADS
+    if (cache)
+        PyThread_acquire_lock(cache->lock, WAIT_LOCK);
     status = gt_dispatch_analyse(((CapstoneObject *)cs_obj)->cs, cmods, (size_t)n, (size_t)entry_module, entry, &opt,
-                                 &res, err, sizeof err);
+                                 cache ? cache->cache : NULL, &res, err, sizeof err);
+    if (cache)
+        PyThread_release_lock(cache->lock);
     Py_END_ALLOW_THREADS
     if (status != GT_OK) {
         PyObject *type = status == GT_ENOMEM ? PyExc_MemoryError : PyExc_ValueError;
@@ -593,6 +655,9 @@ static int module_exec(PyObject *module)
     st->elf_type = PyType_FromModuleAndSpec(module, &elf_spec, NULL);
     if (!st->elf_type || PyModule_AddObjectRef(module, "Elf", st->elf_type) < 0)
         return -1;
+    st->cache_type = PyType_FromModuleAndSpec(module, &cache_spec, NULL);
+    if (!st->cache_type || PyModule_AddObjectRef(module, "Cache", st->cache_type) < 0)
+        return -1;
     if (PyModule_AddIntConstant(module, "MAX_INT_ARGS", GT_CALL_MAX_INT) < 0 ||
         PyModule_AddIntConstant(module, "MAX_FP_ARGS", GT_CALL_MAX_FP) < 0)
         return -1;
@@ -604,6 +669,7 @@ static int module_traverse(PyObject *module, visitproc visit, void *arg)
     module_state *st = get_state(module);
     Py_VISIT(st->capstone_type);
     Py_VISIT(st->elf_type);
+    Py_VISIT(st->cache_type);
     return 0;
 }
 
@@ -612,6 +678,7 @@ static int module_clear(PyObject *module)
     module_state *st = get_state(module);
     Py_CLEAR(st->capstone_type);
     Py_CLEAR(st->elf_type);
+    Py_CLEAR(st->cache_type);
     return 0;
 }
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import fnmatch
+import functools
 import html
 import importlib.util
 import logging
@@ -197,6 +198,8 @@ def _resolve_modules(names: Sequence[str], own: str) -> list[str]:
 _core_lock = threading.Lock()
 _capstone_obj: Any = None
 _elf_cache: dict[tuple, Any] = {}
+# per-function analysis summaries, one cache per list of target modules (file identities)
+_analysis_caches: dict[tuple, Any] = {}
 
 
 class CapstoneMissingError(ImportError):
@@ -242,10 +245,26 @@ def _capstone() -> Any:
         return _capstone_obj
 
 
+def _file_key(path: str) -> tuple:
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _analysis_cache(modules: list[str]) -> Any:
+    """The summary cache for this list of modules; a changed file gives a fresh one."""
+    key = tuple(_file_key(p) for p in modules) + (NORETURN,)
+    with _core_lock:
+        cache = _analysis_caches.get(key)
+        if cache is None:
+            if len(_analysis_caches) > 64:
+                _analysis_caches.clear()
+            cache = _analysis_caches[key] = _core().Cache()
+        return cache
+
+
 def _elf(path: str) -> Any:
     """The parsed object at path, cached while the file is unchanged (same inode, size, mtime)."""
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    key = _file_key(path)
     with _core_lock:
         elf = _elf_cache.get(key)
     if elf is None:
@@ -769,13 +788,23 @@ class DispatchReport:
         }
 
 
-def _matches(name: str | None, patterns: Iterable[str]) -> str | None:
+@functools.lru_cache(maxsize=64)
+def _compiled(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    # one regex per pattern list, with a group per pattern to tell which one matched
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?P<p{i}>{fnmatch.translate(p)})" for i, p in enumerate(patterns)))
+
+
+def _matches(name: str | None, patterns: tuple[str, ...]) -> str | None:
+    """The first of `patterns` (fnmatch, case-sensitive) that matches `name`, or None."""
     if not name:
         return None
-    for p in patterns:
-        if fnmatch.fnmatchcase(name, p):
-            return p
-    return None
+    rx = _compiled(patterns)
+    m = rx.match(name) if rx is not None else None
+    if m is None:
+        return None
+    return next(p for i, p in enumerate(patterns) if m.group(f"p{i}") is not None)
 
 
 def _is_libm(provider: str | None, name: str) -> bool:
@@ -971,7 +1000,8 @@ def check_dispatch(
     t0 = time.perf_counter()
     try:
         elfs = [_elf(p) for p in modules]
-        raw = _core().analyse(_capstone(), list(zip(modules, elfs)), 0, tgt.vaddr, int(max_depth), list(NORETURN))
+        raw = _core().analyse(_capstone(), list(zip(modules, elfs)), 0, tgt.vaddr, int(max_depth), list(NORETURN),
+                              _analysis_cache(modules))
     except (OSError, ValueError, ImportError) as exc:
         report.seconds = time.perf_counter() - t0
         status = "broken" if opt_broken else "error"
