@@ -1539,6 +1539,15 @@ cleanup:
     return status;
 }
 
+int gt_dispatch_is_loaded(const char *path)
+{
+    void *h = path ? dlopen(path, RTLD_LAZY | RTLD_NOLOAD) : NULL;
+    if (!h)
+        return 0;
+    dlclose(h);
+    return 1;
+}
+
 int gt_dispatch_locate(uint64_t addr, char *path_buf, size_t path_cap, uint64_t *base)
 {
     Dl_info info;

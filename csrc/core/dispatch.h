@@ -100,6 +100,9 @@ int gt_dispatch_analyse(gt_cs *cs, const gt_dispatch_module *modules, size_t n_m
 /* Releases what a result owns and empties it; safe on an empty (zeroed) result. */
 void gt_dispatch_result_free(gt_dispatch_result *res);
 
+/* 1 when the object at `path` is loaded in this process (dlopen with RTLD_NOLOAD), else 0. */
+int gt_dispatch_is_loaded(const char *path);
+
 /* Finds the loaded object holding the runtime address `addr`: copies its path into path_buf
  * (path_cap bytes) and sets *base to the address it is mapped at (dladdr's dli_fbase); the
  * address's virtual address in the file is addr - *base + gt_elf_base_vaddr(file). GT_EINVAL

@@ -535,6 +535,16 @@ static PyObject *py_locate(PyObject *Py_UNUSED(module), PyObject *arg)
     return Py_BuildValue("(NK)", p, (unsigned long long)base);
 }
 
+static PyObject *py_is_loaded(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    PyObject *path_obj;
+    if (!PyUnicode_FSConverter(arg, &path_obj))
+        return NULL;
+    int loaded = gt_dispatch_is_loaded(PyBytes_AS_STRING(path_obj));
+    Py_DECREF(path_obj);
+    return PyBool_FromLong(loaded);
+}
+
 /* ---------- call ---------- */
 
 PyDoc_STRVAR(call_doc,
@@ -640,6 +650,7 @@ static PyMethodDef module_methods[] = {
     {"locate", py_locate, METH_O, "locate(address) -> (path, base) of the loaded object holding it, or None;\n"
                                   "the file virtual address is address - base + Elf(path).base_vaddr"},
     {"call", py_call, METH_VARARGS, call_doc},
+    {"is_loaded", py_is_loaded, METH_O, "is_loaded(path) -> whether the object is loaded in this process"},
     {"probe_load", py_probe_load, METH_VARARGS,
      "probe_load(path, timeout) -> (loadable, message): dlopen in a forked child first, since the\n"
      "dynamic loader can crash on a damaged file; message is dlerror's text or the signal's name"},

@@ -251,8 +251,10 @@ def _file_key(path: str) -> tuple:
 
 
 def _analysis_cache(modules: list[str]) -> Any:
-    """The summary cache for this list of modules; a changed file gives a fresh one."""
-    key = tuple(_file_key(p) for p in modules) + (NORETURN,)
+    """The summary cache for this list of modules; a changed file gives a fresh one, and so does a
+    module that was loaded since (summaries of a static analysis know no providers)."""
+    core = _core()
+    key = tuple(_file_key(p) + (core.is_loaded(p),) for p in modules) + (NORETURN,)
     with _core_lock:
         cache = _analysis_caches.get(key)
         if cache is None:
