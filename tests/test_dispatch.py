@@ -555,3 +555,25 @@ def test_cache_follows_file_changes(tmp_path):
     path.unlink()
     build(path, ["helper.c"], ["-O2"])  # a different library at the same path
     assert dispatch._analysis_cache([str(path)]) is not old
+
+
+def test_pytest_shows_each_half(pytester, libs):
+    # the plugin (gradtest.pytest_plugin) lists every half's outcome from the emitted report
+    pytester.makepyfile(
+        f"""
+        import gradtest
+
+        def test_alloc():
+            gradtest.test_dispatch({libs['O2'] + ':gt_alloc_sum'!r}, opt_broken=True)
+
+        def test_pure():
+            gradtest.test_dispatch({libs['O2'] + ':gt_pure_dot'!r})
+        """
+    )
+    result = pytester.runpytest("-p", "gradtest.pytest_plugin", "-rA")
+    result.assert_outcomes(passed=2)
+    result.stdout.fnmatch_lines([
+        "*SKIPPED*test_alloc*gt_alloc_sum: call*no arguments given*",
+        "*BROKEN*test_alloc*gt_alloc_sum: opt*allocation*",
+        "gradtest: 4 results:*",
+    ])
