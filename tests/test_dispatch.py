@@ -557,8 +557,10 @@ def test_cache_follows_file_changes(tmp_path):
     assert dispatch._analysis_cache([str(path)]) is not old
 
 
-def test_pytest_shows_each_half(pytester, libs):
-    # the plugin (gradtest.pytest_plugin) lists every half's outcome from the emitted report
+def test_pytest_shows_each_half(pytester, libs, monkeypatch):
+    # the plugin (gradtest.pytest_plugin) lists every half's outcome from the emitted report;
+    # loaded with -p only (an installed gradtest would also bring it through its entry point)
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makepyfile(
         f"""
         import gradtest
