@@ -8,18 +8,16 @@ iteration count (default 4000, a few seconds).
 from __future__ import annotations
 
 import os
-import shutil
 import struct
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 import gradtest
-from gradtest import _dispatch, dispatch
+import pytest
 from dispatch_fixtures.build import FIXTURES, build, compiler
+from gradtest import _dispatch, dispatch
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "csrc" / "core"
@@ -106,7 +104,7 @@ def _fuzzer(tmp_path: Path) -> Path:
     sources = [FIXTURES / "fuzz_elf.c"] + [CORE / f"{n}.c" for n in ("elf", "disasm", "dispatch", "guard", "gt_common")]
     cmd = [cc, "-std=c11", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
            "-fno-omit-frame-pointer", f"-I{CORE}", *map(str, sources), "-ldl", "-o", str(exe)]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot build the sanitizer fuzzer here: {proc.stderr.strip()[:300]}")
     return exe
@@ -119,11 +117,11 @@ def test_mutation_fuzz_under_sanitizers(seeds, tmp_path):
     env = dict(os.environ, ASAN_OPTIONS="abort_on_error=0:detect_leaks=1", UBSAN_OPTIONS="print_stacktrace=1")
     for seed in (1, 2):
         proc = subprocess.run([str(exe), str(seed), str(iterations), capstone, *map(str, seeds)],
-                              capture_output=True, text=True, env=env, timeout=600)
+                              check=False, capture_output=True, text=True, env=env, timeout=600)
         if proc.returncode != 0 and "LeakSanitizer does not work under ptrace" in proc.stderr:
             env["ASAN_OPTIONS"] = "abort_on_error=0:detect_leaks=0"
             proc = subprocess.run([str(exe), str(seed), str(iterations), capstone, *map(str, seeds)],
-                                  capture_output=True, text=True, env=env, timeout=600)
+                                  check=False, capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
         parsed = int(proc.stdout.split("parsed")[1].split()[0])
         # both outcomes must occur, or the mutations miss the reader's checks or its success path
@@ -132,7 +130,7 @@ def test_mutation_fuzz_under_sanitizers(seeds, tmp_path):
 
 def test_fuzzer_detects_a_bad_seed_file(tmp_path):
     exe = _fuzzer(tmp_path)
-    proc = subprocess.run([str(exe), "1", "10", "-", str(tmp_path / "missing")], capture_output=True, text=True)
+    proc = subprocess.run([str(exe), "1", "10", "-", str(tmp_path / "missing")], check=False, capture_output=True, text=True)
     assert proc.returncode == 2
 
 
@@ -170,7 +168,7 @@ def test_mutated_objects_through_the_extension(seeds):
         print(ok, bad)
         """
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+    proc = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=600,
                           env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)))
     assert proc.returncode == 0, proc.stderr[-3000:]
     ok, bad = map(int, proc.stdout.split())

@@ -83,11 +83,12 @@ DEFAULT_ALLOWED_NAMES = ("__stack_chk_fail", "__stack_chk_fail_local", "__errno_
 
 # libm's functions by name, for when the provider cannot be asked (static analysis)
 _LIBM_BASE = (
-    "exp expm1 exp2 exp10 log log1p log2 log10 logb pow sqrt cbrt hypot sin cos tan sincos asin acos atan "
-    "atan2 sinh cosh tanh asinh acosh atanh erf erfc lgamma tgamma fmod remainder remquo floor ceil round "
-    "trunc rint nearbyint lround llround lrint llrint fabs copysign fmin fmax fdim fma frexp ldexp modf "
-    "scalbn scalbln nextafter nexttoward ilogb"
-).split()
+    "exp", "expm1", "exp2", "exp10", "log", "log1p", "log2", "log10", "logb", "pow", "sqrt", "cbrt", "hypot",
+    "sin", "cos", "tan", "sincos", "asin", "acos", "atan", "atan2", "sinh", "cosh", "tanh", "asinh", "acosh",
+    "atanh", "erf", "erfc", "lgamma", "tgamma", "fmod", "remainder", "remquo", "floor", "ceil", "round",
+    "trunc", "rint", "nearbyint", "lround", "llround", "lrint", "llrint", "fabs", "copysign", "fmin", "fmax",
+    "fdim", "fma", "frexp", "ldexp", "modf", "scalbn", "scalbln", "nextafter", "nexttoward", "ilogb",
+)
 _LIBM_NAMES = frozenset(
     [n for b in _LIBM_BASE for n in (b, b + "f", b + "l", f"__{b}_finite", f"__{b}f_finite")]
 )
@@ -178,8 +179,8 @@ def _resolve_modules(names: Sequence[str], own: str) -> list[str]:
             loaded = loaded if loaded is not None else _loaded_objects()
             candidates = [
                 p for p in loaded
-                if (base := os.path.basename(p)) == name or base.startswith(name + ".")
-                or base.startswith(name + "-") or fnmatch.fnmatchcase(base, name)
+                if (base := os.path.basename(p)) == name or base.startswith((name + ".", name + "-"))
+                or fnmatch.fnmatchcase(base, name)
             ]
         if not candidates:
             raise ValueError(
