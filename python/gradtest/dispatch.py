@@ -622,7 +622,8 @@ class DispatchFinding:
     instruction : str
         The instruction, e.g. ``call qword ptr [rax + 8]``, or the crash's description.
     fails : bool
-        Whether it fails the check.
+        Whether it fails its half of the check (with ``call_broken``/``opt_broken`` the half is
+        then reported as ``broken``, the expected failure).
     reason : str
         Why it fails or not (e.g. ``allowed by default (libm)``, ``on an error path``).
     error_path : bool
