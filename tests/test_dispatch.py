@@ -477,6 +477,8 @@ def test_cli_exit_codes(libs, capsys):
     assert cli_main(["dispatch", f"{libs['O2']}:gt_alloc_sum", "--json"]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["passed"] is False and {f["callee"] for f in data["findings"]} == {"malloc", "free"}
+    assert cli_main(["dispatch", f"{libs['O2']}:gt_softplus_sum", "--max-depth", "0"]) == 1
+    assert "max_depth" in capsys.readouterr().out
     assert cli_main(["dispatch", "nocolon"]) == 2
     assert cli_main(["dispatch", f"{libs['O2']}:nope"]) == 2
     assert cli_main(["dispatch"]) == 2
