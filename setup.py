@@ -68,7 +68,8 @@ def extension(name: str, glue: str, core_sources: list[str], blas: bool = False)
         depends=depends,
         include_dirs=[CORE, GLUE, numpy.get_include()],
         extra_compile_args=strict_flags() + blas_flags["compile"] + blas_flags["define"],
-        extra_link_args=blas_flags["link"] + ["-lm"],
+        # -ldl: dlopen/dlsym are in libdl on glibc < 2.34 (an empty stub library after that)
+        extra_link_args=blas_flags["link"] + ["-lm", "-ldl"],
     )
 
 
@@ -76,6 +77,7 @@ EXTENSIONS = [
     extension("_core", "_core.c", core("gt_common", "fd", "ops"), blas=True),
     extension("_forward", "_forward.c", core("gt_common", "ops", "dual"), blas=True),
     extension("_ckernel", "_ckernel.c", core("gt_common", "fd", "guard", "ckernel")),
+    extension("_dispatch", "_dispatch.c", core("gt_common", "guard", "elf_reader", "disasm", "dispatch")),
 ]
 
 

@@ -7,6 +7,7 @@ and soft-failing backends.
 
 from ._tree import Constant
 from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
+from .dispatch import DispatchFinding, DispatchReport, check_dispatch, dispatch_target_modules, test_dispatch
 from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
 from .ckernel import CKernel, get_include
 from .report import GradientReport, Outcome, WorstElement
@@ -24,6 +25,8 @@ __all__ = [
     "Backend",
     "CKernel",
     "CheckSettings",
+    "DispatchFinding",
+    "DispatchReport",
     "Constant",
     "Dual",
     "GradientReport",
@@ -32,13 +35,16 @@ __all__ = [
     "SoftFailWarning",
     "WorstElement",
     "available_backends",
+    "check_dispatch",
     "check_gradients",
+    "dispatch_target_modules",
     "get_backend",
     "get_include",
     "gradient",
     "jvp",
     "register_backend",
     "softfail",
+    "test_dispatch",
     "test_gradients",
     "unregister_backend",
 ]
