@@ -137,7 +137,8 @@ static PyObject *Tape_leaf(TapeObject *self, PyObject *const *args, Py_ssize_t n
     int nd = parse_longs(args[1], shape, 64, "shape");
     if (nd < 0)
         return NULL;
-    return id_or_raise(gt_tape_leaf(t, dtype, nd, shape, &id), id, "leaf");
+    int st_ = gt_tape_leaf(t, dtype, nd, shape, &id);
+    return id_or_raise(st_, id, "leaf");
 }
 
 PyDoc_STRVAR(elementwise_doc,
@@ -228,7 +229,8 @@ static PyObject *Tape_linear(TapeObject *self, PyObject *const *args, Py_ssize_t
         if (coef[k] == -1.0 && PyErr_Occurred())
             goto done;
     }
-    res = id_or_raise(gt_tape_linear(t, dtype, nd, shape, (int)n, in, coef, &id), id, "linear");
+    int st_ = gt_tape_linear(t, dtype, nd, shape, (int)n, in, coef, &id);
+    res = id_or_raise(st_, id, "linear");
 done:
     PyMem_Free(in);
     PyMem_Free(coef);
@@ -247,7 +249,8 @@ static PyObject *Tape_reshape(TapeObject *self, PyObject *const *args, Py_ssize_
     int nd = parse_longs(args[0], shape, 64, "shape");
     if (nd < 0)
         return NULL;
-    return id_or_raise(gt_tape_reshape(t, nd, shape, x, &id), id, "reshape");
+    int st_ = gt_tape_reshape(t, nd, shape, x, &id);
+    return id_or_raise(st_, id, "reshape");
 }
 
 PyDoc_STRVAR(gather_doc,
@@ -410,7 +413,8 @@ static PyObject *Tape_cast(TapeObject *self, PyObject *const *args, Py_ssize_t n
     if (!t || check_nargs(nargs, 2, "cast") < 0 || parse_dtype(args[0], &dtype) < 0 ||
         parse_id(args[1], &x) < 0)
         return NULL;
-    return id_or_raise(gt_tape_cast(t, dtype, x, &id), id, "cast");
+    int st_ = gt_tape_cast(t, dtype, x, &id);
+    return id_or_raise(st_, id, "cast");
 }
 
 PyDoc_STRVAR(backward_doc, "backward(out_id, seed): the sweep from node out_id with cotangent seed "
