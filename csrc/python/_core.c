@@ -178,6 +178,32 @@ static int fd_call_init(fd_call *call, PyObject *x_obj, PyObject *u_obj, PyObjec
     return 0;
 }
 
+/* Parses the argument vector shared by fd_gradient and fd_directional:
+ * (f, args, kwargs, x, u, <scale or dirs>, method, richardson, rel_step). argv[5] is read by the
+ * caller; `scale_obj` is what fd_call_init gets for it. Returns 0, or -1 with an exception set
+ * (the caller still runs fd_call_clear). */
+static int fd_call_parse(fd_call *call, PyObject *const *argv, Py_ssize_t argc, const char *fname,
+                         PyObject *scale_obj)
+{
+    if (argc != 9) {
+        PyErr_Format(PyExc_TypeError, "%s expected 9 arguments, got %zd", fname, argc);
+        return -1;
+    }
+    call->f = argv[0];
+    call->args = argv[1];
+    call->kwargs = argv[2];
+    if (!PyUnicode_Check(argv[6])) {
+        PyErr_SetString(PyExc_TypeError, "method: expected a string");
+        return -1;
+    }
+    const char *method = PyUnicode_AsUTF8(argv[6]);
+    int richardson = PyObject_IsTrue(argv[7]);
+    double rel_step = PyFloat_AsDouble(argv[8]);
+    if (!method || richardson < 0 || (rel_step == -1.0 && PyErr_Occurred()))
+        return -1;
+    return fd_call_init(call, argv[3], argv[4], scale_obj, method, richardson, rel_step);
+}
+
 PyDoc_STRVAR(fd_gradient_doc,
 "fd_gradient(f, args, kwargs, x, u, scale, method, richardson, rel_step)\n--\n\n"
 "Finite-difference gradient of f(*args, **kwargs) with respect to the working buffer x, which the\n"
@@ -187,31 +213,9 @@ static PyObject *fd_gradient(PyObject *self, PyObject *const *argv, Py_ssize_t a
 {
     (void)self;
     fd_call call = {0};
-    PyObject *x_obj, *u_obj, *scale_obj, *result = NULL;
+    PyObject *result = NULL;
     PyArrayObject *grad = NULL, *err = NULL;
-    const char *method;
-    int richardson;
-    double rel_step;
-    if (argc != 9) {
-        PyErr_Format(PyExc_TypeError, "fd_gradient expected 9 arguments, got %zd", argc);
-        return NULL;
-    }
-    call.f = argv[0];
-    call.args = argv[1];
-    call.kwargs = argv[2];
-    x_obj = argv[3];
-    u_obj = argv[4];
-    scale_obj = argv[5];
-    if (!PyUnicode_Check(argv[6])) {
-        PyErr_SetString(PyExc_TypeError, "method: expected a string");
-        return NULL;
-    }
-    method = PyUnicode_AsUTF8(argv[6]);
-    richardson = PyObject_IsTrue(argv[7]);
-    rel_step = PyFloat_AsDouble(argv[8]);
-    if (!method || richardson < 0 || (rel_step == -1.0 && PyErr_Occurred()))
-        return NULL;
-    if (fd_call_init(&call, x_obj, u_obj, scale_obj, method, richardson, rel_step))
+    if (fd_call_parse(&call, argv, argc, "fd_gradient", argc == 9 ? argv[5] : Py_None))
         goto error;
     npy_intp n = (npy_intp)call.problem.n;
     grad = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_DOUBLE);
@@ -247,23 +251,7 @@ static PyObject *fd_directional(PyObject *self, PyObject *const *argv, Py_ssize_
     fd_call call = {0};
     PyObject *result = NULL;
     PyArrayObject *dirs = NULL, *d = NULL, *err = NULL;
-    if (argc != 9) {
-        PyErr_Format(PyExc_TypeError, "fd_directional expected 9 arguments, got %zd", argc);
-        return NULL;
-    }
-    call.f = argv[0];
-    call.args = argv[1];
-    call.kwargs = argv[2];
-    if (!PyUnicode_Check(argv[6])) {
-        PyErr_SetString(PyExc_TypeError, "method: expected a string");
-        return NULL;
-    }
-    const char *method = PyUnicode_AsUTF8(argv[6]);
-    int richardson = PyObject_IsTrue(argv[7]);
-    double rel_step = PyFloat_AsDouble(argv[8]);
-    if (!method || richardson < 0 || (rel_step == -1.0 && PyErr_Occurred()))
-        return NULL;
-    if (fd_call_init(&call, argv[3], argv[4], Py_None, method, richardson, rel_step))
+    if (fd_call_parse(&call, argv, argc, "fd_directional", Py_None))
         goto error;
     dirs = (PyArrayObject *)PyArray_FROMANY(argv[5], NPY_DOUBLE, 2, 2, NPY_ARRAY_CARRAY_RO);
     if (!dirs)

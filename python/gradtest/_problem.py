@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ._tree import FlatArgs, output_leaves
+from ._tree import Constant, FlatArgs, output_leaves
 
 
 @dataclasses.dataclass
@@ -150,8 +150,9 @@ class GradientProblem:
         change the caller's arrays), with ``replacements`` (leaf index -> value) substituted."""
         replacements = dict(replacements or {})
         for i, leaf in enumerate(self.flat.leaves):
-            if i not in replacements and isinstance(leaf, np.ndarray):
-                replacements[i] = leaf.copy(order="K")
+            value = leaf.value if isinstance(leaf, Constant) else leaf
+            if i not in replacements and isinstance(value, np.ndarray):
+                replacements[i] = value.copy(order="K")
         return self.flat.call_args(replacements)
 
     def call(self, diff_values: list[Any]) -> Any:

@@ -145,15 +145,22 @@ def flatten_args(args: tuple[Any, ...]) -> FlatArgs:
 
 
 def flatten_like(flat: FlatArgs, tree: Any, what: str) -> list[Any]:
-    """Leaves of ``tree``, which must have the structure of the argument tree ``flat``.
+    """One entry per leaf of the argument tree ``flat``, read from ``tree``, which must have the
+    same structure, except that ``None`` may stand for a whole subtree (every leaf under it gets
+    ``None``, as for an argument that is not differentiated).
 
     Raises
     ------
     ValueError
         Naming ``what`` when the structures differ.
     """
+    if isinstance(tree, list):
+        tree = tuple(tree)
+    full = optree.tree_unflatten(flat.spec, list(range(len(flat.leaves))))
     try:
-        return list(flat.spec.flatten_up_to(tuple(tree) if isinstance(tree, list) else tree))
+        return list(
+            optree.broadcast_prefix(tree, full, is_leaf=_is_leaf, none_is_leaf=True, namespace=_NAMESPACE)
+        )
     except (ValueError, TypeError) as exc:
         raise ValueError(
             f"{what}: expected a tree with the structure of the arguments, "

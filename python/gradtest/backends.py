@@ -110,3 +110,30 @@ def get_backend(name: str) -> Backend:
 def available_backends() -> list[str]:
     """Names of all registered backends, in registration order."""
     return list(_REGISTRY)
+
+
+def _register_builtin() -> None:
+    from ._finite_diff import finite_diff_backend
+
+    register_backend(
+        "finite_diff", finite_diff_backend, default=False,
+        description="finite differences in the C core (the default ground truth)",
+    )
+    from .api import _user_gradient_backend
+
+    register_backend(
+        "user", _user_gradient_backend, default=False,
+        description="the hand-written gradient passed as gradient=",
+    )
+
+
+def unregister_backend(name: str) -> None:
+    """Removes the backend called ``name`` (for tests and plugins that registered temporary ones).
+
+    Raises
+    ------
+    ValueError
+        If no backend has that name.
+    """
+    get_backend(name)
+    del _REGISTRY[name]

@@ -1,0 +1,34 @@
+"""gradtest: tells authors of numerical code whether their derivatives are right.
+
+Every enabled differentiation backend is checked against a float64 finite-difference ground truth
+computed by the C core, over nested arguments, with LuxTestUtils' semantics for skipped, broken
+and soft-failing backends.
+"""
+
+from ._tree import Constant
+from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
+from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
+from .report import GradientReport, Outcome, WorstElement
+from .backends import _register_builtin
+
+_register_builtin()
+del _register_builtin
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "CheckSettings",
+    "Constant",
+    "GradientReport",
+    "NoBackendWarning",
+    "Outcome",
+    "WorstElement",
+    "available_backends",
+    "check_gradients",
+    "get_backend",
+    "gradient",
+    "register_backend",
+    "test_gradients",
+    "unregister_backend",
+]

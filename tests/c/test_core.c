@@ -1,0 +1,227 @@
+/* Tests of the C core alone (no Python): the op table, finite differences, allocation failure
+ * handling and the guard. Built and run by tests/test_core_c.py, under ASan/UBSan where available.
+ * Prints "N passed, M failed" and exits non-zero on any failure. */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fd.h"
+#include "guard.h"
+#include "ops.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        if (cond) {                                                                  \
+            passed++;                                                                \
+        } else {                                                                     \
+            failed++;                                                                \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+
+/* every op has a name, a value rule, a kink rule, and a partial for each argument it is
+ * differentiable in; partials agree with central differences of the value rule */
+static void test_op_table(void)
+{
+    for (int i = 0; i < GT_OP_COUNT; i++) {
+        const gt_op *op = &gt_op_table[i];
+        CHECK(op->id == (gt_op_id)i);
+        CHECK(op->name && op->value && op->kink_rule);
+        CHECK(op->arity == 1 || op->arity == 2);
+        CHECK(gt_op_lookup(op->name) == op);
+        if (op->arity == 1)
+            CHECK(op->partial[1] == NULL);
+        double a = 0.37, b = 0.61; /* inside every domain, away from kinks */
+        if (strcmp(op->name, "arccosh") == 0)
+            a = 1.37;
+        double y = op->value(a, b);
+        for (int k = 0; k < op->arity; k++) {
+            double h = 1e-6, fp, fm;
+            if (k == 0) {
+                fp = op->value(a + h, b);
+                fm = op->value(a - h, b);
+            } else {
+                fp = op->value(a, b + h);
+                fm = op->value(a, b - h);
+            }
+            double numeric = (fp - fm) / (2 * h);
+            double analytic = op->partial[k] ? op->partial[k](a, b, y) : 0.0;
+            if (fabs(numeric - analytic) > 1e-6 * (1 + fabs(numeric)))
+                fprintf(stderr, "op %s arg %d: analytic %g numeric %g\n", op->name, k, analytic, numeric);
+            CHECK(fabs(numeric - analytic) <= 1e-6 * (1 + fabs(numeric)));
+        }
+    }
+    CHECK(gt_op_lookup("no_such_op") == NULL);
+    const gt_op *mx = gt_op_lookup("maximum");
+    CHECK(mx->partial[0](1.0, 1.0, 1.0) == 0.5 && mx->partial[1](1.0, 1.0, 1.0) == 0.5);
+    const gt_op *ab = gt_op_lookup("abs");
+    CHECK(ab->partial[0](0.0, 0.0, 0.0) == 0.0);
+    double a[3] = {1, 2, 3}, yv[3], d[3];
+    const gt_op *sq = gt_op_lookup("square");
+    for (int i = 0; i < 3; i++)
+        yv[i] = sq->value(a[i], 0);
+    CHECK(gt_op_partials_f64(sq, 3, a, NULL, yv, d, NULL) == GT_OK && d[2] == 6.0);
+    CHECK(gt_op_partials_f64(sq, 3, a, NULL, yv, d, d) == GT_EINVAL);
+    CHECK(gt_op_partials_f64(mx, 3, a, NULL, yv, d, NULL) == GT_EINVAL);
+}
+
+/* f(x) = sum_i c_i x_i^3, gradient 3 c_i x_i^2 */
+typedef struct cubic { const double *x; size_t n; int fail_after; int calls; } cubic;
+
+static int eval_cubic(void *ctx, double *value)
+{
+    cubic *c = ctx;
+    if (c->fail_after >= 0 && c->calls >= c->fail_after)
+        return -1;
+    c->calls++;
+    double s = 0;
+    for (size_t i = 0; i < c->n; i++)
+        s += (double)(i + 1) * c->x[i] * c->x[i] * c->x[i];
+    *value = s;
+    return 0;
+}
+
+static void test_fd(void)
+{
+    double x[4] = {0.5, -1.25, 2.0, 0.0}, orig[4], grad[4], err[4];
+    memcpy(orig, x, sizeof x);
+    cubic c = {x, 4, -1, 0};
+    gt_fd_problem p = {x, GT_FLOAT64, 4, eval_cubic, &c, NULL};
+    for (int method = 0; method < 3; method++) {
+        for (int rich = 0; rich < 2; rich++) {
+            gt_fd_options o = {(gt_fd_method)method, rich, 0.0};
+            double f0;
+            CHECK(gt_fd_eval(&p, &f0) == GT_OK);
+            size_t bad = 99;
+            CHECK(gt_fd_gradient_range(&p, &o, f0, 0, 4, grad, err, &bad) == GT_OK);
+            CHECK(bad == 0);
+            double tol = method == GT_FD_CENTRAL ? (rich ? 1e-9 : 1e-7) : (rich ? 1e-5 : 1e-4);
+            for (int i = 0; i < 4; i++) {
+                double exact = 3.0 * (i + 1) * orig[i] * orig[i];
+                CHECK(fabs(grad[i] - exact) <= tol * (1 + fabs(exact)));
+                CHECK(err[i] >= 0);
+            }
+            CHECK(memcmp(x, orig, sizeof x) == 0); /* restored bit for bit */
+        }
+    }
+    /* a failing callback stops the loop, restores x and reports GT_ECALLBACK */
+    c.fail_after = 3;
+    c.calls = 0;
+    gt_fd_options o = {GT_FD_CENTRAL, 1, 0.0};
+    CHECK(gt_fd_gradient_range(&p, &o, 0.0, 0, 4, grad, err, NULL) == GT_ECALLBACK);
+    CHECK(memcmp(x, orig, sizeof x) == 0);
+    c.fail_after = -1;
+    /* bad arguments */
+    CHECK(gt_fd_gradient_range(&p, &o, 0.0, 3, 2, grad, err, NULL) == GT_EINVAL);
+    CHECK(gt_fd_gradient_range(&p, &o, 0.0, 0, 5, grad, err, NULL) == GT_EINVAL);
+    CHECK(gt_fd_gradient_range(NULL, &o, 0.0, 0, 1, grad, err, NULL) == GT_EINVAL);
+    /* directional: d = <grad, v> */
+    double dirs[8] = {1, 0, 0, 0, 0.5, -1, 2, 1}, dd[2], derr[2], f0;
+    CHECK(gt_fd_eval(&p, &f0) == GT_OK);
+    CHECK(gt_fd_directional(&p, &o, f0, dirs, 2, dd, derr) == GT_OK);
+    double exact0 = 3 * 0.25, exact1 = 0;
+    for (int i = 0; i < 4; i++)
+        exact1 += dirs[4 + i] * 3.0 * (i + 1) * orig[i] * orig[i];
+    CHECK(fabs(dd[0] - exact0) < 1e-8 && fabs(dd[1] - exact1) < 1e-7);
+    CHECK(memcmp(x, orig, sizeof x) == 0);
+    /* an allocation failure is reported, x untouched, nothing leaked */
+    long live = gt_alloc_live();
+    gt_alloc_fail_after(1);
+    CHECK(gt_fd_directional(&p, &o, f0, dirs, 2, dd, derr) == GT_ENOMEM);
+    gt_alloc_fail_after(0);
+    CHECK(gt_alloc_live() == live);
+    CHECK(memcmp(x, orig, sizeof x) == 0);
+}
+
+static int eval_f32(void *ctx, double *value)
+{
+    const float *x = *(float **)ctx;
+    *value = (double)x[0] * x[0] + 3.0 * x[1];
+    return 0;
+}
+
+static void test_fd_float32(void)
+{
+    float x[2] = {1.5f, -0.75f};
+    double grad[2];
+    /* f = x0^2 + 3 x1, evaluated through a float working vector */
+    float *ctx = x;
+    gt_fd_problem p = {x, GT_FLOAT32, 2, eval_f32, &ctx, NULL};
+    gt_fd_options o = {GT_FD_CENTRAL, 1, 0.0};
+    double f0;
+    CHECK(gt_fd_eval(&p, &f0) == GT_OK);
+    CHECK(gt_fd_gradient_range(&p, &o, f0, 0, 2, grad, NULL, NULL) == GT_OK);
+    CHECK(fabs(grad[0] - 3.0) < 1e-3 && fabs(grad[1] - 3.0) < 1e-3);
+    CHECK(x[0] == 1.5f && x[1] == -0.75f);
+}
+
+static int guarded_ok(void *ctx, void *out, size_t cap, size_t *len)
+{
+    (void)ctx;
+    gt_guard_stage("writing");
+    const char msg[] = "hello from the child";
+    size_t n = sizeof msg < cap ? sizeof msg : cap;
+    memcpy(out, msg, n);
+    *len = n;
+    return 7;
+}
+
+static int guarded_crash(void *ctx, void *out, size_t cap, size_t *len)
+{
+    (void)out;
+    (void)cap;
+    (void)len;
+    gt_guard_stage("gradient");
+    if (ctx)
+        raise(SIGSEGV);
+    else
+        abort();
+    return 0;
+}
+
+static int guarded_hang(void *ctx, void *out, size_t cap, size_t *len)
+{
+    (void)ctx;
+    (void)out;
+    (void)cap;
+    (void)len;
+    gt_guard_stage("function");
+    while (pause() == -1)
+        ;
+    return 0;
+}
+
+static void test_guard(void)
+{
+    char buf[64] = {0};
+    gt_guard_result r;
+    CHECK(gt_guard_run(guarded_ok, NULL, buf, sizeof buf, 5.0, &r) == GT_OK);
+    CHECK(r.fn_status == 7 && strcmp(buf, "hello from the child") == 0 && strcmp(r.stage, "writing") == 0);
+    int dummy = 1;
+    CHECK(gt_guard_run(guarded_crash, &dummy, buf, sizeof buf, 5.0, &r) == GT_ECRASH);
+    CHECK(r.signal == SIGSEGV && strcmp(r.stage, "gradient") == 0);
+    CHECK(gt_guard_run(guarded_crash, NULL, buf, sizeof buf, 5.0, &r) == GT_ECRASH);
+    CHECK(r.signal == SIGABRT);
+    CHECK(gt_guard_run(guarded_hang, NULL, buf, sizeof buf, 0.2, &r) == GT_ETIMEOUT);
+    CHECK(r.timed_out && strcmp(r.stage, "function") == 0);
+    CHECK(gt_guard_run(NULL, NULL, buf, sizeof buf, 1.0, &r) == GT_EINVAL);
+    char name[32];
+    CHECK(strcmp(gt_signal_name(SIGBUS, name, sizeof name), "SIGBUS") == 0);
+    CHECK(strcmp(gt_signal_name(63, name, sizeof name), "signal 63") == 0);
+}
+
+int main(void)
+{
+    test_op_table();
+    test_fd();
+    test_fd_float32();
+    test_guard();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
