@@ -14,6 +14,8 @@ from .backends import _register_builtin
 _register_builtin()
 del _register_builtin
 
+from .reverse import Tracked, vjp  # registers the "reverse" backend
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -30,5 +32,7 @@ __all__ = [
     "gradient",
     "register_backend",
     "test_gradients",
+    "Tracked",
+    "vjp",
     "unregister_backend",
 ]
