@@ -31,8 +31,7 @@ _STRUCTURAL = [
     lambda a, b: a[[0, 0, 2, 3]],
     lambda a, b: np.cumsum(a, axis=1) * 0.25,
     lambda a, b: np.concatenate([a[:2], b[2:]], axis=0),
-    lambda a, b: np.where(a.value > 0 if isinstance(a, Tracked) else a > 0, a, b * 0.5)
-    if not hasattr(a, "tangents") else np.where(a.value > 0, a, b * 0.5),
+    lambda a, b: np.where(getattr(a, "value", a) > 0, a, b * 0.5),
     lambda a, b: np.broadcast_to(np.mean(a, axis=0, keepdims=True), (4, 4)) + b,
     lambda a, b: a.reshape(2, 8).reshape(4, 4) * b[:, :1],
     lambda a, b: a * b[:1, :],
