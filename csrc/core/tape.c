@@ -693,9 +693,15 @@ static int vjp_elementwise(gt_tape *t, node *n)
         node *x = &t->nodes[in[k]];
         int same = same_shape(n->ndim, ys, x->ndim, node_shape(t, x));
         int assign = !(same && x->adj);
-        void *dst = assign ? gt_malloc((n->size ? n->size : 1) * es) : x->adj;
+        /* the last reader of ybar may overwrite it with its contribution and keep the buffer
+         * (no allocation, no fresh pages): ybar is read element by element before each write */
+        int last = k == n->nin - 1 || in[n->nin - 1] < 0 || !n->op->partial[n->nin - 1];
+        int reuse = assign && same && last && !stolen;
+        void *dst = reuse ? ybar : assign ? gt_malloc((n->size ? n->size : 1) * es) : x->adj;
         if (!dst)
             return GT_ENOMEM;
+        if (reuse)
+            stolen = 1;
         for (size_t i0 = 0; i0 < n->size && st == GT_OK; i0 += CHUNK) {
             size_t len = n->size - i0 < CHUNK ? n->size - i0 : CHUNK;
             st = partial_block(n, k, i0, len, pbuf, abuf, bbuf);
@@ -721,8 +727,10 @@ static int vjp_elementwise(gt_tape *t, node *n)
             }
         }
         if (st != GT_OK) {
-            if (assign)
+            if (assign && !reuse)
                 gt_free(dst);
+            if (reuse)
+                stolen = 0; /* ybar is still the node's, freed by the sweep */
             break;
         }
         if (assign)

@@ -19,6 +19,12 @@ typedef struct {
     int busy;       /* a sweep is running without the GIL */
 } TapeObject;
 
+/* Module state: the Python Tracked class, set once by gradtest.reverse, for the fast path. */
+typedef struct {
+    PyObject *tracked; /* strong reference or NULL */
+    PyObject *s_value, *s_tape, *s_node;
+} reverse_state;
+
 static void release_owner(void *owner) { Py_DecRef((PyObject *)owner); }
 
 /* Returns the tape of `self`, or NULL with RuntimeError when released or busy. */
@@ -192,6 +198,140 @@ static PyObject *Tape_elementwise(TapeObject *self, PyObject *const *args, Py_ss
         drop_buf(&yb);
     }
     return id_or_raise(st, id, "elementwise");
+}
+
+
+/* One operand of the fast path: a Tracked of this tape (value and node id, borrowed value) or a
+ * constant. Returns 1 on success, 0 when the slow path must handle it, -1 on error. */
+static int fast_operand(TapeObject *self, reverse_state *st, PyObject *x, PyObject **val, long *id)
+{
+    if ((PyObject *)Py_TYPE(x) != st->tracked) {
+        *val = x;
+        *id = -1;
+        return 1;
+    }
+    PyObject *tape = PyObject_GetAttr(x, st->s_tape);
+    if (!tape)
+        return -1;
+    Py_DECREF(tape); /* the Tracked keeps it alive */
+    if (tape != (PyObject *)self)
+        return 0;
+    PyObject *node = PyObject_GetAttr(x, st->s_node);
+    if (!node)
+        return -1;
+    *id = PyLong_AsLong(node);
+    Py_DECREF(node);
+    if (*id == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *v = PyObject_GetAttr(x, st->s_value);
+    if (!v)
+        return -1;
+    Py_DECREF(v); /* borrowed from the Tracked */
+    *val = v;
+    return 1;
+}
+
+PyDoc_STRVAR(ufunc_doc,
+             "ufunc(ufunc, op_index, linear, *inputs) -> Tracked or None: the fast path of an "
+             "elementwise op of the table on one or two inputs: calls the ufunc on the values, "
+             "records the node and wraps the output. None when the inputs need the general path "
+             "(dtype conversion, broadcasting, another tape).");
+static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    gt_tape *t = live_tape(self);
+    if (!t)
+        return NULL;
+    if (nargs != 4 && nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "ufunc() takes a ufunc, an op index, a flag and 1 or 2 inputs");
+        return NULL;
+    }
+    reverse_state *st = PyType_GetModuleState(Py_TYPE(self));
+    if (!st || !st->tracked)
+        Py_RETURN_NONE;
+    long opi = PyLong_AsLong(args[1]);
+    if (opi == -1 && PyErr_Occurred())
+        return NULL;
+    if (opi < 0 || opi >= GT_OP_COUNT || gt_op_table[opi].arity != (int)nargs - 3) {
+        PyErr_SetString(PyExc_ValueError, "op_index: not an op of this arity");
+        return NULL;
+    }
+    int linear = PyObject_IsTrue(args[2]);
+    if (linear < 0)
+        return NULL;
+    int nin = (int)nargs - 3;
+    PyObject *vals[2] = {NULL, NULL};
+    long ids[2] = {-1, -1};
+    for (int k = 0; k < nin; k++) {
+        int r = fast_operand(self, st, args[3 + k], &vals[k], &ids[k]);
+        if (r <= 0)
+            return r < 0 ? NULL : Py_NewRef(Py_None);
+    }
+    PyObject *res = NULL, *yobj = PyObject_Vectorcall(args[0], vals, (size_t)nin, NULL);
+    PyArrayObject *y = NULL;
+    gt_buf bufs[3] = {{NULL, 0, NULL}, {NULL, 0, NULL}, {NULL, 0, NULL}};
+    if (!yobj)
+        return NULL;
+    y = (PyArrayObject *)PyArray_FROM_O(yobj); /* a 0-d result comes back as a NumPy scalar */
+    Py_DECREF(yobj);
+    if (!y)
+        return NULL;
+    int tn = PyArray_TYPE(y);
+    if (tn != NPY_DOUBLE && tn != NPY_FLOAT)
+        goto fallback;
+    npy_intp ysize = PyArray_SIZE(y);
+    for (int k = 0; k < nin; k++) {
+        /* a Tracked input of another dtype needs a cast node: the general path records it */
+        if (ids[k] >= 0 && PyArray_TYPE((PyArrayObject *)vals[k]) != tn)
+            goto fallback;
+        if (linear)
+            continue;
+        PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(vals[k], tn, 0, 0, NPY_ARRAY_CARRAY_RO);
+        if (!a) {
+            PyErr_Clear();
+            goto fallback;
+        }
+        if (PyArray_SIZE(a) != 1 && !PyArray_SAMESHAPE(a, y)) {
+            Py_DECREF(a); /* broadcasting: the general path materializes it */
+            goto fallback;
+        }
+        bufs[k].data = PyArray_DATA(a);
+        bufs[k].n = (size_t)PyArray_SIZE(a);
+        bufs[k].owner = a;
+    }
+    if (!linear) {
+        PyArrayObject *yc = (PyArrayObject *)PyArray_FROMANY((PyObject *)y, tn, 0, 0, NPY_ARRAY_CARRAY_RO);
+        if (!yc)
+            goto done;
+        bufs[2].data = PyArray_DATA(yc);
+        bufs[2].n = (size_t)ysize;
+        bufs[2].owner = yc;
+    }
+    long shape[64], id;
+    int nd = PyArray_NDIM(y);
+    for (int i = 0; i < nd; i++)
+        shape[i] = (long)PyArray_DIM(y, i);
+    int status = gt_tape_elementwise(t, &gt_op_table[opi], tn == NPY_DOUBLE ? GT_FLOAT64 : GT_FLOAT32,
+                                     nd, shape, ids, bufs[0], bufs[1], bufs[2], &id);
+    if (status != GT_OK) {
+        gt_raise_status(status, "elementwise");
+        goto done;
+    }
+    for (int k = 0; k < 3; k++)
+        bufs[k].owner = NULL; /* the tape owns them now */
+    PyObject *idobj = PyLong_FromLong(id);
+    if (!idobj)
+        goto done;
+    PyObject *targs[3] = {(PyObject *)y, (PyObject *)self, idobj};
+    res = PyObject_Vectorcall(st->tracked, targs, 3, NULL);
+    Py_DECREF(idobj);
+    goto done;
+fallback:
+    res = Py_NewRef(Py_None);
+done:
+    for (int k = 0; k < 3; k++)
+        drop_buf(&bufs[k]);
+    Py_DECREF(y);
+    return res;
 }
 
 PyDoc_STRVAR(linear_doc, "linear(dtype, shape, ids, coefs) -> id: y = sum coef_k * x_k (broadcast).");
@@ -537,7 +677,7 @@ static void Tape_dealloc(TapeObject *self)
 
 #define FAST(name) {#name, (PyCFunction)(void (*)(void))Tape_##name, METH_FASTCALL, name##_doc}
 static PyMethodDef Tape_methods[] = {
-    FAST(leaf), FAST(elementwise), FAST(linear), FAST(reshape), FAST(gather), FAST(reduce),
+    FAST(leaf), FAST(ufunc), FAST(elementwise), FAST(linear), FAST(reshape), FAST(gather), FAST(reduce),
     FAST(cumulative), FAST(matmul), FAST(cast), FAST(backward), FAST(adjoint),
     {"release", (PyCFunction)Tape_release, METH_NOARGS, release_doc},
     {NULL, NULL, 0, NULL},
@@ -596,7 +736,21 @@ static PyObject *alloc_fail_after(PyObject *Py_UNUSED(m), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(set_tracked_type_doc, "set_tracked_type(cls): the class Tape.ufunc wraps its outputs in "
+             "(called once by gradtest.reverse).");
+static PyObject *set_tracked_type(PyObject *m, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "cls: expected a class");
+        return NULL;
+    }
+    reverse_state *st = PyModule_GetState(m);
+    Py_XSETREF(st->tracked, Py_NewRef(cls));
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef reverse_methods[] = {
+    {"set_tracked_type", set_tracked_type, METH_O, set_tracked_type_doc},
     {"op_indices", op_indices, METH_NOARGS, op_indices_doc},
     {"alloc_live", alloc_live, METH_NOARGS, alloc_live_doc},
     {"alloc_fail_after", alloc_fail_after, METH_O, alloc_fail_after_doc},
@@ -606,6 +760,12 @@ static PyMethodDef reverse_methods[] = {
 static int reverse_exec(PyObject *module)
 {
     if (PyArray_ImportNumPyAPI() < 0)
+        return -1;
+    reverse_state *st = PyModule_GetState(module);
+    st->s_value = PyUnicode_InternFromString("value");
+    st->s_tape = PyUnicode_InternFromString("tape");
+    st->s_node = PyUnicode_InternFromString("node");
+    if (!st->s_value || !st->s_tape || !st->s_node)
         return -1;
     PyObject *type = PyType_FromModuleAndSpec(module, &Tape_spec, NULL);
     if (!type)
@@ -620,10 +780,32 @@ static PyModuleDef_Slot reverse_slots[] = {
     {0, NULL},
 };
 
+static int reverse_traverse(PyObject *m, visitproc visit, void *arg)
+{
+    reverse_state *st = PyModule_GetState(m);
+    if (st)
+        Py_VISIT(st->tracked);
+    return 0;
+}
+
+static int reverse_clear(PyObject *m)
+{
+    reverse_state *st = PyModule_GetState(m);
+    if (st) {
+        Py_CLEAR(st->tracked);
+        Py_CLEAR(st->s_value);
+        Py_CLEAR(st->s_tape);
+        Py_CLEAR(st->s_node);
+    }
+    return 0;
+}
+
+static void reverse_free(void *m) { reverse_clear((PyObject *)m); }
+
 static struct PyModuleDef reverse_module = {
     PyModuleDef_HEAD_INIT, "gradtest._reverse",
-    "The reverse-mode tape of gradtest, recorded and swept in C.", 0, reverse_methods, reverse_slots,
-    NULL, NULL, NULL,
+    "The reverse-mode tape of gradtest, recorded and swept in C.", sizeof(reverse_state),
+    reverse_methods, reverse_slots, reverse_traverse, reverse_clear, reverse_free,
 };
 
 PyMODINIT_FUNC PyInit__reverse(void) { return PyModuleDef_Init(&reverse_module); }

@@ -39,6 +39,9 @@ _OP_INDEX: dict[str, int] = _reverse.op_indices()
 _OP_INDEX["absolute"] = _OP_INDEX["abs"]  # np.abs is the ufunc named "absolute"
 _LINEAR_UFUNCS = frozenset({"add", "subtract", "negative", "positive"})
 _DTYPE_CODE = {np.dtype(np.float64): 0, np.dtype(np.float32): 1}
+# ufunc object -> (op index, linear), for the C fast path (sign is handled as non-differentiable)
+_FAST_UFUNCS = {getattr(np, name): (i, name in _LINEAR_UFUNCS)
+                for name, i in _OP_INDEX.items() if hasattr(np, name) and name != "sign"}
 
 # Ufuncs whose result is piecewise constant or not a float: they return plain NumPy values.
 _NONDIFFERENTIABLE_UFUNCS = frozenset({
@@ -107,30 +110,14 @@ class Tracked(ArrayLike):
 
     # ------------------------------------------------------------------ NumPy protocols
     def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        if kwargs.get("out") is not None:
-            raise NotImplementedError(
-                f"numpy.{ufunc.__name__} with out=: in-place operations on Tracked arrays are not "
-                "supported (they would overwrite values the tape has saved)"
-            )
-        name = ufunc.__name__
-        if method != "__call__":
-            return _ufunc_method(ufunc, method, inputs, kwargs)
-        if kwargs:
-            kwargs = {k: v for k, v in kwargs.items() if not (k == "out" and v is None)}
-            if any(k not in ("dtype", "casting") for k in kwargs):
-                raise NotImplementedError(
-                    f"numpy.{name} with {', '.join(sorted(kwargs))}= is not supported on Tracked arrays"
-                )
-        opi = _OP_INDEX.get(name)
-        if opi is not None and name != "sign":
-            return _elementwise(ufunc, opi, inputs)
-        if name in _NONDIFFERENTIABLE_UFUNCS:
-            return ufunc(*[_value(x) for x in inputs], **kwargs)
-        if name == "matmul":
-            return _matmul(*inputs)
-        if name == "conjugate":
-            return inputs[0]
-        raise NotImplementedError(f"gradtest's reverse mode does not support numpy.{name}")
+        if method == "__call__" and not kwargs:
+            entry = _FAST_UFUNCS.get(ufunc)
+            if entry is not None:
+                # the common case in C: same-dtype operands of equal shape or scalars
+                out = self.tape.ufunc(ufunc, entry[0], entry[1], *inputs)
+                if out is not None:
+                    return out
+        return _array_ufunc(ufunc, method, inputs, kwargs)
 
     def __array_function__(self, func: Callable, types: Any, args: Any, kwargs: Any) -> Any:
         handler = _FUNCTIONS.get(func)
@@ -160,6 +147,58 @@ class Tracked(ArrayLike):
 
     def copy(self) -> Tracked:
         return self
+
+
+def _fast_operator(ufunc: np.ufunc, reflected: bool) -> Callable[..., Any]:
+    """An arithmetic operator that goes straight to the C fast path, skipping NumPy's dispatch
+    (the general path through the ufunc is taken whenever the fast one declines)."""
+    opi, linear = _OP_INDEX[ufunc.__name__], ufunc.__name__ in _LINEAR_UFUNCS
+
+    if reflected:
+        def op(self: Tracked, other: Any) -> Any:
+            out = self.tape.ufunc(ufunc, opi, linear, other, self)
+            return ufunc(other, self) if out is None else out
+    else:
+        def op(self: Tracked, other: Any) -> Any:
+            out = self.tape.ufunc(ufunc, opi, linear, self, other)
+            return ufunc(self, other) if out is None else out
+    op.__name__ = f"__{'r' if reflected else ''}{ufunc.__name__}__"
+    return op
+
+
+for _name, _ufunc in (("add", np.add), ("sub", np.subtract), ("mul", np.multiply),
+                      ("truediv", np.divide), ("pow", np.power)):
+    setattr(Tracked, f"__{_name}__", _fast_operator(_ufunc, False))
+    setattr(Tracked, f"__r{_name}__", _fast_operator(_ufunc, True))
+del _name, _ufunc
+
+
+def _array_ufunc(ufunc: np.ufunc, method: str, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The general path of Tracked.__array_ufunc__: casts, broadcasting, reductions, errors."""
+    if kwargs.get("out") is not None:
+        raise NotImplementedError(
+            f"numpy.{ufunc.__name__} with out=: in-place operations on Tracked arrays are not "
+            "supported (they would overwrite values the tape has saved)"
+        )
+    name = ufunc.__name__
+    if method != "__call__":
+        return _ufunc_method(ufunc, method, inputs, kwargs)
+    if kwargs:
+        kwargs = {k: v for k, v in kwargs.items() if not (k == "out" and v is None)}
+        if any(k not in ("dtype", "casting") for k in kwargs):
+            raise NotImplementedError(
+                f"numpy.{name} with {', '.join(sorted(kwargs))}= is not supported on Tracked arrays"
+            )
+    opi = _OP_INDEX.get(name)
+    if opi is not None and name != "sign":
+        return _elementwise(ufunc, opi, inputs)
+    if name in _NONDIFFERENTIABLE_UFUNCS:
+        return ufunc(*[_value(x) for x in inputs], **kwargs)
+    if name == "matmul":
+        return _matmul(*inputs)
+    if name == "conjugate":
+        return inputs[0]
+    raise NotImplementedError(f"gradtest's reverse mode does not support numpy.{name}")
 
 
 # ---------------------------------------------------------------------- helpers
@@ -892,6 +931,8 @@ def _strip(out: Any) -> Any:
 
     return tree_map_outputs(lambda x: x.value if isinstance(x, Tracked) else x, out)
 
+
+_reverse.set_tracked_type(Tracked)
 
 register_backend(
     "reverse",
