@@ -17,6 +17,7 @@ typedef struct {
     PyObject_HEAD
     gt_tape *tape;  /* owned; NULL once released */
     int busy;       /* a sweep is running without the GIL */
+    int slow;       /* the fast path declines: every op goes through gradtest.reverse (order 2) */
 } TapeObject;
 
 /* Module state: the Python Tracked class, set once by gradtest.reverse, for the fast path. */
@@ -246,7 +247,7 @@ static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     reverse_state *st = PyType_GetModuleState(Py_TYPE(self));
-    if (!st || !st->tracked)
+    if (!st || !st->tracked || self->slow)
         Py_RETURN_NONE;
     long opi = PyLong_AsLong(args[1]);
     if (opi == -1 && PyErr_Occurred())
@@ -648,6 +649,20 @@ static PyObject *Tape_get_released(TapeObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->tape == NULL);
 }
 
+static PyObject *Tape_get_slow(TapeObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->slow);
+}
+
+static int Tape_set_slow(TapeObject *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    int v = value ? PyObject_IsTrue(value) : 0;
+    if (v < 0)
+        return -1;
+    self->slow = v;
+    return 0;
+}
+
 static Py_ssize_t Tape_len(TapeObject *self) { return (Py_ssize_t)gt_tape_size(self->tape); }
 
 static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -686,6 +701,8 @@ static PyMethodDef Tape_methods[] = {
 static PyGetSetDef Tape_getset[] = {
     {"nbytes", (getter)Tape_get_nbytes, NULL, "bytes of tape-owned memory", NULL},
     {"released", (getter)Tape_get_released, NULL, "whether release() was called", NULL},
+    {"slow", (getter)Tape_get_slow, (setter)Tape_set_slow,
+     "when true, Tape.ufunc declines so that every op is recorded by gradtest.reverse", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

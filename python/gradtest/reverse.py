@@ -32,7 +32,7 @@ from ._arraylike import ArrayLike
 from ._tree import flatten_args, output_leaves
 from .backends import register_backend
 
-__all__ = ["Tracked", "vjp", "gradient_reverse"]
+__all__ = ["Tracked", "vjp", "hvp", "gradient_reverse"]
 
 Tape = _reverse.Tape
 _OP_INDEX: dict[str, int] = _reverse.op_indices()
@@ -230,7 +230,9 @@ def _common_tape(xs: Sequence[Any]) -> Any:
 def _cast(x: Tracked, dtype: np.dtype) -> Tracked:
     if x.value.dtype == dtype:
         return x
-    return Tracked(x.value.astype(dtype), x.tape, x.tape.cast(_DTYPE_CODE[dtype], x.node))
+    out = Tracked(x.value.astype(dtype), x.tape, x.tape.cast(_DTYPE_CODE[dtype], x.node))
+    _log(out, [x], lambda g: [g.astype(x.dtype)])
+    return out
 
 
 def _node_as(x: Any, dtype: np.dtype) -> int:
@@ -270,7 +272,9 @@ def _elementwise(ufunc: np.ufunc, opi: int, inputs: tuple[Any, ...]) -> Any:
         a = _operand(vals[0], y)
         b = _operand(vals[1], y) if len(inputs) == 2 else None
         node = tape.elementwise(opi, y, a_id, a, b_id, b)
-    return Tracked(y, tape, node)
+    out = Tracked(y, tape, node)
+    _log(out, list(inputs), _elementwise_rule(ufunc.__name__, inputs, out))
+    return out
 
 
 def _ufunc_method(ufunc: np.ufunc, method: str, inputs: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -308,12 +312,16 @@ def _gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
     y = flat[idx]
     if tape is None:
         return y
-    return Tracked(y, tape, tape.gather(_DTYPE_CODE[dt], idx, ids, sizes))
+    out = Tracked(y, tape, tape.gather(_DTYPE_CODE[dt], idx, ids, sizes))
+    _log(out, list(xs), lambda g: _scatter_rule(g, idx, vals))
+    return out
 
 
 def _reshape_node(x: Tracked, shape: tuple[int, ...]) -> Tracked:
     y = x.value.reshape(shape)
-    return Tracked(y, x.tape, x.tape.reshape(y.shape, x.node))
+    out = Tracked(y, x.tape, x.tape.reshape(y.shape, x.node))
+    _log(out, [x], lambda g: [np.reshape(g, x.shape)])
+    return out
 
 
 def _normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
@@ -330,14 +338,22 @@ def _normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
 
 
 def _reduce(x: Tracked, axis: Any, keepdims: bool, coef: float, w: np.ndarray | None,
-            y: np.ndarray) -> Tracked:
+            y: np.ndarray, w_tracked: Callable[[Tracked, tuple[int, ...]], Any] | None = None) -> Tracked:
     axes = _normalize_axes(axis, x.ndim)
     kshape = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
     y = np.asarray(y, dtype=x.dtype)
     if keepdims:
         y = y.reshape(kshape)
     wbuf = None if w is None else np.ascontiguousarray(w, dtype=x.dtype)
-    return Tracked(y, x.tape, x.tape.reduce(y.shape, kshape, x.node, float(coef), wbuf))
+    out = Tracked(y, x.tape, x.tape.reduce(y.shape, kshape, x.node, float(coef), wbuf))
+
+    def rule(g: Any) -> list[Any]:
+        e = np.broadcast_to(np.reshape(g, kshape), x.shape) * coef
+        weights = w_tracked(out, kshape) if w_tracked is not None else w
+        return [e if weights is None else e * weights]
+
+    _log(out, [x], rule)
+    return out
 
 
 def _check_reduce_kwargs(name: str, kw: dict[str, Any]) -> None:
@@ -388,7 +404,15 @@ def _prod(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims
     _check_reduce_kwargs("prod", {"out": out, "initial": initial, "where": where})
     axes = _normalize_axes(axis, a.ndim)
     w = _exclusive_products(a.value, axes) if axes and a.size else None
-    return _reduce(a, axis, keepdims, 1.0, w, np.prod(a.value, axis=axis, keepdims=keepdims))
+    return _reduce(a, axis, keepdims, 1.0, w, np.prod(a.value, axis=axis, keepdims=keepdims),
+                   w_tracked=lambda y, kshape: _prod_weights(a, y, kshape))
+
+
+def _prod_weights(a: Tracked, y: Tracked, kshape: tuple[int, ...]) -> Any:
+    """Order 2: the exclusive products as a differentiable expression (prod / x)."""
+    if np.any(a.value == 0):
+        raise NotImplementedError("order 2 of numpy.prod over a zero element is not supported")
+    return np.reshape(y, kshape) / a
 
 
 def _extremum(fn: Callable, name: str) -> Callable:
@@ -436,6 +460,7 @@ def _cumulative(kind: str) -> Callable:
         y = np.ascontiguousarray(fn(x.value, axis=-1))
         xv = None if kind == "sum" else np.ascontiguousarray(x.value)
         res = Tracked(y, x.tape, x.tape.cumulative(kind, x.node, xv, None if kind == "sum" else y))
+        _log(res, [x], lambda g, x=x, res=res: [_cumulative_rule(kind, g, x, res)])
         return res if last else np.moveaxis(res, -1, axis)
     return handler
 
@@ -472,7 +497,9 @@ def _broadcast_to(array: Any, shape: Any, subok: bool = False) -> Any:
     shape = tuple(np.broadcast_shapes(np.shape(array.value), tuple(np.atleast_1d(shape))))
     y = np.ascontiguousarray(np.broadcast_to(array.value, shape))
     dt = array.value.dtype
-    return Tracked(y, array.tape, array.tape.linear(_DTYPE_CODE[dt], y.shape, (array.node,), (1.0,)))
+    out = Tracked(y, array.tape, array.tape.linear(_DTYPE_CODE[dt], y.shape, (array.node,), (1.0,)))
+    _log(out, [array], lambda g: [_sum_to(g, array.shape)])
+    return out
 
 
 def _moves(fn: Callable) -> Callable:
@@ -614,7 +641,11 @@ def _matmul_node(a: Any, b: Any, batch: int, m: int, k: int, n: int) -> Any:
         return y
     a_id = a.node if isinstance(a, Tracked) else -1
     b_id = b.node if isinstance(b, Tracked) else -1
-    return Tracked(y, tape, tape.matmul(y.shape, a_id, b_id, batch, m, k, n, av, bv))
+    out = Tracked(y, tape, tape.matmul(y.shape, a_id, b_id, batch, m, k, n, av, bv))
+    _log(out, [a, b], lambda g: [
+        np.matmul(g, np.swapaxes(b, -1, -2)) if isinstance(a, Tracked) else None,
+        np.matmul(np.swapaxes(a, -1, -2), g) if isinstance(b, Tracked) else None])
+    return out
 
 
 def _tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
@@ -930,6 +961,196 @@ def _strip(out: Any) -> Any:
     from ._tree import tree_map_outputs
 
     return tree_map_outputs(lambda x: x.value if isinstance(x, Tracked) else x, out)
+
+
+# ---------------------------------------------------------------------- order 2
+#
+# Hessian-vector products by reverse over reverse. While a tape is in "slow" mode every recording
+# also logs, in Python, how to express the node's VJP with Tracked operations. The first sweep is
+# then *replayed* with those operations on the same tape, so the gradient g(x) is itself a Tracked
+# array, and one C sweep from <g(x), v> gives H v. The VJPs of the replay are expressions of the
+# same primitives; the elementwise ones need the partials as differentiable expressions, which the
+# C op table (numbers only) cannot give: _PARTIAL_EXPRESSIONS holds them, and a test checks every
+# entry against the C table numerically.
+
+_LOGS: dict[int, list[tuple[Tracked, list[Any], Callable[[Any], list[Any]]]]] = {}
+_LN2, _LN10 = float(np.log(2.0)), float(np.log(10.0))
+
+_PARTIAL_EXPRESSIONS: dict[str, Callable[[Any, Any, Any], tuple[Any, ...]]] = {
+    "add": lambda a, b, y: (1.0, 1.0),
+    "subtract": lambda a, b, y: (1.0, -1.0),
+    "multiply": lambda a, b, y: (b, a),
+    "divide": lambda a, b, y: (1.0 / b, -y / b),
+    # log(a) only when the exponent is differentiated (a may be negative for a constant exponent)
+    "power": lambda a, b, y: (b * a ** (b - 1.0), y * np.log(a) if isinstance(b, Tracked) else 0.0),
+    "negative": lambda a, b, y: (-1.0,),
+    "positive": lambda a, b, y: (1.0,),
+    "exp": lambda a, b, y: (y,),
+    "expm1": lambda a, b, y: (y + 1.0,),
+    "exp2": lambda a, b, y: (y * _LN2,),
+    "log": lambda a, b, y: (1.0 / a,),
+    "log1p": lambda a, b, y: (1.0 / (a + 1.0),),
+    "log2": lambda a, b, y: (1.0 / (a * _LN2),),
+    "log10": lambda a, b, y: (1.0 / (a * _LN10),),
+    "sqrt": lambda a, b, y: (0.5 / y,),
+    "cbrt": lambda a, b, y: (1.0 / (3.0 * y * y),),
+    "square": lambda a, b, y: (2.0 * a,),
+    "reciprocal": lambda a, b, y: (-(y * y),),
+    "sin": lambda a, b, y: (np.cos(a),),
+    "cos": lambda a, b, y: (-np.sin(a),),
+    "tan": lambda a, b, y: (1.0 + y * y,),
+    "arcsin": lambda a, b, y: (1.0 / np.sqrt(1.0 - a * a),),
+    "arccos": lambda a, b, y: (-1.0 / np.sqrt(1.0 - a * a),),
+    "arctan": lambda a, b, y: (1.0 / (1.0 + a * a),),
+    "arctan2": lambda a, b, y: (b / (a * a + b * b), -a / (a * a + b * b)),
+    "sinh": lambda a, b, y: (np.cosh(a),),
+    "cosh": lambda a, b, y: (np.sinh(a),),
+    "tanh": lambda a, b, y: (1.0 - y * y,),
+    "arcsinh": lambda a, b, y: (1.0 / np.sqrt(a * a + 1.0),),
+    "arccosh": lambda a, b, y: (1.0 / np.sqrt(a * a - 1.0),),
+    "arctanh": lambda a, b, y: (1.0 / (1.0 - a * a),),
+    "hypot": lambda a, b, y: (a / y, b / y),
+}
+# piecewise-linear ops: their partials are locally constant, so the C table's numbers serve
+_PIECEWISE = frozenset({"abs", "absolute", "sign", "maximum", "minimum", "fmax", "fmin"})
+
+
+def _log(out: Tracked, inputs: list[Any], rule: Callable[[Any], list[Any]]) -> None:
+    log = _LOGS.get(id(out.tape))
+    if log is not None:
+        log.append((out, inputs, rule))
+
+
+def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
+    """g summed over the dimensions broadcast from `shape` (Python side of order 2 only)."""
+    if np.shape(_value(g)) == tuple(shape):
+        return g
+    lead = len(np.shape(_value(g))) - len(shape)
+    if lead:
+        g = np.sum(g, axis=tuple(range(lead)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and np.shape(_value(g))[i] != 1)
+    return np.sum(g, axis=axes, keepdims=True) if axes else g
+
+
+def _elementwise_rule(name: str, inputs: tuple[Any, ...], out: Tracked) -> Callable[[Any], list[Any]]:
+    def rule(g: Any) -> list[Any]:
+        a = inputs[0]
+        b = inputs[1] if len(inputs) == 2 else None
+        if name in _PIECEWISE:
+            from . import _core
+
+            vals = np.broadcast_arrays(*[np.asarray(_value(x), dtype=np.float64) for x in inputs])
+            parts = _core.op_partials("abs" if name == "absolute" else name, *vals)[1:]
+        else:
+            parts = _PARTIAL_EXPRESSIONS[name](a, b, out)
+        return [None if not isinstance(x, Tracked) else _sum_to(p * g, x.shape)
+                for x, p in zip(inputs, parts)]
+    return rule
+
+
+def _scatter_rule(g: Any, idx: np.ndarray, vals: list[np.ndarray]) -> list[Any]:
+    """The VJP of a gather, y.flat[j] = x.flat[idx[j]], as Tracked operations: a scatter-add, as a
+    segmented sum (sort by target, cumulative sum, difference at the segment ends)."""
+    total = int(sum(v.size for v in vals))
+    flat_idx = idx.ravel()
+    order = np.argsort(flat_idx, kind="stable")
+    counts = np.bincount(flat_idx, minlength=total)
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    z = np.ravel(g)[order]
+    c = np.concatenate([np.zeros(1, dtype=_value(g).dtype), np.cumsum(z)])
+    full = c[ends] - c[starts]
+    out, offset = [], 0
+    for v in vals:
+        out.append(np.reshape(full[offset:offset + v.size], v.shape))
+        offset += v.size
+    return out
+
+
+def _cumulative_rule(kind: str, g: Any, x: Tracked, y: Tracked) -> Any:
+    if kind == "sum":
+        return np.flip(np.cumsum(np.flip(g, -1), axis=-1), -1)
+    if np.any(x.value == 0):
+        raise NotImplementedError("order 2 of numpy.cumprod over a zero element is not supported")
+    return np.flip(np.cumsum(np.flip(g * y, -1), axis=-1), -1) / x
+
+
+def _replay_gradient(log: list[Any], out: Tracked, leaves: list[Tracked]) -> list[Any]:
+    """The gradient of `out` with respect to `leaves`, computed by Tracked operations recorded on
+    the tape (a replay of the backward sweep), so that it can be differentiated again."""
+    adj: dict[int, Any] = {out.node: np.ones(out.shape, dtype=out.dtype)}
+    for y, inputs, rule in reversed(log):
+        g = adj.pop(y.node, None)
+        if g is None:
+            continue
+        for x, c in zip(inputs, rule(g)):
+            if c is None or not isinstance(x, Tracked):
+                continue
+            prev = adj.get(x.node)
+            adj[x.node] = c if prev is None else prev + c
+    return [adj.get(leaf.node) for leaf in leaves]
+
+
+def hvp(f: Callable[..., Any], args: Sequence[Any], tangents: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Gradient and Hessian-vector product of a scalar ``f`` by reverse over reverse.
+
+    Parameters
+    ----------
+    f : callable
+        Returns a real scalar (or a size-1 array).
+    args : sequence
+        Positional arguments; floating NumPy arrays (inside any tree) are differentiated.
+    tangents : tree
+        The vector v: the argument tree's structure, with an array of each differentiated leaf's
+        shape in its place (anything, e.g. None, elsewhere).
+
+    Returns
+    -------
+    gradient, hvp : tuple
+        Argument trees with each differentiated array replaced by its gradient, respectively by
+        its block of ``H v``, and every other leaf by None.
+
+    Raises
+    ------
+    NotImplementedError
+        For prod and cumprod over zero elements, and for functions reverse mode does not support.
+    """
+    from ._tree import flatten_like
+
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(f"args: expected a tuple of positional arguments, got {type(args).__name__}")
+    flat = flatten_args(tuple(args))
+    vs = flatten_like(flat, tangents, "tangents")
+    vs = [np.asarray(vs[i], dtype=np.float64) for i in flat.differentiable]
+    for v, i in zip(vs, flat.differentiable):
+        if v.shape != flat.leaves[i].shape:
+            raise ValueError(f"tangents: expected shape {flat.leaves[i].shape} for {flat.paths[i]}, "
+                             f"got {v.shape}")
+    tape = Tape()
+    tape.slow = True
+    _LOGS[id(tape)] = []
+    try:
+        leaves = [Tracked.leaf(tape, flat.leaves[i]) for i in flat.differentiable]
+        out = f(*flat.call_args(dict(zip(flat.differentiable, leaves))))
+        if not isinstance(out, Tracked):
+            zeros = [np.zeros(x.shape) for x in leaves]
+            return flat.gradient_tree(zeros), flat.gradient_tree([z.copy() for z in zeros])
+        if out.size != 1:
+            raise ValueError(f"f returned an array of shape {out.shape}; hvp needs a scalar")
+        log = _LOGS.pop(id(tape))
+        tape.slow = False  # the replay itself is not differentiated a third time
+        grads = _replay_gradient(log, out, leaves)
+        inner = [np.sum(g * v.astype(g.dtype)) for g, v in zip(grads, vs) if isinstance(g, Tracked)]
+        total = inner[0] if inner else None
+        for term in inner[1:]:
+            total = total + term
+        hv = _seed_and_read(tape, total, None, leaves)
+        first = [np.zeros(x.shape) if g is None else np.array(_value(g), dtype=np.float64)
+                 for g, x in zip(grads, leaves)]
+        return flat.gradient_tree(first), flat.gradient_tree([h.astype(np.float64) for h in hv])
+    finally:
+        _LOGS.pop(id(tape), None)
+        tape.release()
 
 
 _reverse.set_tracked_type(Tracked)
