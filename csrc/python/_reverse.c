@@ -138,7 +138,7 @@ static PyObject *Tape_leaf(TapeObject *self, PyObject *const *args, Py_ssize_t n
 {
     gt_tape *t = live_tape(self);
     gt_dtype dtype;
-    long shape[64], id;
+    long shape[64], id = -1;
     if (!t || check_nargs(nargs, 2, "leaf") < 0 || parse_dtype(args[0], &dtype) < 0)
         return NULL;
     int nd = parse_longs(args[1], shape, 64, "shape");
@@ -157,7 +157,7 @@ static PyObject *Tape_elementwise(TapeObject *self, PyObject *const *args, Py_ss
     gt_tape *t = live_tape(self);
     if (!t || check_nargs(nargs, 6, "elementwise") < 0)
         return NULL;
-    long opi = PyLong_AsLong(args[0]), in[2], id, shape[64];
+    long opi = PyLong_AsLong(args[0]), in[2], id = -1, shape[64];
     if (opi == -1 && PyErr_Occurred())
         return NULL;
     if (opi < 0 || opi >= GT_OP_COUNT) {
@@ -307,7 +307,7 @@ static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t 
         bufs[2].n = (size_t)ysize;
         bufs[2].owner = yc;
     }
-    long shape[64], id;
+    long shape[64], id = -1;
     int nd = PyArray_NDIM(y);
     for (int i = 0; i < nd; i++)
         shape[i] = (long)PyArray_DIM(y, i);
@@ -340,7 +340,7 @@ static PyObject *Tape_linear(TapeObject *self, PyObject *const *args, Py_ssize_t
 {
     gt_tape *t = live_tape(self);
     gt_dtype dtype;
-    long shape[64], id;
+    long shape[64], id = -1;
     if (!t || check_nargs(nargs, 4, "linear") < 0 || parse_dtype(args[0], &dtype) < 0)
         return NULL;
     int nd = parse_longs(args[1], shape, 64, "shape");
@@ -384,7 +384,7 @@ PyDoc_STRVAR(reshape_doc, "reshape(shape, x_id) -> id.");
 static PyObject *Tape_reshape(TapeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     gt_tape *t = live_tape(self);
-    long shape[64], x, id;
+    long shape[64], x, id = -1;
     if (!t || check_nargs(nargs, 2, "reshape") < 0 || parse_id(args[1], &x) < 0)
         return NULL;
     int nd = parse_longs(args[0], shape, 64, "shape");
@@ -401,7 +401,7 @@ static PyObject *Tape_gather(TapeObject *self, PyObject *const *args, Py_ssize_t
 {
     gt_tape *t = live_tape(self);
     gt_dtype dtype;
-    long shape[64], id;
+    long shape[64], id = -1;
     if (!t || check_nargs(nargs, 4, "gather") < 0 || parse_dtype(args[0], &dtype) < 0)
         return NULL;
     if (!PyArray_Check(args[1]) || PyArray_TYPE((PyArrayObject *)args[1]) != NPY_INTP) {
@@ -446,7 +446,7 @@ PyDoc_STRVAR(reduce_doc, "reduce(shape, kshape, x_id, coef, w) -> id: y = coef *
 static PyObject *Tape_reduce(TapeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     gt_tape *t = live_tape(self);
-    long shape[64], kshape[64], x, id;
+    long shape[64], kshape[64], x, id = -1;
     gt_dtype dtype;
     if (!t || check_nargs(nargs, 5, "reduce") < 0 || parse_id(args[2], &x) < 0)
         return NULL;
@@ -477,7 +477,7 @@ PyDoc_STRVAR(cumulative_doc, "cumulative(kind, x_id, x, y) -> id: kind 'sum' or 
 static PyObject *Tape_cumulative(TapeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     gt_tape *t = live_tape(self);
-    long x, id;
+    long x, id = -1;
     gt_dtype dtype;
     if (!t || check_nargs(nargs, 4, "cumulative") < 0 || parse_id(args[1], &x) < 0)
         return NULL;
@@ -511,7 +511,7 @@ PyDoc_STRVAR(matmul_doc, "matmul(shape, a_id, b_id, batch, m, k, n, a, b) -> id:
 static PyObject *Tape_matmul(TapeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     gt_tape *t = live_tape(self);
-    long shape[64], in[2], dims[4], id;
+    long shape[64], in[2], dims[4], id = -1;
     if (!t || check_nargs(nargs, 9, "matmul") < 0)
         return NULL;
     int nd = parse_longs(args[0], shape, 64, "shape");
@@ -550,7 +550,7 @@ static PyObject *Tape_cast(TapeObject *self, PyObject *const *args, Py_ssize_t n
 {
     gt_tape *t = live_tape(self);
     gt_dtype dtype;
-    long x, id;
+    long x, id = -1;
     if (!t || check_nargs(nargs, 2, "cast") < 0 || parse_dtype(args[0], &dtype) < 0 ||
         parse_id(args[1], &x) < 0)
         return NULL;
