@@ -11,8 +11,6 @@ from gradtest import Tracked, vjp
 from gradtest import _reverse
 from gradtest.reverse import gradient_reverse
 
-from reverse_helpers import assert_reverse_matches_fd
-
 
 def check(f, *args, **kw) -> None:
     """The reverse backend passes check_gradients against the finite-difference ground truth."""

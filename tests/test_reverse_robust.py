@@ -15,7 +15,24 @@ import gradtest
 from gradtest import Tracked, _reverse
 from gradtest.reverse import gradient_reverse
 
-from reverse_helpers import fd_gradient
+
+
+def fd_gradient(f, args, h=1e-6):
+    """Central differences of the scalar f with respect to every argument (plain NumPy)."""
+    args = [np.array(a, dtype=np.float64) for a in args]
+    grads = []
+    for a in args:
+        g = np.zeros_like(a)
+        for j in np.ndindex(a.shape):
+            old = a[j]
+            a[j] = old + h
+            up = float(f(*args))
+            a[j] = old - h
+            down = float(f(*args))
+            a[j] = old
+            g[j] = (up - down) / (2 * h)
+        grads.append(g)
+    return grads
 
 # ---------------------------------------------------------------- a seeded random-program generator
 
