@@ -34,24 +34,30 @@ BENCH = "reverse"
 N_OPS = 20
 
 
-def _best(fn: Callable[[], Any], min_time: float, repeat: int = 5) -> float:
-    """Best seconds per call of fn over `repeat` rounds of at least `min_time / repeat` each."""
-    fn()
-    number = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_time / repeat or number > 1 << 20:
-            break
-        number *= 4
-    best = elapsed / number
-    for _ in range(repeat - 1):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / number)
+
+
+def _best_interleaved(fns: dict[str, Callable[[], Any]], min_time: float, rounds: int = 7) -> dict[str, float]:
+    """Best seconds per call of each fn, measured in alternating rounds so that a load spike on a
+    shared machine hits all of them alike (their ratios are what the rows report)."""
+    numbers = {}
+    for name, fn in fns.items():
+        fn()
+        number = 1
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            if time.perf_counter() - t0 >= min_time / rounds or number > 1 << 20:
+                break
+            number *= 2
+        numbers[name] = number
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(numbers[name]):
+                fn()
+            best[name] = min(best[name], (time.perf_counter() - t0) / numbers[name])
     return best
 
 
@@ -109,28 +115,23 @@ def _optional(name: str) -> Any:
 
 
 def bench_small(min_time: float) -> list[dict[str, Any]]:
-    rows = []
     x = np.linspace(0.1, 0.8, 8)
     g = reverse_grad_chain(x)
     np.testing.assert_allclose(g, chain_backward_numpy(x), rtol=1e-12)
-    t_numpy = _best(lambda: np.sum(chain(x)), min_time)
-    t_ours = _best(lambda: reverse_grad_chain(x), min_time)
-    per_op = t_ours / (N_OPS + 1) * 1e6
-    rows.append(_row("chain-8: ours, fwd+bwd per op", per_op, "us"))
-    rows.append(_row("chain-8: ours / numpy forward", t_ours / t_numpy, "x"))
+    fns: dict[str, Callable[[], Any]] = {
+        "numpy": lambda: np.sum(chain(x)),
+        "ours": lambda: reverse_grad_chain(x),
+    }
     ag = _optional("autograd")
     if ag is not None:
         import autograd.numpy as anp
 
         agrad = ag.grad(lambda v: anp.sum(chain(v, anp)))
         np.testing.assert_allclose(agrad(x), g, rtol=1e-12)
-        t_ag = _best(lambda: agrad(x), min_time)
-        rows.append(_row("chain-8: HIPS autograd, fwd+bwd per op", t_ag / (N_OPS + 1) * 1e6, "us"))
-        rows.append(_row("chain-8: autograd / ours", t_ag / t_ours, "x", ">= 5"))
-    else:
-        rows.append(_row("chain-8: autograd / ours (autograd not installed)", float("nan"), "x", ">= 5"))
+        fns["autograd"] = lambda: agrad(x)
     torch = _optional("torch")
     if torch is not None:
+        torch.set_num_threads(1)  # 8 elements: threads only add overhead
         xt = torch.tensor(x)
 
         def torch_grad() -> Any:
@@ -139,9 +140,19 @@ def bench_small(min_time: float) -> list[dict[str, Any]]:
             return v.grad
 
         np.testing.assert_allclose(torch_grad().numpy(), g, rtol=1e-12)
-        t_torch = _best(torch_grad, min_time)
-        rows.append(_row("chain-8: torch autograd, fwd+bwd per op", t_torch / (N_OPS + 1) * 1e6, "us"))
-        rows.append(_row("chain-8: torch / ours", t_torch / t_ours, "x", ">= 1"))
+        fns["torch"] = torch_grad
+    t = _best_interleaved(fns, min_time * len(fns))
+    per_op = {name: v / (N_OPS + 1) * 1e6 for name, v in t.items()}
+    rows = [_row("chain-8: ours, fwd+bwd per op", per_op["ours"], "us"),
+            _row("chain-8: ours / numpy forward", t["ours"] / t["numpy"], "x")]
+    if "autograd" in t:
+        rows.append(_row("chain-8: HIPS autograd, fwd+bwd per op", per_op["autograd"], "us"))
+        rows.append(_row("chain-8: autograd / ours", t["autograd"] / t["ours"], "x", ">= 5"))
+    else:
+        rows.append(_row("chain-8: autograd / ours (autograd not installed)", float("nan"), "x", ">= 5"))
+    if "torch" in t:
+        rows.append(_row("chain-8: torch autograd, fwd+bwd per op", per_op["torch"], "us"))
+        rows.append(_row("chain-8: torch / ours", t["torch"] / t["ours"], "x", ">= 1"))
     else:
         rows.append(_row("chain-8: torch / ours (torch not installed)", float("nan"), "x", ">= 1"))
     return rows
@@ -150,12 +161,12 @@ def bench_small(min_time: float) -> list[dict[str, Any]]:
 def bench_large(min_time: float, n: int) -> list[dict[str, Any]]:
     x = np.linspace(0.1, 0.8, n)
     np.testing.assert_allclose(reverse_grad_chain(x), chain_backward_numpy(x), rtol=1e-12)
-    t_hand = _best(lambda: chain_backward_numpy(x), min_time, repeat=3)
-    t_ours = _best(lambda: reverse_grad_chain(x), min_time, repeat=3)
+    t = _best_interleaved({"hand": lambda: chain_backward_numpy(x), "ours": lambda: reverse_grad_chain(x)},
+                          min_time, rounds=5)
     return [
-        _row(f"chain-{n:.0e}: numpy fwd + hand bwd", t_hand * 1e3, "ms"),
-        _row(f"chain-{n:.0e}: ours fwd+bwd", t_ours * 1e3, "ms"),
-        _row(f"chain-{n:.0e}: ours / (numpy fwd + hand bwd)", t_ours / t_hand, "x", "<= 1.5"),
+        _row(f"chain-{n:.0e}: numpy fwd + hand bwd", t["hand"] * 1e3, "ms"),
+        _row(f"chain-{n:.0e}: ours fwd+bwd", t["ours"] * 1e3, "ms"),
+        _row(f"chain-{n:.0e}: ours / (numpy fwd + hand bwd)", t["ours"] / t["hand"], "x", "<= 1.5"),
     ]
 
 
@@ -193,8 +204,7 @@ def bench_mlp(min_time: float) -> list[dict[str, Any]]:
             tape.release()
 
     g = ours()
-    t_ours = _best(ours, min_time)
-    rows = [_row(f"mlp ({n_params} params): ours", t_ours * 1e6, "us")]
+    fns: dict[str, Callable[[], Any]] = {"ours": ours}
     ag = _optional("autograd")
     if ag is not None:
         import autograd.numpy as anp
@@ -202,11 +212,10 @@ def bench_mlp(min_time: float) -> list[dict[str, Any]]:
         agrad = ag.grad(lambda ps: mlp_loss(ps, x, y, anp))
         for a, b in zip(agrad(params), g):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
-        t_ag = _best(lambda: agrad(params), min_time)
-        rows.append(_row("mlp: HIPS autograd", t_ag * 1e6, "us"))
-        rows.append(_row("mlp: autograd / ours", t_ag / t_ours, "x", "> 1"))
+        fns["autograd"] = lambda: agrad(params)
     torch = _optional("torch")
     if torch is not None:
+        torch.set_num_threads(1)
         tp = [torch.tensor(p) for p in params]
         xt, yt = torch.tensor(x), torch.tensor(y)
 
@@ -215,9 +224,17 @@ def bench_mlp(min_time: float) -> list[dict[str, Any]]:
             mlp_loss(ps, xt, yt, torch).backward()
             return [p.grad for p in ps]
 
-        t_torch = _best(torch_grad, min_time)
-        rows.append(_row("mlp: torch", t_torch * 1e6, "us"))
-        rows.append(_row("mlp: torch / ours", t_torch / t_ours, "x", ">= 1"))
+        for a, b in zip(torch_grad(), g):
+            np.testing.assert_allclose(a.numpy(), b, rtol=1e-10, atol=1e-14)
+        fns["torch"] = torch_grad
+    t = _best_interleaved(fns, min_time * len(fns))
+    rows = [_row(f"mlp ({n_params} params): ours", t["ours"] * 1e6, "us")]
+    if "autograd" in t:
+        rows.append(_row("mlp: HIPS autograd", t["autograd"] * 1e6, "us"))
+        rows.append(_row("mlp: autograd / ours", t["autograd"] / t["ours"], "x", "> 1"))
+    if "torch" in t:
+        rows.append(_row("mlp: torch (1 thread)", t["torch"] * 1e6, "us"))
+        rows.append(_row("mlp: torch / ours", t["torch"] / t["ours"], "x", ">= 1"))
     return rows
 
 

@@ -9,6 +9,8 @@
 #define NPY_NO_DEPRECATED_API NPY_1_23_API_VERSION
 #include <numpy/arrayobject.h>
 
+#include <structmember.h>
+
 #include "gt_glue.h"
 #include "ops.h"
 #include "tape.h"
@@ -24,6 +26,7 @@ typedef struct {
 typedef struct {
     PyObject *tracked; /* strong reference or NULL */
     PyObject *s_value, *s_tape, *s_node;
+    Py_ssize_t off_value, off_tape, off_node; /* byte offsets of Tracked's __slots__ */
 } reverse_state;
 
 static void release_owner(void *owner) { Py_DecRef((PyObject *)owner); }
@@ -322,9 +325,16 @@ static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t 
     PyObject *idobj = PyLong_FromLong(id);
     if (!idobj)
         goto done;
-    PyObject *targs[3] = {(PyObject *)y, (PyObject *)self, idobj};
-    res = PyObject_Vectorcall(st->tracked, targs, 3, NULL);
-    Py_DECREF(idobj);
+    /* a Tracked without running __init__: its three slots are filled directly */
+    PyTypeObject *tt = (PyTypeObject *)st->tracked;
+    res = tt->tp_alloc(tt, 0);
+    if (!res) {
+        Py_DECREF(idobj);
+        goto done;
+    }
+    *(PyObject **)((char *)res + st->off_value) = Py_NewRef((PyObject *)y);
+    *(PyObject **)((char *)res + st->off_tape) = Py_NewRef((PyObject *)self);
+    *(PyObject **)((char *)res + st->off_node) = idobj;
     goto done;
 fallback:
     res = Py_NewRef(Py_None);
@@ -762,6 +772,25 @@ static PyObject *set_tracked_type(PyObject *m, PyObject *cls)
         return NULL;
     }
     reverse_state *st = PyModule_GetState(m);
+    const char *names[3] = {"value", "tape", "node"};
+    Py_ssize_t offsets[3];
+    for (int i = 0; i < 3; i++) {
+        PyObject *d = PyObject_GetAttrString(cls, names[i]);
+        if (!d)
+            return NULL;
+        int ok = Py_IS_TYPE(d, &PyMemberDescr_Type) &&
+                 ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX;
+        if (ok)
+            offsets[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        Py_DECREF(d);
+        if (!ok) {
+            PyErr_Format(PyExc_TypeError, "cls: expected a class with a __slots__ entry %s", names[i]);
+            return NULL;
+        }
+    }
+    st->off_value = offsets[0];
+    st->off_tape = offsets[1];
+    st->off_node = offsets[2];
     Py_XSETREF(st->tracked, Py_NewRef(cls));
     Py_RETURN_NONE;
 }
