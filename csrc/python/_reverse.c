@@ -205,6 +205,17 @@ static PyObject *Tape_elementwise(TapeObject *self, PyObject *const *args, Py_ss
 }
 
 
+/* A new reference to obj as an aligned C-contiguous array of `typenum` (safe casts only). */
+static PyArrayObject *as_carray(PyObject *obj, int typenum)
+{
+    if (PyArray_CheckExact(obj)) {
+        PyArrayObject *a = (PyArrayObject *)obj;
+        if (PyArray_TYPE(a) == typenum && PyArray_IS_C_CONTIGUOUS(a) && PyArray_ISALIGNED(a))
+            return (PyArrayObject *)Py_NewRef(obj);
+    }
+    return (PyArrayObject *)PyArray_FROMANY(obj, typenum, 0, 0, NPY_ARRAY_CARRAY_RO);
+}
+
 /* One operand of the fast path: a Tracked of this tape (value and node id, borrowed value) or a
  * constant. Returns 1 on success, 0 when the slow path must handle it, -1 on error. */
 static int fast_operand(TapeObject *self, reverse_state *st, PyObject *x, PyObject **val, long *id)
@@ -214,23 +225,15 @@ static int fast_operand(TapeObject *self, reverse_state *st, PyObject *x, PyObje
         *id = -1;
         return 1;
     }
-    PyObject *tape = PyObject_GetAttr(x, st->s_tape);
-    if (!tape)
-        return -1;
-    Py_DECREF(tape); /* the Tracked keeps it alive */
-    if (tape != (PyObject *)self)
-        return 0;
-    PyObject *node = PyObject_GetAttr(x, st->s_node);
-    if (!node)
-        return -1;
+    /* the slots, read in place (borrowed; the Tracked keeps them alive) */
+    PyObject *tape = *(PyObject **)((char *)x + st->off_tape);
+    PyObject *node = *(PyObject **)((char *)x + st->off_node);
+    PyObject *v = *(PyObject **)((char *)x + st->off_value);
+    if (tape != (PyObject *)self || !node || !v || !PyArray_Check(v))
+        return 0; /* another tape, or an unset slot: the general path reports it */
     *id = PyLong_AsLong(node);
-    Py_DECREF(node);
     if (*id == -1 && PyErr_Occurred())
         return -1;
-    PyObject *v = PyObject_GetAttr(x, st->s_value);
-    if (!v)
-        return -1;
-    Py_DECREF(v); /* borrowed from the Tracked */
     *val = v;
     return 1;
 }
@@ -289,7 +292,7 @@ static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t 
             goto fallback;
         if (linear)
             continue;
-        PyArrayObject *a = (PyArrayObject *)PyArray_FROMANY(vals[k], tn, 0, 0, NPY_ARRAY_CARRAY_RO);
+        PyArrayObject *a = as_carray(vals[k], tn);
         if (!a) {
             PyErr_Clear();
             goto fallback;
@@ -303,7 +306,7 @@ static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t 
         bufs[k].owner = a;
     }
     if (!linear) {
-        PyArrayObject *yc = (PyArrayObject *)PyArray_FROMANY((PyObject *)y, tn, 0, 0, NPY_ARRAY_CARRAY_RO);
+        PyArrayObject *yc = as_carray((PyObject *)y, tn);
         if (!yc)
             goto done;
         bufs[2].data = PyArray_DATA(yc);
