@@ -8,7 +8,7 @@ import pytest
 
 import gradtest
 from gradtest import Tracked, vjp
-from gradtest import _reverse
+from gradtest import _core, _reverse
 from gradtest.reverse import gradient_reverse
 
 
@@ -24,11 +24,9 @@ def rand(rng, *shape, lo=0.2, hi=0.9, dtype=np.float64):
 
 
 OP_TABLE = _reverse.op_indices()
-UNARY = [name for name, i in OP_TABLE.items()
-         if name not in ("add", "subtract", "multiply", "divide", "power", "arctan2", "hypot",
-                         "maximum", "minimum", "fmax", "fmin")]
-BINARY = ["add", "subtract", "multiply", "divide", "power", "arctan2", "hypot",
-          "maximum", "minimum", "fmax", "fmin"]
+# every op of the shared table, read from the table itself so that new entries are tested too
+UNARY = [op["name"] for op in _core.op_table() if op["arity"] == 1]
+BINARY = [op["name"] for op in _core.op_table() if op["arity"] == 2]
 # shapes of (a, b): same, broadcast in a, broadcast in b, both, a 0-d, b a Python scalar
 BROADCASTS = [((3, 4), (3, 4)), ((1, 4), (3, 4)), ((3, 4), (4,)), ((3, 1), (1, 4)),
               ((), (2, 3)), ((2, 3), None)]
@@ -36,6 +34,7 @@ BROADCASTS = [((3, 4), (3, 4)), ((1, 4), (3, 4)), ((3, 4), (4,)), ((3, 1), (1, 4
 
 def test_op_lists_cover_the_table():
     assert sorted(UNARY + BINARY) == sorted(OP_TABLE)
+    assert {"sin", "arccosh", "hypot", "fmin"} <= set(OP_TABLE)
 
 
 @pytest.mark.parametrize("name", UNARY)
@@ -295,7 +294,7 @@ def test_non_differentiable_functions_return_plain_values(rng):
 
 
 @pytest.mark.parametrize("f, name", [
-    (lambda x: np.logaddexp(x, x), "logaddexp"),
+    (lambda x: np.float_power(x, 2.0), "float_power"),
     (lambda x: np.linalg.inv(x), "linalg.inv"),
     (lambda x: np.fft.fft(x), "fft"),
     (lambda x: np.einsum("ii->i", x), "repeated index"),

@@ -35,8 +35,10 @@ def check_hvp(f, *args, seed=0, rtol=1e-5, atol=1e-6, grad_rtol=1e-10, h=1e-5):
 def test_partial_expressions_match_the_op_table():
     rng = np.random.default_rng(0)
     names = set(_PARTIAL_EXPRESSIONS) | (_PIECEWISE - {"absolute"})
-    assert names == set(UNARY + BINARY)
+    assert set(UNARY + BINARY) <= names, "an op of the table has no order-2 expression"
     for name, expr in _PARTIAL_EXPRESSIONS.items():
+        if name not in UNARY + BINARY:
+            continue
         lo, hi = (1.2, 2.0) if name == "arccosh" else (0.2, 0.9)
         a = rng.uniform(lo, hi, 7)
         b = rng.uniform(0.2, 0.9, 7)

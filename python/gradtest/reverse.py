@@ -1010,6 +1010,11 @@ _PARTIAL_EXPRESSIONS: dict[str, Callable[[Any, Any, Any], tuple[Any, ...]]] = {
     "arccosh": lambda a, b, y: (1.0 / np.sqrt(a * a - 1.0),),
     "arctanh": lambda a, b, y: (1.0 / (1.0 - a * a),),
     "hypot": lambda a, b, y: (a / y, b / y),
+    "logaddexp": lambda a, b, y: (np.exp(a - y), np.exp(b - y)),
+    "logaddexp2": lambda a, b, y: (np.exp2(a - y), np.exp2(b - y)),
+    # the quotient's floor/trunc is piecewise constant: a plain value, as in the op table
+    "remainder": lambda a, b, y: (1.0, -np.floor(_value(a) / _value(b))),
+    "fmod": lambda a, b, y: (1.0, -np.trunc(_value(a) / _value(b))),
 }
 # piecewise-linear ops: their partials are locally constant, so the C table's numbers serve
 _PIECEWISE = frozenset({"abs", "absolute", "sign", "maximum", "minimum", "fmax", "fmin"})
