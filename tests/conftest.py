@@ -1,12 +1,19 @@
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
 import gradtest
 from gradtest.backends import unregister_backend
 
-pytest_plugins = ["pytester"]
+# An installed gradtest brings its pytest plugin through the `pytest11` entry point, which pytest
+# loads before this file. A source checkout (PYTHONPATH=python) has no entry point, so the plugin
+# is loaded here; only then, because pluggy refuses one module under two names.
+pytest_plugins = ["pytester"] + (
+    [] if "gradtest.pytest_plugin" in sys.modules else ["gradtest.pytest_plugin"]
+)
 
 
 @pytest.fixture

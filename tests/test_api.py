@@ -82,7 +82,7 @@ def test_single_element_error_in_large_gradient_is_caught_by_default(rng):
         g[12_345] *= 1 + 1e-3
         return (g,)
 
-    report = check_gradients(lambda x: np.dot(x, x), x, gradient=grad)
+    report = check_gradients(lambda x: np.sum(x * x), x, gradient=grad)
     assert report.outcomes["user"].status == "fail"
     assert report.outcomes["user"].worst.index == (12_345,)
     assert report.mode == "full"
@@ -359,6 +359,19 @@ class TestModes:
         assert report.mode == "directional"
         assert any("time_budget" in n for n in report.notes)
         assert "directional mode" in str(report)
+
+    def test_auto_gives_way_when_the_full_run_reaches_the_budget(self, rng):
+        import time
+
+        def slow(x):
+            time.sleep(0.002)
+            return np.sum(x**2)
+
+        x = rng.standard_normal(60)  # estimate ~0.5 s: within 10x of the budget, so full is tried
+        report = check_gradients(slow, x, gradient=lambda x: (2 * x,), time_budget=0.1, n_directions=4)
+        assert report.mode == "directional", str(report)
+        assert any("reached time_budget" in n for n in report.notes)
+        assert report.passed
 
     @pytest.mark.parametrize("method", ["central", "forward", "backward"])
     @pytest.mark.parametrize("richardson", [True, False])

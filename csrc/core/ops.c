@@ -46,6 +46,29 @@ static double v_maximum(double a, double b) { return (isnan(a) || isnan(b)) ? a 
 static double v_minimum(double a, double b) { return (isnan(a) || isnan(b)) ? a + b : (a <= b ? a : b); }
 static double v_fmax(double a, double b) { return fmax(a, b); }
 static double v_fmin(double a, double b) { return fmin(a, b); }
+static double v_logaddexp(double a, double b)
+{
+    if (a == b)
+        return a + LN2; /* also right for a == b == +-inf, where the general form gives NaN */
+    double hi = a > b ? a : b, lo = a > b ? b : a;
+    return hi + log1p(exp(lo - hi));
+}
+static double v_logaddexp2(double a, double b)
+{
+    if (a == b)
+        return a + 1.0;
+    double hi = a > b ? a : b, lo = a > b ? b : a;
+    return hi + log1p(exp2(lo - hi)) / LN2;
+}
+static double v_remainder(double a, double b)
+{
+    /* Python's %: the sign of b */
+    double r = fmod(a, b);
+    if (r != 0.0 && ((r < 0.0) != (b < 0.0)))
+        r += b;
+    return r;
+}
+static double v_fmod(double a, double b) { return fmod(a, b); }
 
 /* partials; the names say which argument: d0 = dy/da, d1 = dy/db */
 static double one(double a, double b, double y) { (void)a; (void)b; (void)y; return 1.0; }
@@ -103,6 +126,14 @@ static double fmax_d1(double a, double b, double y) { (void)y; return isnan(b) ?
 static double fmin_d0(double a, double b, double y) { (void)y; return isnan(a) ? 0.0 : isnan(b) ? 1.0 : a < b ? 1.0 : a == b ? 0.5 : 0.0; }
 static double fmin_d1(double a, double b, double y) { (void)y; return isnan(b) ? 0.0 : isnan(a) ? 1.0 : b < a ? 1.0 : a == b ? 0.5 : 0.0; }
 
+/* logaddexp: d/da = exp(a - y) = a's softmax weight; logaddexp2 the same in base 2 */
+static double logaddexp_d0(double a, double b, double y) { (void)b; return exp(a - y); }
+static double logaddexp_d1(double a, double b, double y) { (void)a; return exp(b - y); }
+static double logaddexp2_d0(double a, double b, double y) { (void)b; return exp2(a - y); }
+static double logaddexp2_d1(double a, double b, double y) { (void)a; return exp2(b - y); }
+static double remainder_d1(double a, double b, double y) { (void)y; return -floor(a / b); }
+static double fmod_d1(double a, double b, double y) { (void)y; return -trunc(a / b); }
+
 #define SMOOTH "smooth on its domain"
 #define OP1(ID, NAME, D0, RULE) [ID] = {ID, #NAME, 1, v_##NAME, {D0, NULL}, RULE}
 #define OP2(ID, NAME, D0, D1, RULE) [ID] = {ID, #NAME, 2, v_##NAME, {D0, D1}, RULE}
@@ -146,6 +177,10 @@ const gt_op gt_op_table[GT_OP_COUNT] = {
     OP2(GT_OP_MINIMUM, minimum, min_d0, min_d1, "ties split the gradient 0.5/0.5; NaN propagates"),
     OP2(GT_OP_FMAX, fmax, fmax_d0, fmax_d1, "ties split 0.5/0.5; the non-NaN argument takes it all"),
     OP2(GT_OP_FMIN, fmin, fmin_d0, fmin_d1, "ties split 0.5/0.5; the non-NaN argument takes it all"),
+    OP2(GT_OP_LOGADDEXP, logaddexp, logaddexp_d0, logaddexp_d1, SMOOTH),
+    OP2(GT_OP_LOGADDEXP2, logaddexp2, logaddexp2_d0, logaddexp2_d1, SMOOTH),
+    OP2(GT_OP_REMAINDER, remainder, one, remainder_d1, "jumps where floor(a/b) changes are ignored"),
+    OP2(GT_OP_FMOD, fmod, one, fmod_d1, "jumps where trunc(a/b) changes are ignored"),
 };
 
 const gt_op *gt_op_lookup(const char *name)

@@ -14,7 +14,9 @@
  *   fmax/fmin give the whole gradient to the non-NaN argument, and split at ties;
  *   sqrt'(0) = +inf, log'(0) = +inf: the true one-sided limits, never silently clamped;
  *   power: d/db a**b = a**b * log(a) is taken as 0 where a == 0 (the b-derivative of 0**b for b > 0),
- *          and d/da a**b = b * a**(b-1) is 0 where b == 0.
+ *          and d/da a**b = b * a**(b-1) is 0 where b == 0;
+ *   remainder/fmod: the derivative of the smooth piece, d/da = 1 and d/db = -floor(a/b) (remainder)
+ *          or -trunc(a/b) (fmod); the jumps where the quotient changes are ignored.
  */
 #ifndef GT_OPS_H
 #define GT_OPS_H
@@ -31,6 +33,7 @@ typedef enum gt_op_id {
     GT_OP_SIN, GT_OP_COS, GT_OP_TAN, GT_OP_ARCSIN, GT_OP_ARCCOS, GT_OP_ARCTAN, GT_OP_ARCTAN2,
     GT_OP_SINH, GT_OP_COSH, GT_OP_TANH, GT_OP_ARCSINH, GT_OP_ARCCOSH, GT_OP_ARCTANH,
     GT_OP_HYPOT, GT_OP_MAXIMUM, GT_OP_MINIMUM, GT_OP_FMAX, GT_OP_FMIN,
+    GT_OP_LOGADDEXP, GT_OP_LOGADDEXP2, GT_OP_REMAINDER, GT_OP_FMOD,
     GT_OP_COUNT
 } gt_op_id;
 

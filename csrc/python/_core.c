@@ -8,10 +8,18 @@
 #include <numpy/arrayobject.h>
 
 #include <math.h>
+#include <time.h>
 
 #include "fd.h"
 #include "gt_glue.h"
 #include "ops.h"
+
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* State of one run: the callable, its prepared arguments and the output reduction. */
 typedef struct py_eval_ctx {
@@ -185,7 +193,7 @@ static int fd_call_init(fd_call *call, PyObject *x_obj, PyObject *u_obj, PyObjec
 static int fd_call_parse(fd_call *call, PyObject *const *argv, Py_ssize_t argc, const char *fname,
                          PyObject *scale_obj)
 {
-    if (argc != 9) {
+    if (argc != 9 && !(argc == 10 && strcmp(fname, "fd_gradient") == 0)) {
         PyErr_Format(PyExc_TypeError, "%s expected 9 arguments, got %zd", fname, argc);
         return -1;
     }
@@ -205,9 +213,11 @@ static int fd_call_parse(fd_call *call, PyObject *const *argv, Py_ssize_t argc, 
 }
 
 PyDoc_STRVAR(fd_gradient_doc,
-"fd_gradient(f, args, kwargs, x, u, scale, method, richardson, rel_step)\n--\n\n"
+"fd_gradient(f, args, kwargs, x, u, scale, method, richardson, rel_step, time_limit=0)\n--\n\n"
 "Finite-difference gradient of f(*args, **kwargs) with respect to the working buffer x, which the\n"
-"arguments view. Returns (grad, err, f0, evaluations, nonfinite).");
+"arguments view. With time_limit > 0 (seconds) the run stops after the component during which the\n"
+"limit passed. Returns (grad, err, f0, evaluations, nonfinite, completed): components\n"
+"[completed, n) of grad and err are unset when the limit stopped the run.");
 
 static PyObject *fd_gradient(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
 {
@@ -222,17 +232,36 @@ static PyObject *fd_gradient(PyObject *self, PyObject *const *argv, Py_ssize_t a
     err = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_DOUBLE);
     if (!grad || !err)
         goto error;
+    double time_limit = 0.0;
+    if (argc == 10) {
+        time_limit = PyFloat_AsDouble(argv[9]);
+        if (time_limit == -1.0 && PyErr_Occurred())
+            goto error;
+    }
     double f0;
-    size_t nonfinite = 0;
+    size_t nonfinite = 0, completed = 0;
     int status = gt_fd_eval(&call.problem, &f0);
-    if (!status)
-        status = gt_fd_gradient_range(&call.problem, &call.opts, f0, 0, call.problem.n,
-                                      PyArray_DATA(grad), PyArray_DATA(err), &nonfinite);
+    /* with a time limit, the clock is read after each component (a few evaluations of f) */
+    const size_t block = time_limit > 0 ? 1 : call.problem.n;
+    const double deadline = time_limit > 0 ? now_seconds() + time_limit : 0.0;
+    while (!status && completed < call.problem.n) {
+        size_t stop = completed + block < call.problem.n ? completed + block : call.problem.n;
+        size_t block_nonfinite = 0;
+        status = gt_fd_gradient_range(&call.problem, &call.opts, f0, completed, stop,
+                                      PyArray_DATA(grad), PyArray_DATA(err), &block_nonfinite);
+        if (status)
+            break;
+        nonfinite += block_nonfinite;
+        completed = stop;
+        if (deadline > 0 && now_seconds() > deadline)
+            break;
+    }
     if (status) {
         gt_raise_status(status, "finite differences");
         goto error;
     }
-    result = Py_BuildValue("(OOdnn)", grad, err, f0, (Py_ssize_t)call.ctx.evaluations, (Py_ssize_t)nonfinite);
+    result = Py_BuildValue("(OOdnnn)", grad, err, f0, (Py_ssize_t)call.ctx.evaluations, (Py_ssize_t)nonfinite,
+                           (Py_ssize_t)completed);
 error:
     Py_XDECREF(grad);
     Py_XDECREF(err);

@@ -17,6 +17,9 @@ from ._problem import GradientProblem
 from ._tree import output_leaves
 
 METHODS = ("central", "forward", "backward")
+MIN_DIRECTIONS = 8
+MAX_DIRECTIONS = 64
+DIRECTION_MEMORY = 256 * 2**20  # bytes of stored directions in automatic directional mode
 MODES = ("auto", "full", "directional")
 
 
@@ -35,10 +38,11 @@ class FDOptions:
         The step base h0; 0 selects the rule of the docs (scaled to the dtype).
     mode : {'auto', 'full', 'directional'}
         ``'full'`` differentiates every component (O(n) evaluations); ``'directional'`` checks k
-        random directions (O(k) evaluations); ``'auto'`` runs full unless its estimated time exceeds
-        ``time_budget``.
+        random directions (O(k) evaluations); ``'auto'`` runs full, and switches to directional
+        when the full run reaches ``time_budget`` (the report says so).
     time_budget : float
-        Seconds the full ground truth may take in ``'auto'`` mode.
+        Seconds the full ground truth may take in ``'auto'`` mode; the directional mode that
+        replaces it fills about the same time again.
     n_directions : int or None
         Directions for directional mode; None fills the time budget (at least 8).
     seed : int
@@ -202,12 +206,6 @@ def _reducer(problem: GradientProblem):
     return reduced, None
 
 
-def _time_one_eval(fn, args, kwargs) -> float:
-    start = time.perf_counter()
-    fn(*args, **kwargs)
-    return time.perf_counter() - start
-
-
 def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.float64) -> GroundTruth:
     """Computes the finite-difference reference for ``problem``.
 
@@ -223,29 +221,21 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
     ws = _Workspace(problem, dtype)
     fn, u = _reducer(problem)
     start = time.perf_counter()
-    try:
-        t_eval = min(_time_one_eval(fn, ws.args, problem.kwargs) for _ in range(2))
-    except Exception as exc:
-        raise GroundTruthError(f"f raised while computing the ground truth: {exc!r}") from exc
-    n = ws.x.size
-    full_cost = n * opts.evals_per_component * t_eval
     mode = opts.mode
     notes: list[str] = []
-    if mode == "auto":
-        mode = "full" if full_cost <= opts.time_budget else "directional"
-        if mode == "directional":
-            notes.append(
-                f"directional mode: a full ground truth would take about {full_cost:.1f} s "
-                f"(over time_budget={opts.time_budget} s)"
-            )
+    # auto: the full run itself is timed and gives way to the directional mode when it reaches
+    # the budget; an estimate from a few separate calls of f can be off by orders of magnitude
+    # (BLAS worker threads asleep between calls, a loaded machine)
+    time_limit = opts.time_budget if mode == "auto" else 0.0
     try:
         # warnings at perturbed points (log of a negative near a domain edge) are not the user's
         # concern: a non-finite result is reported as such
         with np.errstate(all="ignore"):
-            if mode == "full":
-                result = _full(problem, ws, fn, u, opts, dtype, notes, start)
-            else:
-                result = _directional(ws, fn, u, opts, dtype, notes, start, t_eval)
+            result = None
+            if mode != "directional":
+                result = _full(problem, ws, fn, u, opts, dtype, notes, start, time_limit)
+            if result is None:
+                result = _directional(ws, fn, u, opts, dtype, notes, start)
     except GroundTruthError:
         raise
     except Exception as exc:
@@ -257,11 +247,19 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
     return result
 
 
-def _full(problem, ws, fn, u, opts, dtype, notes, start) -> GroundTruth:
-    grad, err, f0, evals, nonfinite = _core.fd_gradient(
+def _full(problem, ws, fn, u, opts, dtype, notes, start, time_limit) -> GroundTruth | None:
+    """The full ground truth, or None when it reached ``time_limit`` (seconds, 0 for none)
+    before the last component."""
+    grad, err, f0, evals, nonfinite, completed = _core.fd_gradient(
         fn, ws.args, problem.kwargs or None, ws.x, u, _zero_scale(ws), opts.method,
-        opts.richardson, float(opts.rel_step),
+        opts.richardson, float(opts.rel_step), float(time_limit),
     )
+    if completed < ws.x.size:
+        notes.append(
+            f"directional mode: the full ground truth reached time_budget={opts.time_budget} s "
+            f"after {completed} of {ws.x.size} components"
+        )
+        return None
     if nonfinite:
         bad = int(np.flatnonzero(~np.isfinite(grad))[0])
         raise GroundTruthError(
@@ -272,9 +270,9 @@ def _full(problem, ws, fn, u, opts, dtype, notes, start) -> GroundTruth:
                        time.perf_counter() - start, dtype, notes=notes)
 
 
-def _directional(ws, fn, u, opts, dtype, notes, start, t_eval) -> GroundTruth:
+def _directional(ws, fn, u, opts, dtype, notes, start) -> GroundTruth:
     n = ws.x.size
-    k = opts.n_directions or int(max(8, min(n, opts.time_budget / max(t_eval * opts.evals_per_component, 1e-9))))
+    k = opts.n_directions or _directions_for_budget(fn, ws, opts)
     rng = np.random.default_rng(opts.seed + 1)
     # directions carry the step scale of each component, as the full mode's steps do
     scale = np.abs(ws.x0.astype(np.float64))
@@ -286,6 +284,21 @@ def _directional(ws, fn, u, opts, dtype, notes, start, t_eval) -> GroundTruth:
         raise GroundTruthError("the directional ground truth is not finite: f returned NaN or inf near the input")
     return GroundTruth("directional", None, None, opts.describe(), evals + 2, time.perf_counter() - start,
                        dtype, directions=dirs, derivatives=d, derivative_errors=derr, notes=notes)
+
+
+def _directions_for_budget(fn, ws, opts) -> int:
+    """As many directions as fit in the time budget, timed on a short burst of calls of f, between
+    MIN_DIRECTIONS and MAX_DIRECTIONS (and n); each direction is an n-vector kept for the
+    comparison, so their memory is capped too."""
+    start = time.perf_counter()
+    calls = 0
+    while calls < 3 or time.perf_counter() - start < 0.02:
+        fn(*ws.args, **ws.kwargs)
+        calls += 1
+    t_eval = (time.perf_counter() - start) / calls
+    fit = opts.time_budget / max(t_eval * opts.evals_per_component, 1e-9)
+    memory_cap = max(MIN_DIRECTIONS, DIRECTION_MEMORY // (8 * ws.x.size))
+    return int(max(MIN_DIRECTIONS, min(ws.x.size, fit, MAX_DIRECTIONS, memory_cap)))
 
 
 def _zero_scale(ws: _Workspace) -> np.ndarray | None:
