@@ -25,7 +25,6 @@ typedef struct {
 /* Module state: the Python Tracked class, set once by gradtest.reverse, for the fast path. */
 typedef struct {
     PyObject *tracked; /* strong reference or NULL */
-    PyObject *s_value, *s_tape, *s_node;
     Py_ssize_t off_value, off_tape, off_node; /* byte offsets of Tracked's __slots__ */
 } reverse_state;
 
@@ -810,12 +809,6 @@ static int reverse_exec(PyObject *module)
 {
     if (PyArray_ImportNumPyAPI() < 0)
         return -1;
-    reverse_state *st = PyModule_GetState(module);
-    st->s_value = PyUnicode_InternFromString("value");
-    st->s_tape = PyUnicode_InternFromString("tape");
-    st->s_node = PyUnicode_InternFromString("node");
-    if (!st->s_value || !st->s_tape || !st->s_node)
-        return -1;
     PyObject *type = PyType_FromModuleAndSpec(module, &Tape_spec, NULL);
     if (!type)
         return -1;
@@ -842,9 +835,6 @@ static int reverse_clear(PyObject *m)
     reverse_state *st = PyModule_GetState(m);
     if (st) {
         Py_CLEAR(st->tracked);
-        Py_CLEAR(st->s_value);
-        Py_CLEAR(st->s_tape);
-        Py_CLEAR(st->s_node);
     }
     return 0;
 }

@@ -289,7 +289,7 @@ def _ufunc_method(ufunc: np.ufunc, method: str, inputs: tuple[Any, ...], kwargs:
     raise NotImplementedError(f"gradtest's reverse mode does not support numpy.{name}.{method}")
 
 
-def _as_tracked_like(x: Any, tape: Any, dtype: np.dtype) -> Any:
+def _as_tracked_like(x: Any, dtype: np.dtype) -> Any:
     return _cast(x, dtype) if isinstance(x, Tracked) else np.asarray(x, dtype=dtype)
 
 
@@ -592,8 +592,8 @@ def _matmul(a: Any, b: Any, **kwargs: Any) -> Any:
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError("matmul: input operand does not have enough dimensions")
     dt = _float_dtype(_value(a), _value(b))
-    a = _as_tracked_like(a, tape, dt)
-    b = _as_tracked_like(b, tape, dt)
+    a = _as_tracked_like(a, dt)
+    b = _as_tracked_like(b, dt)
     squeeze_a, squeeze_b = a.ndim == 1, b.ndim == 1
     if squeeze_a:
         a = _reshape_any(a, (1, a.shape[0]))
@@ -798,10 +798,6 @@ def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> 
     raise NotImplementedError(f"numpy.linalg.norm with ord={ord!r} is not supported on Tracked arrays")
 
 
-def _concat_like(fn: Callable) -> Callable:
-    return _moves_many(fn)
-
-
 _FUNCTIONS: dict[Callable, Callable] = {
     np.sum: _sum, np.mean: _mean, np.prod: _prod,
     np.max: _extremum(np.max, "max"), np.min: _extremum(np.min, "min"),
@@ -815,9 +811,9 @@ _FUNCTIONS: dict[Callable, Callable] = {
     np.tile: _moves(np.tile), np.repeat: _moves(np.repeat), np.diagonal: _moves(np.diagonal),
     np.take: _moves(np.take), np.atleast_1d: _moves(np.atleast_1d),
     np.atleast_2d: _moves(np.atleast_2d), np.atleast_3d: _moves(np.atleast_3d),
-    np.concatenate: _concat_like(np.concatenate), np.stack: _concat_like(np.stack),
-    np.hstack: _concat_like(np.hstack), np.vstack: _concat_like(np.vstack),
-    np.column_stack: _concat_like(np.column_stack), np.dstack: _concat_like(np.dstack),
+    np.concatenate: _moves_many(np.concatenate), np.stack: _moves_many(np.stack),
+    np.hstack: _moves_many(np.hstack), np.vstack: _moves_many(np.vstack),
+    np.column_stack: _moves_many(np.column_stack), np.dstack: _moves_many(np.dstack),
     np.where: _where, np.sort: _sort, np.triu: _tri(np.triu), np.tril: _tri(np.tril),
     np.diag: _diag, np.clip: _clip, np.copy: _copy,
     np.matmul: _matmul, np.dot: _dot, np.inner: _inner, np.outer: _outer, np.vdot: _vdot,
