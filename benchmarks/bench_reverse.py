@@ -36,7 +36,8 @@ N_OPS = 20
 
 
 
-def _best_interleaved(fns: dict[str, Callable[[], Any]], min_time: float, rounds: int = 7) -> dict[str, float]:
+def _best_interleaved(fns: dict[str, Callable[[], Any]], min_time: float,
+                      rounds: int = 7) -> dict[str, float]:
     """Best seconds per call of each fn, measured in alternating rounds so that a load spike on a
     shared machine hits all of them alike (their ratios are what the rows report)."""
     numbers = {}

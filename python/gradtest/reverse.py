@@ -588,7 +588,7 @@ def _matmul(a: Any, b: Any, **kwargs: Any) -> Any:
     if kwargs:
         raise NotImplementedError(f"numpy.matmul with {', '.join(sorted(kwargs))}= is not supported")
     a, b = _lift(a), _lift(b)
-    tape = _common_tape((a, b))
+    _common_tape((a, b))  # raises for arrays of two tapes
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError("matmul: input operand does not have enough dimensions")
     dt = _float_dtype(_value(a), _value(b))
@@ -760,7 +760,8 @@ def _einsum(*operands: Any, out: Any = None, optimize: Any = False, **kwargs: An
     return _transpose_any(y, [order.index(c) for c in outs])
 
 
-def _trace(a: Any, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype: Any = None, out: Any = None) -> Any:
+def _trace(a: Any, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype: Any = None,
+           out: Any = None) -> Any:
     _check_reduce_kwargs("trace", {"out": out})
     return np.sum(np.diagonal(a, offset, axis1, axis2), axis=-1)
 
