@@ -121,3 +121,28 @@ def test_hvp_limits_and_errors():
         hvp(lambda x: np.sum(x), (np.ones(2),), (np.ones(3),))
     with pytest.raises(ValueError, match="scalar"):
         hvp(lambda x: x * 2, (np.ones(2),), (np.ones(2),))
+
+
+def test_compute_hvp_on_a_gradient_problem():
+    from gradtest._problem import GradientProblem, describe_output
+    from gradtest._tree import flatten_args
+    from gradtest.reverse import compute_hvp
+
+    rng = np.random.default_rng(5)
+    x = rng.uniform(0.2, 0.9, (3, 2))
+    w = rng.uniform(0.2, 0.9, 2)
+
+    def f(x, w):
+        return np.tanh(x * w) @ w  # an array output: the problem checks <u, f(x, w)>
+
+    problem = GradientProblem(f, {}, flatten_args((x, w)), describe_output(f(x, w), rng))
+    u = problem.output.cotangents[0]
+    vs = [rng.standard_normal(x.shape), rng.standard_normal(w.shape)]
+    grads, hvs = compute_hvp(problem, vs)
+    s = lambda x, w: np.sum(f(x, w) * u)  # noqa: E731
+    for g, r in zip(grads, gradient_reverse(s, x, w)):
+        np.testing.assert_allclose(g, r, rtol=1e-12)
+    for h, e in zip(hvs, fd_hvp(s, (x, w), vs)):
+        np.testing.assert_allclose(h, e, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="tangents"):
+        compute_hvp(problem, vs[:1])

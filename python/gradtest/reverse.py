@@ -32,7 +32,7 @@ from ._arraylike import ArrayLike
 from ._tree import flatten_args, output_leaves
 from .backends import register_backend
 
-__all__ = ["Tracked", "vjp", "hvp", "gradient_reverse"]
+__all__ = ["Tracked", "vjp", "hvp", "compute_hvp", "gradient_reverse"]
 
 Tape = _reverse.Tape
 _OP_INDEX: dict[str, int] = _reverse.op_indices()
@@ -1128,15 +1128,45 @@ def hvp(f: Callable[..., Any], args: Sequence[Any], tangents: Any) -> tuple[tupl
         if v.shape != flat.leaves[i].shape:
             raise ValueError(f"tangents: expected shape {flat.leaves[i].shape} for {flat.paths[i]}, "
                              f"got {v.shape}")
+    grads, hvs = _hvp_core(lambda leaves: f(*flat.call_args(dict(zip(flat.differentiable, leaves)))),
+                           [flat.leaves[i] for i in flat.differentiable], vs)
+    return flat.gradient_tree(grads), flat.gradient_tree(hvs)
+
+
+def compute_hvp(problem: Any, tangents: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The ``"reverse"`` backend at order 2: gradient and Hessian-vector product of
+    ``problem.scalar_output`` (the scalar :func:`gradtest.check_gradients` checks).
+
+    Parameters
+    ----------
+    problem : gradtest.GradientProblem
+        The problem, as given to backends.
+    tangents : sequence of numpy.ndarray
+        v, one array per differentiated leaf, with its shape.
+
+    Returns
+    -------
+    gradient, hvp : list of numpy.ndarray
+        One float64 array per differentiated leaf each.
+    """
+    leaves = problem.diff_leaves
+    vs = [np.asarray(v, dtype=np.float64) for v in tangents]
+    if len(vs) != len(leaves) or any(v.shape != x.shape for v, x in zip(vs, leaves)):
+        raise ValueError("tangents: expected one array per differentiated leaf, with its shape")
+    return _hvp_core(problem.scalar_output, leaves, vs)
+
+
+def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray],
+              vs: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Records scalar_fn on Tracked leaves holding `values`, replays the sweep, sweeps <g, v>."""
     tape = Tape()
     tape.slow = True
     _LOGS[id(tape)] = []
     try:
-        leaves = [Tracked.leaf(tape, flat.leaves[i]) for i in flat.differentiable]
-        out = f(*flat.call_args(dict(zip(flat.differentiable, leaves))))
+        leaves = [Tracked.leaf(tape, x) for x in values]
+        out = scalar_fn(leaves)
         if not isinstance(out, Tracked):
-            zeros = [np.zeros(x.shape) for x in leaves]
-            return flat.gradient_tree(zeros), flat.gradient_tree([z.copy() for z in zeros])
+            return [np.zeros(x.shape) for x in leaves], [np.zeros(x.shape) for x in leaves]
         if out.size != 1:
             raise ValueError(f"f returned an array of shape {out.shape}; hvp needs a scalar")
         log = _LOGS.pop(id(tape))
@@ -1149,11 +1179,10 @@ def hvp(f: Callable[..., Any], args: Sequence[Any], tangents: Any) -> tuple[tupl
         hv = _seed_and_read(tape, total, None, leaves)
         first = [np.zeros(x.shape) if g is None else np.array(_value(g), dtype=np.float64)
                  for g, x in zip(grads, leaves)]
-        return flat.gradient_tree(first), flat.gradient_tree([h.astype(np.float64) for h in hv])
+        return first, [h.astype(np.float64) for h in hv]
     finally:
         _LOGS.pop(id(tape), None)
         tape.release()
-
 
 _reverse.set_tracked_type(Tracked)
 
