@@ -9,7 +9,8 @@ Run alone with ``python benchmarks/bench_reverse.py [--quick]`` (from the reposi
   and against NumPy's forward alone for scale;
 * ``chain-1e6``: the same chain on 1e6 elements, forward plus backward, over NumPy's forward plus
   a hand-written NumPy backward (the memory traffic the job needs; target: within 1.5x);
-* ``mlp``: the gradient of an MLP loss with about 10^4 parameters, over HIPS autograd and torch.
+* ``mlp``: the gradient of an MLP loss with about 10^4 parameters, over HIPS autograd and torch;
+* ``mlp hvp``: a Hessian-vector product of that loss (reverse over reverse), over HIPS autograd's.
 """
 
 from __future__ import annotations
@@ -239,12 +240,46 @@ def bench_mlp(min_time: float) -> list[dict[str, Any]]:
     return rows
 
 
+def bench_hvp(min_time: float) -> list[dict[str, Any]]:
+    """Hessian-vector product of the MLP loss (reverse over reverse) against autograd's."""
+    from gradtest.reverse import hvp
+
+    params, x, y = mlp_problem()
+    shapes = [p.shape for p in params]
+    theta = np.concatenate([p.ravel() for p in params])
+    v = np.random.default_rng(1).standard_normal(theta.shape)
+
+    def loss(th: Any, np_: Any = np) -> Any:  # the loss of a flat parameter vector
+        ps, offset = [], 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            ps.append(np_.reshape(th[offset:offset + size], shape))
+            offset += size
+        return mlp_loss(ps, x, y, np_)
+
+    fns: dict[str, Callable[[], Any]] = {"ours": lambda: hvp(loss, (theta,), (v,))}
+    ag = _optional("autograd")
+    if ag is not None:
+        import autograd.numpy as anp
+
+        ahvp = ag.hessian_vector_product(lambda th: loss(th, anp))
+        np.testing.assert_allclose(ahvp(theta, v), fns["ours"]()[1][0], rtol=1e-8, atol=1e-12)
+        fns["autograd"] = lambda: ahvp(theta, v)
+    t = _best_interleaved(fns, min_time * len(fns), rounds=5)
+    rows = [_row("mlp hvp: ours (reverse over reverse)", t["ours"] * 1e6, "us")]
+    if "autograd" in t:
+        rows.append(_row("mlp hvp: HIPS autograd", t["autograd"] * 1e6, "us"))
+        rows.append(_row("mlp hvp: autograd / ours", t["autograd"] / t["ours"], "x"))
+    return rows
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """All rows; ``quick`` shortens the timings and the large chain (for smoke runs)."""
     min_time = 0.05 if quick else 0.5
     rows = bench_small(min_time)
     rows += bench_large(min_time, 100_000 if quick else 1_000_000)
     rows += bench_mlp(min_time)
+    rows += bench_hvp(min_time)
     return rows
 
 
