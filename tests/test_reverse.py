@@ -71,6 +71,23 @@ def test_float32_matches_float64(name, rng):
     np.testing.assert_allclose(g32, g64, rtol=2e-5)
 
 
+@pytest.mark.parametrize("name", UNARY + BINARY)
+def test_every_op_in_float32_against_float64(name, rng):
+    ufunc = getattr(np, name)
+    lo, hi = (1.2, 2.0) if name == "arccosh" else (0.2, 0.9)
+    a32 = rand(rng, 3, 4, lo=lo, hi=hi, dtype=np.float32)
+    b32 = rand(rng, 4, dtype=np.float32)[::-1]  # broadcast and non-contiguous
+    if name in UNARY:
+        f = lambda a, b: np.sum(ufunc(a) * b)  # noqa: E731
+    else:
+        f = lambda a, b: np.sum(ufunc(a, b) * ufunc(b, a))  # noqa: E731
+    g32 = gradient_reverse(f, a32, b32)
+    g64 = gradient_reverse(f, a32.astype(np.float64), b32.astype(np.float64))
+    for x, y in zip(g32, g64):
+        assert x.dtype == np.float32
+        np.testing.assert_allclose(x, y, rtol=2e-4, atol=1e-5)
+
+
 def test_mixed_precision_casts_on_the_tape(rng):
     x32 = rand(rng, 4, dtype=np.float32)
     w64 = rand(rng, 4)
