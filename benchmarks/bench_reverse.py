@@ -9,7 +9,8 @@ Run alone with ``python benchmarks/bench_reverse.py [--quick]`` (from the reposi
   and against NumPy's forward alone for scale;
 * ``chain-1e6``: the same chain on 1e6 elements, forward plus backward, over NumPy's forward plus
   a hand-written NumPy backward (the memory traffic the job needs; target: within 1.5x);
-* ``mlp``: the gradient of an MLP loss with about 10^4 parameters, over HIPS autograd and torch;
+* ``mlp``: the gradient of an MLP loss with about 10^4 parameters, over HIPS autograd and torch
+  (the issue sets no target for these ratios);
 * ``mlp hvp``: a Hessian-vector product of that loss (reverse over reverse), over HIPS autograd's.
 """
 
@@ -233,10 +234,10 @@ def bench_mlp(min_time: float) -> list[dict[str, Any]]:
     rows = [_row(f"mlp ({n_params} params): ours", t["ours"] * 1e6, "us")]
     if "autograd" in t:
         rows.append(_row("mlp: HIPS autograd", t["autograd"] * 1e6, "us"))
-        rows.append(_row("mlp: autograd / ours", t["autograd"] / t["ours"], "x", "> 1"))
+        rows.append(_row("mlp: autograd / ours", t["autograd"] / t["ours"], "x"))
     if "torch" in t:
         rows.append(_row("mlp: torch (1 thread)", t["torch"] * 1e6, "us"))
-        rows.append(_row("mlp: torch / ours", t["torch"] / t["ours"], "x", ">= 1"))
+        rows.append(_row("mlp: torch / ours", t["torch"] / t["ours"], "x"))
     return rows
 
 
