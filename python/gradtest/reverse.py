@@ -196,6 +196,17 @@ def _array_ufunc(ufunc: np.ufunc, method: str, inputs: tuple[Any, ...], kwargs: 
         return ufunc(*[_value(x) for x in inputs], **kwargs)
     if name == "matmul":
         return _matmul(*inputs)
+    # ufuncs that are compositions of table ops
+    if name in ("deg2rad", "radians"):
+        return np.multiply(inputs[0], np.pi / 180.0)
+    if name in ("rad2deg", "degrees"):
+        return np.multiply(inputs[0], 180.0 / np.pi)
+    if name == "fabs":
+        return np.abs(inputs[0])
+    if name == "float_power":
+        a, b = (_cast(x, np.dtype(np.float64)) if isinstance(x, Tracked) else np.asarray(x, np.float64)
+                for x in inputs)
+        return np.power(a, b)
     if name == "conjugate":
         return inputs[0]
     raise NotImplementedError(f"gradtest's reverse mode does not support numpy.{name}")
@@ -558,6 +569,40 @@ def _sort(a: Any, axis: int = -1, kind: Any = None, order: Any = None, **kw: Any
     return _gather([_lift(a)], lambda ix: np.take_along_axis(ix, perm, axis=axis))
 
 
+def _take_along_axis(arr: Any, indices: Any, axis: Any = -1) -> Any:
+    if axis is None:
+        arr, axis = np.ravel(arr), 0
+    return _gather([_lift(arr)], lambda ix: np.take_along_axis(ix, np.asarray(indices), axis))
+
+
+def _broadcast_arrays(*args: Any, subok: bool = False) -> tuple[Any, ...]:
+    shape = np.broadcast_shapes(*[np.shape(_value(a)) for a in args])
+    return tuple(_broadcast_to(a, shape) if isinstance(a, Tracked) else np.broadcast_to(a, shape)
+                 for a in args)
+
+
+def _diff(a: Any, n: int = 1, axis: int = -1, prepend: Any = np._NoValue, append: Any = np._NoValue) -> Any:
+    a = _lift(a)
+    axis = _normalize_axes(axis, a.ndim)[0]
+    parts = []
+    for extra, where in ((prepend, 0), (append, 1)):
+        if extra is not np._NoValue:
+            e = _lift(extra)
+            if np.ndim(_value(e)) == 0:
+                shape = list(a.shape)
+                shape[axis] = 1
+                e = np.broadcast_to(e, tuple(shape))
+            parts.append((where, e))
+    if parts:
+        a = np.concatenate([e for w, e in parts if w == 0] + [a] + [e for w, e in parts if w == 1], axis=axis)
+    for _ in range(n):
+        hi = [slice(None)] * a.ndim
+        lo = [slice(None)] * a.ndim
+        hi[axis], lo[axis] = slice(1, None), slice(None, -1)
+        a = a[tuple(hi)] - a[tuple(lo)]
+    return a
+
+
 def _copy(a: Any, *args: Any, **kwargs: Any) -> Any:
     return a
 
@@ -816,7 +861,9 @@ _FUNCTIONS: dict[Callable, Callable] = {
     np.hstack: _moves_many(np.hstack), np.vstack: _moves_many(np.vstack),
     np.column_stack: _moves_many(np.column_stack), np.dstack: _moves_many(np.dstack),
     np.where: _where, np.sort: _sort, np.triu: _tri(np.triu), np.tril: _tri(np.tril),
-    np.diag: _diag, np.clip: _clip, np.copy: _copy,
+    np.diag: _diag, np.clip: _clip, np.copy: _copy, np.take_along_axis: _take_along_axis,
+    np.broadcast_arrays: _broadcast_arrays, np.diff: _diff,
+    np.matrix_transpose: _moves(np.matrix_transpose),
     np.matmul: _matmul, np.dot: _dot, np.inner: _inner, np.outer: _outer, np.vdot: _vdot,
     np.tensordot: _tensordot, np.einsum: _einsum, np.trace: _trace, np.linalg.norm: _norm,
     np.shape: _plain(np.shape), np.ndim: _plain(np.ndim), np.size: _plain(np.size),
