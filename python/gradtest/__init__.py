@@ -17,6 +17,7 @@ from .backends import _register_builtin
 _register_builtin()
 del _register_builtin
 
+from .reverse import Tracked, vjp  # noqa: E402  (registers the "reverse" backend)
 from .forward import Dual, jvp  # noqa: E402  (registers the "forward" backend)
 
 __version__ = "0.1.0"
@@ -46,5 +47,7 @@ __all__ = [
     "softfail",
     "test_dispatch",
     "test_gradients",
+    "Tracked",
+    "vjp",
     "unregister_backend",
 ]
