@@ -232,7 +232,7 @@ class TestSemantics:
         with pytest.warns(gradtest.NoBackendWarning, match="no backend left"):
             self.check(skip_backends=["good", "bad", "boom"])
         with pytest.warns(gradtest.NoBackendWarning):
-            check_gradients(lambda x: np.sum(x), np.ones(2), backends=[])
+            check_gradients(lambda x: np.sum(x), np.ones(2), skip_backends=["forward", "reverse"])
 
 
 class TestBadInput:
@@ -440,3 +440,44 @@ def test_backend_options_reach_their_backend(temporary_backend):
     assert report.passed and seen == {"probe_alpha": 3}
     with pytest.raises(TypeError, match="unprobe_alpha"):
         check_gradients(lambda x: np.sum(x**2), np.ones(3), backends=["probe"], unprobe_alpha=3)
+
+
+class TestSecondOrder:
+    def test_hessian_vector_products_pass(self, rng):
+        x = rng.uniform(0.5, 1.5, 6)
+        report = test_gradients(lambda x: np.sum(np.sin(x) * x**2) + np.prod(x[:3]), x, order=2)
+        assert report.outcomes["reverse:hvp"].status == "pass"
+        assert any("order 2" in n for n in report.notes)
+
+    def test_wrong_second_order_is_caught(self, rng, temporary_backend):
+        def compute(problem):
+            return [2 * problem.diff_leaves[0]]
+
+        def hvp_wrong(problem, vs):
+            return [3 * vs[0]]  # the Hessian of sum(x**2) is 2 I
+
+        def hvp_right(problem, vs):
+            return [2 * vs[0]]
+
+        gradtest.register_backend("sq_wrong", compute, default=False, hvp=hvp_wrong)
+        gradtest.register_backend("sq_right", compute, default=False, hvp=hvp_right)
+        try:
+            report = check_gradients(lambda x: np.sum(x**2), rng.standard_normal(4),
+                                     backends=["sq_right", "sq_wrong"], order=2)
+            assert report.outcomes["sq_right:hvp"].status == "pass"
+            assert report.outcomes["sq_wrong:hvp"].status == "fail"
+            assert report.outcomes["sq_wrong"].status == "pass"
+            broken = check_gradients(lambda x: np.sum(x**2), rng.standard_normal(4),
+                                     backends=["sq_right", "sq_wrong"], order=2, broken_backends=["sq_wrong:hvp"])
+            assert broken.outcomes["sq_wrong:hvp"].status == "broken" and broken.passed
+        finally:
+            gradtest.unregister_backend("sq_wrong")
+            gradtest.unregister_backend("sq_right")
+
+    def test_no_second_order_backend_warns(self, rng):
+        with pytest.warns(gradtest.NoBackendWarning, match="second-order"):
+            check_gradients(lambda x: np.sum(x**2), rng.standard_normal(3), backends=["forward"], order=2)
+
+    def test_bad_order(self):
+        with pytest.raises(ValueError, match="order"):
+            check_gradients(np.sum, np.ones(2), order=3)

@@ -176,6 +176,7 @@ def check_gradients(
     atol: float | None = None,
     rtol: float | None = None,
     kwargs: dict[str, Any] | None = None,
+    order: int = 1,
     **fd_options: Any,
 ) -> GradientReport:
     """Checks every enabled backend's gradient of ``f`` against a finite-difference ground truth.
@@ -214,6 +215,14 @@ def check_gradients(
         Override the default tolerances (see the docs' tolerance page).
     kwargs : dict, optional
         Keyword arguments for ``f`` (never differentiated).
+    order : {1, 2}, optional
+        2 also checks Hessian-vector products ``H v`` (v a fixed random direction, seeded by
+        ``seed``) of every selected backend with a second-order mode (``"reverse"``: reverse over
+        reverse), reported as ``"<name>:hvp"``,
+        against finite differences of ``<grad f(x), v>``, the gradient being that of the first
+        backend whose first-order check passed (as jax's ``check_grads(order=2)``). A backend
+        name in ``skip_backends``/``broken_backends``/``soft_fail`` covers both orders;
+        ``"<name>:hvp"`` names the second order alone.
     **fd_options
         Finite-difference options: ``method`` ('central', 'forward', 'backward'), ``richardson``
         (bool), ``rel_step``, ``mode`` ('auto', 'full', 'directional'), ``time_budget`` (seconds,
@@ -242,7 +251,11 @@ def check_gradients(
     'pass'
     """
     hook = getattr(f, "__gradtest_check__", None)
+    if order not in (1, 2):
+        raise ValueError(f"order: expected 1 or 2, got {order!r}")
     known = available_backends() + [n for n in getattr(f, "__gradtest_backends__", ()) if n not in available_backends()]
+    if order == 2:
+        known += [f"{n}:hvp" for n in available_backends() if get_backend(n).hvp is not None]
     backend_list = None if backends is None else _names(backends, "backends")
     skip = _names(skip_backends, "skip_backends")
     broken = _names(broken_backends, "broken_backends")
@@ -272,6 +285,8 @@ def check_gradients(
         )
 
     if hook is not None:
+        if order != 1:
+            raise ValueError("order: C targets are checked at order 1 only")
         fd_names = {fld.name for fld in dataclasses.fields(FDOptions)}
         settings = CheckSettings({k: v for k, v in fd_options.items() if k in fd_names}, gt_dtype,
                                  {k: v for k, v in fd_options.items() if k not in fd_names})
@@ -317,7 +332,63 @@ def check_gradients(
         gt_error = GroundTruthError(f"f raised: {exc!r}")
         gt_error.__cause__ = exc
         selected = _select_backends(problem, backend_list, ground_truth_backend)
-    return _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, atol, rtol, None)
+    report = _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, atol, rtol, None)
+    if order == 2:
+        _add_second_order(report, problem, selected, opts, gt_dtype, skip, broken, soft_all, soft, atol, rtol)
+    return report
+
+
+def _add_second_order(report: GradientReport, problem: GradientProblem, selected: list[str], opts: FDOptions,
+                      gt_dtype: np.dtype, skip, broken, soft_all, soft, atol, rtol) -> None:
+    """Adds one ``"<name>:hvp"`` outcome per selected backend, checking its Hessian-vector
+    product against finite differences of <gradient, v>."""
+    rng = np.random.default_rng(opts.seed + 2)
+    vs = [rng.standard_normal(leaf.shape) for leaf in problem.diff_leaves]
+    passed = [n for n in selected if report.outcomes.get(n) and report.outcomes[n].status == "pass"]
+    reference = next((get_backend(n) for n in passed if n != "user"), None)
+    gt2: GroundTruth | None = None
+    gt2_error: Exception | None = None
+    if reference is None:
+        gt2_error = GroundTruthError("no first-order gradient passed its check, so none can be differentiated")
+    else:
+        def directional_gradient(*args: Any, **kwargs: Any) -> float:
+            inner = GradientProblem(problem.f, kwargs, flatten_args(args), problem.output, options=problem.options)
+            return float(sum(np.vdot(g, v) for g, v in zip(reference.compute(inner), vs)))
+
+        directional_gradient.__name__ = f"<grad {_function_name(problem.f)}, v>"
+        second = GradientProblem(directional_gradient, problem.kwargs, problem.flat, describe_output(0.0, rng))
+        try:
+            gt2 = ground_truth(second, opts, gt_dtype)
+            gt2.notes.append(f"order 2: Hessian-vector products against finite differences of the "
+                             f"{reference.name} gradient along a fixed random v")
+        except GroundTruthError as exc:
+            gt2_error = exc
+    second_order = [n for n in selected if get_backend(n).hvp is not None]
+    if not second_order:
+        warnings.warn(f"order=2: none of the selected backends ({', '.join(selected) or 'none'}) has a "
+                      "second-order mode; only first-order gradients were checked", NoBackendWarning, stacklevel=3)
+    for name in second_order:
+        key = f"{name}:hvp"
+        backend = get_backend(name)
+        if name in skip or key in skip:
+            report.outcomes[key] = Outcome(key, "skipped", message="in skip_backends")
+            continue
+        if gt2 is None:
+            outcome = Outcome(key, "error", exception=gt2_error, message=f"no ground truth to compare with: {gt2_error}")
+        else:
+            start = time.perf_counter()
+            try:
+                raw = backend.hvp(problem, vs)
+                hv = as_gradient_arrays(raw, problem.diff_leaves, problem.diff_paths, key)
+                outcome = _compare(key, hv, problem, gt2, atol, rtol, time.perf_counter() - start)
+            except Exception as exc:  # the backend's failure is its outcome
+                outcome = Outcome(key, "error", exception=exc, message=f"{type(exc).__name__}: {exc}",
+                                  seconds=time.perf_counter() - start)
+        report.outcomes[key] = _apply_semantics(
+            outcome, name in broken or key in broken, soft_all or name in soft or key in soft
+        )
+    if gt2 is not None:
+        report.notes += gt2.notes
 
 
 def _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, atol, rtol, precomputed) -> GradientReport:

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 ComputeFn = Callable[["GradientProblem"], "list[np.ndarray]"]
 AppliesFn = Callable[["GradientProblem"], bool]
+HvpFn = Callable[["GradientProblem", "list[np.ndarray]"], "list[np.ndarray]"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,10 @@ class Backend:
         Whether the backend runs when ``backends=None``.
     description : str
         One line for reports and documentation.
+    hvp : callable or None
+        ``hvp(problem, v) -> list[numpy.ndarray]``: the Hessian-vector product of
+        ``problem.scalar_output`` with v (one array per differentiated leaf), for ``order=2``
+        checks; None when the backend has no second-order mode.
     """
 
     name: str
@@ -45,6 +50,7 @@ class Backend:
     applies: AppliesFn
     default: bool = True
     description: str = ""
+    hvp: HvpFn | None = None
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -61,6 +67,7 @@ def register_backend(
     applies: AppliesFn | None = None,
     default: bool = True,
     description: str = "",
+    hvp: HvpFn | None = None,
 ) -> Backend:
     """Registers (or replaces) the backend called ``name``.
 
@@ -76,6 +83,9 @@ def register_backend(
         Whether the backend runs when ``backends=None``.
     description : str, optional
         One line shown in reports.
+    hvp : callable, optional
+        ``hvp(problem, v) -> list[numpy.ndarray]``, the backend's Hessian-vector product, which
+        ``order=2`` checks use.
 
     Returns
     -------
@@ -86,7 +96,9 @@ def register_backend(
         raise ValueError(f"name: expected a non-empty string, got {name!r}")
     if not callable(compute):
         raise TypeError(f"compute: expected a callable, got {type(compute).__name__}")
-    backend = Backend(name, compute, applies or _always, default, description)
+    if hvp is not None and not callable(hvp):
+        raise TypeError(f"hvp: expected a callable or None, got {type(hvp).__name__}")
+    backend = Backend(name, compute, applies or _always, default, description, hvp)
     _REGISTRY[name] = backend
     return backend
 

@@ -1238,4 +1238,5 @@ register_backend(
     _compute,
     default=True,
     description="reverse mode: the NumPy code recorded on a tape and swept backwards in C",
+    hvp=lambda problem, tangents: compute_hvp(problem, tangents)[1],
 )
