@@ -3,51 +3,72 @@
 Every enabled differentiation backend is checked against a float64 finite-difference ground truth
 computed by the C core, over nested arguments, with LuxTestUtils' semantics for skipped, broken
 and soft-failing backends.
+
+The public names are loaded on first use (PEP 562), so that importing gradtest, as pytest does
+for its plugin in every test run, does not import NumPy or the C extensions.
 """
 
-from ._tree import Constant
-from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
-from .dispatch import DispatchFinding, DispatchReport, check_dispatch, dispatch_target_modules, test_dispatch
-from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
-from .ckernel import CKernel, get_include
-from .report import GradientReport, Outcome, WorstElement
-from ._softfail import SoftFailWarning, softfail
-from .backends import _register_builtin
+from __future__ import annotations
 
-_register_builtin()
-del _register_builtin
-
-from .reverse import Tracked, vjp  # noqa: E402  (registers the "reverse" backend)
-from .forward import Dual, jvp  # noqa: E402  (registers the "forward" backend)
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Backend",
-    "CKernel",
-    "CheckSettings",
-    "DispatchFinding",
-    "DispatchReport",
-    "Constant",
-    "Dual",
-    "GradientReport",
-    "NoBackendWarning",
-    "Outcome",
-    "SoftFailWarning",
-    "WorstElement",
-    "available_backends",
-    "check_dispatch",
-    "check_gradients",
-    "dispatch_target_modules",
-    "get_backend",
-    "get_include",
-    "gradient",
-    "jvp",
-    "register_backend",
-    "softfail",
-    "test_dispatch",
-    "test_gradients",
-    "Tracked",
-    "vjp",
-    "unregister_backend",
-]
+# public name -> the submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "SoftFailWarning": "_softfail",
+    "softfail": "_softfail",
+    "Constant": "_tree",
+    "CheckSettings": "api",
+    "NoBackendWarning": "api",
+    "check_gradients": "api",
+    "gradient": "api",
+    "test_gradients": "api",
+    "Backend": "backends",
+    "available_backends": "backends",
+    "get_backend": "backends",
+    "register_backend": "backends",
+    "unregister_backend": "backends",
+    "CKernel": "ckernel",
+    "get_include": "ckernel",
+    "DispatchFinding": "dispatch",
+    "DispatchReport": "dispatch",
+    "check_dispatch": "dispatch",
+    "dispatch_target_modules": "dispatch",
+    "test_dispatch": "dispatch",
+    "Dual": "forward",
+    "jvp": "forward",
+    "GradientReport": "report",
+    "Outcome": "report",
+    "WorstElement": "report",
+    "Tracked": "reverse",
+    "vjp": "reverse",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from ._softfail import SoftFailWarning, softfail
+    from ._tree import Constant
+    from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
+    from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
+    from .ckernel import CKernel, get_include
+    from .dispatch import DispatchFinding, DispatchReport, check_dispatch, dispatch_target_modules, test_dispatch
+    from .forward import Dual, jvp
+    from .report import GradientReport, Outcome, WorstElement
+    from .reverse import Tracked, vjp
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'gradtest' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"gradtest.{module}"), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -12,10 +12,10 @@ import numpy as np
 
 from . import _events
 from ._compare import GradientShapeError, as_gradient_arrays, compare_directional, compare_full
-from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, ground_truth
+from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, finite_diff_backend, ground_truth
 from ._problem import GradientProblem, describe_output
 from ._tree import FlatArgs, flatten_args, flatten_like
-from .backends import available_backends, get_backend
+from .backends import available_backends, get_backend, register_backend
 from .report import GradientReport, Outcome
 
 GROUND_TRUTH_BACKEND = "finite_diff"
@@ -515,3 +515,13 @@ def gradient(f: Callable[..., Any], *args: Any, backend: str = GROUND_TRUTH_BACK
             raise TypeError(f"unexpected keyword argument(s) {', '.join(fd_options)} for backend {backend!r}")
         grads = as_gradient_arrays(impl.compute(problem), flat.diff_leaves, flat.diff_paths, backend)
     return flat.gradient_tree(grads)
+
+
+register_backend(
+    "finite_diff", finite_diff_backend, default=False,
+    description="finite differences in the C core (the default ground truth)",
+)
+register_backend(
+    "user", _user_gradient_backend, default=False,
+    description="the hand-written gradient passed as gradient=",
+)

@@ -8,6 +8,8 @@ this registry, so a new engine plugs in with one :func:`register_backend` call.
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -54,6 +56,25 @@ class Backend:
 
 
 _REGISTRY: dict[str, Backend] = {}
+
+# Modules whose import registers the built-in backends; imported on the first look at the
+# registry, so that `import gradtest` (and the pytest plugin) stays cheap. Their order is the
+# order of reports.
+_BUILTIN_MODULES = ("gradtest.api", "gradtest.forward", "gradtest.reverse")
+_BUILTIN_ORDER = ("finite_diff", "user", "forward", "reverse")
+_builtins_lock = threading.RLock()
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    with _builtins_lock:
+        if not _builtins_loaded:
+            for module in _BUILTIN_MODULES:
+                importlib.import_module(module)
+            _builtins_loaded = True
 
 
 def _always(problem: GradientProblem) -> bool:
@@ -111,6 +132,7 @@ def get_backend(name: str) -> Backend:
     ValueError
         If no backend has that name; the message lists the known ones.
     """
+    _load_builtins()
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
@@ -120,23 +142,11 @@ def get_backend(name: str) -> Backend:
 
 
 def available_backends() -> list[str]:
-    """Names of all registered backends, in registration order."""
-    return list(_REGISTRY)
-
-
-def _register_builtin() -> None:
-    from ._finite_diff import finite_diff_backend
-
-    register_backend(
-        "finite_diff", finite_diff_backend, default=False,
-        description="finite differences in the C core (the default ground truth)",
-    )
-    from .api import _user_gradient_backend
-
-    register_backend(
-        "user", _user_gradient_backend, default=False,
-        description="the hand-written gradient passed as gradient=",
-    )
+    """Names of all registered backends: the built-in ones first, then others in registration
+    order."""
+    _load_builtins()
+    rank = {name: i for i, name in enumerate(_BUILTIN_ORDER)}
+    return sorted(_REGISTRY, key=lambda name: rank.get(name, len(rank)))
 
 
 def unregister_backend(name: str) -> None:
