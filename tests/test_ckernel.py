@@ -738,3 +738,14 @@ def test_glue_keeps_reference_counts(libs):
         assert sys.getrefcount(out["grad"]) <= 3
         _ckernel.evaluate(addr, 0, 0, 5, x)
     assert (sys.getrefcount(x), sys.getrefcount(u)) == before
+
+
+def test_dispatch_check_of_a_ckernel(libs):
+    pytest.importorskip("capstone")
+    k = CKernel(f"{libs['rosen']}:rosen_f", gradient="rosen_grad")
+    report = gradtest.check_dispatch(k)
+    assert report.passed, str(report)
+    x = np.array([1.0, 2.0, 3.0])
+    out = np.zeros(1)
+    called = gradtest.check_dispatch(k, np.zeros(1), x.size, x, out)  # rosen_f ignores ctx
+    assert called.outcomes["call"].status == "pass", str(called)

@@ -327,6 +327,14 @@ class CKernel:
             backend for backend, stage in BACKEND_STAGES.items() if self._addresses[stage]
         )
 
+    def __gradtest_dispatch__(self) -> tuple[int, str]:
+        """The function f and its C signature, for :func:`gradtest.check_dispatch`: the opt
+        check analyses f's machine code; a call check takes f's C arguments (ctx, n, x, ...)."""
+        real = "double" if self.dtype == np.float64 else "float"
+        if self.n_out is None:
+            return self._f, f"int(void*, size_t, const {real}*, {real}*)"
+        return self._f, f"int(void*, size_t, const {real}*, size_t, {real}*)"
+
     def __repr__(self) -> str:
         kind = "scalar" if self.n_out is None else "vector"
         return (f"CKernel({self.name!r}, {kind}, dtype={self.dtype.name}, "
