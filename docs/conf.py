@@ -1,17 +1,20 @@
 """Sphinx configuration for gradtest's documentation.
 
 Build: ``python -m sphinx -W --keep-going -b html docs docs/_build/html`` (warnings are errors).
-The API reference imports gradtest: from a source checkout, build the extensions first
-(``python setup.py build_ext --inplace``); this file puts ``python/`` on the path.
+The API reference imports gradtest: the installed package when there is one (CI installs it),
+else the source checkout's ``python/`` folder, whose extensions must then be built in place
+(``python setup.py build_ext --inplace``).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "python"))
+if importlib.util.find_spec("gradtest") is None:
+    sys.path.insert(0, str(HERE.parent / "python"))
 
 project = "gradtest"
 author = "the gradtest developers"
