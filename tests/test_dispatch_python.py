@@ -103,7 +103,8 @@ def test_numpy_float64_scalar_but_not_python_float():
     assert gradtest.check_dispatch(python_scalar, x).passed
     report = gradtest.check_dispatch(numpy_scalar, x)
     (f,) = report.failures
-    assert (f.kind, f.symbol, f.dtype_in, f.dtype_out) == ("type_instability", "multiply", "float32, float64", "float64")
+    assert (f.kind, f.symbol, f.dtype_out) == ("type_instability", "multiply", "float64")
+    assert f.dtype_in == "float32, float64"
     assert f.location == line_of(numpy_scalar, "# scalar")
 
 

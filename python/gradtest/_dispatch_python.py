@@ -324,8 +324,8 @@ def _user_line(frame: Any, runner: types.CodeType | None) -> tuple[str | None, s
     while f is not None and f.f_code is not runner:
         region.append(f)
         f = f.f_back
-    if f is None:  # not under the runner (another thread, an array kept after the check)
-        pass
+    # f is None when the operation did not run under the check's runner (another thread): then
+    # only frames outside gradtest and NumPy qualify
     chosen = next((fr for fr in region if not _internal(fr.f_code.co_filename)), None)
     if chosen is None and f is not None and region:
         chosen = region[-1]
@@ -336,7 +336,7 @@ def _user_line(frame: Any, runner: types.CodeType | None) -> tuple[str | None, s
 
 def _internal(filename: str) -> bool:
     path = os.path.abspath(filename)
-    return path.startswith(_GRADTEST_DIR) or path.startswith(_NUMPY_DIR)
+    return path.startswith((_GRADTEST_DIR, _NUMPY_DIR))
 
 
 def _where(filename: str, lineno: int | None) -> tuple[str, str]:
@@ -426,7 +426,8 @@ def _name_of(f: Any) -> str:
 
 
 def _file_of(f: Any) -> tuple[str, int | None]:
-    code = getattr(f, "__code__", None) or getattr(getattr(f, "__call__", None), "__code__", None)
+    # functions and bound methods carry __code__; a callable object's is on its class's __call__
+    code = getattr(f, "__code__", None) or getattr(getattr(type(f), "__call__", None), "__code__", None)
     if code is None:
         return "<python>", None
     return code.co_filename, code.co_firstlineno
@@ -459,8 +460,10 @@ def _call_finding(exc: BaseException, runner: types.CodeType) -> PythonDispatchF
     while tb is not None:
         frames.append((tb.tb_frame.f_code, tb.tb_lineno))
         tb = tb.tb_next
-    # drop the runner's own frame; innermost first
-    region = [fr for fr in frames if fr[0] is not runner][::-1]
+    # the frames below the runner (f's call tree), innermost first; empty when calling f itself
+    # failed (e.g. a wrong number of arguments)
+    below = next((i + 1 for i, fr in enumerate(frames) if fr[0] is runner), 0)
+    region = frames[below:][::-1]
     chosen = next((fr for fr in region if not _internal(fr[0].co_filename)), region[-1] if region else None)
     source, code = _where(chosen[0].co_filename, chosen[1]) if chosen else (None, "")
     raised_inside = bool(region) and _internal(region[0][0].co_filename)
