@@ -99,8 +99,14 @@ def test_numpy_float64_scalar_but_not_python_float():
         scale = np.float64(2.0)
         return np.sum(x * scale)  # scalar
 
+    def reflected(x):
+        return np.sum(np.float64(2.0) * x + W64[0, 0] * x)  # reflected
+
     x = np.ones(5, np.float32)
     assert gradtest.check_dispatch(python_scalar, x).passed
+    report = gradtest.check_dispatch(reflected, x)
+    assert [(f.symbol, f.dtype_in, f.count) for f in report.failures] == [("multiply", "float64, float32", 2)]
+    assert report.failures[0].location == line_of(reflected, "# reflected")
     report = gradtest.check_dispatch(numpy_scalar, x)
     (f,) = report.failures
     assert (f.kind, f.symbol, f.dtype_out) == ("type_instability", "multiply", "float64")
@@ -174,6 +180,14 @@ def test_user_exceptions_are_call_findings():
     # a NotImplementedError raised by the user's code is an exception, not an unsupported function
     (finding,) = gradtest.check_dispatch(own_not_implemented, np.ones(3)).findings
     assert finding.kind == "exception" and finding.location == line_of(own_not_implemented, "# mine")
+
+
+def test_calling_f_itself_fails():
+    report = gradtest.check_dispatch(lambda x, y: x, np.ones(2))
+    (finding,) = report.findings
+    assert finding.kind == "exception" and finding.symbol == "TypeError"
+    assert finding.source is None  # the call itself failed: no line of f ran
+    assert "gradtest" not in str(report.findings[0].location)
 
 
 def test_innermost_user_frame_and_counts():
