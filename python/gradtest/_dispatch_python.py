@@ -235,7 +235,7 @@ class PythonDispatchReport(DispatchReport):
 # the observed arrays
 
 class _Session:
-    """The state of one check: its tape, reference dtype, findings and nesting depth."""
+    """The state of one check: its reference dtype, findings, operation count and nesting depth."""
 
     def __init__(self, reference: np.dtype | None) -> None:
         self.reference = reference
