@@ -1,5 +1,8 @@
 """Dispatch checks of C functions: the ``@jet`` of gradtest.
 
+(Python callables are routed to :mod:`gradtest._dispatch_python`, which checks NumPy code for
+type instability on tracked arrays; everything below is about C targets.)
+
 :func:`check_dispatch` runs two checks on a compiled function, as LuxTestUtils' ``@jet`` runs
 JET's ``test_call`` and ``test_opt``:
 
@@ -332,19 +335,30 @@ def _resolve_target(target: Any, signature: str | None) -> _Target:
         if sig is None:
             sig = _signature_from_ctypes(target)
         return _locate(address, getattr(target, "__name__", None), sig)
-    if type(target).__module__ in ("_cffi_backend",) or type(target).__name__ in ("_CDataBase", "CData", "__CDataOwn"):
+    if _is_cffi(target):
         return _from_cffi(target, sig)
     if isinstance(target, (int, np.integer)) and not isinstance(target, bool):
         return _locate(int(target), None, sig)
-    if callable(target):
-        raise TypeError(
-            "target: Python functions are not supported by the dispatch checks yet; pass a ctypes or cffi "
-            "function pointer, an integer address, a 'lib.so:symbol' string or a CKernel"
-        )
     raise TypeError(
-        "target: expected a ctypes or cffi function pointer, an integer address, a 'lib.so:symbol' string "
-        f"or a CKernel, got {type(target).__name__}"
+        "target: expected a ctypes or cffi function pointer, an integer address, a 'lib.so:symbol' string, "
+        f"a CKernel or a Python function, got {type(target).__name__}"
     )
+
+
+def _is_cffi(target: Any) -> bool:
+    return type(target).__module__ in ("_cffi_backend",) or type(target).__name__ in ("_CDataBase", "CData", "__CDataOwn")
+
+
+def _is_python_target(target: Any) -> bool:
+    """True for a Python callable that is none of the C targets (those are tried first, in the
+    order of _resolve_target)."""
+    if isinstance(target, type):
+        return False
+    if getattr(target, "__gradtest_dispatch__", None) is not None:
+        return False
+    if isinstance(target, (str, int, np.integer, ctypes._CFuncPtr)) or _is_cffi(target):  # type: ignore[attr-defined]
+        return False
+    return callable(target)
 
 
 def _host_machine() -> int | None:
@@ -914,14 +928,19 @@ def check_dispatch(
 
     Parameters
     ----------
-    target : ctypes or cffi function pointer, int, str or CKernel
+    target : ctypes or cffi function pointer, int, str, CKernel or Python callable
         The function: a ctypes function (its ``argtypes``/``restype`` give the signature), a cffi
         function, a runtime address, ``"path/lib.so:symbol"`` or an object with a
         ``__gradtest_dispatch__()`` method returning ``(target, signature)`` (gradtest's CKernel).
+        Any other callable is a NumPy function: it runs on reverse-mode tracked arrays and the
+        check reports type instability instead (see :mod:`gradtest._dispatch_python`; only
+        ``allow``, ``call_broken`` and ``opt_broken`` apply, and the report is a
+        ``PythonDispatchReport``).
     *args
         Arguments of the call check, converted to the C signature (numpy arrays for pointers,
         C-contiguous and of the pointee's dtype; Python numbers for scalars). Without arguments
-        the call check is skipped.
+        the call check is skipped. For a Python function: its positional arguments, whose
+        floating-point arrays (inside any tree) are tracked.
     target_modules : list of str, optional
         Objects whose code is followed besides the target's own (paths or names of loaded shared
         objects). Default: the list set by :func:`dispatch_target_modules`, else only the target's
@@ -946,6 +965,10 @@ def check_dispatch(
         ``report.passed``, ``report.outcomes["call"]``/``["opt"]``, ``report.findings``.
     """
     allow_t = _check_names(allow, "allow")
+    if _is_python_target(target):
+        return _check_python(target, args, target_modules=target_modules, allow=allow_t,
+                             call_broken=call_broken, opt_broken=opt_broken, max_depth=max_depth,
+                             signature=signature, timeout=timeout)
     if isinstance(max_depth, bool) or not isinstance(max_depth, (int, np.integer)) or max_depth < 0:
         raise ValueError(f"max_depth: expected a non-negative integer, got {max_depth!r}")
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or not timeout > 0 or math.isinf(timeout):
@@ -1034,6 +1057,23 @@ def check_dispatch(
             report.notes.append(f"calls deeper than max_depth={max_depth} were not followed")
     _events.emit(report)
     return report
+
+
+def _check_python(f: Any, args: tuple, *, target_modules: Any, allow: tuple[str, ...], call_broken: bool,
+                  opt_broken: bool, max_depth: Any, signature: Any, timeout: Any) -> DispatchReport:
+    """Routes a Python callable to the type-stability check in gradtest._dispatch_python,
+    refusing the options that only mean something for machine code."""
+    for name, value, default in (("target_modules", target_modules, None), ("signature", signature, None),
+                                 ("max_depth", max_depth, DEFAULT_MAX_DEPTH), ("timeout", timeout, DEFAULT_TIMEOUT)):
+        if value is not default and value != default:
+            raise TypeError(f"{name}: only applies to C targets; {_callable_name(f)} is a Python function")
+    from ._dispatch_python import check_dispatch_python
+
+    return check_dispatch_python(f, tuple(args), allow, bool(call_broken), bool(opt_broken))
+
+
+def _callable_name(f: Any) -> str:
+    return getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__name__
 
 
 def test_dispatch(target: Any, *args: Any, **kwargs: Any) -> DispatchReport:
