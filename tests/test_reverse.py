@@ -428,3 +428,17 @@ def test_bad_tape_arguments_raise_cleanly():
     with pytest.raises(ValueError):
         t.leaf(7, (2,))
     t.release()
+
+
+def test_integer_index_gives_a_0d_result():
+    x = np.array([1.0, 2.0, 3.0])
+    out, (g,) = gradtest.vjp(lambda x: x[1] * x[2] + float(0), (x,), 1.0)
+    np.testing.assert_allclose(g, [0.0, 3.0, 2.0])
+    (g2,) = gradtest.gradient(lambda x: x[1] ** 2, x, backend="reverse")
+    np.testing.assert_allclose(g2, [0.0, 4.0, 0.0])
+
+    def shape_of_element(x):
+        assert np.shape(x[0]) == ()
+        return x[0] * 1.0
+
+    gradtest.gradient(shape_of_element, x, backend="reverse")

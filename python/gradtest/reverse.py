@@ -318,9 +318,10 @@ def _gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         index_arrays.append(np.arange(offset, offset + v.size, dtype=np.intp).reshape(v.shape))
         flats.append(v.astype(dt, copy=False).ravel())
         offset += v.size
-    idx = np.ascontiguousarray(index_fn(*index_arrays), dtype=np.intp)
+    # np.array, not ascontiguousarray, which turns the 0-d result of an integer index into 1-d
+    idx = np.array(index_fn(*index_arrays), dtype=np.intp, order="C")
     flat = flats[0] if len(flats) == 1 else np.concatenate(flats)
-    y = flat[idx]
+    y = np.asarray(flat[idx])
     if tape is None:
         return y
     out = Tracked(y, tape, tape.gather(_DTYPE_CODE[dt], idx, ids, sizes))
