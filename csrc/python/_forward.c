@@ -110,6 +110,219 @@ static int make_arg(PyObject *v, PyObject *t, int type, int nd, const npy_intp *
     return 0;
 }
 
+/* Module state: the Python class whose instances the fast paths create and read. */
+typedef struct forward_state {
+    PyTypeObject *dual_type; /* gradtest.forward.Dual once register_dual ran, else NULL */
+    PyObject *s_value;       /* interned "value" */
+    PyObject *s_tangents;    /* interned "tangents" */
+} forward_state;
+
+static forward_state *get_state(PyObject *module) { return (forward_state *)PyModule_GetState(module); }
+
+PyDoc_STRVAR(register_dual_doc,
+"register_dual(cls)\n--\n\n"
+"Registers the Dual class (a type whose instances keep `value` and `tangents` attributes) that\n"
+"`ufunc` reads and creates.");
+
+static PyObject *register_dual(PyObject *self, PyObject *cls)
+{
+    if (!PyType_Check(cls)) {
+        PyErr_Format(PyExc_TypeError, "cls: expected a class, got %.200s", Py_TYPE(cls)->tp_name);
+        return NULL;
+    }
+    forward_state *st = get_state(self);
+    Py_INCREF(cls);
+    Py_XSETREF(st->dual_type, (PyTypeObject *)cls);
+    Py_RETURN_NONE;
+}
+
+/* A new instance of the registered Dual class holding y and yt (references stolen, also on
+ * failure). NULL with an exception on failure. */
+static PyObject *new_dual(forward_state *st, PyObject *y, PyObject *yt)
+{
+    PyObject *d = st->dual_type->tp_alloc(st->dual_type, 0);
+    if (!d || PyObject_SetAttr(d, st->s_value, y) || PyObject_SetAttr(d, st->s_tangents, yt)) {
+        Py_XDECREF(d);
+        d = NULL;
+    }
+    Py_DECREF(y);
+    Py_DECREF(yt);
+    return d;
+}
+
+/* One ufunc operand as the fast path sees it. */
+typedef struct operand {
+    PyObject *value;   /* new reference: the Dual's value, the array, or the Python number */
+    PyObject *tangent; /* new reference to a Dual's tangents, NULL for a constant */
+    int number;        /* 1 for a Python float or (small) int */
+    double d;          /* the number, when `number` */
+    float f;
+} operand;
+
+/* Fills `out` from obj. Returns 1 when the operand qualifies for the fast path, 0 when it does not
+ * (the caller takes the Python rule), -1 with an exception set. *type is the float type of the
+ * Duals seen so far (-1 before the first). */
+static int read_operand(forward_state *st, PyObject *obj, operand *out, int *type)
+{
+    if (Py_TYPE(obj) == st->dual_type) {
+        out->value = PyObject_GetAttr(obj, st->s_value);
+        out->tangent = out->value ? PyObject_GetAttr(obj, st->s_tangents) : NULL;
+        if (!out->tangent)
+            return -1;
+        if (!PyArray_CheckExact(out->value) || !PyArray_CheckExact(out->tangent))
+            return 0;
+        int vt = PyArray_TYPE((PyArrayObject *)out->value);
+        if ((vt != NPY_DOUBLE && vt != NPY_FLOAT) || (*type >= 0 && *type != vt) ||
+            PyArray_TYPE((PyArrayObject *)out->tangent) != vt)
+            return 0;
+        *type = vt;
+        return 1;
+    }
+    if (PyArray_CheckExact(obj)) { /* its dtype is checked once the Duals' type is known */
+        Py_INCREF(obj);
+        out->value = obj;
+        return 1;
+    }
+    if (PyFloat_CheckExact(obj) || PyLong_CheckExact(obj)) {
+        if (PyFloat_CheckExact(obj)) {
+            out->d = PyFloat_AS_DOUBLE(obj);
+        } else {
+            /* integers that float32 holds exactly; larger ones take NumPy's own conversion rules */
+            int overflow;
+            long long v = PyLong_AsLongLongAndOverflow(obj, &overflow);
+            if (v == -1 && PyErr_Occurred())
+                return -1;
+            if (overflow || v > (1 << 24) || v < -(1 << 24))
+                return 0;
+            out->d = (double)v;
+        }
+        out->f = (float)out->d;
+        out->number = 1;
+        Py_INCREF(obj);
+        out->value = obj;
+        return 1;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(ufunc_doc,
+"ufunc(op, ufunc, fallback, a[, b])\n--\n\n"
+"The Dual result of ufunc(a[, b]) for the op-table entry with index `op`, computed in one C call:\n"
+"the primal by calling `ufunc` on the primal values, the tangents by the C core, the result\n"
+"created without Python code. a, b are registered Duals of one float dtype, exact NumPy arrays of\n"
+"that dtype, or Python floats/ints; for anything else (subclasses, other dtypes, a result of\n"
+"another dtype) the call returns fallback(a[, b]) instead.");
+
+static PyObject *ufunc_call(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    forward_state *st = get_state(self);
+    operand ops[2] = {{0}, {0}};
+    arg_view views[2];
+    ptrdiff_t zeros[NPY_MAXDIMS] = {0};
+    PyObject *result = NULL, *y = NULL, *yt = NULL, *values[2];
+    int type = -1, status = GT_OK;
+    if (argc != 4 && argc != 5) {
+        PyErr_Format(PyExc_TypeError, "ufunc expected 4 or 5 arguments, got %zd", argc);
+        return NULL;
+    }
+    if (!st->dual_type) {
+        PyErr_SetString(PyExc_RuntimeError, "ufunc: no Dual class registered (register_dual)");
+        return NULL;
+    }
+    long index = PyLong_AsLong(argv[0]);
+    if (index == -1 && PyErr_Occurred())
+        return NULL;
+    if (index < 0 || index >= GT_OP_COUNT) {
+        PyErr_Format(PyExc_ValueError, "op: expected an op-table index in [0, %d), got %ld", GT_OP_COUNT, index);
+        return NULL;
+    }
+    const gt_op *op = &gt_op_table[index];
+    int nin = (int)argc - 3;
+    if (op->arity != nin) {
+        PyErr_Format(PyExc_TypeError, "op %s takes %d argument(s), got %d", op->name, op->arity, nin);
+        return NULL;
+    }
+    for (int i = 0; i < nin; i++) {
+        int ok = read_operand(st, argv[3 + i], &ops[i], &type);
+        if (ok < 0)
+            goto cleanup;
+        if (ok == 0)
+            goto fallback;
+        values[i] = ops[i].value;
+    }
+    if (type < 0)
+        goto fallback; /* no Dual among the operands */
+    for (int i = 0; i < nin; i++)
+        if (!ops[i].tangent && !ops[i].number && PyArray_TYPE((PyArrayObject *)ops[i].value) != type)
+            goto fallback;
+
+    y = PyObject_Vectorcall(argv[1], values, (size_t)nin, NULL);
+    if (!y)
+        goto cleanup;
+    if (!PyArray_CheckExact(y)) {
+        if (!PyArray_IsScalar(y, Double) && !PyArray_IsScalar(y, Float))
+            goto fallback;
+        PyObject *arr = PyArray_FromScalar(y, NULL); /* a 0-d result, as np.asarray gives */
+        Py_SETREF(y, arr);
+        if (!y)
+            goto cleanup;
+    }
+    PyArrayObject *ya = (PyArrayObject *)y;
+    if (PyArray_TYPE(ya) != type || !PyArray_IS_C_CONTIGUOUS(ya) || !PyArray_ISALIGNED(ya))
+        goto fallback; /* e.g. float_power promoting float32; the rule recomputes it */
+
+    int nd = PyArray_NDIM(ya);
+    npy_intp *shape = PyArray_DIMS(ya), k = -1;
+    const char *names[2][2] = {{"a", "at"}, {"b", "bt"}};
+    for (int i = 0; i < nin; i++) {
+        if (ops[i].number) {
+            views[i].arg = (gt_dual_arg){type == NPY_DOUBLE ? (const char *)&ops[i].d : (const char *)&ops[i].f,
+                                         zeros, NULL, NULL};
+        } else if (make_arg(ops[i].value, ops[i].tangent ? ops[i].tangent : Py_None, type, nd, shape, &k,
+                            &views[i], names[i][0], names[i][1])) {
+            goto cleanup;
+        }
+    }
+    npy_intp full[NPY_MAXDIMS + 1];
+    size_t ushape[NPY_MAXDIMS];
+    full[0] = k;
+    for (int d = 0; d < nd; d++) {
+        full[d + 1] = shape[d];
+        ushape[d] = (size_t)shape[d];
+    }
+    yt = PyArray_SimpleNew(nd + 1, full, type);
+    if (!yt)
+        goto cleanup;
+    gt_dtype dtype = type == NPY_DOUBLE ? GT_FLOAT64 : GT_FLOAT32;
+    const gt_dual_arg *bp = nin == 2 ? &views[1].arg : NULL;
+    void *ydata = PyArray_DATA(ya), *ytdata = PyArray_DATA((PyArrayObject *)yt);
+    if ((size_t)PyArray_SIZE((PyArrayObject *)yt) > GT_NOGIL_WORK) {
+        Py_BEGIN_ALLOW_THREADS
+        status = gt_dual_elementwise(op, dtype, nd, ushape, (size_t)k, &views[0].arg, bp, ydata, ytdata);
+        Py_END_ALLOW_THREADS
+    } else {
+        status = gt_dual_elementwise(op, dtype, nd, ushape, (size_t)k, &views[0].arg, bp, ydata, ytdata);
+    }
+    if (status) {
+        gt_raise_status(status, op->name);
+        goto cleanup;
+    }
+    result = new_dual(st, y, yt);
+    y = yt = NULL;
+    goto cleanup;
+
+fallback:
+    result = PyObject_Vectorcall(argv[2], argv + 3, (size_t)nin, NULL);
+cleanup:
+    for (int i = 0; i < 2; i++) {
+        Py_XDECREF(ops[i].value);
+        Py_XDECREF(ops[i].tangent);
+    }
+    Py_XDECREF(y);
+    Py_XDECREF(yt);
+    return result;
+}
+
 PyDoc_STRVAR(op_names_doc,
 "op_names()\n--\n\n"
 "Names of the op table's entries, in table order (the indices `elementwise` takes).");
@@ -324,16 +537,38 @@ static PyMethodDef forward_methods[] = {
     {"op_names", op_names, METH_NOARGS, op_names_doc},
     {"elementwise", (PyCFunction)(void (*)(void))elementwise, METH_FASTCALL, elementwise_doc},
     {"matmul", (PyCFunction)(void (*)(void))matmul, METH_FASTCALL, matmul_doc},
+    {"register_dual", register_dual, METH_O, register_dual_doc},
+    {"ufunc", (PyCFunction)(void (*)(void))ufunc_call, METH_FASTCALL, ufunc_doc},
     {NULL, NULL, 0, NULL},
 };
 
 static int forward_exec(PyObject *module)
 {
-    (void)module;
     if (PyArray_ImportNumPyAPI() < 0)
         return -1;
+    forward_state *st = get_state(module);
+    st->s_value = PyUnicode_InternFromString("value");
+    st->s_tangents = PyUnicode_InternFromString("tangents");
+    return st->s_value && st->s_tangents ? 0 : -1;
+}
+
+static int forward_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    forward_state *st = get_state(module);
+    Py_VISIT(st->dual_type);
     return 0;
 }
+
+static int forward_clear(PyObject *module)
+{
+    forward_state *st = get_state(module);
+    Py_CLEAR(st->dual_type);
+    Py_CLEAR(st->s_value);
+    Py_CLEAR(st->s_tangents);
+    return 0;
+}
+
+static void forward_free(void *module) { forward_clear((PyObject *)module); }
 
 static PyModuleDef_Slot forward_slots[] = {
     {Py_mod_exec, forward_exec},
@@ -344,9 +579,12 @@ static struct PyModuleDef forward_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "gradtest._forward",
     .m_doc = "Forward-mode (dual-number) kernels of gradtest's C core.",
-    .m_size = 0,
+    .m_size = sizeof(forward_state),
     .m_methods = forward_methods,
     .m_slots = forward_slots,
+    .m_traverse = forward_traverse,
+    .m_clear = forward_clear,
+    .m_free = forward_free,
 };
 
 PyMODINIT_FUNC PyInit__forward(void)
