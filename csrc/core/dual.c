@@ -301,22 +301,37 @@ static int elementwise_contiguous(const gt_op *op, gt_dtype dtype, int nd, const
         if (status)
             goto cleanup;
         int safe = !all_finite(bl, at ? da : NULL, bt ? db : NULL);
-        for (size_t d = 0; d < k; d++) {
+        /* a small array (the whole of it in this one block) combines `reps` directions per call:
+         * their tangents are adjacent, so the partials are tiled reps times and the k directions
+         * run as k / reps loops of reps * n elements instead of k short ones */
+        size_t reps = 1;
+        if (n == bl && 2 * n <= block && k > 1) {
+            reps = block / n < k ? block / n : k;
+            for (size_t have = 1; have < reps; have *= 2) { /* doubling: log2(reps) copies */
+                size_t more = (reps - have < have ? reps - have : have) * n;
+                if (at)
+                    memcpy(da + have * n, da, more * sizeof(double));
+                if (bt)
+                    memcpy(db + have * n, db, more * sizeof(double));
+            }
+        }
+        for (size_t d = 0; d < k; d += reps) {
+            size_t len = (k - d < reps ? k - d : reps) * bl;
             const char *x = at ? at + (d * n + j0) * es : NULL;
             const char *z = bt ? bt + (d * n + j0) * es : NULL;
             ptrdiff_t s = (ptrdiff_t)es;
             if (dtype == GT_FLOAT64) {
                 double *out = (double *)yt + d * n + j0;
                 if (safe)
-                    combine_f64_safe(bl, out, x, s, da, z, s, db);
+                    combine_f64_safe(len, out, x, s, da, z, s, db);
                 else
-                    combine_f64_plain(bl, out, x, s, da, z, s, db);
+                    combine_f64_plain(len, out, x, s, da, z, s, db);
             } else {
                 float *out = (float *)yt + d * n + j0;
                 if (safe)
-                    combine_f32_safe(bl, out, x, s, da, z, s, db);
+                    combine_f32_safe(len, out, x, s, da, z, s, db);
                 else
-                    combine_f32_plain(bl, out, x, s, da, z, s, db);
+                    combine_f32_plain(len, out, x, s, da, z, s, db);
             }
         }
     }

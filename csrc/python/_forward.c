@@ -7,6 +7,7 @@
 #include <Python.h>
 #define NPY_NO_DEPRECATED_API NPY_1_23_API_VERSION
 #include <numpy/arrayobject.h>
+#include <structmember.h>
 
 #include "dual.h"
 #include "gt_glue.h"
@@ -113,27 +114,81 @@ static int make_arg(PyObject *v, PyObject *t, int type, int nd, const npy_intp *
 /* Module state: the Python class whose instances the fast paths create and read. */
 typedef struct forward_state {
     PyTypeObject *dual_type; /* gradtest.forward.Dual once register_dual ran, else NULL */
-    PyObject *s_value;       /* interned "value" */
-    PyObject *s_tangents;    /* interned "tangents" */
+    Py_ssize_t off_value;    /* byte offsets of its `value` and `tangents` slots */
+    Py_ssize_t off_tangents;
+    PyObject *fast;          /* dict: ufunc -> (op-table index, Python rule) */
+    PyObject *slow;          /* the Python __array_ufunc__ for everything else */
+    PyObject *s_call;        /* interned "__call__" */
 } forward_state;
 
 static forward_state *get_state(PyObject *module) { return (forward_state *)PyModule_GetState(module); }
 
-PyDoc_STRVAR(register_dual_doc,
-"register_dual(cls)\n--\n\n"
-"Registers the Dual class (a type whose instances keep `value` and `tangents` attributes) that\n"
-"`ufunc` reads and creates.");
-
-static PyObject *register_dual(PyObject *self, PyObject *cls)
+/* The byte offset of the __slots__ member `name` of cls, or -1 with an exception. Reading and
+ * writing the slot at that offset is what the member descriptor itself does, without the
+ * attribute lookup (a measurable part of a small op). */
+static Py_ssize_t slot_offset(PyObject *cls, const char *name)
 {
+    PyObject *descr = PyObject_GetAttrString(cls, name);
+    if (!descr)
+        return -1;
+    Py_ssize_t off = -1;
+    if (Py_IS_TYPE(descr, &PyMemberDescr_Type) && ((PyMemberDescrObject *)descr)->d_member->type == T_OBJECT_EX)
+        off = ((PyMemberDescrObject *)descr)->d_member->offset;
+    else
+        PyErr_Format(PyExc_TypeError, "cls: expected `%s` to be a __slots__ member", name);
+    Py_DECREF(descr);
+    return off;
+}
+
+/* The object in slot `off` of obj (borrowed; NULL when unset). */
+static PyObject *slot_get(PyObject *obj, Py_ssize_t off) { return *(PyObject **)((char *)obj + off); }
+
+PyDoc_STRVAR(register_dual_doc,
+"register_dual(cls, fast, slow)\n--\n\n"
+"Registers the Dual class (with __slots__ `value` and `tangents`) that `ufunc` and `array_ufunc`\n"
+"read and create; `fast` maps ufuncs to (op-table index, Python rule), and `slow` is the Python\n"
+"__array_ufunc__ that `array_ufunc` hands every other call to.");
+
+static PyObject *register_dual(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    if (argc != 3) {
+        PyErr_Format(PyExc_TypeError, "register_dual expected 3 arguments, got %zd", argc);
+        return NULL;
+    }
+    PyObject *cls = argv[0];
     if (!PyType_Check(cls)) {
         PyErr_Format(PyExc_TypeError, "cls: expected a class, got %.200s", Py_TYPE(cls)->tp_name);
         return NULL;
     }
+    if (!PyDict_Check(argv[1]) || !PyCallable_Check(argv[2])) {
+        PyErr_SetString(PyExc_TypeError, "fast, slow: expected a dict and a callable");
+        return NULL;
+    }
+    Py_ssize_t off_value = slot_offset(cls, "value");
+    Py_ssize_t off_tangents = off_value < 0 ? -1 : slot_offset(cls, "tangents");
+    if (off_tangents < 0)
+        return NULL;
     forward_state *st = get_state(self);
+    st->off_value = off_value;
+    st->off_tangents = off_tangents;
     Py_INCREF(cls);
     Py_XSETREF(st->dual_type, (PyTypeObject *)cls);
+    Py_INCREF(argv[1]);
+    Py_XSETREF(st->fast, argv[1]);
+    Py_INCREF(argv[2]);
+    Py_XSETREF(st->slow, argv[2]);
     Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(method_doc,
+"method(func)\n--\n\n"
+"func as a method: bound to the instance when looked up on one (an instancemethod), so that a C\n"
+"function can serve as Dual.__array_ufunc__ without a Python frame.");
+
+static PyObject *method(PyObject *self, PyObject *func)
+{
+    (void)self;
+    return PyInstanceMethod_New(func);
 }
 
 /* A new instance of the registered Dual class holding y and yt (references stolen, also on
@@ -141,19 +196,20 @@ static PyObject *register_dual(PyObject *self, PyObject *cls)
 static PyObject *new_dual(forward_state *st, PyObject *y, PyObject *yt)
 {
     PyObject *d = st->dual_type->tp_alloc(st->dual_type, 0);
-    if (!d || PyObject_SetAttr(d, st->s_value, y) || PyObject_SetAttr(d, st->s_tangents, yt)) {
-        Py_XDECREF(d);
-        d = NULL;
+    if (!d) {
+        Py_DECREF(y);
+        Py_DECREF(yt);
+        return NULL;
     }
-    Py_DECREF(y);
-    Py_DECREF(yt);
+    *(PyObject **)((char *)d + st->off_value) = y;
+    *(PyObject **)((char *)d + st->off_tangents) = yt;
     return d;
 }
 
 /* One ufunc operand as the fast path sees it. */
 typedef struct operand {
-    PyObject *value;   /* new reference: the Dual's value, the array, or the Python number */
-    PyObject *tangent; /* new reference to a Dual's tangents, NULL for a constant */
+    PyObject *value;   /* borrowed: the Dual's value, the array, or the Python number */
+    PyObject *tangent; /* borrowed: a Dual's tangents, NULL for a constant */
     int number;        /* 1 for a Python float or (small) int */
     double d;          /* the number, when `number` */
     float f;
@@ -165,11 +221,9 @@ typedef struct operand {
 static int read_operand(forward_state *st, PyObject *obj, operand *out, int *type)
 {
     if (Py_TYPE(obj) == st->dual_type) {
-        out->value = PyObject_GetAttr(obj, st->s_value);
-        out->tangent = out->value ? PyObject_GetAttr(obj, st->s_tangents) : NULL;
-        if (!out->tangent)
-            return -1;
-        if (!PyArray_CheckExact(out->value) || !PyArray_CheckExact(out->tangent))
+        out->value = slot_get(obj, st->off_value);
+        out->tangent = slot_get(obj, st->off_tangents);
+        if (!out->value || !out->tangent || !PyArray_CheckExact(out->value) || !PyArray_CheckExact(out->tangent))
             return 0;
         int vt = PyArray_TYPE((PyArrayObject *)out->value);
         if ((vt != NPY_DOUBLE && vt != NPY_FLOAT) || (*type >= 0 && *type != vt) ||
@@ -179,7 +233,6 @@ static int read_operand(forward_state *st, PyObject *obj, operand *out, int *typ
         return 1;
     }
     if (PyArray_CheckExact(obj)) { /* its dtype is checked once the Duals' type is known */
-        Py_INCREF(obj);
         out->value = obj;
         return 1;
     }
@@ -198,7 +251,6 @@ static int read_operand(forward_state *st, PyObject *obj, operand *out, int *typ
         }
         out->f = (float)out->d;
         out->number = 1;
-        Py_INCREF(obj);
         out->value = obj;
         return 1;
     }
@@ -213,37 +265,19 @@ PyDoc_STRVAR(ufunc_doc,
 "that dtype, or Python floats/ints; for anything else (subclasses, other dtypes, a result of\n"
 "another dtype) the call returns fallback(a[, b]) instead.");
 
-static PyObject *ufunc_call(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+/* The fast path of one ufunc call: `ufunc` is the op-table entry `op` applied to the nin = op->arity
+ * operands in `inputs`, `fallback` the Python rule called with them when they do not qualify.
+ * Returns a new reference, or NULL with an exception. */
+static PyObject *ufunc_impl(forward_state *st, const gt_op *op, PyObject *ufunc, PyObject *fallback,
+                            PyObject *const *inputs, int nin)
 {
-    forward_state *st = get_state(self);
     operand ops[2] = {{0}, {0}};
     arg_view views[2];
     ptrdiff_t zeros[NPY_MAXDIMS] = {0};
     PyObject *result = NULL, *y = NULL, *yt = NULL, *values[2];
     int type = -1, status = GT_OK;
-    if (argc != 4 && argc != 5) {
-        PyErr_Format(PyExc_TypeError, "ufunc expected 4 or 5 arguments, got %zd", argc);
-        return NULL;
-    }
-    if (!st->dual_type) {
-        PyErr_SetString(PyExc_RuntimeError, "ufunc: no Dual class registered (register_dual)");
-        return NULL;
-    }
-    long index = PyLong_AsLong(argv[0]);
-    if (index == -1 && PyErr_Occurred())
-        return NULL;
-    if (index < 0 || index >= GT_OP_COUNT) {
-        PyErr_Format(PyExc_ValueError, "op: expected an op-table index in [0, %d), got %ld", GT_OP_COUNT, index);
-        return NULL;
-    }
-    const gt_op *op = &gt_op_table[index];
-    int nin = (int)argc - 3;
-    if (op->arity != nin) {
-        PyErr_Format(PyExc_TypeError, "op %s takes %d argument(s), got %d", op->name, op->arity, nin);
-        return NULL;
-    }
     for (int i = 0; i < nin; i++) {
-        int ok = read_operand(st, argv[3 + i], &ops[i], &type);
+        int ok = read_operand(st, inputs[i], &ops[i], &type);
         if (ok < 0)
             goto cleanup;
         if (ok == 0)
@@ -256,7 +290,7 @@ static PyObject *ufunc_call(PyObject *self, PyObject *const *argv, Py_ssize_t ar
         if (!ops[i].tangent && !ops[i].number && PyArray_TYPE((PyArrayObject *)ops[i].value) != type)
             goto fallback;
 
-    y = PyObject_Vectorcall(argv[1], values, (size_t)nin, NULL);
+    y = PyObject_Vectorcall(ufunc, values, (size_t)nin, NULL);
     if (!y)
         goto cleanup;
     if (!PyArray_CheckExact(y)) {
@@ -312,15 +346,68 @@ static PyObject *ufunc_call(PyObject *self, PyObject *const *argv, Py_ssize_t ar
     goto cleanup;
 
 fallback:
-    result = PyObject_Vectorcall(argv[2], argv + 3, (size_t)nin, NULL);
+    result = PyObject_Vectorcall(fallback, inputs, (size_t)nin, NULL);
 cleanup:
-    for (int i = 0; i < 2; i++) {
-        Py_XDECREF(ops[i].value);
-        Py_XDECREF(ops[i].tangent);
-    }
     Py_XDECREF(y);
     Py_XDECREF(yt);
     return result;
+}
+
+static PyObject *ufunc_call(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    forward_state *st = get_state(self);
+    if (argc != 4 && argc != 5) {
+        PyErr_Format(PyExc_TypeError, "ufunc expected 4 or 5 arguments, got %zd", argc);
+        return NULL;
+    }
+    if (!st->dual_type) {
+        PyErr_SetString(PyExc_RuntimeError, "ufunc: no Dual class registered (register_dual)");
+        return NULL;
+    }
+    long index = PyLong_AsLong(argv[0]);
+    if (index == -1 && PyErr_Occurred())
+        return NULL;
+    if (index < 0 || index >= GT_OP_COUNT) {
+        PyErr_Format(PyExc_ValueError, "op: expected an op-table index in [0, %d), got %ld", GT_OP_COUNT, index);
+        return NULL;
+    }
+    const gt_op *op = &gt_op_table[index];
+    int nin = (int)argc - 3;
+    if (op->arity != nin) {
+        PyErr_Format(PyExc_TypeError, "op %s takes %d argument(s), got %d", op->name, op->arity, nin);
+        return NULL;
+    }
+    return ufunc_impl(st, op, argv[1], argv[2], argv + 3, nin);
+}
+
+PyDoc_STRVAR(array_ufunc_doc,
+"array_ufunc(self, ufunc, method, *inputs, **kwargs)\n--\n\n"
+"Dual.__array_ufunc__ (through `method`): a plain call of a registered ufunc without keywords\n"
+"takes the `ufunc` fast path; everything else goes to the registered Python implementation.");
+
+static PyObject *array_ufunc(PyObject *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
+{
+    forward_state *st = get_state(self);
+    Py_ssize_t argc = PyVectorcall_NARGS(nargsf);
+    if (!st->dual_type) {
+        PyErr_SetString(PyExc_RuntimeError, "array_ufunc: no Dual class registered (register_dual)");
+        return NULL;
+    }
+    if (argc >= 4 && argc <= 5 && (!kwnames || PyTuple_GET_SIZE(kwnames) == 0) &&
+        PyUnicode_Check(argv[2]) && (argv[2] == st->s_call || PyUnicode_Compare(argv[2], st->s_call) == 0)) {
+        PyObject *entry = PyDict_GetItemWithError(st->fast, argv[1]);
+        if (entry && PyTuple_Check(entry) && PyTuple_GET_SIZE(entry) == 2) {
+            long index = PyLong_AsLong(PyTuple_GET_ITEM(entry, 0));
+            if (index == -1 && PyErr_Occurred())
+                return NULL;
+            if (index >= 0 && index < GT_OP_COUNT && gt_op_table[index].arity == argc - 3)
+                return ufunc_impl(st, &gt_op_table[index], argv[1], PyTuple_GET_ITEM(entry, 1), argv + 3,
+                                  (int)argc - 3);
+        } else if (PyErr_Occurred()) {
+            return NULL;
+        }
+    }
+    return PyObject_Vectorcall(st->slow, argv, nargsf, kwnames);
 }
 
 PyDoc_STRVAR(op_names_doc,
@@ -537,7 +624,9 @@ static PyMethodDef forward_methods[] = {
     {"op_names", op_names, METH_NOARGS, op_names_doc},
     {"elementwise", (PyCFunction)(void (*)(void))elementwise, METH_FASTCALL, elementwise_doc},
     {"matmul", (PyCFunction)(void (*)(void))matmul, METH_FASTCALL, matmul_doc},
-    {"register_dual", register_dual, METH_O, register_dual_doc},
+    {"register_dual", (PyCFunction)(void (*)(void))register_dual, METH_FASTCALL, register_dual_doc},
+    {"method", method, METH_O, method_doc},
+    {"array_ufunc", (PyCFunction)(void (*)(void))array_ufunc, METH_FASTCALL | METH_KEYWORDS, array_ufunc_doc},
     {"ufunc", (PyCFunction)(void (*)(void))ufunc_call, METH_FASTCALL, ufunc_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -547,15 +636,16 @@ static int forward_exec(PyObject *module)
     if (PyArray_ImportNumPyAPI() < 0)
         return -1;
     forward_state *st = get_state(module);
-    st->s_value = PyUnicode_InternFromString("value");
-    st->s_tangents = PyUnicode_InternFromString("tangents");
-    return st->s_value && st->s_tangents ? 0 : -1;
+    st->s_call = PyUnicode_InternFromString("__call__");
+    return st->s_call ? 0 : -1;
 }
 
 static int forward_traverse(PyObject *module, visitproc visit, void *arg)
 {
     forward_state *st = get_state(module);
     Py_VISIT(st->dual_type);
+    Py_VISIT(st->fast);
+    Py_VISIT(st->slow);
     return 0;
 }
 
@@ -563,8 +653,9 @@ static int forward_clear(PyObject *module)
 {
     forward_state *st = get_state(module);
     Py_CLEAR(st->dual_type);
-    Py_CLEAR(st->s_value);
-    Py_CLEAR(st->s_tangents);
+    Py_CLEAR(st->fast);
+    Py_CLEAR(st->slow);
+    Py_CLEAR(st->s_call);
     return 0;
 }
 

@@ -191,11 +191,9 @@ class Dual(ArrayLike):
 
     # ---- NumPy protocols ------------------------------------------------------------------
 
-    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
-        if method == "__call__" and not kwargs:  # the common case: np.sin(x), in one C call
-            fast = _FAST_UFUNCS.get(ufunc)
-            if fast is not None:
-                return _ufunc_call(fast[0], ufunc, fast[1], *inputs)
+    # __array_ufunc__ is _forward.array_ufunc (set below): plain calls of op-table ufuncs run in C,
+    # everything else comes here
+    def _array_ufunc(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         if kwargs.get("out") is not None:
             raise NotImplementedError(
                 f"numpy.{ufunc.__name__}(..., out=...) on gradtest.Dual: in-place output is not "
@@ -377,7 +375,8 @@ _FAST_UFUNCS: dict[np.ufunc, tuple[int, Callable[..., Any]]] = {
     if _TABLE_NAME.get(_ufunc.__name__, _ufunc.__name__) in _OP_INDEX and _ufunc is not np.float_power
 }
 _ufunc_call = _forward.ufunc
-_forward.register_dual(Dual)
+_forward.register_dual(Dual, _FAST_UFUNCS, Dual._array_ufunc)
+Dual.__array_ufunc__ = _forward.method(_forward.array_ufunc)  # type: ignore[method-assign]
 
 
 def _operator(ufunc: np.ufunc, reflected: bool = False) -> Callable[..., Any]:
