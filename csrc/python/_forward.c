@@ -118,7 +118,10 @@ typedef struct forward_state {
     Py_ssize_t off_tangents;
     PyObject *fast;          /* dict: ufunc -> (op-table index, Python rule) */
     PyObject *slow;          /* the Python __array_ufunc__ for everything else */
+    PyObject *slow_getitem;  /* the Python __getitem__ and reshape for the other cases */
+    PyObject *slow_reshape;
     PyObject *s_call;        /* interned "__call__" */
+    PyObject *all;           /* slice(None) */
 } forward_state;
 
 static forward_state *get_state(PyObject *module) { return (forward_state *)PyModule_GetState(module); }
@@ -144,15 +147,16 @@ static Py_ssize_t slot_offset(PyObject *cls, const char *name)
 static PyObject *slot_get(PyObject *obj, Py_ssize_t off) { return *(PyObject **)((char *)obj + off); }
 
 PyDoc_STRVAR(register_dual_doc,
-"register_dual(cls, fast, slow)\n--\n\n"
-"Registers the Dual class (with __slots__ `value` and `tangents`) that `ufunc` and `array_ufunc`\n"
-"read and create; `fast` maps ufuncs to (op-table index, Python rule), and `slow` is the Python\n"
-"__array_ufunc__ that `array_ufunc` hands every other call to.");
+"register_dual(cls, fast, slow, slow_getitem, slow_reshape)\n--\n\n"
+"Registers the Dual class (with __slots__ `value` and `tangents`) that the fast paths read and\n"
+"create; `fast` maps ufuncs to (op-table index, Python rule); `slow`, `slow_getitem` and\n"
+"`slow_reshape` are the Python __array_ufunc__, __getitem__ and reshape that `array_ufunc`,\n"
+"`getitem` and `reshape` hand the cases they do not handle to.");
 
 static PyObject *register_dual(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
 {
-    if (argc != 3) {
-        PyErr_Format(PyExc_TypeError, "register_dual expected 3 arguments, got %zd", argc);
+    if (argc != 5) {
+        PyErr_Format(PyExc_TypeError, "register_dual expected 5 arguments, got %zd", argc);
         return NULL;
     }
     PyObject *cls = argv[0];
@@ -160,8 +164,9 @@ static PyObject *register_dual(PyObject *self, PyObject *const *argv, Py_ssize_t
         PyErr_Format(PyExc_TypeError, "cls: expected a class, got %.200s", Py_TYPE(cls)->tp_name);
         return NULL;
     }
-    if (!PyDict_Check(argv[1]) || !PyCallable_Check(argv[2])) {
-        PyErr_SetString(PyExc_TypeError, "fast, slow: expected a dict and a callable");
+    if (!PyDict_Check(argv[1]) || !PyCallable_Check(argv[2]) || !PyCallable_Check(argv[3]) ||
+        !PyCallable_Check(argv[4])) {
+        PyErr_SetString(PyExc_TypeError, "fast, slow, slow_getitem, slow_reshape: expected a dict and callables");
         return NULL;
     }
     Py_ssize_t off_value = slot_offset(cls, "value");
@@ -173,10 +178,11 @@ static PyObject *register_dual(PyObject *self, PyObject *const *argv, Py_ssize_t
     st->off_tangents = off_tangents;
     Py_INCREF(cls);
     Py_XSETREF(st->dual_type, (PyTypeObject *)cls);
-    Py_INCREF(argv[1]);
-    Py_XSETREF(st->fast, argv[1]);
-    Py_INCREF(argv[2]);
-    Py_XSETREF(st->slow, argv[2]);
+    PyObject **slots[4] = {&st->fast, &st->slow, &st->slow_getitem, &st->slow_reshape};
+    for (int i = 0; i < 4; i++) {
+        Py_INCREF(argv[1 + i]);
+        Py_XSETREF(*slots[i], argv[1 + i]);
+    }
     Py_RETURN_NONE;
 }
 
@@ -410,6 +416,154 @@ static PyObject *array_ufunc(PyObject *self, PyObject *const *argv, size_t nargs
     return PyObject_Vectorcall(st->slow, argv, nargsf, kwnames);
 }
 
+/* The registered Dual's value and tangents when self is one (borrowed, both set), else 0. */
+static int dual_parts(forward_state *st, PyObject *self, PyArrayObject **v, PyArrayObject **t)
+{
+    if (!st->dual_type || Py_TYPE(self) != st->dual_type)
+        return 0;
+    PyObject *vo = slot_get(self, st->off_value), *to = slot_get(self, st->off_tangents);
+    if (!vo || !to || !PyArray_CheckExact(vo) || !PyArray_CheckExact(to))
+        return 0;
+    *v = (PyArrayObject *)vo;
+    *t = (PyArrayObject *)to;
+    return 1;
+}
+
+PyDoc_STRVAR(getitem_doc,
+"getitem(self, index)\n--\n\n"
+"Dual.__getitem__ (through `method`): an int or slice index selects from the value and, after\n"
+"the direction axis, from the tangents in C; other indices go to the registered Python one.");
+
+/* A view of arr selecting `len` elements from `start` in steps of `step` along `axis`, or (drop)
+ * the single element `start` with that axis removed. Returns a new reference or NULL. Building
+ * the view directly skips NumPy's index parsing, which costs more than the rest of a small
+ * x[i] or x[a:b] on a Dual. */
+static PyObject *axis_view(PyArrayObject *arr, int axis, npy_intp start, npy_intp step, npy_intp len, int drop)
+{
+    int nd = PyArray_NDIM(arr), out_nd = 0;
+    npy_intp dims[NPY_MAXDIMS], strides[NPY_MAXDIMS];
+    for (int d = 0; d < nd; d++) {
+        if (d == axis && drop)
+            continue;
+        dims[out_nd] = d == axis ? len : PyArray_DIM(arr, d);
+        strides[out_nd] = d == axis ? PyArray_STRIDE(arr, d) * step : PyArray_STRIDE(arr, d);
+        out_nd++;
+    }
+    char *data = PyArray_BYTES(arr) + (len > 0 || drop ? start * PyArray_STRIDE(arr, axis) : 0);
+    PyArray_Descr *descr = PyArray_DESCR(arr);
+    Py_INCREF(descr);
+    PyObject *view = PyArray_NewFromDescr(&PyArray_Type, descr, out_nd, dims, strides, data,
+                                          PyArray_FLAGS(arr) & NPY_ARRAY_WRITEABLE, NULL);
+    if (view) {
+        Py_INCREF(arr);
+        if (PyArray_SetBaseObject((PyArrayObject *)view, (PyObject *)arr) < 0)
+            Py_CLEAR(view);
+    }
+    return view;
+}
+
+static PyObject *getitem(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    forward_state *st = get_state(self);
+    PyArrayObject *v, *t;
+    npy_intp start, stop, step, len;
+    if (argc != 2) {
+        PyErr_Format(PyExc_TypeError, "getitem expected 2 arguments, got %zd", argc);
+        return NULL;
+    }
+    PyObject *index = argv[1];
+    int ok = dual_parts(st, argv[0], &v, &t) && PyArray_NDIM(v) > 0;
+    int drop = ok && PyLong_CheckExact(index);
+    if (drop) {
+        Py_ssize_t i = PyLong_AsSsize_t(index), n = PyArray_DIM(v, 0);
+        if (i == -1 && PyErr_Occurred())
+            PyErr_Clear(); /* huge: NumPy's own IndexError from the Python path */
+        else if (i >= -n && i < n) {
+            start = i < 0 ? i + n : i;
+            step = len = 1;
+            ok = 2;
+        }
+    } else if (ok && PySlice_Check(index)) {
+        if (PySlice_Unpack(index, &start, &stop, &step) < 0)
+            return NULL;
+        len = PySlice_AdjustIndices(PyArray_DIM(v, 0), &start, &stop, step);
+        ok = 2;
+    }
+    if (ok != 2)
+        return st->slow_getitem ? PyObject_Vectorcall(st->slow_getitem, argv, 2, NULL)
+                                : PyErr_Format(PyExc_RuntimeError, "getitem: no Dual class registered");
+    PyObject *y;
+    if (drop && PyArray_NDIM(v) == 1) {
+        /* one element: a fresh 0-d array, as np.asarray of NumPy's scalar result */
+        PyObject *item = axis_view(v, 0, start, step, len, drop);
+        y = item ? PyArray_NewCopy((PyArrayObject *)item, NPY_CORDER) : NULL;
+        Py_XDECREF(item);
+    } else {
+        y = axis_view(v, 0, start, step, len, drop);
+    }
+    PyObject *yt = y ? axis_view(t, 1, start, step, len, drop) : NULL;
+    if (!yt) {
+        Py_XDECREF(y);
+        return NULL;
+    }
+    return new_dual(st, y, yt);
+}
+
+PyDoc_STRVAR(reshape_doc,
+"reshape(self, *shape, order='C')\n--\n\n"
+"Dual.reshape (through `method`): a C-order reshape of the value and of the tangents (behind\n"
+"their direction axis) in C; other orders go to the registered Python one.");
+
+static PyObject *reshape(PyObject *self, PyObject *const *argv, size_t nargsf, PyObject *kwnames)
+{
+    forward_state *st = get_state(self);
+    Py_ssize_t argc = PyVectorcall_NARGS(nargsf);
+    PyArrayObject *v, *t;
+    PyArray_Dims dims = {NULL, 0};
+    PyObject *y = NULL, *result = NULL;
+    if (argc < 2 || (kwnames && PyTuple_GET_SIZE(kwnames)) || !dual_parts(st, argv[0], &v, &t))
+        return st->slow_reshape ? PyObject_Vectorcall(st->slow_reshape, argv, nargsf, kwnames)
+                                : PyErr_Format(PyExc_RuntimeError, "reshape: no Dual class registered");
+    /* reshape(2, 4) or reshape((2, 4)), as ndarray.reshape takes it */
+    PyObject *shape = argc == 2 ? argv[1] : NULL;
+    PyObject *packed = NULL;
+    if (!shape) {
+        packed = PyTuple_New(argc - 1);
+        if (!packed)
+            return NULL;
+        for (Py_ssize_t i = 1; i < argc; i++) {
+            Py_INCREF(argv[i]);
+            PyTuple_SET_ITEM(packed, i - 1, argv[i]);
+        }
+        shape = packed;
+    }
+    if (!PyArray_IntpConverter(shape, &dims))
+        goto cleanup;
+    y = PyArray_Newshape(v, &dims, NPY_CORDER);
+    if (!y)
+        goto cleanup;
+    int nd = PyArray_NDIM((PyArrayObject *)y);
+    npy_intp full[NPY_MAXDIMS + 1];
+    full[0] = PyArray_DIM(t, 0);
+    for (int d = 0; d < nd; d++)
+        full[d + 1] = PyArray_DIM((PyArrayObject *)y, d);
+    PyArray_Dims tdims = {full, nd + 1};
+    PyObject *yt = nd + 1 <= NPY_MAXDIMS ? PyArray_Newshape(t, &tdims, NPY_CORDER) : NULL;
+    if (!yt) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "reshape: the tangents would have more than %d dimensions", NPY_MAXDIMS);
+        goto cleanup;
+    }
+    result = new_dual(st, y, yt);
+    y = NULL;
+cleanup:
+    Py_XDECREF(y);
+    Py_XDECREF(packed);
+    if (dims.ptr)
+        PyDimMem_FREE(dims.ptr);
+    return result;
+}
+
 PyDoc_STRVAR(op_names_doc,
 "op_names()\n--\n\n"
 "Names of the op table's entries, in table order (the indices `elementwise` takes).");
@@ -626,6 +780,8 @@ static PyMethodDef forward_methods[] = {
     {"matmul", (PyCFunction)(void (*)(void))matmul, METH_FASTCALL, matmul_doc},
     {"register_dual", (PyCFunction)(void (*)(void))register_dual, METH_FASTCALL, register_dual_doc},
     {"method", method, METH_O, method_doc},
+    {"getitem", (PyCFunction)(void (*)(void))getitem, METH_FASTCALL, getitem_doc},
+    {"reshape", (PyCFunction)(void (*)(void))reshape, METH_FASTCALL | METH_KEYWORDS, reshape_doc},
     {"array_ufunc", (PyCFunction)(void (*)(void))array_ufunc, METH_FASTCALL | METH_KEYWORDS, array_ufunc_doc},
     {"ufunc", (PyCFunction)(void (*)(void))ufunc_call, METH_FASTCALL, ufunc_doc},
     {NULL, NULL, 0, NULL},
@@ -637,7 +793,8 @@ static int forward_exec(PyObject *module)
         return -1;
     forward_state *st = get_state(module);
     st->s_call = PyUnicode_InternFromString("__call__");
-    return st->s_call ? 0 : -1;
+    st->all = PySlice_New(NULL, NULL, NULL);
+    return st->s_call && st->all ? 0 : -1;
 }
 
 static int forward_traverse(PyObject *module, visitproc visit, void *arg)
@@ -646,6 +803,8 @@ static int forward_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->dual_type);
     Py_VISIT(st->fast);
     Py_VISIT(st->slow);
+    Py_VISIT(st->slow_getitem);
+    Py_VISIT(st->slow_reshape);
     return 0;
 }
 
@@ -655,7 +814,10 @@ static int forward_clear(PyObject *module)
     Py_CLEAR(st->dual_type);
     Py_CLEAR(st->fast);
     Py_CLEAR(st->slow);
+    Py_CLEAR(st->slow_getitem);
+    Py_CLEAR(st->slow_reshape);
     Py_CLEAR(st->s_call);
+    Py_CLEAR(st->all);
     return 0;
 }
 

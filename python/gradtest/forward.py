@@ -121,11 +121,9 @@ class Dual(ArrayLike):
             "tolist() of a gradtest.Dual would drop its derivatives; use x.value.tolist() for the primal"
         )
 
-    def __getitem__(self, index: Any) -> Dual:
-        if type(index) is int or type(index) is slice:  # the common case, without moving axes
-            value = self.value[index]
-            return _make(value if type(value) is np.ndarray else np.asarray(value),
-                         self.tangents[:, index])
+    # __getitem__ and reshape are _forward.getitem/_forward.reshape (set below), which handle int
+    # and slice indices and C-order reshapes in C and hand everything else to these
+    def _getitem(self, index: Any) -> Dual:
         index = _primal_index(index)
         value = self.value[index]
         tangents = np.moveaxis(np.moveaxis(self.tangents, 0, -1)[_trailing_index(index)], -1, 0)
@@ -176,8 +174,8 @@ class Dual(ArrayLike):
              **kw: Any) -> Any:
         return _mean(self, axis, dtype, out, keepdims, **kw)
 
-    def reshape(self, *shape: Any, order: str = "C") -> Any:
-        if order == "C":  # the common case, with ndarray's own (faster) method
+    def _reshape_method(self, *shape: Any, order: str = "C") -> Any:
+        if order == "C":
             value = self.value.reshape(*shape)
             return _make(value, self.tangents.reshape((self.tangents.shape[0],) + value.shape))
         return _reshape(self, shape[0] if len(shape) == 1 else shape, order=order)
@@ -375,8 +373,10 @@ _FAST_UFUNCS: dict[np.ufunc, tuple[int, Callable[..., Any]]] = {
     if _TABLE_NAME.get(_ufunc.__name__, _ufunc.__name__) in _OP_INDEX and _ufunc is not np.float_power
 }
 _ufunc_call = _forward.ufunc
-_forward.register_dual(Dual, _FAST_UFUNCS, Dual._array_ufunc)
+_forward.register_dual(Dual, _FAST_UFUNCS, Dual._array_ufunc, Dual._getitem, Dual._reshape_method)
 Dual.__array_ufunc__ = _forward.method(_forward.array_ufunc)  # type: ignore[method-assign]
+Dual.__getitem__ = _forward.method(_forward.getitem)  # type: ignore[method-assign]
+Dual.reshape = _forward.method(_forward.reshape)  # type: ignore[method-assign]
 
 
 def _operator(ufunc: np.ufunc, reflected: bool = False) -> Callable[..., Any]:
