@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from gradtest import _forward, forward
 from gradtest.forward import Dual
 
