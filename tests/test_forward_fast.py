@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from gradtest import _forward, forward
 from gradtest.forward import Dual
 
