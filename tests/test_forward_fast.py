@@ -3,6 +3,8 @@ same-shape kernel) against the Python rules and the strided kernel they replace:
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -189,3 +191,20 @@ def test_reshape_matches_python_path():
         d.reshape()
     with pytest.raises(ValueError):
         d.reshape((1,) * 64)
+
+
+def test_fast_path_keeps_its_operands_while_python_code_runs():
+    # a warning hook runs Python code inside the primal's ufunc call; rebinding the Dual's slots
+    # there must not free the arrays the C code is using
+    d = Dual(np.array([0.0, 1.0, 2.0]), np.ones((2, 3)))
+
+    def hook(*args, **kwargs):
+        d.value = np.full(3, 5.0)
+        d.tangents = np.zeros((2, 3))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = hook
+        r = np.log(d)
+    assert r.value[0] == -np.inf and r.value[1] == 0.0
+    assert np.all(r.tangents[:, 1] == 1.0) and np.all(r.tangents[:, 2] == 0.5)

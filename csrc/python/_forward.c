@@ -214,8 +214,8 @@ static PyObject *new_dual(forward_state *st, PyObject *y, PyObject *yt)
 
 /* One ufunc operand as the fast path sees it. */
 typedef struct operand {
-    PyObject *value;   /* borrowed: the Dual's value, the array, or the Python number */
-    PyObject *tangent; /* borrowed: a Dual's tangents, NULL for a constant */
+    PyObject *value;   /* new reference (once set): the Dual's value, the array, or the number */
+    PyObject *tangent; /* new reference to a Dual's tangents, NULL for a constant */
     int number;        /* 1 for a Python float or (small) int */
     double d;          /* the number, when `number` */
     float f;
@@ -227,8 +227,12 @@ typedef struct operand {
 static int read_operand(forward_state *st, PyObject *obj, operand *out, int *type)
 {
     if (Py_TYPE(obj) == st->dual_type) {
+        /* strong references: the ufunc call may run Python code (a warning filter) that could
+         * rebind the Dual's slots while their arrays are in use */
         out->value = slot_get(obj, st->off_value);
         out->tangent = slot_get(obj, st->off_tangents);
+        Py_XINCREF(out->value);
+        Py_XINCREF(out->tangent);
         if (!out->value || !out->tangent || !PyArray_CheckExact(out->value) || !PyArray_CheckExact(out->tangent))
             return 0;
         int vt = PyArray_TYPE((PyArrayObject *)out->value);
@@ -239,6 +243,7 @@ static int read_operand(forward_state *st, PyObject *obj, operand *out, int *typ
         return 1;
     }
     if (PyArray_CheckExact(obj)) { /* its dtype is checked once the Duals' type is known */
+        Py_INCREF(obj);
         out->value = obj;
         return 1;
     }
@@ -257,6 +262,7 @@ static int read_operand(forward_state *st, PyObject *obj, operand *out, int *typ
         }
         out->f = (float)out->d;
         out->number = 1;
+        Py_INCREF(obj);
         out->value = obj;
         return 1;
     }
@@ -354,6 +360,10 @@ static PyObject *ufunc_impl(forward_state *st, const gt_op *op, PyObject *ufunc,
 fallback:
     result = PyObject_Vectorcall(fallback, inputs, (size_t)nin, NULL);
 cleanup:
+    for (int i = 0; i < 2; i++) {
+        Py_XDECREF(ops[i].value);
+        Py_XDECREF(ops[i].tangent);
+    }
     Py_XDECREF(y);
     Py_XDECREF(yt);
     return result;
@@ -524,13 +534,16 @@ static PyObject *reshape(PyObject *self, PyObject *const *argv, size_t nargsf, P
     if (argc < 2 || (kwnames && PyTuple_GET_SIZE(kwnames)) || !dual_parts(st, argv[0], &v, &t))
         return st->slow_reshape ? PyObject_Vectorcall(st->slow_reshape, argv, nargsf, kwnames)
                                 : PyErr_Format(PyExc_RuntimeError, "reshape: no Dual class registered");
+    /* strong references: converting the shape may run Python code (__index__) */
+    Py_INCREF(v);
+    Py_INCREF(t);
     /* reshape(2, 4) or reshape((2, 4)), as ndarray.reshape takes it */
     PyObject *shape = argc == 2 ? argv[1] : NULL;
     PyObject *packed = NULL;
     if (!shape) {
         packed = PyTuple_New(argc - 1);
         if (!packed)
-            return NULL;
+            goto cleanup;
         for (Py_ssize_t i = 1; i < argc; i++) {
             Py_INCREF(argv[i]);
             PyTuple_SET_ITEM(packed, i - 1, argv[i]);
@@ -557,6 +570,8 @@ static PyObject *reshape(PyObject *self, PyObject *const *argv, size_t nargsf, P
     result = new_dual(st, y, yt);
     y = NULL;
 cleanup:
+    Py_DECREF(v);
+    Py_DECREF(t);
     Py_XDECREF(y);
     Py_XDECREF(packed);
     if (dims.ptr)
