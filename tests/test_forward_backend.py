@@ -158,11 +158,19 @@ def test_wrong_derivative_would_fail(rng, monkeypatch):
     # guard against a backend that cannot fail: corrupt one rule and see the check catch it
     from gradtest import forward
 
-    original = forward._UFUNC_RULES[np.sin]
+    # both routes to the rule: the C fast path (_FAST_UFUNCS) and the Python rule it falls back to
     monkeypatch.setitem(forward._UFUNC_RULES, np.sin, forward._UFUNC_RULES[np.cos])
+    monkeypatch.setitem(forward._FAST_UFUNCS, np.sin, forward._FAST_UFUNCS[np.cos])
     report = check_gradients(lambda x: np.sum(np.sin(x)), rng.standard_normal(4), backends=["forward"])
     assert report.outcomes["forward"].status in ("fail", "error")
-    monkeypatch.setitem(forward._UFUNC_RULES, np.sin, original)
+    # a float32 constant with a float64 dual leaves the fast path for the Python rule it was given:
+    # a wrong rule there is caught too
+    monkeypatch.undo()
+    index, _ = forward._FAST_UFUNCS[np.multiply]
+    monkeypatch.setitem(forward._FAST_UFUNCS, np.multiply, (index, forward._UFUNC_RULES[np.add]))
+    c = np.full(4, 2.0, dtype=np.float32)
+    report = check_gradients(lambda x: np.sum(np.multiply(x, c)), rng.standard_normal(4), backends=["forward"])
+    assert report.outcomes["forward"].status in ("fail", "error")
 
 
 def test_callers_arrays_untouched(rng):

@@ -70,6 +70,51 @@ static void test_elementwise(void)
     CHECK(out[0] == 0.0 && out[1] == 0.25);
 }
 
+/* the same-shape kernel: large (scratch blocks) and small (tiled partials) arrays, an array with
+ * a scalar, add as a plain sum; exact against the naive formula; allocation failure reported */
+static void test_elementwise_contiguous(void)
+{
+    enum { K = 3 };
+    size_t sizes[3] = {5, 3000, 40000};
+    for (int si = 0; si < 3; si++) {
+        size_t n = sizes[si];
+        double *a = malloc(n * 8), *b = malloc(n * 8), *y = malloc(n * 8), *at = malloc(K * n * 8),
+               *bt = malloc(K * n * 8), *yt = malloc(K * n * 8);
+        for (size_t i = 0; i < n; i++) { a[i] = rnd(); b[i] = rnd(); y[i] = a[i] * b[i]; }
+        for (size_t i = 0; i < K * n; i++) { at[i] = rnd() - 1.0; bt[i] = rnd() - 1.0; }
+        ptrdiff_t vs[1] = {8}, ts[2] = {(ptrdiff_t)(n * 8), 8}, zero[1] = {0};
+        gt_dual_arg A = {(const char *)a, vs, (const char *)at, ts};
+        gt_dual_arg B = {(const char *)b, vs, (const char *)bt, ts};
+        int exact = 1;
+        CHECK(gt_dual_elementwise(gt_op_lookup("multiply"), GT_FLOAT64, 1, &n, K, &A, &B, y, yt) == GT_OK);
+        for (size_t d = 0; d < K; d++)
+            for (size_t i = 0; i < n; i++)
+                exact &= yt[d * n + i] == b[i] * at[d * n + i] + a[i] * bt[d * n + i];
+        CHECK(exact);
+        CHECK(gt_dual_elementwise(gt_op_lookup("subtract"), GT_FLOAT64, 1, &n, K, &A, &B, y, yt) == GT_OK);
+        for (size_t i = 0; i < K * n; i++)
+            exact &= yt[i] == at[i] - bt[i];
+        CHECK(exact);
+        double c = 2.5;
+        gt_dual_arg S = {(const char *)&c, zero, NULL, NULL};
+        for (size_t i = 0; i < n; i++) y[i] = a[i] / c;
+        CHECK(gt_dual_elementwise(gt_op_lookup("divide"), GT_FLOAT64, 1, &n, K, &A, &S, y, yt) == GT_OK);
+        for (size_t i = 0; i < K * n; i++)
+            exact &= yt[i] == (1.0 / c) * at[i];
+        CHECK(exact);
+        if (n > 1024) { /* the block buffers come from the scratch: a failed allocation is reported */
+            gt_dual_scratch_release();
+            long live = gt_alloc_live();
+            gt_alloc_fail_after(1);
+            CHECK(gt_dual_elementwise(gt_op_lookup("multiply"), GT_FLOAT64, 1, &n, K, &A, &B, y, yt) == GT_ENOMEM);
+            gt_alloc_fail_after(0);
+            CHECK(gt_alloc_live() == live);
+        }
+        free(a); free(b); free(y); free(at); free(bt); free(yt);
+    }
+    gt_dual_scratch_release();
+}
+
 static void naive(size_t m, size_t n, size_t p, const double *a, const double *b, double *c)
 {
     for (size_t i = 0; i < m; i++)
@@ -138,6 +183,7 @@ int main(void)
 {
     srand(7);
     test_elementwise();
+    test_elementwise_contiguous();
     test_matmul();
     printf("%d checks, %d failed\n", checks, failures);
     return failures != 0;

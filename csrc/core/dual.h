@@ -34,8 +34,13 @@ typedef struct gt_dual_arg {
  * yt: caller-owned, C-contiguous output of shape (k,) + shape; fully written (zeros when no
  *     argument has a tangent).
  * b must be NULL exactly for unary ops. All arrays hold elements of `dtype`.
- * Returns GT_OK; GT_EINVAL for a NULL required pointer, an arity mismatch or an unknown dtype.
- * Allocates nothing; safe to call without the GIL. */
+ * Same-shape operands (every value C-contiguous or one broadcast element, every tangent one
+ * contiguous (k, n) block) take a kernel that reads values in place and, for add, subtract,
+ * negative and positive, sums the tangents in one pass without partials.
+ * Returns GT_OK; GT_EINVAL for a NULL required pointer, an arity mismatch or an unknown dtype;
+ * GT_ENOMEM when the block buffers of a large same-shape op cannot be allocated (they come from
+ * the per-thread scratch of gt_dual_matmul; up to 1024 elements nothing is allocated).
+ * Safe to call without the GIL. */
 int gt_dual_elementwise(const gt_op *op, gt_dtype dtype, int nd, const size_t *shape, size_t k,
                         const gt_dual_arg *a, const gt_dual_arg *b, const void *y, void *yt);
 
@@ -49,8 +54,8 @@ int gt_dual_elementwise(const gt_op *op, gt_dtype dtype, int nd, const size_t *s
  * both pools spin against each other). dc: caller-owned output (k, m, p), fully written.
  * Returns GT_OK; GT_EINVAL for a NULL required pointer or an unknown dtype; GT_EUNSUPPORTED when
  * a dimension exceeds BLAS's 32-bit integers; GT_ENOMEM when the scratch cannot be allocated.
- * The scratch (through gt_malloc) is kept per thread between calls up to 64 MiB, see
- * gt_dual_scratch_release. Safe to call without the GIL, from several threads at once. */
+ * The scratch (through gt_malloc) is kept per thread between calls up to 64 MiB, shared with
+ * gt_dual_elementwise, see gt_dual_scratch_release. Safe to call without the GIL, from several threads at once. */
 int gt_dual_matmul(gt_dtype dtype, size_t m, size_t n, size_t p, size_t k, const void *a,
                    const void *da, const void *b, const void *db, void *c, void *dc);
 

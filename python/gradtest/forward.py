@@ -121,11 +121,9 @@ class Dual(ArrayLike):
             "tolist() of a gradtest.Dual would drop its derivatives; use x.value.tolist() for the primal"
         )
 
-    def __getitem__(self, index: Any) -> Dual:
-        if type(index) is int or type(index) is slice:  # the common case, without moving axes
-            value = self.value[index]
-            return _make(value if type(value) is np.ndarray else np.asarray(value),
-                         self.tangents[:, index])
+    # __getitem__ and reshape are _forward.getitem/_forward.reshape (set below), which handle int
+    # and slice indices and C-order reshapes in C and hand everything else to these
+    def _getitem(self, index: Any) -> Dual:
         index = _primal_index(index)
         value = self.value[index]
         tangents = np.moveaxis(np.moveaxis(self.tangents, 0, -1)[_trailing_index(index)], -1, 0)
@@ -163,19 +161,8 @@ class Dual(ArrayLike):
     # ---- operators and common methods, straight to their rules (skipping NumPy's dispatch,
     # which costs more than the op itself on small arrays) -----------------------------------
 
-    def __add__(self, other: Any) -> Any: return _UFUNC_RULES[np.add](self, other)
-    def __radd__(self, other: Any) -> Any: return _UFUNC_RULES[np.add](other, self)
-    def __sub__(self, other: Any) -> Any: return _UFUNC_RULES[np.subtract](self, other)
-    def __rsub__(self, other: Any) -> Any: return _UFUNC_RULES[np.subtract](other, self)
-    def __mul__(self, other: Any) -> Any: return _UFUNC_RULES[np.multiply](self, other)
-    def __rmul__(self, other: Any) -> Any: return _UFUNC_RULES[np.multiply](other, self)
-    def __truediv__(self, other: Any) -> Any: return _UFUNC_RULES[np.divide](self, other)
-    def __rtruediv__(self, other: Any) -> Any: return _UFUNC_RULES[np.divide](other, self)
-    def __pow__(self, other: Any) -> Any: return _UFUNC_RULES[np.power](self, other)
-    def __rpow__(self, other: Any) -> Any: return _UFUNC_RULES[np.power](other, self)
-    def __neg__(self) -> Any: return _UFUNC_RULES[np.negative](self)
-    def __pos__(self) -> Any: return _UFUNC_RULES[np.positive](self)
-    def __abs__(self) -> Any: return _UFUNC_RULES[np.absolute](self)
+    # + - * / ** and unary - + abs(): set below the ufunc rules, one C call each (_operator)
+
     def __matmul__(self, other: Any) -> Any: return _matmul(self, other)
     def __rmatmul__(self, other: Any) -> Any: return _matmul(other, self)
 
@@ -187,8 +174,8 @@ class Dual(ArrayLike):
              **kw: Any) -> Any:
         return _mean(self, axis, dtype, out, keepdims, **kw)
 
-    def reshape(self, *shape: Any, order: str = "C") -> Any:
-        if order == "C":  # the common case, with ndarray's own (faster) method
+    def _reshape_method(self, *shape: Any, order: str = "C") -> Any:
+        if order == "C":
             value = self.value.reshape(*shape)
             return _make(value, self.tangents.reshape((self.tangents.shape[0],) + value.shape))
         return _reshape(self, shape[0] if len(shape) == 1 else shape, order=order)
@@ -202,7 +189,9 @@ class Dual(ArrayLike):
 
     # ---- NumPy protocols ------------------------------------------------------------------
 
-    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+    # __array_ufunc__ is _forward.array_ufunc (set below): plain calls of op-table ufuncs run in C,
+    # everything else comes here
+    def _array_ufunc(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
         if kwargs.get("out") is not None:
             raise NotImplementedError(
                 f"numpy.{ufunc.__name__}(..., out=...) on gradtest.Dual: in-place output is not "
@@ -373,6 +362,49 @@ for _name, _index in _OP_INDEX.items():
         _UFUNC_RULES[_ufunc] = _elementwise_rule(_index, _ufunc)
 _UFUNC_RULES[np.fabs] = _UFUNC_RULES[np.absolute]
 _UFUNC_RULES[np.float_power] = _elementwise_rule(_OP_INDEX["power"], np.float_power)
+
+# ufuncs whose rule _forward.ufunc runs in one C call (primal, tangents, result), falling back
+# to the Python rule for anything but Duals, exact arrays of the Duals' dtype and Python numbers;
+# float_power is left out because it changes float32 to float64
+_TABLE_NAME = {"absolute": "abs", "fabs": "abs"}
+_FAST_UFUNCS: dict[np.ufunc, tuple[int, Callable[..., Any]]] = {
+    _ufunc: (_OP_INDEX[_TABLE_NAME.get(_ufunc.__name__, _ufunc.__name__)], _rule)
+    for _ufunc, _rule in _UFUNC_RULES.items()
+    if _TABLE_NAME.get(_ufunc.__name__, _ufunc.__name__) in _OP_INDEX and _ufunc is not np.float_power
+}
+_ufunc_call = _forward.ufunc
+_forward.register_dual(Dual, _FAST_UFUNCS, Dual._array_ufunc, Dual._getitem, Dual._reshape_method)
+Dual.__array_ufunc__ = _forward.method(_forward.array_ufunc)  # type: ignore[method-assign]
+Dual.__getitem__ = _forward.method(_forward.getitem)  # type: ignore[method-assign]
+Dual.reshape = _forward.method(_forward.reshape)  # type: ignore[method-assign]
+
+
+def _operator(ufunc: np.ufunc, reflected: bool = False) -> Callable[..., Any]:
+    """An operator method of Dual (x + y, -x, ...): straight to _forward.ufunc, skipping NumPy's
+    __array_ufunc__ dispatch, which costs more than the op itself on small arrays."""
+    index, rule = _FAST_UFUNCS[ufunc]
+    call = _ufunc_call
+    if ufunc.nin == 1:
+        def unary(self: Dual) -> Any:
+            return call(index, ufunc, rule, self)
+        return unary
+    if reflected:
+        def reflected_binary(self: Dual, other: Any) -> Any:
+            return call(index, ufunc, rule, other, self)
+        return reflected_binary
+
+    def binary(self: Dual, other: Any) -> Any:
+        return call(index, ufunc, rule, self, other)
+    return binary
+
+
+for _dunder, _ufunc in (("add", np.add), ("sub", np.subtract), ("mul", np.multiply),
+                        ("truediv", np.divide), ("pow", np.power)):
+    setattr(Dual, f"__{_dunder}__", _operator(_ufunc))
+    setattr(Dual, f"__r{_dunder}__", _operator(_ufunc, reflected=True))
+Dual.__neg__ = _operator(np.negative)  # type: ignore[method-assign]
+Dual.__pos__ = _operator(np.positive)  # type: ignore[method-assign]
+Dual.__abs__ = _operator(np.absolute)  # type: ignore[method-assign]
 
 _NONDIFF_UFUNCS = frozenset(
     getattr(np, name)
