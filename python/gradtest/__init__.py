@@ -32,6 +32,8 @@ _EXPORTS: dict[str, str] = {
     "unregister_backend": "backends",
     "CKernel": "ckernel",
     "get_include": "ckernel",
+    "PythonDispatchFinding": "_dispatch_python",
+    "PythonDispatchReport": "_dispatch_python",
     "DispatchFinding": "dispatch",
     "DispatchReport": "dispatch",
     "check_dispatch": "dispatch",
@@ -49,6 +51,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
+    from ._dispatch_python import PythonDispatchFinding, PythonDispatchReport
     from ._softfail import SoftFailWarning, softfail
     from ._tree import Constant
     from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients

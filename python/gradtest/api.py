@@ -56,7 +56,9 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return {k: v for k, v in options.items() if k not in backend_options}, backend_options
 
 
-def _names(value: str | Iterable[str] | None, argument: str) -> list[str]:
+def _names(value: str | Iterable[str] | None, argument: str, what: str = "backend names") -> list[str]:
+    """A string or an iterable of strings as a list; a TypeError naming ``argument`` otherwise.
+    Also used for the dispatch checks' ``allow=`` patterns."""
     if value is None:
         return []
     if isinstance(value, str):
@@ -64,10 +66,10 @@ def _names(value: str | Iterable[str] | None, argument: str) -> list[str]:
     try:
         names = list(value)
     except TypeError:
-        raise TypeError(f"{argument}: expected a list of backend names, got {type(value).__name__}") from None
+        raise TypeError(f"{argument}: expected a list of {what}, got {type(value).__name__}") from None
     for name in names:
         if not isinstance(name, str):
-            raise TypeError(f"{argument}: expected backend names (str), got {name!r}")
+            raise TypeError(f"{argument}: expected {what} (str), got {name!r}")
     return names
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from . import _events
+from .api import _names
 from .report import FAILING, Outcome
 
 __all__ = [
@@ -899,19 +900,6 @@ def _status(failed: bool, broken: bool) -> str:
     return "fail" if failed else "pass"
 
 
-def _check_names(value: Any, argument: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    try:
-        items = tuple(value)
-    except TypeError:
-        raise TypeError(f"{argument}: expected a list of symbol patterns, got {type(value).__name__}") from None
-    for item in items:
-        if not isinstance(item, str):
-            raise TypeError(f"{argument}: expected symbol patterns (str), got {item!r}")
-    return items
-
-
 def check_dispatch(
     target: Any,
     *args: Any,
@@ -964,7 +952,7 @@ def check_dispatch(
     DispatchReport
         ``report.passed``, ``report.outcomes["call"]``/``["opt"]``, ``report.findings``.
     """
-    allow_t = _check_names(allow, "allow")
+    allow_t = tuple(_names(allow, "allow", "symbol patterns"))
     if _is_python_target(target):
         return _check_python(target, args, target_modules=target_modules, allow=allow_t,
                              call_broken=call_broken, opt_broken=opt_broken, max_depth=max_depth,
