@@ -171,49 +171,10 @@ class PythonDispatchReport(DispatchReport):
             for f in self.findings
         ]
 
-    def __str__(self) -> str:
-        lines = [self._header()]
-        for name, o in self.outcomes.items():
-            lines.append(f"  {name:<5} {o.status:<15} {o.message}".rstrip())
-        rows = self._finding_rows()
-        if rows:
-            lines.append("  findings:")
-            widths = [max(len(r[i]) for r in rows) for i in range(5)]
-            for r in rows:
-                cells = "  ".join(c.ljust(w) for c, w in zip(r[:5], widths))
-                lines.append(f"    {cells}  | {r[5]}".rstrip())
-        lines += [f"  note: {n}" for n in self.notes]
-        lines.append("  result: " + ("PASSED" if self.passed else "FAILED"))
-        return "\n".join(lines)
+    _LAST_COLUMN = "code"
 
-    def _repr_html_(self) -> str:
-        colors = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#cf222e", "unexpected_pass": "#cf222e",
-                  "broken": "#9a6700", "skipped": "#6e7781"}
-        outs = "".join(
-            f"<tr><td>{html.escape(n)}</td><td style='color:{colors.get(o.status, '#000')};font-weight:bold'>"
-            f"{html.escape(o.status)}</td><td>{html.escape(o.message)}</td></tr>"
-            for n, o in self.outcomes.items()
-        )
-        head = "".join(f"<th>{c}</th>" for c in ("", "kind", "what", "where", "why", "code"))
-        body = "".join(
-            "<tr>" + "".join(
-                f"<td style='color:{'#cf222e' if i == 0 and r[0] == 'FAIL' else '#000'}'>"
-                + (f"<code>{html.escape(c)}</code>" if i == 5 else html.escape(c)) + "</td>"
-                for i, c in enumerate(r)
-            ) + "</tr>"
-            for r in self._finding_rows()
-        )
-        table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>" if body else ""
-        notes = "".join(f"<li>{html.escape(n)}</li>" for n in self.notes)
-        verdict = "PASSED" if self.passed else "FAILED"
-        return (
-            f"<div><p>{html.escape(self._header())}</p><table><tbody>{outs}</tbody></table>{table}"
-            f"<ul>{notes}</ul><p><b>{verdict}</b></p></div>"
-        )
-
-    def __repr__(self) -> str:
-        statuses = ", ".join(f"{k}={o.status}" for k, o in self.outcomes.items())
-        return f"<PythonDispatchReport {self.target}: {statuses}, {len(self.failures)} failing finding(s)>"
+    def _last_cell_html(self, text: str) -> str:
+        return f"<code>{html.escape(text)}</code>"
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-friendly data."""

@@ -44,7 +44,7 @@ import numpy as np
 
 from . import _events
 from .api import _names
-from .report import FAILING, Outcome
+from .report import FAILING, STATUS_COLORS, Outcome
 
 __all__ = [
     "DispatchFinding",
@@ -737,6 +737,9 @@ class DispatchReport:
             f"{self.plt_calls} PLT/GOT call(s), {self.seconds * 1e3:.1f} ms"
         )
 
+    # the findings table: five fixed columns, then one that differs between C and Python targets
+    _LAST_COLUMN = "chain"
+
     def _finding_rows(self) -> list[list[str]]:
         return [
             ["FAIL" if f.fails else "ok", f.kind, f.what,
@@ -745,6 +748,9 @@ class DispatchReport:
              f.reason, " -> ".join(f.chain)]
             for f in self.findings
         ]
+
+    def _last_cell_html(self, text: str) -> str:
+        return html.escape(text)
 
     def __str__(self) -> str:
         lines = [self._header()]
@@ -756,23 +762,22 @@ class DispatchReport:
             widths = [max(len(r[i]) for r in rows) for i in range(5)]
             for r in rows:
                 cells = "  ".join(c.ljust(w) for c, w in zip(r[:5], widths))
-                lines.append(f"    {cells}  chain: {r[5]}".rstrip())
+                lines.append(f"    {cells}  {self._LAST_COLUMN}: {r[5]}".rstrip())
         lines += [f"  note: {n}" for n in self.notes]
         lines.append("  result: " + ("PASSED" if self.passed else "FAILED"))
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        colors = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#cf222e", "unexpected_pass": "#cf222e",
-                  "broken": "#9a6700", "skipped": "#6e7781"}
         outs = "".join(
-            f"<tr><td>{html.escape(n)}</td><td style='color:{colors.get(o.status, '#000')};font-weight:bold'>"
+            f"<tr><td>{html.escape(n)}</td><td style='color:{STATUS_COLORS.get(o.status, '#000')};font-weight:bold'>"
             f"{html.escape(o.status)}</td><td>{html.escape(o.message)}</td></tr>"
             for n, o in self.outcomes.items()
         )
-        head = "".join(f"<th>{c}</th>" for c in ("", "kind", "what", "where", "why", "chain"))
+        head = "".join(f"<th>{c}</th>" for c in ("", "kind", "what", "where", "why", self._LAST_COLUMN))
         body = "".join(
             "<tr>" + "".join(
-                f"<td style='color:{'#cf222e' if i == 0 and r[0] == 'FAIL' else '#000'}'>{html.escape(c)}</td>"
+                f"<td style='color:{'#cf222e' if i == 0 and r[0] == 'FAIL' else '#000'}'>"
+                + (self._last_cell_html(c) if i == 5 else html.escape(c)) + "</td>"
                 for i, c in enumerate(r)
             ) + "</tr>"
             for r in self._finding_rows()
@@ -787,7 +792,7 @@ class DispatchReport:
 
     def __repr__(self) -> str:
         statuses = ", ".join(f"{k}={o.status}" for k, o in self.outcomes.items())
-        return f"<DispatchReport {self.target}: {statuses}, {len(self.failures)} failing finding(s)>"
+        return f"<{type(self).__name__} {self.target}: {statuses}, {len(self.failures)} failing finding(s)>"
 
     def as_dict(self) -> dict[str, Any]:
         """The report as JSON-friendly data."""

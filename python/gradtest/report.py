@@ -12,6 +12,9 @@ import numpy as np
 STATUSES = ("pass", "fail", "broken", "unexpected_pass", "skipped", "error")
 #: statuses that make a check fail
 FAILING = ("fail", "unexpected_pass", "error")
+#: how the HTML reports colour each status
+STATUS_COLORS = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#cf222e", "unexpected_pass": "#cf222e",
+                 "broken": "#9a6700", "skipped": "#6e7781"}
 
 
 @dataclasses.dataclass
@@ -173,15 +176,13 @@ class GradientReport:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        colors = {"pass": "#1a7f37", "fail": "#cf222e", "error": "#cf222e", "unexpected_pass": "#cf222e",
-                  "broken": "#9a6700", "skipped": "#6e7781"}
         head = "".join(f"<th>{html.escape(c)}</th>" for c in self._COLUMNS)
         body = []
         for o, row in zip(self.outcomes.values(), self._rows()):
             cells = "".join(f"<td>{html.escape(c)}</td>" for c in row)
             cells = cells.replace(
                 f"<td>{html.escape(o.status)}</td>",
-                f"<td style='color:{colors.get(o.status, '#000')};font-weight:bold'>{html.escape(o.status)}</td>",
+                f"<td style='color:{STATUS_COLORS.get(o.status, '#000')};font-weight:bold'>{html.escape(o.status)}</td>",
                 1,
             )
             body.append(f"<tr title='{html.escape(o.message)}'>{cells}</tr>")
