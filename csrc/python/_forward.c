@@ -369,6 +369,19 @@ cleanup:
     return result;
 }
 
+/* The op-table entry whose index is `obj` (a Python int); NULL with an exception set otherwise. */
+static const gt_op *op_from_index(PyObject *obj)
+{
+    long index = PyLong_AsLong(obj);
+    if (index == -1 && PyErr_Occurred())
+        return NULL;
+    if (index < 0 || index >= GT_OP_COUNT) {
+        PyErr_Format(PyExc_ValueError, "op: expected an op-table index in [0, %d), got %ld", GT_OP_COUNT, index);
+        return NULL;
+    }
+    return &gt_op_table[index];
+}
+
 static PyObject *ufunc_call(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
 {
     forward_state *st = get_state(self);
@@ -380,14 +393,9 @@ static PyObject *ufunc_call(PyObject *self, PyObject *const *argv, Py_ssize_t ar
         PyErr_SetString(PyExc_RuntimeError, "ufunc: no Dual class registered (register_dual)");
         return NULL;
     }
-    long index = PyLong_AsLong(argv[0]);
-    if (index == -1 && PyErr_Occurred())
+    const gt_op *op = op_from_index(argv[0]);
+    if (!op)
         return NULL;
-    if (index < 0 || index >= GT_OP_COUNT) {
-        PyErr_Format(PyExc_ValueError, "op: expected an op-table index in [0, %d), got %ld", GT_OP_COUNT, index);
-        return NULL;
-    }
-    const gt_op *op = &gt_op_table[index];
     int nin = (int)argc - 3;
     if (op->arity != nin) {
         PyErr_Format(PyExc_TypeError, "op %s takes %d argument(s), got %d", op->name, op->arity, nin);
@@ -617,14 +625,9 @@ static PyObject *elementwise(PyObject *self, PyObject *const *argv, Py_ssize_t a
         PyErr_Format(PyExc_TypeError, "elementwise expected 4 or 6 arguments, got %zd", argc);
         return NULL;
     }
-    long index = PyLong_AsLong(argv[0]);
-    if (index == -1 && PyErr_Occurred())
+    const gt_op *op = op_from_index(argv[0]);
+    if (!op)
         return NULL;
-    if (index < 0 || index >= GT_OP_COUNT) {
-        PyErr_Format(PyExc_ValueError, "op: expected an op-table index in [0, %d), got %ld", GT_OP_COUNT, index);
-        return NULL;
-    }
-    const gt_op *op = &gt_op_table[index];
     if ((op->arity == 2) != (argc == 6)) {
         PyErr_Format(PyExc_TypeError, "op %s takes %d argument(s)", op->name, op->arity);
         return NULL;
