@@ -266,8 +266,11 @@ def test_fd_matches_numpy_reference(libs, rng):
             tol = 1e-5 if method == "central" or richardson else 1e-3
             np.testing.assert_allclose(res.gradient, rosen_grad_ref(x), rtol=tol, atol=tol)
             assert np.all(res.errors > 0)
-            per = (2 if method == "central" else 1) * (2 if richardson else 1)
-            assert res.evaluations == 1 + per * x.size
+            per = 2 if method == "central" else 1
+            if richardson:  # adaptive: at least three steps a component, plus the noise probe
+                assert res.evaluations >= 1 + 3 * per * x.size
+            else:
+                assert res.evaluations == 1 + per * x.size
     grad = k.run_stage("gradient", x, isolate=False).gradient
     np.testing.assert_allclose(grad, rosen_grad_ref(x), rtol=1e-14)
 

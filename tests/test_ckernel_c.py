@@ -51,7 +51,7 @@ int main(void)
     double x[N], u[N], out[N], err[N];
     float x32[N];
     for (size_t i = 0; i < N; i++) { x[i] = 0.5 + 0.1 * (double)i; x32[i] = (float)x[i]; u[i] = 1.0 - 0.05 * (double)i; }
-    gt_fd_options opts = {GT_FD_CENTRAL, 1, 0.0};
+    gt_fd_options opts = {.method = GT_FD_CENTRAL, .richardson = 1};
     gt_ck_result res;
     gt_guard_result gres;
 
@@ -60,14 +60,14 @@ int main(void)
         CHECK(gt_ck_stage_run(&k, GT_CK_FUNCTION, x, NULL, &opts, NULL, threads, out, err, &res) == GT_OK);
         for (size_t i = 0; i < N; i++)
             CHECK(fabs(out[i] - x[i] * x[i]) < 1e-8 && err[i] > 0);
-        CHECK(res.evaluations == 1 + 4 * N);
+        CHECK(res.evaluations >= 1 + 6 * N); /* adaptive: at least three steps a component */
         CHECK(res.nonfinite == 0);
     }
     CHECK(gt_ck_stage_run(&k, GT_CK_GRADIENT, x, NULL, &opts, NULL, 1, out, NULL, &res) == GT_OK);
     CHECK(out[3] == x[3] * x[3]);
     CHECK(gt_ck_stage_run(&k, GT_CK_VJP, x, NULL, &opts, NULL, 1, out, NULL, &res) == GT_EINVAL);
     CHECK(gt_ck_stage_guarded(&k, GT_CK_FUNCTION, x, NULL, &opts, NULL, 2, out, err, &res, 30.0, &gres) == GT_OK);
-    CHECK(fabs(out[5] - x[5] * x[5]) < 1e-8 && res.evaluations == 1 + 4 * N);
+    CHECK(fabs(out[5] - x[5] * x[5]) < 1e-8 && res.evaluations >= 1 + 6 * N);
 
     gt_ck_kernel v = {GT_FLOAT64, N, N, (gt_ck_fnptr)sq, NULL, (gt_ck_fnptr)sq_vjp, (gt_ck_fnptr)sq_jvp, NULL};
     CHECK(gt_ck_stage_run(&v, GT_CK_FUNCTION, x, u, &opts, NULL, 3, out, err, &res) == GT_OK);

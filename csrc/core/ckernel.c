@@ -2,6 +2,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "ckernel.h"
 
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -279,7 +280,34 @@ static int stage_function(const gt_ck_kernel *k, const void *x, const double *u,
         goto cleanup;
     }
     res->value = reduce(k, u, y);
-    status = run_split(k, GT_CK_FUNCTION, x, u, opts, scale, res->value, threads, out, err, res);
+    /* the adaptive rule's rounding bound: the kernel's own precision and its measured noise */
+    gt_fd_options tuned = *opts;
+    if (!(tuned.out_eps > 0))
+        tuned.out_eps = k->dtype == GT_FLOAT32 ? (double)FLT_EPSILON : DBL_EPSILON;
+    if (tuned.richardson && !(tuned.rel_step > 0)) {
+        worker probe_worker = {0};
+        atomic_int stop;
+        atomic_init(&stop, 0);
+        probe_worker.k = k;
+        probe_worker.u = u;
+        probe_worker.stop = &stop;
+        probe_worker.stage = GT_CK_FUNCTION;
+        status = worker_init(&probe_worker, x);
+        double sigma = 0.0;
+        size_t noise_calls = 0;
+        if (!status) {
+            gt_fd_problem p = {probe_worker.x, k->dtype, k->n, worker_eval, &probe_worker, scale};
+            status = gt_fd_noise(&p, 3, &sigma, &noise_calls);
+        }
+        res->evaluations += probe_worker.calls;
+        if (probe_worker.kernel_status)
+            res->kernel_status = probe_worker.kernel_status;
+        worker_free(&probe_worker);
+        if (status)
+            goto cleanup;
+        tuned.noise = GT_FD_NOISE_FACTOR * sigma;
+    }
+    status = run_split(k, GT_CK_FUNCTION, x, u, &tuned, scale, res->value, threads, out, err, res);
 cleanup:
     gt_free(y);
     return status;

@@ -172,7 +172,7 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
         if (!err)
             goto error;
     }
-    gt_fd_options opts = {(gt_fd_method)method, richardson, rel_step};
+    gt_fd_options opts = {.method = (gt_fd_method)method, .richardson = richardson, .rel_step = rel_step};
     gt_ck_result res;
     gt_guard_result gres;
     memset(&gres, 0, sizeof gres);

@@ -8,6 +8,7 @@
 #include <numpy/arrayobject.h>
 
 #include <math.h>
+#include <string.h>
 #include <time.h>
 
 #include "fd.h"
@@ -64,18 +65,17 @@ static int result_to_double(const py_eval_ctx *c, PyObject *res, double *value)
     npy_intp size = PyArray_SIZE(arr);
     const double *data = PyArray_DATA(arr);
     int status = 0;
-    if (c->u == NULL) {
-        if (size != 1) {
-            PyErr_Format(PyExc_ValueError, "f returned %zd values where a scalar was expected "
-                         "(its output shape changed between calls)", (Py_ssize_t)size);
-            status = -1;
-        } else {
-            *value = data[0];
-        }
-    } else if (size != c->u_size) {
+    npy_intp expected = c->u == NULL ? 1 : c->u_size;
+    if (size != expected && c->evaluations > 1) {
+        /* at a perturbed point: an output whose shape depends on x (x[x > 0.5]) changed; that
+         * step gives no quotient, smaller ones may */
+        *value = NAN;
+    } else if (size != expected) {
         PyErr_Format(PyExc_ValueError, "f returned %zd values where %zd were expected "
-                     "(its output shape changed between calls)", (Py_ssize_t)size, (Py_ssize_t)c->u_size);
+                     "(its output shape changed between calls)", (Py_ssize_t)size, (Py_ssize_t)expected);
         status = -1;
+    } else if (c->u == NULL) {
+        *value = data[0];
     } else {
         double acc = 0.0;
         for (npy_intp i = 0; i < size; i++)
@@ -98,7 +98,7 @@ static int py_eval(void *ctx, double *value)
     return status;
 }
 
-/* Parsed arguments common to fd_gradient and fd_directional. Owns the references it holds. */
+/* Parsed arguments common to the finite-difference entry points. Owns the references it holds. */
 typedef struct fd_call {
     PyObject *f, *args, *kwargs;
     PyArrayObject *x, *u, *scale;
@@ -114,11 +114,47 @@ static void fd_call_clear(fd_call *call)
     Py_CLEAR(call->scale);
 }
 
-/* Validates and converts the arguments. On failure sets an exception and returns -1; the caller
- * still runs fd_call_clear. */
-static int fd_call_init(fd_call *call, PyObject *x_obj, PyObject *u_obj, PyObject *scale_obj,
-                        const char *method, int richardson, double rel_step)
+static int parse_method(const char *method, gt_fd_method *out)
 {
+    if (strcmp(method, "central") == 0)
+        *out = GT_FD_CENTRAL;
+    else if (strcmp(method, "forward") == 0)
+        *out = GT_FD_FORWARD;
+    else if (strcmp(method, "backward") == 0)
+        *out = GT_FD_BACKWARD;
+    else {
+        PyErr_Format(PyExc_ValueError, "method: expected 'central', 'forward' or 'backward', got '%s'", method);
+        return -1;
+    }
+    return 0;
+}
+
+static int nonnegative(double v, const char *name)
+{
+    if (v == -1.0 && PyErr_Occurred())
+        return -1;
+    if (!(v >= 0.0) || !isfinite(v)) {
+        PyErr_Format(PyExc_ValueError, "%s: expected a finite number >= 0", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Parses the leading arguments every entry point shares:
+ * (f, args, kwargs, x, u, scale, method, richardson, rel_step, noise, out_eps).
+ * On failure sets an exception and returns -1; the caller still runs fd_call_clear. */
+enum { FD_COMMON_ARGS = 11 };
+static int fd_call_parse(fd_call *call, PyObject *const *argv, Py_ssize_t argc, Py_ssize_t extra,
+                         const char *fname)
+{
+    if (argc != FD_COMMON_ARGS + extra) {
+        PyErr_Format(PyExc_TypeError, "%s expected %zd arguments, got %zd", fname,
+                     (Py_ssize_t)(FD_COMMON_ARGS + extra), argc);
+        return -1;
+    }
+    call->f = argv[0];
+    call->args = argv[1];
+    call->kwargs = argv[2] == Py_None ? NULL : argv[2];
     if (!PyCallable_Check(call->f)) {
         PyErr_SetString(PyExc_TypeError, "f: expected a callable");
         return -1;
@@ -127,17 +163,15 @@ static int fd_call_init(fd_call *call, PyObject *x_obj, PyObject *u_obj, PyObjec
         PyErr_SetString(PyExc_TypeError, "args: expected a tuple");
         return -1;
     }
-    if (call->kwargs == Py_None)
-        call->kwargs = NULL;
     if (call->kwargs && !PyDict_Check(call->kwargs)) {
         PyErr_SetString(PyExc_TypeError, "kwargs: expected a dict or None");
         return -1;
     }
-    if (!PyArray_Check(x_obj)) {
+    if (!PyArray_Check(argv[3])) {
         PyErr_SetString(PyExc_TypeError, "x: expected the working buffer, a NumPy array");
         return -1;
     }
-    PyArrayObject *x = (PyArrayObject *)x_obj;
+    PyArrayObject *x = (PyArrayObject *)argv[3];
     int type = PyArray_TYPE(x);
     if ((type != NPY_DOUBLE && type != NPY_FLOAT) || PyArray_NDIM(x) != 1 ||
         !PyArray_IS_C_CONTIGUOUS(x) || !PyArray_ISWRITEABLE(x) || !PyArray_ISALIGNED(x)) {
@@ -146,13 +180,13 @@ static int fd_call_init(fd_call *call, PyObject *x_obj, PyObject *u_obj, PyObjec
     }
     Py_INCREF(x);
     call->x = x;
-    if (u_obj != Py_None) {
-        call->u = (PyArrayObject *)PyArray_FROMANY(u_obj, NPY_DOUBLE, 0, 0, NPY_ARRAY_CARRAY_RO);
+    if (argv[4] != Py_None) {
+        call->u = (PyArrayObject *)PyArray_FROMANY(argv[4], NPY_DOUBLE, 0, 0, NPY_ARRAY_CARRAY_RO);
         if (!call->u)
             return -1;
     }
-    if (scale_obj != Py_None) {
-        call->scale = (PyArrayObject *)PyArray_FROMANY(scale_obj, NPY_DOUBLE, 1, 1, NPY_ARRAY_CARRAY_RO);
+    if (argv[5] != Py_None) {
+        call->scale = (PyArrayObject *)PyArray_FROMANY(argv[5], NPY_DOUBLE, 1, 1, NPY_ARRAY_CARRAY_RO);
         if (!call->scale)
             return -1;
         if (PyArray_SIZE(call->scale) != PyArray_SIZE(x)) {
@@ -160,23 +194,23 @@ static int fd_call_init(fd_call *call, PyObject *x_obj, PyObject *u_obj, PyObjec
             return -1;
         }
     }
-    if (strcmp(method, "central") == 0)
-        call->opts.method = GT_FD_CENTRAL;
-    else if (strcmp(method, "forward") == 0)
-        call->opts.method = GT_FD_FORWARD;
-    else if (strcmp(method, "backward") == 0)
-        call->opts.method = GT_FD_BACKWARD;
-    else {
-        PyErr_Format(PyExc_ValueError, "method: expected 'central', 'forward' or 'backward', got '%s'",
-                     method);
+    if (!PyUnicode_Check(argv[6])) {
+        PyErr_SetString(PyExc_TypeError, "method: expected a string");
         return -1;
     }
-    if (!(rel_step >= 0.0) || !isfinite(rel_step)) {
-        PyErr_SetString(PyExc_ValueError, "rel_step: expected a finite number >= 0 (0 selects the default)");
+    const char *method = PyUnicode_AsUTF8(argv[6]);
+    if (!method || parse_method(method, &call->opts.method))
         return -1;
-    }
+    int richardson = PyObject_IsTrue(argv[7]);
+    if (richardson < 0)
+        return -1;
     call->opts.richardson = richardson;
-    call->opts.rel_step = rel_step;
+    call->opts.rel_step = PyFloat_AsDouble(argv[8]);
+    call->opts.noise = PyFloat_AsDouble(argv[9]);
+    call->opts.out_eps = PyFloat_AsDouble(argv[10]);
+    if (nonnegative(call->opts.rel_step, "rel_step") || nonnegative(call->opts.noise, "noise") ||
+        nonnegative(call->opts.out_eps, "out_eps"))
+        return -1;
     call->ctx = (py_eval_ctx){call->f, call->args, call->kwargs,
                               call->u ? PyArray_DATA(call->u) : NULL,
                               call->u ? PyArray_SIZE(call->u) : 0, 0};
@@ -186,34 +220,12 @@ static int fd_call_init(fd_call *call, PyObject *x_obj, PyObject *u_obj, PyObjec
     return 0;
 }
 
-/* Parses the argument vector shared by fd_gradient and fd_directional:
- * (f, args, kwargs, x, u, <scale or dirs>, method, richardson, rel_step). argv[5] is read by the
- * caller; `scale_obj` is what fd_call_init gets for it. Returns 0, or -1 with an exception set
- * (the caller still runs fd_call_clear). */
-static int fd_call_parse(fd_call *call, PyObject *const *argv, Py_ssize_t argc, const char *fname,
-                         PyObject *scale_obj)
-{
-    if (argc != 9 && !(argc == 10 && strcmp(fname, "fd_gradient") == 0)) {
-        PyErr_Format(PyExc_TypeError, "%s expected 9 arguments, got %zd", fname, argc);
-        return -1;
-    }
-    call->f = argv[0];
-    call->args = argv[1];
-    call->kwargs = argv[2];
-    if (!PyUnicode_Check(argv[6])) {
-        PyErr_SetString(PyExc_TypeError, "method: expected a string");
-        return -1;
-    }
-    const char *method = PyUnicode_AsUTF8(argv[6]);
-    int richardson = PyObject_IsTrue(argv[7]);
-    double rel_step = PyFloat_AsDouble(argv[8]);
-    if (!method || richardson < 0 || (rel_step == -1.0 && PyErr_Occurred()))
-        return -1;
-    return fd_call_init(call, argv[3], argv[4], scale_obj, method, richardson, rel_step);
-}
+static PyArrayObject *new_doubles(npy_intp n) { return (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_DOUBLE); }
+
+#define FD_COMMON_SIG "f, args, kwargs, x, u, scale, method, richardson, rel_step, noise, out_eps"
 
 PyDoc_STRVAR(fd_gradient_doc,
-"fd_gradient(f, args, kwargs, x, u, scale, method, richardson, rel_step, time_limit=0)\n--\n\n"
+"fd_gradient(" FD_COMMON_SIG ", time_limit)\n--\n\n"
 "Finite-difference gradient of f(*args, **kwargs) with respect to the working buffer x, which the\n"
 "arguments view. With time_limit > 0 (seconds) the run stops after the component during which the\n"
 "limit passed. Returns (grad, err, f0, evaluations, nonfinite, completed): components\n"
@@ -225,19 +237,15 @@ static PyObject *fd_gradient(PyObject *self, PyObject *const *argv, Py_ssize_t a
     fd_call call = {0};
     PyObject *result = NULL;
     PyArrayObject *grad = NULL, *err = NULL;
-    if (fd_call_parse(&call, argv, argc, "fd_gradient", argc > 5 ? argv[5] : Py_None))
+    if (fd_call_parse(&call, argv, argc, 1, "fd_gradient"))
         goto error;
-    npy_intp n = (npy_intp)call.problem.n;
-    grad = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_DOUBLE);
-    err = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_DOUBLE);
+    double time_limit = PyFloat_AsDouble(argv[FD_COMMON_ARGS]);
+    if (nonnegative(time_limit, "time_limit"))
+        goto error;
+    grad = new_doubles((npy_intp)call.problem.n);
+    err = new_doubles((npy_intp)call.problem.n);
     if (!grad || !err)
         goto error;
-    double time_limit = 0.0;
-    if (argc == 10) {
-        time_limit = PyFloat_AsDouble(argv[9]);
-        if (time_limit == -1.0 && PyErr_Occurred())
-            goto error;
-    }
     double f0;
     size_t nonfinite = 0, completed = 0;
     int status = gt_fd_eval(&call.problem, &f0);
@@ -269,47 +277,327 @@ error:
     return result;
 }
 
+PyDoc_STRVAR(fd_components_doc,
+"fd_components(" FD_COMMON_SIG ", indices, f0)\n--\n\n"
+"Finite-difference derivatives of f with respect to the listed components of x (an integer\n"
+"array), with `method` choosing central or one-sided quotients and f0 = f(x).\n"
+"Returns (values, errors, evaluations).");
+
+static PyObject *fd_components(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    (void)self;
+    fd_call call = {0};
+    PyObject *result = NULL;
+    PyArrayObject *idx = NULL, *values = NULL, *err = NULL;
+    size_t *indices = NULL;
+    if (fd_call_parse(&call, argv, argc, 2, "fd_components"))
+        goto error;
+    idx = (PyArrayObject *)PyArray_FROMANY(argv[FD_COMMON_ARGS], NPY_INTP, 1, 1, NPY_ARRAY_CARRAY_RO);
+    double f0 = PyFloat_AsDouble(argv[FD_COMMON_ARGS + 1]);
+    if (!idx || (f0 == -1.0 && PyErr_Occurred()))
+        goto error;
+    npy_intp k = PyArray_SIZE(idx);
+    const npy_intp *raw = PyArray_DATA(idx);
+    indices = gt_malloc((k ? (size_t)k : 1) * sizeof *indices);
+    values = new_doubles(k);
+    err = new_doubles(k);
+    if (!indices || !values || !err) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto error;
+    }
+    for (npy_intp j = 0; j < k; j++) {
+        if (raw[j] < 0 || (size_t)raw[j] >= call.problem.n) {
+            PyErr_Format(PyExc_IndexError, "indices: %zd is out of range for %zu components",
+                         (Py_ssize_t)raw[j], call.problem.n);
+            goto error;
+        }
+        indices[j] = (size_t)raw[j];
+    }
+    int status = gt_fd_gradient_indices(&call.problem, &call.opts, f0, indices, (size_t)k,
+                                        PyArray_DATA(values), PyArray_DATA(err), NULL);
+    if (status) {
+        gt_raise_status(status, "finite differences");
+        goto error;
+    }
+    result = Py_BuildValue("(OOn)", values, err, (Py_ssize_t)call.ctx.evaluations);
+error:
+    gt_free(indices);
+    Py_XDECREF(idx);
+    Py_XDECREF(values);
+    Py_XDECREF(err);
+    fd_call_clear(&call);
+    return result;
+}
+
+static int parse_seed(PyObject *obj, uint64_t *seed)
+{
+    unsigned long long v = PyLong_AsUnsignedLongLongMask(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return -1;
+    *seed = (uint64_t)v;
+    return 0;
+}
+
 PyDoc_STRVAR(fd_directional_doc,
-"fd_directional(f, args, kwargs, x, u, dirs, method, richardson, rel_step)\n--\n\n"
-"Finite-difference derivatives of f along the rows of dirs (k x n, already scaled).\n"
-"Returns (d, err, f0, evaluations).");
+"fd_directional(" FD_COMMON_SIG ", seed, k)\n--\n\n"
+"Finite-difference derivatives of f along directions 0..k-1 of the family `seed` (see\n"
+"direction()). Returns (d, err, f0, evaluations).");
 
 static PyObject *fd_directional(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
 {
     (void)self;
     fd_call call = {0};
     PyObject *result = NULL;
-    PyArrayObject *dirs = NULL, *d = NULL, *err = NULL;
-    if (fd_call_parse(&call, argv, argc, "fd_directional", Py_None))
+    PyArrayObject *d = NULL, *err = NULL;
+    uint64_t seed;
+    if (fd_call_parse(&call, argv, argc, 2, "fd_directional") || parse_seed(argv[FD_COMMON_ARGS], &seed))
         goto error;
-    dirs = (PyArrayObject *)PyArray_FROMANY(argv[5], NPY_DOUBLE, 2, 2, NPY_ARRAY_CARRAY_RO);
-    if (!dirs)
+    Py_ssize_t k = PyLong_AsSsize_t(argv[FD_COMMON_ARGS + 1]);
+    if (k == -1 && PyErr_Occurred())
         goto error;
-    if ((size_t)PyArray_DIM(dirs, 1) != call.problem.n) {
-        PyErr_SetString(PyExc_ValueError, "dirs: expected one row of x's length per direction");
+    if (k < 0) {
+        PyErr_SetString(PyExc_ValueError, "k: expected a number of directions >= 0");
         goto error;
     }
-    npy_intp k = PyArray_DIM(dirs, 0);
-    d = (PyArrayObject *)PyArray_SimpleNew(1, &k, NPY_DOUBLE);
-    err = (PyArrayObject *)PyArray_SimpleNew(1, &k, NPY_DOUBLE);
+    d = new_doubles(k);
+    err = new_doubles(k);
     if (!d || !err)
         goto error;
     double f0;
     int status = gt_fd_eval(&call.problem, &f0);
     if (!status)
-        status = gt_fd_directional(&call.problem, &call.opts, f0, PyArray_DATA(dirs), (size_t)k,
-                                   PyArray_DATA(d), PyArray_DATA(err));
+        status = gt_fd_directional(&call.problem, &call.opts, f0, seed, (size_t)k, PyArray_DATA(d),
+                                   PyArray_DATA(err));
     if (status) {
         gt_raise_status(status, "directional finite differences");
         goto error;
     }
     result = Py_BuildValue("(OOdn)", d, err, f0, (Py_ssize_t)call.ctx.evaluations);
 error:
-    Py_XDECREF(dirs);
     Py_XDECREF(d);
     Py_XDECREF(err);
     fd_call_clear(&call);
     return result;
+}
+
+PyDoc_STRVAR(fd_noise_doc,
+"fd_noise(" FD_COMMON_SIG ", seed)\n--\n\n"
+"The noise level of f near x (standard deviation of its values about a smooth fit).\n"
+"Returns (sigma, evaluations).");
+
+static PyObject *fd_noise(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    (void)self;
+    fd_call call = {0};
+    PyObject *result = NULL;
+    uint64_t seed;
+    if (fd_call_parse(&call, argv, argc, 1, "fd_noise") || parse_seed(argv[FD_COMMON_ARGS], &seed))
+        goto error;
+    double sigma;
+    int status = gt_fd_noise(&call.problem, seed, &sigma, NULL);
+    if (status) {
+        gt_raise_status(status, "noise estimate");
+        goto error;
+    }
+    result = Py_BuildValue("(dn)", sigma, (Py_ssize_t)call.ctx.evaluations);
+error:
+    fd_call_clear(&call);
+    return result;
+}
+
+/* (seed, scale) -> the direction family; scale: n float64 values (the per-component scales). */
+static PyArrayObject *parse_scale(PyObject *obj)
+{
+    PyArrayObject *scale = (PyArrayObject *)PyArray_FROMANY(obj, NPY_DOUBLE, 1, 1, NPY_ARRAY_CARRAY_RO);
+    if (scale && PyArray_SIZE(scale) == 0) {
+        Py_DECREF(scale);
+        PyErr_SetString(PyExc_ValueError, "scale: expected at least one element");
+        return NULL;
+    }
+    return scale;
+}
+
+PyDoc_STRVAR(direction_doc,
+"direction(seed, j, scale)\n--\n\n"
+"Direction j of the family `seed`: +-scale[i] with random signs (a new float64 array).");
+
+static PyObject *direction(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    (void)self;
+    uint64_t seed, j;
+    if (argc != 3) {
+        PyErr_SetString(PyExc_TypeError, "direction expected 3 arguments (seed, j, scale)");
+        return NULL;
+    }
+    if (parse_seed(argv[0], &seed) || parse_seed(argv[1], &j))
+        return NULL;
+    PyArrayObject *scale = parse_scale(argv[2]);
+    if (!scale)
+        return NULL;
+    PyArrayObject *v = new_doubles(PyArray_SIZE(scale));
+    if (v)
+        gt_fd_direction(seed, j, (size_t)PyArray_SIZE(scale), PyArray_DATA(scale), NULL, GT_FLOAT64,
+                        PyArray_DATA(v));
+    Py_DECREF(scale);
+    return (PyObject *)v;
+}
+
+PyDoc_STRVAR(direction_signs_doc,
+"direction_signs(seed, k, i)\n--\n\n"
+"The signs (+1.0 or -1.0) of component i in directions 0..k-1 of the family (a float64 array).");
+
+static PyObject *direction_signs(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    (void)self;
+    uint64_t seed;
+    if (argc != 3) {
+        PyErr_SetString(PyExc_TypeError, "direction_signs expected 3 arguments (seed, k, i)");
+        return NULL;
+    }
+    if (parse_seed(argv[0], &seed))
+        return NULL;
+    Py_ssize_t k = PyLong_AsSsize_t(argv[1]), i = PyLong_AsSsize_t(argv[2]);
+    if ((k == -1 || i == -1) && PyErr_Occurred())
+        return NULL;
+    if (k < 0 || i < 0) {
+        PyErr_SetString(PyExc_ValueError, "k, i: expected integers >= 0");
+        return NULL;
+    }
+    PyArrayObject *out = new_doubles(k);
+    if (!out)
+        return NULL;
+    double *od = PyArray_DATA(out);
+    for (Py_ssize_t j = 0; j < k; j++)
+        od[j] = (double)gt_fd_direction_sign(seed, (uint64_t)j, (size_t)i);
+    return (PyObject *)out;
+}
+
+PyDoc_STRVAR(direction_products_doc,
+"direction_products(seed, k, scale, g)\n--\n\n"
+"For the k directions of the family: (<g, v_j>, ||g * v_j||_2, sum_i |g_i v_ji|), three float64\n"
+"arrays of k values, g a float64 vector (the GIL is released; directions are regenerated, not\n"
+"stored).");
+
+PyDoc_STRVAR(direction_combine_doc,
+"direction_combine(seed, scale, r)\n--\n\n"
+"sum_j r[j] v_j over the directions 0..len(r)-1 of the family (a new float64 array).");
+
+/* Shared parsing for direction_products and direction_combine. */
+static int parse_family(PyObject *const *argv, uint64_t *seed, PyArrayObject **scale)
+{
+    if (parse_seed(argv[0], seed))
+        return -1;
+    *scale = parse_scale(argv[1]);
+    return *scale ? 0 : -1;
+}
+
+static PyObject *direction_products(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    (void)self;
+    uint64_t seed;
+    PyArrayObject *scale = NULL, *g = NULL, *dots = NULL, *norms = NULL, *abssum = NULL;
+    PyObject *result = NULL;
+    double *v = NULL;
+    if (argc != 4) {
+        PyErr_SetString(PyExc_TypeError, "direction_products expected 4 arguments (seed, k, scale, g)");
+        return NULL;
+    }
+    PyObject *family[2] = {argv[0], argv[2]};
+    if (parse_family(family, &seed, &scale))
+        goto error;
+    Py_ssize_t k = PyLong_AsSsize_t(argv[1]);
+    if ((k == -1 && PyErr_Occurred()))
+        goto error;
+    if (k < 0) {
+        PyErr_SetString(PyExc_ValueError, "k: expected a number of directions >= 0");
+        goto error;
+    }
+    g = (PyArrayObject *)PyArray_FROMANY(argv[3], NPY_DOUBLE, 1, 1, NPY_ARRAY_CARRAY_RO);
+    if (!g)
+        goto error;
+    size_t n = (size_t)PyArray_SIZE(scale);
+    if ((size_t)PyArray_SIZE(g) != n) {
+        PyErr_SetString(PyExc_ValueError, "g: expected one value per element of scale");
+        goto error;
+    }
+    dots = new_doubles(k);
+    norms = new_doubles(k);
+    abssum = new_doubles(k);
+    v = gt_malloc(n * sizeof *v);
+    if (!dots || !norms || !abssum || !v) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto error;
+    }
+    const double *gd = PyArray_DATA(g), *sd = PyArray_DATA(scale);
+    double *dd = PyArray_DATA(dots), *nd = PyArray_DATA(norms), *ad = PyArray_DATA(abssum);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t j = 0; j < k; j++) {
+        gt_fd_direction(seed, (uint64_t)j, n, sd, NULL, GT_FLOAT64, v);
+        double dot = 0.0, sq = 0.0, ab = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double t = gd[i] * v[i];
+            dot += t;
+            sq += t * t;
+            ab += fabs(t);
+        }
+        dd[j] = dot;
+        nd[j] = sqrt(sq);
+        ad[j] = ab;
+    }
+    Py_END_ALLOW_THREADS
+    result = PyTuple_Pack(3, dots, norms, abssum);
+error:
+    gt_free(v);
+    Py_XDECREF(scale);
+    Py_XDECREF(g);
+    Py_XDECREF(dots);
+    Py_XDECREF(norms);
+    Py_XDECREF(abssum);
+    return result;
+}
+
+static PyObject *direction_combine(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    (void)self;
+    uint64_t seed;
+    PyArrayObject *scale = NULL, *r = NULL, *out = NULL;
+    double *v = NULL;
+    if (argc != 3) {
+        PyErr_SetString(PyExc_TypeError, "direction_combine expected 3 arguments (seed, scale, r)");
+        return NULL;
+    }
+    if (parse_family(argv, &seed, &scale))
+        goto error;
+    r = (PyArrayObject *)PyArray_FROMANY(argv[2], NPY_DOUBLE, 1, 1, NPY_ARRAY_CARRAY_RO);
+    if (!r)
+        goto error;
+    size_t n = (size_t)PyArray_SIZE(scale);
+    out = new_doubles((npy_intp)n);
+    v = gt_malloc(n * sizeof *v);
+    if (!out || !v) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        Py_CLEAR(out);
+        goto error;
+    }
+    double *od = PyArray_DATA(out);
+    const double *rd = PyArray_DATA(r), *sd = PyArray_DATA(scale);
+    npy_intp k = PyArray_SIZE(r);
+    Py_BEGIN_ALLOW_THREADS
+    memset(od, 0, n * sizeof *od);
+    for (npy_intp j = 0; j < k; j++) {
+        gt_fd_direction(seed, (uint64_t)j, n, sd, NULL, GT_FLOAT64, v);
+        for (size_t i = 0; i < n; i++)
+            od[i] += rd[j] * v[i];
+    }
+    Py_END_ALLOW_THREADS
+error:
+    gt_free(v);
+    Py_XDECREF(scale);
+    Py_XDECREF(r);
+    return (PyObject *)out;
 }
 
 PyDoc_STRVAR(op_table_doc,
@@ -404,6 +692,12 @@ error:
 static PyMethodDef core_methods[] = {
     {"fd_gradient", (PyCFunction)(void (*)(void))fd_gradient, METH_FASTCALL, fd_gradient_doc},
     {"fd_directional", (PyCFunction)(void (*)(void))fd_directional, METH_FASTCALL, fd_directional_doc},
+    {"fd_components", (PyCFunction)(void (*)(void))fd_components, METH_FASTCALL, fd_components_doc},
+    {"fd_noise", (PyCFunction)(void (*)(void))fd_noise, METH_FASTCALL, fd_noise_doc},
+    {"direction", (PyCFunction)(void (*)(void))direction, METH_FASTCALL, direction_doc},
+    {"direction_signs", (PyCFunction)(void (*)(void))direction_signs, METH_FASTCALL, direction_signs_doc},
+    {"direction_products", (PyCFunction)(void (*)(void))direction_products, METH_FASTCALL, direction_products_doc},
+    {"direction_combine", (PyCFunction)(void (*)(void))direction_combine, METH_FASTCALL, direction_combine_doc},
     {"op_table", op_table, METH_NOARGS, op_table_doc},
     {"op_partials", op_partials, METH_VARARGS, op_partials_doc},
     {NULL, NULL, 0, NULL},
@@ -411,10 +705,10 @@ static PyMethodDef core_methods[] = {
 
 static int core_exec(PyObject *module)
 {
-    (void)module;
     if (PyArray_ImportNumPyAPI() < 0)
         return -1;
-    return 0;
+    /* the noise bound's factor, so the Python side reads the one the C kernels use */
+    return PyModule_AddObject(module, "NOISE_FACTOR", PyFloat_FromDouble(GT_FD_NOISE_FACTOR));
 }
 
 static PyModuleDef_Slot core_slots[] = {

@@ -27,11 +27,16 @@ class OutputSpec:
         One float64 array per output leaf, with that leaf's shape (empty when ``scalar``).
     tree : bool
         True when the output is a tree (tuple, dict, ...) rather than a single array.
+    eps : float
+        Machine epsilon of the coarsest floating dtype f returns (float64's for Python numbers
+        and integers): the relative precision of its values, which bounds the finite
+        differences' rounding.
     """
 
     scalar: bool
     cotangents: list[np.ndarray]
     tree: bool
+    eps: float = float(np.finfo(np.float64).eps)
 
     def reduce(self, out: Any) -> Any:
         """Reduces an output of f (NumPy arrays, or Dual/Tracked arrays) to the checked scalar."""
@@ -70,7 +75,7 @@ def describe_output(out: Any, rng: np.random.Generator) -> OutputSpec:
         If the output is not real and numeric (complex, object, strings, None).
     """
     if _is_real_scalar(out):
-        return OutputSpec(True, [], False)
+        return OutputSpec(True, [], False, _output_eps([out]))
     tree = not isinstance(out, np.ndarray)
     leaves = output_leaves(out) if tree else [out]
     if not leaves:
@@ -89,7 +94,13 @@ def describe_output(out: Any, rng: np.random.Generator) -> OutputSpec:
         size = int(np.prod(np.shape(arr)))
         u = np.ones(np.shape(arr)) if size == 1 else rng.standard_normal(np.shape(arr))
         cotangents.append(u)
-    return OutputSpec(False, cotangents, tree)
+    return OutputSpec(False, cotangents, tree, _output_eps(leaves))
+
+
+def _output_eps(values: list[Any]) -> float:
+    eps = [float(np.finfo(v.dtype).eps) for v in values
+           if isinstance(getattr(v, "dtype", None), np.dtype) and np.issubdtype(v.dtype, np.floating)]
+    return max(eps, default=float(np.finfo(np.float64).eps))
 
 
 def _is_real_scalar(out: Any) -> bool:

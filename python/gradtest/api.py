@@ -134,7 +134,8 @@ def _select_backends(
 
 
 def _run_backend(
-    name: str, problem: GradientProblem, gt: GroundTruth, atol: float | None, rtol: float | None
+    name: str, problem: GradientProblem, gt: GroundTruth, atol: float | None, rtol: float | None,
+    kinks: str = "report",
 ) -> Outcome:
     start = time.perf_counter()
     try:
@@ -143,15 +144,15 @@ def _run_backend(
     except Exception as exc:  # the backend's failure is its outcome, the run goes on
         return Outcome(name, "error", exception=exc, message=f"{type(exc).__name__}: {exc}",
                        seconds=time.perf_counter() - start)
-    return _compare(name, grads, problem, gt, atol, rtol, time.perf_counter() - start)
+    return _compare(name, grads, problem, gt, atol, rtol, time.perf_counter() - start, kinks)
 
 
 def _compare(name: str, grads: list[np.ndarray], problem: GradientProblem, gt: GroundTruth,
-             atol: float | None, rtol: float | None, seconds: float) -> Outcome:
+             atol: float | None, rtol: float | None, seconds: float, kinks: str = "report") -> Outcome:
     if gt.mode == "full":
-        outcome = compare_full(name, grads, gt, problem.diff_leaves, problem.diff_paths, atol, rtol)
+        outcome = compare_full(name, grads, gt, problem.diff_leaves, problem.diff_paths, atol, rtol, kinks)
     else:
-        outcome = compare_directional(name, grads, gt, problem.diff_leaves, atol, rtol)
+        outcome = compare_directional(name, grads, gt, problem.diff_leaves, atol, rtol, problem.diff_paths)
     outcome.seconds = seconds
     return outcome
 
@@ -334,7 +335,8 @@ def check_gradients(
         gt_error = GroundTruthError(f"f raised: {exc!r}")
         gt_error.__cause__ = exc
         selected = _select_backends(problem, backend_list, ground_truth_backend)
-    report = _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, atol, rtol, None)
+    report = _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, atol, rtol, None,
+                     opts.kinks)
     if order == 2:
         _add_second_order(report, problem, selected, opts, gt_dtype, skip, broken, soft_all, soft, atol, rtol)
     return report
@@ -393,7 +395,8 @@ def _add_second_order(report: GradientReport, problem: GradientProblem, selected
         report.notes += gt2.notes
 
 
-def _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, atol, rtol, precomputed) -> GradientReport:
+def _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, atol, rtol, precomputed,
+            kinks: str = "report") -> GradientReport:
     outcomes: dict[str, Outcome] = {}
     for name in selected:
         if name in skip:
@@ -405,7 +408,7 @@ def _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, at
         elif precomputed is not None:
             outcome = _precomputed_outcome(name, precomputed, problem, gt, atol, rtol)
         else:
-            outcome = _run_backend(name, problem, gt, atol, rtol)
+            outcome = _run_backend(name, problem, gt, atol, rtol, kinks)
         outcomes[name] = _apply_semantics(outcome, name in broken, soft_all or name in soft)
     if all(o.status == "skipped" for o in outcomes.values()):
         warnings.warn(

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from . import _ckernel
-from ._finite_diff import GroundTruth, GroundTruthError, zero_step_scale
+from ._finite_diff import GroundTruth, GroundTruthError, step_scale
 
 __all__ = [
     "CKernel",
@@ -473,7 +473,7 @@ class CKernel:
             stage=_STAGES[stage], x=flat, u=u if m else None, method=_METHODS[method],
             richardson=bool(richardson), rel_step=float(rel_step), threads=nthreads,
             isolate=bool(isolate), timeout=float(timeout or 0.0),
-            scale=zero_step_scale(flat, [0, flat.size]) if stage == "function" else None,
+            scale=step_scale(flat, [0, flat.size]) if stage == "function" else None,
         )
         seconds = time.perf_counter() - start
         error = self._error(stage, out, timeout)

@@ -33,6 +33,8 @@ class WorstElement:
         The backend's value.
     tolerance : float
         The tolerance that applied to it.
+    dominant : str
+        Which term of that tolerance was the largest (e.g. "the finite-difference error bound").
     """
 
     path: str
@@ -40,6 +42,7 @@ class WorstElement:
     expected: float
     got: float
     tolerance: float
+    dominant: str = ""
 
     @property
     def name(self) -> str:
@@ -70,6 +73,10 @@ class Outcome:
         One line explaining the status.
     seconds : float
         Time the backend took.
+    n_failed, n_compared : int
+        Elements (directions, in directional mode) out of tolerance, and compared.
+    notes : list of str
+        Remarks about this backend's comparison (kinks at which its value was accepted).
     """
 
     backend: str
@@ -82,6 +89,9 @@ class Outcome:
     exception: BaseException | None = None
     message: str = ""
     seconds: float = 0.0
+    n_failed: int = 0
+    n_compared: int = 0
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def failed(self) -> bool:
@@ -136,11 +146,26 @@ class GradientReport:
         return [o for o in self.outcomes.values() if o.failed]
 
     def _header(self) -> str:
-        return (
-            f"gradtest: {self.function_name} — {self.n_elements} differentiated element(s); "
+        head = f"gradtest: {self.function_name} — {self.n_elements} differentiated element(s); "
+        if not self.evaluations and self.mode == "none":
+            return head + "no ground truth (see the notes)"
+        return head + (
             f"ground truth: finite differences ({self.method}, {self.mode} mode, "
             f"{self.evaluations} evaluations, {_fmt_time(self.seconds)})"
         )
+
+    def suggestion(self) -> str:
+        """The next step, when the outcomes make it clear (empty otherwise)."""
+        status = {name: o.status for name, o in self.outcomes.items()}
+        engines = [n for n in ("forward", "reverse") if status.get(n) == "pass"]
+        if status.get("user") == "fail" and engines:
+            return (f"{' and '.join(engines)} {'agree' if len(engines) > 1 else 'agrees'} with finite "
+                    "differences: the hand-written gradient is the odd one out")
+        failing = [n for n, s in status.items() if s == "fail"]
+        if len(failing) > 1 and not any(s == "pass" for s in status.values()):
+            return ("every backend disagrees with finite differences: check f itself near x "
+                    "(a kink, a discontinuity, or code the backends see differently)")
+        return ""
 
     def _rows(self) -> list[list[str]]:
         rows = []
@@ -149,6 +174,7 @@ class GradientReport:
             rows.append([
                 o.backend,
                 o.status,
+                f"{o.n_failed}/{o.n_compared}" if o.n_compared else "",
                 _fmt(o.max_abs_err),
                 _fmt(o.max_rel_err),
                 w.name if w else "",
@@ -158,7 +184,7 @@ class GradientReport:
             ])
         return rows
 
-    _COLUMNS = ["backend", "status", "max abs err", "max rel err", "worst element", "expected", "got", "tolerance"]
+    _COLUMNS = ["backend", "status", "failed", "max abs err", "max rel err", "worst element", "expected", "got", "tolerance"]
 
     def __str__(self) -> str:
         rows = [self._COLUMNS] + self._rows()
@@ -171,7 +197,10 @@ class GradientReport:
         for o in self.outcomes.values():
             if o.message and o.status != "pass":
                 lines.append(f"  {o.backend}: {o.message}")
+            lines += [f"  {o.backend}: {note}" for note in o.notes]
         lines += [f"  note: {note}" for note in self.notes]
+        if self.suggestion():
+            lines.append(f"  suggestion: {self.suggestion()}")
         lines.append("  result: " + ("PASSED" if self.passed else "FAILED"))
         return "\n".join(lines)
 
@@ -190,7 +219,12 @@ class GradientReport:
         messages = "".join(
             f"<li><b>{html.escape(o.backend)}</b>: {html.escape(o.message)}</li>"
             for o in self.outcomes.values() if o.message and o.status != "pass"
+        ) + "".join(
+            f"<li><b>{html.escape(o.backend)}</b>: {html.escape(note)}</li>"
+            for o in self.outcomes.values() for note in o.notes
         )
+        if self.suggestion():
+            messages += f"<li>suggestion: {html.escape(self.suggestion())}</li>"
         verdict = "PASSED" if self.passed else "FAILED"
         return (
             f"<div><p>{html.escape(self._header())}</p>"

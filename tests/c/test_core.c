@@ -95,7 +95,7 @@ static void test_fd(void)
     gt_fd_problem p = {x, GT_FLOAT64, 4, eval_cubic, &c, NULL};
     for (int method = 0; method < 3; method++) {
         for (int rich = 0; rich < 2; rich++) {
-            gt_fd_options o = {(gt_fd_method)method, rich, 0.0};
+            gt_fd_options o = {.method = (gt_fd_method)method, .richardson = rich};
             double f0;
             CHECK(gt_fd_eval(&p, &f0) == GT_OK);
             size_t bad = 99;
@@ -113,7 +113,7 @@ static void test_fd(void)
     /* a failing callback stops the loop, restores x and reports GT_ECALLBACK */
     c.fail_after = 3;
     c.calls = 0;
-    gt_fd_options o = {GT_FD_CENTRAL, 1, 0.0};
+    gt_fd_options o = {.method = GT_FD_CENTRAL, .richardson = 1};
     CHECK(gt_fd_gradient_range(&p, &o, 0.0, 0, 4, grad, err, NULL) == GT_ECALLBACK);
     CHECK(memcmp(x, orig, sizeof x) == 0);
     c.fail_after = -1;
@@ -121,22 +121,83 @@ static void test_fd(void)
     CHECK(gt_fd_gradient_range(&p, &o, 0.0, 3, 2, grad, err, NULL) == GT_EINVAL);
     CHECK(gt_fd_gradient_range(&p, &o, 0.0, 0, 5, grad, err, NULL) == GT_EINVAL);
     CHECK(gt_fd_gradient_range(NULL, &o, 0.0, 0, 1, grad, err, NULL) == GT_EINVAL);
-    /* directional: d = <grad, v> */
-    double dirs[8] = {1, 0, 0, 0, 0.5, -1, 2, 1}, dd[2], derr[2], f0;
+    /* directional: d = <grad, v_j> for the regenerated directions v_j */
+    double dd[2], derr[2], f0, v[4];
     CHECK(gt_fd_eval(&p, &f0) == GT_OK);
-    CHECK(gt_fd_directional(&p, &o, f0, dirs, 2, dd, derr) == GT_OK);
-    double exact0 = 3 * 0.25, exact1 = 0;
-    for (int i = 0; i < 4; i++)
-        exact1 += dirs[4 + i] * 3.0 * (i + 1) * orig[i] * orig[i];
-    CHECK(fabs(dd[0] - exact0) < 1e-8 && fabs(dd[1] - exact1) < 1e-7);
+    CHECK(gt_fd_directional(&p, &o, f0, 7, 2, dd, derr) == GT_OK);
+    for (int j = 0; j < 2; j++) {
+        gt_fd_direction(7, (uint64_t)j, 4, NULL, orig, GT_FLOAT64, v);
+        double exact = 0;
+        for (int i = 0; i < 4; i++) {
+            exact += v[i] * 3.0 * (i + 1) * orig[i] * orig[i];
+            /* scale: |x_i|, or 1 where x_i == 0; signs match the O(1) accessor */
+            CHECK(fabs(v[i]) == (orig[i] != 0 ? fabs(orig[i]) : 1.0));
+            CHECK((v[i] > 0 ? 1 : -1) == gt_fd_direction_sign(7, (uint64_t)j, (size_t)i));
+        }
+        CHECK(fabs(dd[j] - exact) <= 3 * derr[j] + 1e-12 && derr[j] < 1e-9);
+    }
     CHECK(memcmp(x, orig, sizeof x) == 0);
     /* an allocation failure is reported, x untouched, nothing leaked */
     long live = gt_alloc_live();
     gt_alloc_fail_after(1);
-    CHECK(gt_fd_directional(&p, &o, f0, dirs, 2, dd, derr) == GT_ENOMEM);
+    CHECK(gt_fd_directional(&p, &o, f0, 7, 2, dd, derr) == GT_ENOMEM);
     gt_alloc_fail_after(0);
     CHECK(gt_alloc_live() == live);
     CHECK(memcmp(x, orig, sizeof x) == 0);
+    /* listed components, one-sided ones too, agree with the range */
+    size_t idx[2] = {2, 0};
+    double sel[2], sel_err[2];
+    for (int method = 0; method < 3; method++) {
+        o.method = (gt_fd_method)method;
+        CHECK(gt_fd_gradient_indices(&p, &o, f0, idx, 2, sel, sel_err, NULL) == GT_OK);
+        for (int j = 0; j < 2; j++) {
+            double exact = 3.0 * (idx[j] + 1) * orig[idx[j]] * orig[idx[j]];
+            CHECK(fabs(sel[j] - exact) <= 3 * sel_err[j] + 1e-12);
+        }
+    }
+    size_t out_of_range = 4;
+    CHECK(gt_fd_gradient_indices(&p, &o, f0, &out_of_range, 1, sel, sel_err, NULL) == GT_EINVAL);
+    CHECK(memcmp(x, orig, sizeof x) == 0);
+}
+
+/* f = exp(a x) + noise of a known level: the noise probe finds it, and the adaptive rule's bound
+ * holds the actual error of the value it returns */
+typedef struct noisy {
+    double *x;
+    double a, level;
+    unsigned long long state;
+} noisy;
+
+static int eval_noisy(void *ctx, double *value)
+{
+    noisy *c = ctx;
+    c->state = c->state * 6364136223846793005ull + 1442695040888963407ull;
+    double u = (double)(c->state >> 11) * 0x1.0p-53 * 2.0 - 1.0; /* uniform in [-1, 1] */
+    *value = exp(c->a * c->x[0]) + c->level * u;
+    return 0;
+}
+
+static void test_fd_adaptive(void)
+{
+    for (int s = 0; s < 3; s++) {
+        double x0 = s == 2 ? 0.1 : 0.3 + 0.7 * s, x[1] = {x0}, a = s == 2 ? 40.0 : 1.0, level = s == 0 ? 0.0 : 1e-9;
+        noisy c = {x, a, level, 12345u + (unsigned)s};
+        gt_fd_problem p = {x, GT_FLOAT64, 1, eval_noisy, &c, NULL};
+        double sigma;
+        size_t evals = 0;
+        CHECK(gt_fd_noise(&p, 3, &sigma, &evals) == GT_OK);
+        CHECK(evals == 24 && x[0] == x0);
+        /* uniform noise of half-width L has standard deviation L / sqrt(3) */
+        if (level > 0)
+            CHECK(sigma > 0.3 * level && sigma < 1.5 * level);
+        gt_fd_options o = {.method = GT_FD_CENTRAL, .richardson = 1, .noise = GT_FD_NOISE_FACTOR * sigma};
+        double f0, g, e;
+        CHECK(gt_fd_eval(&p, &f0) == GT_OK);
+        CHECK(gt_fd_gradient_range(&p, &o, f0, 0, 1, &g, &e, NULL) == GT_OK);
+        double exact = a * exp(a * x[0]);
+        CHECK(fabs(g - exact) <= e);
+        CHECK(e < (level > 0 ? 1e-3 : 1e-12) * exact);
+    }
 }
 
 static int eval_f32(void *ctx, double *value)
@@ -153,7 +214,7 @@ static void test_fd_float32(void)
     /* f = x0^2 + 3 x1, evaluated through a float working vector */
     float *ctx = x;
     gt_fd_problem p = {x, GT_FLOAT32, 2, eval_f32, &ctx, NULL};
-    gt_fd_options o = {GT_FD_CENTRAL, 1, 0.0};
+    gt_fd_options o = {.method = GT_FD_CENTRAL, .richardson = 1};
     double f0;
     CHECK(gt_fd_eval(&p, &f0) == GT_OK);
     CHECK(gt_fd_gradient_range(&p, &o, f0, 0, 2, grad, NULL, NULL) == GT_OK);
@@ -220,6 +281,7 @@ int main(void)
 {
     test_op_table();
     test_fd();
+    test_fd_adaptive();
     test_fd_float32();
     test_guard();
     printf("%d passed, %d failed\n", passed, failed);
