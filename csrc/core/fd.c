@@ -141,7 +141,7 @@ static int column_order(gt_fd_method method, int k) { return method == GT_FD_CEN
 
 /* Ridders' sweep from h_top down (see fd.h). Writes *out; value NaN (err inf) when no row gave
  * a finite quotient. Returns GT_OK or GT_ECALLBACK (x restored). */
-static int sweep(const probe *pr, const gt_fd_options *opts, double h_top, fd_value *out)
+static int sweep(const probe *pr, const gt_fd_options *opts, double h_top, int stop_after, fd_value *out)
 {
     double A[MAX_ROWS][MAX_ORDER + 1], R[MAX_ROWS][MAX_ORDER + 1];
     int width[MAX_ROWS]; /* entries in each row; 0 for a row whose quotient was not finite */
@@ -211,7 +211,7 @@ static int sweep(const probe *pr, const gt_fd_options *opts, double h_top, fd_va
         if (best_row >= 0 && j - best_row >= 2 && r > best_err)
             break; /* rounding alone now exceeds the best bound: no later row can do better */
         int converged = best_row >= 0 && (best_err <= CONVERGED * fabs(best) || best_err <= 2.0 * best_round);
-        if (converged && j - best_row >= STOP_AFTER)
+        if (converged && j - best_row >= stop_after)
             break;
     }
     if (best_row < 0) {
@@ -265,7 +265,7 @@ static int component(const gt_fd_problem *p, const gt_fd_options *opts, double f
     probe pr = {p, opts->method, f0, i, get_x(p, i), NULL, NULL};
     double s = component_scale(p->scale, pr.xi, i);
     if (adaptive(opts))
-        return sweep(&pr, opts, TOP_STEP * s, out);
+        return sweep(&pr, opts, TOP_STEP * s, STOP_AFTER, out);
     return classic(&pr, opts, gt_fd_base_step(opts, p->dtype) * s, dtype_eps(p->dtype), out);
 }
 
@@ -333,29 +333,66 @@ static uint64_t stream(uint64_t seed, uint64_t j)
     return splitmix64(&s);
 }
 
-/* Word w of direction j's sign bits: splitmix64 is counter based, so any word is reachable
- * without the ones before it. */
-static uint64_t sign_word(uint64_t seed, uint64_t j, uint64_t w)
+/* z for component i, when the stream is read in order (as gt_fd_direction does). */
+static double next_component(uint64_t *state)
 {
-    uint64_t state = stream(seed, j) + w * 0x9E3779B97F4A7C15ull;
-    return splitmix64(&state);
+    uint64_t z = splitmix64(state);
+    double u = (double)(z >> 11) * 0x1.0p-53;
+    return z & 1u ? 0.5 + u : -(0.5 + u);
 }
 
-int gt_fd_direction_sign(uint64_t seed, uint64_t j, size_t i)
+/* Component i of direction j, before scaling: +-(0.5 + u), u uniform in [0, 1). splitmix64 is
+ * counter based, so any component is reachable without the ones before it; continuous
+ * magnitudes (not just signs) keep k directions from giving two elements the same pattern. */
+double gt_fd_direction_component(uint64_t seed, uint64_t j, size_t i)
 {
-    return (sign_word(seed, j, i / 64) >> (i % 64)) & 1u ? 1 : -1;
+    uint64_t state = stream(seed, j) + (uint64_t)i * 0x9E3779B97F4A7C15ull;
+    return next_component(&state);
 }
 
 void gt_fd_direction(uint64_t seed, uint64_t j, size_t n, const double *scale, const double *x,
                      gt_dtype dtype, double *v)
 {
-    uint64_t bits = 0;
+    uint64_t state = stream(seed, j);
     for (size_t i = 0; i < n; i++) {
-        if (i % 64 == 0)
-            bits = sign_word(seed, j, i / 64);
         double xi = x ? (dtype == GT_FLOAT32 ? (double)((const float *)x)[i] : ((const double *)x)[i]) : 0.0;
         double s = scale ? component_scale(scale, xi, i) : (x ? component_scale(NULL, xi, i) : 1.0);
-        v[i] = (bits >> (i % 64)) & 1u ? s : -s;
+        v[i] = s * next_component(&state); /* the same sequence as gt_fd_direction_component */
+    }
+}
+
+void gt_fd_direction_products(uint64_t seed, size_t k, size_t n, const double *scale, const double *g,
+                              double *dots, double *norms, double *abssum)
+{
+    for (size_t j = 0; j < k; j++) {
+        uint64_t state = stream(seed, j);
+        double dot = 0.0, sq = 0.0, ab = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            double t = g[i] * component_scale(scale, 0.0, i) * next_component(&state);
+            dot += t;
+            sq += t * t;
+            ab += fabs(t);
+        }
+        dots[j] = dot;
+        norms[j] = sqrt(sq);
+        abssum[j] = ab;
+    }
+}
+
+void gt_fd_direction_combine(uint64_t seed, size_t k, size_t n, const double *scale, const double *r,
+                             double *out, double *sq)
+{
+    memset(out, 0, n * sizeof *out);
+    if (sq)
+        memset(sq, 0, n * sizeof *sq);
+    for (size_t j = 0; j < k; j++) {
+        uint64_t state = stream(seed, j);
+        for (size_t i = 0; i < n; i++) {
+            double v = component_scale(scale, 0.0, i) * next_component(&state);
+            out[i] += r[j] * v;
+            if (sq)
+                sq[i] += v * v;
+        }
     }
 }
 
@@ -392,7 +429,8 @@ int gt_fd_directional(const gt_fd_problem *p, const gt_fd_options *opts, double 
         gt_fd_direction(seed, j, p->n, p->scale, x_saved, GT_FLOAT64, dir);
         fd_value v;
         if (adaptive(opts)) {
-            status = sweep(&pr, opts, top, &v);
+            /* a warm start has been confirmed by the first direction: a shorter watch suffices */
+            status = sweep(&pr, opts, top, STOP_AFTER, &v);
             /* the next direction has the same scales: start its sweep a few rows above this
              * one's best step rather than at the top */
             if (!status && isfinite(v.value) && v.step > 0)

@@ -87,14 +87,25 @@ int gt_fd_gradient_range(const gt_fd_problem *p, const gt_fd_options *opts, doub
 int gt_fd_gradient_indices(const gt_fd_problem *p, const gt_fd_options *opts, double f0,
                            const size_t *idx, size_t k, double *out, double *err, size_t *nonfinite);
 
-/* Direction j of the family `seed`: v_i = +-s_i with random signs (s_i as for the step scale),
- * written to v (caller-owned, n elements). Deterministic in (seed, j), so a direction can be
- * regenerated instead of stored. */
+/* Direction j of the family `seed`: v_i = s_i z_ji with z_ji = +-(0.5 + u), random sign and u
+ * uniform in [0, 1) (s_i as for the step scale), written to v (caller-owned, n elements).
+ * Deterministic in (seed, j), so a direction can be regenerated instead of stored. */
 void gt_fd_direction(uint64_t seed, uint64_t j, size_t n, const double *scale, const double *x,
                      gt_dtype dtype, double *v);
 
-/* The sign (+1 or -1) of component i in direction j of the family `seed`, in O(1). */
-int gt_fd_direction_sign(uint64_t seed, uint64_t j, size_t i);
+/* z_ji, component i of direction j before scaling, in O(1). */
+double gt_fd_direction_component(uint64_t seed, uint64_t j, size_t i);
+
+/* For the directions 0..k-1 of family `seed` over n components with scales `scale` (n values
+ * > 0, caller-owned): dots[j] = <g, v_j>, norms[j] = ||g * v_j||_2, abssum[j] = sum |g_i v_ji|
+ * (caller-owned, k each). No allocation: each direction is regenerated as it is read. */
+void gt_fd_direction_products(uint64_t seed, size_t k, size_t n, const double *scale, const double *g,
+                              double *dots, double *norms, double *abssum);
+
+/* out[i] = sum_j r[j] v_ji and, when sq is not NULL, sq[i] = sum_j v_ji^2, over the directions
+ * 0..k-1 (out, sq: caller-owned, n each). No allocation. */
+void gt_fd_direction_combine(uint64_t seed, size_t k, size_t n, const double *scale, const double *r,
+                             double *out, double *sq);
 
 /* Directional derivatives along the k directions 0..k-1 of family `seed`: d[j] ~ <grad f(x), v_j>,
  * with err[j] (may be NULL) their error bounds and the adaptive rule (the sweep of direction j

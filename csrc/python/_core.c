@@ -420,7 +420,8 @@ static PyArrayObject *parse_scale(PyObject *obj)
 
 PyDoc_STRVAR(direction_doc,
 "direction(seed, j, scale)\n--\n\n"
-"Direction j of the family `seed`: +-scale[i] with random signs (a new float64 array).");
+"Direction j of the family `seed`: scale[i] * z_ji, z_ji = +-(0.5 + u) with a random sign and u\n"
+"uniform in [0, 1) (a new float64 array).");
 
 static PyObject *direction(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
 {
@@ -443,16 +444,16 @@ static PyObject *direction(PyObject *self, PyObject *const *argv, Py_ssize_t arg
     return (PyObject *)v;
 }
 
-PyDoc_STRVAR(direction_signs_doc,
-"direction_signs(seed, k, i)\n--\n\n"
-"The signs (+1.0 or -1.0) of component i in directions 0..k-1 of the family (a float64 array).");
+PyDoc_STRVAR(direction_components_doc,
+"direction_components(seed, k, i)\n--\n\n"
+"z_ji for j < k: component i of directions 0..k-1 of the family before scaling (float64).");
 
-static PyObject *direction_signs(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+static PyObject *direction_components(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
 {
     (void)self;
     uint64_t seed;
     if (argc != 3) {
-        PyErr_SetString(PyExc_TypeError, "direction_signs expected 3 arguments (seed, k, i)");
+        PyErr_SetString(PyExc_TypeError, "direction_components expected 3 arguments (seed, k, i)");
         return NULL;
     }
     if (parse_seed(argv[0], &seed))
@@ -469,7 +470,7 @@ static PyObject *direction_signs(PyObject *self, PyObject *const *argv, Py_ssize
         return NULL;
     double *od = PyArray_DATA(out);
     for (Py_ssize_t j = 0; j < k; j++)
-        od[j] = (double)gt_fd_direction_sign(seed, (uint64_t)j, (size_t)i);
+        od[j] = gt_fd_direction_component(seed, (uint64_t)j, (size_t)i);
     return (PyObject *)out;
 }
 
@@ -481,7 +482,8 @@ PyDoc_STRVAR(direction_products_doc,
 
 PyDoc_STRVAR(direction_combine_doc,
 "direction_combine(seed, scale, r)\n--\n\n"
-"sum_j r[j] v_j over the directions 0..len(r)-1 of the family (a new float64 array).");
+"(sum_j r[j] v_j, sum_j v_j ** 2) over the directions 0..len(r)-1 of the family (two new\n"
+"float64 arrays; the GIL is released).");
 
 /* Shared parsing for direction_products and direction_combine. */
 static int parse_family(PyObject *const *argv, uint64_t *seed, PyArrayObject **scale)
@@ -498,7 +500,6 @@ static PyObject *direction_products(PyObject *self, PyObject *const *argv, Py_ss
     uint64_t seed;
     PyArrayObject *scale = NULL, *g = NULL, *dots = NULL, *norms = NULL, *abssum = NULL;
     PyObject *result = NULL;
-    double *v = NULL;
     if (argc != 4) {
         PyErr_SetString(PyExc_TypeError, "direction_products expected 4 arguments (seed, k, scale, g)");
         return NULL;
@@ -524,32 +525,15 @@ static PyObject *direction_products(PyObject *self, PyObject *const *argv, Py_ss
     dots = new_doubles(k);
     norms = new_doubles(k);
     abssum = new_doubles(k);
-    v = gt_malloc(n * sizeof *v);
-    if (!dots || !norms || !abssum || !v) {
-        if (!PyErr_Occurred())
-            PyErr_NoMemory();
+    if (!dots || !norms || !abssum)
         goto error;
-    }
     const double *gd = PyArray_DATA(g), *sd = PyArray_DATA(scale);
     double *dd = PyArray_DATA(dots), *nd = PyArray_DATA(norms), *ad = PyArray_DATA(abssum);
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t j = 0; j < k; j++) {
-        gt_fd_direction(seed, (uint64_t)j, n, sd, NULL, GT_FLOAT64, v);
-        double dot = 0.0, sq = 0.0, ab = 0.0;
-        for (size_t i = 0; i < n; i++) {
-            double t = gd[i] * v[i];
-            dot += t;
-            sq += t * t;
-            ab += fabs(t);
-        }
-        dd[j] = dot;
-        nd[j] = sqrt(sq);
-        ad[j] = ab;
-    }
+    gt_fd_direction_products(seed, (size_t)k, n, sd, gd, dd, nd, ad);
     Py_END_ALLOW_THREADS
     result = PyTuple_Pack(3, dots, norms, abssum);
 error:
-    gt_free(v);
     Py_XDECREF(scale);
     Py_XDECREF(g);
     Py_XDECREF(dots);
@@ -562,8 +546,8 @@ static PyObject *direction_combine(PyObject *self, PyObject *const *argv, Py_ssi
 {
     (void)self;
     uint64_t seed;
-    PyArrayObject *scale = NULL, *r = NULL, *out = NULL;
-    double *v = NULL;
+    PyArrayObject *scale = NULL, *r = NULL, *out = NULL, *sq = NULL;
+    PyObject *result = NULL;
     if (argc != 3) {
         PyErr_SetString(PyExc_TypeError, "direction_combine expected 3 arguments (seed, scale, r)");
         return NULL;
@@ -575,29 +559,22 @@ static PyObject *direction_combine(PyObject *self, PyObject *const *argv, Py_ssi
         goto error;
     size_t n = (size_t)PyArray_SIZE(scale);
     out = new_doubles((npy_intp)n);
-    v = gt_malloc(n * sizeof *v);
-    if (!out || !v) {
-        if (!PyErr_Occurred())
-            PyErr_NoMemory();
-        Py_CLEAR(out);
+    sq = new_doubles((npy_intp)n);
+    if (!out || !sq)
         goto error;
-    }
-    double *od = PyArray_DATA(out);
+    double *od = PyArray_DATA(out), *qd = PyArray_DATA(sq);
     const double *rd = PyArray_DATA(r), *sd = PyArray_DATA(scale);
-    npy_intp k = PyArray_SIZE(r);
+    size_t k = (size_t)PyArray_SIZE(r);
     Py_BEGIN_ALLOW_THREADS
-    memset(od, 0, n * sizeof *od);
-    for (npy_intp j = 0; j < k; j++) {
-        gt_fd_direction(seed, (uint64_t)j, n, sd, NULL, GT_FLOAT64, v);
-        for (size_t i = 0; i < n; i++)
-            od[i] += rd[j] * v[i];
-    }
+    gt_fd_direction_combine(seed, k, n, sd, rd, od, qd);
     Py_END_ALLOW_THREADS
+    result = PyTuple_Pack(2, out, sq);
 error:
-    gt_free(v);
     Py_XDECREF(scale);
     Py_XDECREF(r);
-    return (PyObject *)out;
+    Py_XDECREF(out);
+    Py_XDECREF(sq);
+    return result;
 }
 
 PyDoc_STRVAR(op_table_doc,
@@ -695,7 +672,8 @@ static PyMethodDef core_methods[] = {
     {"fd_components", (PyCFunction)(void (*)(void))fd_components, METH_FASTCALL, fd_components_doc},
     {"fd_noise", (PyCFunction)(void (*)(void))fd_noise, METH_FASTCALL, fd_noise_doc},
     {"direction", (PyCFunction)(void (*)(void))direction, METH_FASTCALL, direction_doc},
-    {"direction_signs", (PyCFunction)(void (*)(void))direction_signs, METH_FASTCALL, direction_signs_doc},
+    {"direction_components", (PyCFunction)(void (*)(void))direction_components, METH_FASTCALL,
+     direction_components_doc},
     {"direction_products", (PyCFunction)(void (*)(void))direction_products, METH_FASTCALL, direction_products_doc},
     {"direction_combine", (PyCFunction)(void (*)(void))direction_combine, METH_FASTCALL, direction_combine_doc},
     {"op_table", op_table, METH_NOARGS, op_table_doc},

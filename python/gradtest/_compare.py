@@ -3,14 +3,15 @@ localisation of wrong elements from directional derivatives.
 
 The model (docs/tolerances.rst has the reasoning): element i of a backend's gradient g passes when
 
-    |g_i - t_i| <= 3 e_i + rho |t_i| + rho m
+    |g_i - t_i| <= 3 e_i + rho |t_i| + alpha m
 
 with t_i the ground truth, e_i its error bound (computed by the finite-difference engine for
-that very element), m the largest |t| over the element's argument, and rho the backend's rounding
-allowance: eps_b^(3/4) when the backend computes in the ground truth's precision (its rounding of
-f is already inside e_i), sqrt(eps_b) when it computes in a coarser one (it evaluates a rounded
-f), eps_b being the machine epsilon of the coarser of the argument's dtype and the gradient's.
-``rtol=`` replaces rho in the second term, ``atol=`` the whole third term.
+that very element), m the largest |t| over the element's argument, and rho, alpha the backend's
+rounding allowances: rho = eps_b^(3/4) and alpha = 16 eps_b when the backend computes in the
+ground truth's precision (its rounding of f is already inside e_i), rho = alpha = sqrt(eps_b)
+when it computes in a coarser one (it evaluates a rounded f); eps_b is the machine epsilon of the
+coarser of the argument's dtype and the gradient's. ``rtol=`` replaces rho, ``atol=`` the whole
+third term.
 
 In directional mode, direction v_j passes when
 
@@ -45,6 +46,12 @@ SUSPECT_SHARE = 0.5
 EPS64 = float(np.finfo(np.float64).eps)
 
 
+#: the absolute allowance at the argument's scale, in units of the backend's epsilon, when it
+#: computes in the ground truth's precision (a correct gradient's rounding from sums of terms
+#: the size of the largest element)
+LEAF_ROUNDING = 16.0
+
+
 def rounding_allowance(leaf_dtype: Any, grad_dtype: Any, truth_dtype: Any = np.float64) -> float:
     """rho: the relative rounding allowed to a backend that computed in the coarser of
     ``leaf_dtype`` and ``grad_dtype``, against a ground truth computed in ``truth_dtype``."""
@@ -52,6 +59,15 @@ def rounding_allowance(leaf_dtype: Any, grad_dtype: Any, truth_dtype: Any = np.f
     if eps_b > _eps(truth_dtype):
         return math.sqrt(eps_b)
     return eps_b ** 0.75
+
+
+def scale_allowance(leaf_dtype: Any, grad_dtype: Any, truth_dtype: Any = np.float64) -> float:
+    """The absolute allowance, per unit of the argument's largest |ground truth|: sqrt(eps_b)
+    for a backend coarser than the ground truth, LEAF_ROUNDING * eps_b otherwise."""
+    eps_b = max(_eps(leaf_dtype), _eps(grad_dtype))
+    if eps_b > _eps(truth_dtype):
+        return math.sqrt(eps_b)
+    return LEAF_ROUNDING * eps_b
 
 
 def default_rtol(*dtypes: Any) -> float:
@@ -123,7 +139,7 @@ def _flatten(grads, gt: GroundTruth, leaves, atol, rtol) -> _Flat:
         rho = rounding_allowance(leaf.dtype, g.dtype, gt.dtype)
         rt = rtol if rtol is not None else rho
         m = float(np.max(np.abs(t64))) if t64.size else 0.0
-        at = atol if atol is not None else rho * m
+        at = atol if atol is not None else scale_allowance(leaf.dtype, g.dtype, gt.dtype) * m
         used_rtol, used_atol = max(used_rtol, rt), max(used_atol, at)
         parts["g"].append(g64)
         parts["t"].append(t64)
@@ -252,7 +268,8 @@ def compare_directional(
     """Compares <g, v_j> with the finite-difference directional derivatives d_j; when directions
     fail, names the elements that explain them (confirmed by their own finite differences)."""
     assert gt.derivatives is not None and gt.derivative_errors is not None and gt.scale is not None
-    g = np.concatenate([np.asarray(x, dtype=np.float64).ravel() for x in grads])
+    parts = [np.asarray(x, dtype=np.float64).ravel() for x in grads]
+    g = parts[0] if len(parts) == 1 else np.concatenate(parts)  # no copy of a lone argument
     rho = max(rounding_allowance(leaf.dtype, x.dtype, gt.dtype) for leaf, x in zip(leaves, grads))
     rt = rtol if rtol is not None else rho
     k = gt.n_directions
@@ -294,26 +311,29 @@ def compare_directional(
 
 
 def _localise(backend, g, residual, gt: GroundTruth, leaves, paths, rt, atol):
-    """Greedy sparse fit of the residuals r_j = <g - t, v_j> by a few elements (v_ji = +-s_i, so
-    element i alone would give r = delta_i v_i), then each suspect's own derivative by finite
-    differences. Returns (worst element, message) when confirmed suspects explain the failure."""
+    """Greedy sparse fit (orthogonal matching pursuit) of the residuals r_j = <g - t, v_j> by a
+    few elements: element i alone would give r = delta_i v_.i, so the best suspect is the one
+    whose components across the directions are most collinear with r. Each suspect's own
+    derivative is then computed by finite differences. Returns (worst element, message) when
+    confirmed suspects explain the failure, else None."""
     assert gt.probe is not None and gt.scale is not None
     r = residual.astype(np.float64).copy()
     total = float(r @ r)
     if not total > 0:
         return None
     suspects: list[int] = []
+    columns: list[np.ndarray] = []
     for _ in range(MAX_SUSPECTS):
-        c = _core.direction_combine(gt.seed, gt.scale, r)  # sum_j r_j v_ji
-        # |cos(r, v_i)|: ||v_i||^2 = k s_i^2 over the k directions
-        score = np.abs(c) / gt.scale
-        if suspects:
-            score[suspects] = 0
+        c, sq = _core.direction_combine(gt.seed, gt.scale, r)  # sum_j r_j v_ji, sum_j v_ji^2
+        score = np.abs(c) / np.sqrt(sq)
+        score[suspects] = 0
         i = int(np.argmax(score))
-        coef = c[i] / (gt.n_directions * gt.scale[i] ** 2)
-        signs = _core.direction_signs(gt.seed, gt.n_directions, i)
-        r_new = r - coef * signs * gt.scale[i]
+        columns.append(_core.direction_components(gt.seed, gt.n_directions, i) * gt.scale[i])
+        basis = np.array(columns).T
+        coef, *_ = np.linalg.lstsq(basis, residual, rcond=None)
+        r_new = residual - basis @ coef
         if float(r_new @ r_new) > (1 - SUSPECT_SHARE / MAX_SUSPECTS) * float(r @ r):
+            columns.pop()
             break
         suspects.append(i)
         r = r_new

@@ -20,13 +20,13 @@ from ._tree import output_leaves
 METHODS = ("central", "forward", "backward")
 MODES = ("auto", "full", "directional")
 KINK_RULES = ("report", "fail")
-MIN_DIRECTIONS = 8
+MIN_DIRECTIONS = 16  # fewer leave too few independent patterns to name a wrong element
 MAX_DIRECTIONS = 64
 #: f's noise bound, in standard deviations of the measured noise (the C kernels' too)
 NOISE_FACTOR = _core.NOISE_FACTOR
 #: evaluations an adaptive component or direction takes, on average, for planning the mode
 EVALS_PER_COMPONENT = 16
-EVALS_PER_DIRECTION = 14
+EVALS_PER_DIRECTION = 12
 #: the share of time_budget the ground truth plans for (the backends and the comparison need
 #: the rest)
 PLAN_SHARE = 0.5
