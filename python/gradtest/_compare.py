@@ -39,10 +39,12 @@ from .report import Outcome, WorstElement
 FD_ERROR_FACTOR = 3.0
 #: elements a failing backend gets one-sided derivatives for (kink analysis)
 KINK_LIMIT = 64
-#: suspects confirmed by full finite differences after a directional failure
+#: wrong elements a directional failure can be traced to (each confirmed by finite differences)
 MAX_SUSPECTS = 4
-#: a suspect must explain at least this share of the residuals' squared norm
-SUSPECT_SHARE = 0.5
+#: candidates (most correlated with the residuals) the search for them starts from, and the
+#: number of best-fitting single elements it tries as the first
+POOL = 48
+SEEDS = 4
 EPS64 = float(np.finfo(np.float64).eps)
 
 
@@ -297,7 +299,7 @@ def compare_directional(
             f"{expected[j]:.8g}, got {got[j]:.8g} (|error| {diff[j]:.3g} > tolerance {tol[j]:.3g})"
         )
         if paths is not None and gt.probe is not None and np.all(np.isfinite(got)):
-            located = _localise(backend, g, got - expected, gt, leaves, paths, rt, atol)
+            located = _localise(backend, g, got - expected, tol, gt, leaves, paths, rt, atol)
             if located is not None:
                 worst, located_message = located
                 message = located_message + "; " + message
@@ -310,34 +312,43 @@ def compare_directional(
     )
 
 
-def _localise(backend, g, residual, gt: GroundTruth, leaves, paths, rt, atol):
-    """Greedy sparse fit (orthogonal matching pursuit) of the residuals r_j = <g - t, v_j> by a
-    few elements: element i alone would give r = delta_i v_.i, so the best suspect is the one
-    whose components across the directions are most collinear with r. Each suspect's own
-    derivative is then computed by finite differences. Returns (worst element, message) when
-    confirmed suspects explain the failure, else None."""
+def _localise(backend, g, residual, tol, gt: GroundTruth, leaves, paths, rt, atol):
+    """Finds a few elements that explain the residuals r_j = <g - t, v_j>: element i alone
+    would give r = delta_i v_.i, so a set S explains r when the least-squares fit of r by the
+    columns v_.S leaves every direction within its tolerance. Orthogonal matching pursuit,
+    started from each of the SEEDS single elements that fit r best (the one most correlated
+    with r can be an impostor when two elements are wrong). Each suspect's own derivative is
+    then computed by finite differences. Returns (worst element, message) when confirmed
+    suspects explain the failure, else None."""
     assert gt.probe is not None and gt.scale is not None
-    r = residual.astype(np.float64).copy()
-    total = float(r @ r)
-    if not total > 0:
-        return None
-    suspects: list[int] = []
-    columns: list[np.ndarray] = []
-    for _ in range(MAX_SUSPECTS):
-        c, sq = _core.direction_combine(gt.seed, gt.scale, r)  # sum_j r_j v_ji, sum_j v_ji^2
+    r = residual.astype(np.float64)
+
+    def column(i: int) -> np.ndarray:
+        return _core.direction_components(gt.seed, gt.n_directions, i) * gt.scale[i]
+
+    def fit(subset: list[int]) -> tuple[float, np.ndarray]:
+        basis = np.array([column(i) for i in subset]).T
+        coef, *_ = np.linalg.lstsq(basis, r, rcond=None)
+        left = r - basis @ coef
+        return float(np.max(np.abs(left) / tol)), left
+
+    def most_correlated(left: np.ndarray, count: int, exclude: list[int]) -> list[int]:
+        c, sq = _core.direction_combine(gt.seed, gt.scale, left)  # sum_j r_j v_ji, sum_j v_ji^2
         score = np.abs(c) / np.sqrt(sq)
-        score[suspects] = 0
-        i = int(np.argmax(score))
-        columns.append(_core.direction_components(gt.seed, gt.n_directions, i) * gt.scale[i])
-        basis = np.array(columns).T
-        coef, *_ = np.linalg.lstsq(basis, residual, rcond=None)
-        r_new = residual - basis @ coef
-        if float(r_new @ r_new) > (1 - SUSPECT_SHARE / MAX_SUSPECTS) * float(r @ r):
-            columns.pop()
-            break
-        suspects.append(i)
-        r = r_new
-        if float(r @ r) < 1e-6 * total:
+        score[exclude] = 0
+        return [int(i) for i in np.argsort(score)[-count:][::-1]]
+
+    pool = most_correlated(r, POOL, [])
+    singles = sorted(pool, key=lambda i: float(np.sum(fit([i])[1] ** 2)))
+    suspects: list[int] = []
+    for seed in singles[:SEEDS]:
+        chosen = [seed]
+        misfit, left = fit(chosen)
+        while misfit > 1 and len(chosen) < MAX_SUSPECTS:
+            chosen.append(most_correlated(left, 1, chosen)[0])
+            misfit, left = fit(chosen)
+        if misfit <= 1:
+            suspects = chosen
             break
     if not suspects:
         return None
@@ -349,21 +360,21 @@ def _localise(backend, g, residual, gt: GroundTruth, leaves, paths, rt, atol):
     for i, ti, ei in zip(suspects, t, e):
         leaf = int(np.searchsorted(_offsets(leaves), i, side="right") - 1)
         rho = rounding_allowance(leaves[leaf].dtype, leaves[leaf].dtype, gt.dtype)
-        tol = FD_ERROR_FACTOR * ei + (rt if rt is not None else rho) * abs(ti) + (atol or 0.0)
-        if abs(g[i] - ti) > tol:
-            confirmed.append((i, ti, tol))
+        limit = FD_ERROR_FACTOR * ei + (rt if rt is not None else rho) * abs(ti) + (atol or 0.0)
+        if abs(g[i] - ti) > limit:
+            confirmed.append((i, ti, limit))
     if not confirmed:
         return None
-    i, ti, tol = max(confirmed, key=lambda c: abs(g[c[0]] - c[1]) / c[2])
+    i, ti, limit = max(confirmed, key=lambda c: abs(g[c[0]] - c[1]) / c[2])
     leaf = int(np.searchsorted(_offsets(leaves), i, side="right") - 1)
     local = i - int(_offsets(leaves)[leaf])
     shape = leaves[leaf].shape
     index = tuple(int(x) for x in np.unravel_index(local, shape)) if shape else ()
-    worst = WorstElement(paths[leaf], index, float(ti), float(g[i]), float(tol),
+    worst = WorstElement(paths[leaf], index, float(ti), float(g[i]), float(limit),
                          "the finite-difference error bound")
     names = ", ".join(gt.probe.name(c[0]) for c in confirmed)
     message = (f"{worst.name}: expected {ti:.8g}, got {g[i]:.8g} (|error| {abs(g[i] - ti):.3g} > tolerance "
-               f"{tol:.3g}), located from the failing directions and confirmed by its own finite "
+               f"{limit:.3g}), located from the failing directions and confirmed by its own finite "
                f"differences (wrong: {names})")
     return worst, message
 

@@ -345,7 +345,7 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
     except GroundTruthError as exc:
         error: BaseException | None = exc
     except Exception as exc:
-        error = GroundTruthError(f"f raised while computing the ground truth: {_describe_exception(exc)}")
+        error = GroundTruthError(f"f raised while computing the ground truth: {describe_exception(exc)}")
         error.__cause__ = exc
     else:
         error = None
@@ -369,7 +369,7 @@ def _value(fn: Any, ws: _Workspace, u: np.ndarray | None) -> float:
     return value
 
 
-def _describe_exception(exc: BaseException) -> str:
+def describe_exception(exc: BaseException) -> str:
     """The exception's type and message, and where in the user's code it was raised."""
     where = ""
     tb = exc.__traceback__

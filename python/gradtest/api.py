@@ -12,7 +12,8 @@ import numpy as np
 
 from . import _events
 from ._compare import GradientShapeError, as_gradient_arrays, compare_directional, compare_full
-from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, finite_diff_backend, ground_truth
+from ._finite_diff import (FDOptions, GroundTruth, GroundTruthError, describe_exception, finite_diff_backend,
+                           ground_truth)
 from ._problem import GradientProblem, describe_output
 from ._tree import FlatArgs, flatten_args, flatten_like
 from .backends import available_backends, get_backend, register_backend
@@ -332,7 +333,7 @@ def check_gradients(
         gt_error = exc
         selected = _select_backends(problem, backend_list, ground_truth_backend)
     except Exception as exc:  # f raised: reported as an error of every backend
-        gt_error = GroundTruthError(f"f raised: {exc!r}")
+        gt_error = GroundTruthError(f"f raised: {describe_exception(exc)}")
         gt_error.__cause__ = exc
         selected = _select_backends(problem, backend_list, ground_truth_backend)
     report = _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, atol, rtol, None,
