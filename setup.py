@@ -73,12 +73,23 @@ def extension(name: str, glue: str, core_sources: list[str], blas: bool = False)
     )
 
 
+# the dispatch analysis, one file per concern (dispatch.h is the contract)
+DISPATCH = (
+    "dispatch_containers",  # the map and growable arrays
+    "dispatch_isa",  # operand text shared by the instruction-set tables
+    "dispatch_x86",  # the x86-64 instruction table
+    "dispatch_a64",  # the aarch64 instruction table
+    "dispatch_load",  # loaded objects through dlopen/dlsym/dladdr
+    "dispatch_walk",  # the call-graph walk
+    "dispatch_call",  # the forked call check and load probe
+)
+
 EXTENSIONS = [
     extension("_core", "_core.c", core("gt_common", "fd", "ops"), blas=True),
     extension("_reverse", "_reverse.c", core("gt_common", "ops", "tape"), blas=True),
     extension("_forward", "_forward.c", core("gt_common", "ops", "dual"), blas=True),
     extension("_ckernel", "_ckernel.c", core("gt_common", "fd", "guard", "ckernel")),
-    extension("_dispatch", "_dispatch.c", core("gt_common", "guard", "elf_reader", "disasm", "dispatch")),
+    extension("_dispatch", "_dispatch.c", core("gt_common", "guard", "elf_reader", "disasm", *DISPATCH)),
 ]
 
 

@@ -1,4 +1,4 @@
-/* _dispatch.c: the CPython glue of the dispatch checks (csrc/core/elf_reader.c, disasm.c, dispatch.c).
+/* _dispatch.c: the CPython glue of the dispatch checks (csrc/core/elf_reader.c, disasm.c, dispatch.h).
  *
  * Types: Capstone (a loaded libcapstone), Elf (a parsed object file). Functions: analyse (the opt
  * check's machine-code analysis, run with the GIL released), locate (runtime address -> object

@@ -17,7 +17,7 @@ JET's ``test_call`` and ``test_opt``:
   (abort, exit, __assert_fail, ...) are listed but do not fail the check; libm and the
   stack-protector/errno helpers are allowed by default.
 
-The analysis runs in the C core (csrc/core/elf_reader.c, dispatch.c) with capstone, taken from the
+The analysis runs in the C core (csrc/core/elf_reader.c, dispatch_*.c) with capstone, taken from the
 installed ``capstone`` wheel and loaded at run time.
 """
 
