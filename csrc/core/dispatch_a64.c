@@ -36,11 +36,8 @@ static int a64_parse_mem(const char *op, a64_mem *m)
     if (!rb)
         return 0;
     char buf[OP_LEN];
-    size_t len = (size_t)(rb - op - 1);
-    if (len >= sizeof buf)
+    if (!gt_isa_bracketed(op, rb, buf))
         return 0;
-    memcpy(buf, op + 1, len);
-    buf[len] = '\0';
     char parts[MAX_OPS][OP_LEN];
     int n = gt_isa_split_ops(buf, parts);
     m->base = -1;
@@ -153,22 +150,7 @@ void gt_isa_a64_classify(const gt_insn *in, tracker *t, action *a)
         a->via = VIA_UNKNOWN;
         int r = nops >= 1 ? a64_reg(ops[0]) : -1;
         if (r >= 0 && (!strcmp(mn, "br") || !strcmp(mn, "blr"))) {
-            const rstate *s = &t->r[r];
-            if (s->kind == RK_SLOT) {
-                a->via = VIA_SLOT;
-                a->slot = s->v;
-            } else if (s->kind == RK_ADDR) {
-                a->via = VIA_ADDR;
-                a->target = s->v;
-            } else if (s->kind == RK_JT && is_jump) {
-                a->via = VIA_JT;
-                a->table = s->v;
-                a->label = s->label;
-                a->width = s->width;
-                a->sign = s->sign;
-                a->shift = s->shift;
-                a->count = gt_table_count(s, t);
-            }
+            gt_isa_via_register(&t->r[r], t, is_jump, a);
         }
     } else {
         a->type = A_OTHER;

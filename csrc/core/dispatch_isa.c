@@ -54,3 +54,32 @@ int gt_isa_parse_num(const char *s, int64_t *v)
     *v = neg ? -(int64_t)u : (int64_t)u;
     return 1;
 }
+
+void gt_isa_via_register(const rstate *s, const tracker *t, int is_jump, action *a)
+{
+    if (s->kind == RK_SLOT) {
+        a->via = VIA_SLOT;
+        a->slot = s->v;
+    } else if (s->kind == RK_ADDR) {
+        a->via = VIA_ADDR;
+        a->target = s->v;
+    } else if (s->kind == RK_JT && is_jump) {
+        a->via = VIA_JT;
+        a->table = s->v;
+        a->label = s->label;
+        a->width = s->width;
+        a->sign = s->sign;
+        a->shift = s->shift;
+        a->count = gt_table_count(s, t);
+    }
+}
+
+int gt_isa_bracketed(const char *lb, const char *rb, char buf[OP_LEN])
+{
+    size_t len = (size_t)(rb - lb - 1);
+    if (len >= OP_LEN)
+        return 0;
+    memcpy(buf, lb + 1, len);
+    buf[len] = '\0';
+    return 1;
+}

@@ -78,6 +78,14 @@ typedef struct action {
 int gt_isa_split_ops(const char *s, char ops[MAX_OPS][OP_LEN]);
 /* Parses a whole string "0x1f", "31", "-0x10", "#0x10" into *v; 1 on success, else 0. */
 int gt_isa_parse_num(const char *s, int64_t *v);
+/* Copies the text strictly between the brackets at lb and rb (rb > lb) into buf; 0 when it does
+ * not fit. */
+int gt_isa_bracketed(const char *lb, const char *rb, char buf[OP_LEN]);
+
+/* Sets how an indirect call or jump through a register in state s goes: through a pointer slot,
+ * to a known address, or (a jump only) through the jump table s describes; leaves a->via as it
+ * was otherwise. */
+void gt_isa_via_register(const rstate *s, const tracker *t, int is_jump, action *a);
 
 /* ---------- the per-architecture tables ---------- */
 

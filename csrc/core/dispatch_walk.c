@@ -25,11 +25,8 @@ typedef struct edge {
 
 /* What decoding one function found, independent of where in the call graph it was reached: its
  * events and its outgoing calls in order. Cached across analyses (gt_dispatch_cache). */
-typedef struct fsum_event {
-    int kind, module, tail, error_path;
-    uint64_t address;
-    char *callee, *provider, *text;
-} fsum_event;
+/* a cached event: its `function` field is unused (set when the summary is joined to a result) */
+typedef gt_dispatch_event fsum_event;
 
 typedef struct fsum_edge {
     int module;
@@ -46,16 +43,22 @@ typedef struct fsum {
     int noreturn;
 } fsum;
 
+/* Releases n events and the array holding them. */
+static void events_free(gt_dispatch_event *events, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        gt_free(events[i].callee);
+        gt_free(events[i].provider);
+        gt_free(events[i].text);
+    }
+    gt_free(events);
+}
+
 static void fsum_free(fsum *f)
 {
     if (!f)
         return;
-    for (size_t i = 0; i < f->n_events; i++) {
-        gt_free(f->events[i].callee);
-        gt_free(f->events[i].provider);
-        gt_free(f->events[i].text);
-    }
-    gt_free(f->events);
+    events_free(f->events, f->n_events);
     gt_free(f->edges);
     gt_free(f);
 }
@@ -299,27 +302,30 @@ static int fail_msg(ctx *c, int status, const char *fmt, ...)
     return status;
 }
 
+/* Fills *e (its storage uninitialised) and copies its strings; GT_ENOMEM when a copy failed, with
+ * the copies that succeeded set so that the event's owner releases them. */
+static int event_init(gt_dispatch_event *e, int kind, int m, uint64_t addr, size_t func, int tail, int error_path,
+                      const char *callee, const char *provider, const char *text)
+{
+    *e = (gt_dispatch_event){kind, m, addr, func, tail, error_path, NULL, NULL, NULL};
+    e->callee = callee ? gt_dup_str(callee) : NULL;
+    e->provider = provider ? gt_dup_str(provider) : NULL;
+    e->text = gt_dup_str(text ? text : "");
+    if ((callee && !e->callee) || (provider && !e->provider) || !e->text)
+        return GT_ENOMEM;
+    return GT_OK;
+}
+
+/* Appends an event of function `func` to the result (strings copied). */
 static int add_event(ctx *c, int kind, int m, uint64_t addr, size_t func, int tail, int error_path,
                      const char *callee, const char *provider, const char *text)
 {
     gt_dispatch_result *r = c->res;
     if (gt_grow((void **)&r->events, &c->cap_events, r->n_events, sizeof *r->events) != GT_OK)
         return GT_ENOMEM;
-    gt_dispatch_event *e = &r->events[r->n_events];
-    memset(e, 0, sizeof *e);
-    e->kind = kind;
-    e->module = m;
-    e->address = addr;
-    e->function = func;
-    e->tail = tail;
-    e->error_path = error_path;
-    e->callee = callee ? gt_dup_str(callee) : NULL;
-    e->provider = provider ? gt_dup_str(provider) : NULL;
-    e->text = gt_dup_str(text ? text : "");
-    r->n_events++; /* counted before the checks so that free releases what was allocated */
-    if ((callee && !e->callee) || (provider && !e->provider) || !e->text)
-        return GT_ENOMEM;
-    return GT_OK;
+    int status = event_init(&r->events[r->n_events], kind, m, addr, func, tail, error_path, callee, provider, text);
+    r->n_events++; /* counted before the check so that free releases what was allocated */
+    return status;
 }
 
 /* Appends an event to the summary of the function being decoded (strings copied). */
@@ -329,20 +335,9 @@ static int record_event(ctx *c, int kind, int m, uint64_t addr, int tail, int er
     fsum *f = c->cur;
     if (gt_grow((void **)&f->events, &f->cap_events, f->n_events, sizeof *f->events) != GT_OK)
         return GT_ENOMEM;
-    fsum_event *e = &f->events[f->n_events];
-    memset(e, 0, sizeof *e);
-    e->kind = kind;
-    e->module = m;
-    e->address = addr;
-    e->tail = tail;
-    e->error_path = error_path;
-    e->callee = callee ? gt_dup_str(callee) : NULL;
-    e->provider = provider ? gt_dup_str(provider) : NULL;
-    e->text = gt_dup_str(text ? text : "");
-    f->n_events++; /* counted before the checks so that fsum_free releases what was allocated */
-    if ((callee && !e->callee) || (provider && !e->provider) || !e->text)
-        return GT_ENOMEM;
-    return GT_OK;
+    int status = event_init(&f->events[f->n_events], kind, m, addr, 0, tail, error_path, callee, provider, text);
+    f->n_events++; /* counted before the check so that fsum_free releases what was allocated */
+    return status;
 }
 
 /* Appends a call edge (to the function at (m, entry), from `site`) to the current summary. */
@@ -555,24 +550,17 @@ static int decode_function(ctx *c, int m, uint64_t entry)
                 }
                 if (act.type == A_RET || act.type == A_TRAP)
                     break;
-                if (act.type == A_JCC) {
+                if (act.type == A_JCC || act.type == A_JMP) {
+                    /* into another function: a tail call; else a branch inside this one */
                     const gt_elf_symbol *s = gt_elf_function_at(e, act.target);
                     if ((s && act.target != entry) || gt_elf_in_plt(e, act.target))
                         status = transfer_direct(c, m, &in, act.target, 1, &nr);
                     else
                         status = push_work(c, act.target);
-                    if (status != GT_OK)
+                    if (status != GT_OK || act.type == A_JMP)
                         break;
-                    a = next;
+                    a = next; /* a conditional branch falls through */
                     continue;
-                }
-                if (act.type == A_JMP) {
-                    const gt_elf_symbol *s = gt_elf_function_at(e, act.target);
-                    if ((s && act.target != entry) || gt_elf_in_plt(e, act.target))
-                        status = transfer_direct(c, m, &in, act.target, 1, &nr);
-                    else
-                        status = push_work(c, act.target);
-                    break;
                 }
                 if (act.type == A_CALL) {
                     if (act.target == next) { /* call next; pop: reads the program counter */
@@ -737,14 +725,9 @@ void gt_dispatch_result_free(gt_dispatch_result *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->n_events; i++) {
-        gt_free(r->events[i].callee);
-        gt_free(r->events[i].provider);
-        gt_free(r->events[i].text);
-    }
+    events_free(r->events, r->n_events);
     for (size_t i = 0; i < r->n_functions; i++)
         gt_free(r->functions[i].name);
-    gt_free(r->events);
     gt_free(r->functions);
     memset(r, 0, sizeof *r);
 }

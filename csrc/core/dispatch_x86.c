@@ -72,11 +72,8 @@ static int x86_parse_mem(const char *op, x86_mem *m)
     m->disp = 0;
     m->seg = strchr(op, ':') != NULL && strchr(op, ':') < lb;
     char buf[OP_LEN];
-    size_t len = (size_t)(rb - lb - 1);
-    if (len >= sizeof buf)
+    if (!gt_isa_bracketed(lb, rb, buf))
         return 0;
-    memcpy(buf, lb + 1, len);
-    buf[len] = '\0';
     int sign = 1;
     char *save = NULL;
     for (char *tok = strtok_r(buf, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
@@ -130,20 +127,7 @@ static void x86_indirect(const char *op, const tracker *t, uint64_t next, int is
     a->via = VIA_UNKNOWN;
     int r = x86_reg(op);
     if (r >= 0 && r < 16) {
-        const rstate *s = &t->r[r];
-        if (s->kind == RK_SLOT) {
-            a->via = VIA_SLOT;
-            a->slot = s->v;
-        } else if (s->kind == RK_ADDR) {
-            a->via = VIA_ADDR;
-            a->target = s->v;
-        } else if (s->kind == RK_JT && is_jump) {
-            a->via = VIA_JT;
-            a->table = s->v;
-            a->width = 4;
-            a->sign = 1;
-            a->count = gt_table_count(s, t);
-        }
+        gt_isa_via_register(&t->r[r], t, is_jump, a);
         return;
     }
     x86_mem m;
@@ -216,6 +200,8 @@ static void x86_track(const char *mn, char ops[MAX_OPS][OP_LEN], int nops, track
                 (a->kind == RK_ADDR && b->kind == RK_ENTRY && a->v == b->v)) {
                 out.kind = RK_JT;
                 out.v = a->v;
+                out.width = 4; /* a table of signed 32-bit offsets from its own address */
+                out.sign = 1;
                 out.count = a->kind == RK_ENTRY ? a->count : b->count;
             }
         } else if (!strcmp(mn, "and") && gt_isa_parse_num(ops[1], &v)) {
