@@ -17,7 +17,8 @@ from pathlib import Path
 import gradtest
 import pytest
 from dispatch_fixtures.build import FIXTURES, build, compiler
-from gradtest import _dispatch, dispatch
+from gradtest import _dispatch
+from gradtest.dispatch import _core as dispatch_core
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "csrc" / "core"
@@ -114,7 +115,7 @@ def _fuzzer(tmp_path: Path) -> Path:
 def test_mutation_fuzz_under_sanitizers(seeds, tmp_path):
     exe = _fuzzer(tmp_path)
     iterations = int(os.environ.get("GRADTEST_FUZZ_ITERATIONS", "4000"))
-    capstone = dispatch._capstone_library()
+    capstone = dispatch_core.capstone_library()
     env = dict(os.environ, ASAN_OPTIONS="abort_on_error=0:detect_leaks=1", UBSAN_OPTIONS="print_stacktrace=1")
     for seed in (1, 2):
         proc = subprocess.run([str(exe), str(seed), str(iterations), capstone, *map(str, seeds)],
@@ -140,8 +141,9 @@ def test_mutated_objects_through_the_extension(seeds):
     code = textwrap.dedent(
         f"""
         import random, sys
-        from gradtest import _dispatch, dispatch
-        cs = dispatch._capstone()
+        from gradtest import _dispatch
+        from gradtest.dispatch import _core
+        cs = _core.capstone()
         data = [open(p, 'rb').read() for p in {[str(s) for s in seeds]!r}]
         rng = random.Random(7)
         ok = bad = 0

@@ -3,7 +3,7 @@
  * Types: Capstone (a loaded libcapstone), Elf (a parsed object file). Functions: analyse (the opt
  * check's machine-code analysis, run with the GIL released), locate (runtime address -> object
  * file and virtual address) and call (the guarded call of the call check). Policy, such as which
- * names count as allocation, lives in gradtest/dispatch.py. */
+ * names count as allocation, lives in gradtest/dispatch/ (_policy.py). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 

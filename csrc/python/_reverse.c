@@ -19,7 +19,9 @@ typedef struct {
     PyObject_HEAD
     gt_tape *tape;  /* owned; NULL once released */
     int busy;       /* a sweep is running without the GIL */
-    int slow;       /* the fast path declines: every op goes through gradtest.reverse (order 2) */
+    /* Either flag makes the fast path (Tape.ufunc) decline, so that every op goes through Python: */
+    int python_recording; /* order 2: gradtest.reverse records each op with its VJP for the replay */
+    int observed;         /* dispatch check: each op passes through an observing Tracked subclass */
 } TapeObject;
 
 /* Module state: the Python Tracked class, set once by gradtest.reverse, for the fast path. */
@@ -252,7 +254,7 @@ static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     reverse_state *st = PyType_GetModuleState(Py_TYPE(self));
-    if (!st || !st->tracked || self->slow)
+    if (!st || !st->tracked || self->python_recording || self->observed)
         Py_RETURN_NONE;
     long opi = PyLong_AsLong(args[1]);
     if (opi == -1 && PyErr_Occurred())
@@ -661,17 +663,18 @@ static PyObject *Tape_get_released(TapeObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->tape == NULL);
 }
 
-static PyObject *Tape_get_slow(TapeObject *self, void *Py_UNUSED(closure))
+/* The two flags share their accessors: `closure` is the flag's offset in TapeObject. */
+static PyObject *Tape_get_flag(TapeObject *self, void *closure)
 {
-    return PyBool_FromLong(self->slow);
+    return PyBool_FromLong(*(int *)((char *)self + (size_t)closure));
 }
 
-static int Tape_set_slow(TapeObject *self, PyObject *value, void *Py_UNUSED(closure))
+static int Tape_set_flag(TapeObject *self, PyObject *value, void *closure)
 {
     int v = value ? PyObject_IsTrue(value) : 0;
     if (v < 0)
         return -1;
-    self->slow = v;
+    *(int *)((char *)self + (size_t)closure) = v;
     return 0;
 }
 
@@ -713,8 +716,13 @@ static PyMethodDef Tape_methods[] = {
 static PyGetSetDef Tape_getset[] = {
     {"nbytes", (getter)Tape_get_nbytes, NULL, "bytes of tape-owned memory", NULL},
     {"released", (getter)Tape_get_released, NULL, "whether release() was called", NULL},
-    {"slow", (getter)Tape_get_slow, (setter)Tape_set_slow,
-     "when true, Tape.ufunc declines so that every op is recorded by gradtest.reverse", NULL},
+    {"python_recording", (getter)Tape_get_flag, (setter)Tape_set_flag,
+     "order 2: when true, Tape.ufunc declines so that gradtest.reverse records every op with its VJP",
+     (void *)offsetof(TapeObject, python_recording)},
+    {"observed", (getter)Tape_get_flag, (setter)Tape_set_flag,
+     "dispatch check: when true, Tape.ufunc declines so that every op passes through the observing "
+     "Tracked subclass's NumPy hooks",
+     (void *)offsetof(TapeObject, observed)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
