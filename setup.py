@@ -20,6 +20,8 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).parent
 CORE = "csrc/core"
 GLUE = "csrc/python"
+# the public C header (gradtest.h, the kernel ABI), installed with the package
+INCLUDE = "python/gradtest/include"
 
 
 def openblas_flags() -> dict[str, list[str]]:
@@ -61,12 +63,12 @@ def core(*names: str) -> list[str]:
 def extension(name: str, glue: str, core_sources: list[str], blas: bool = False) -> Extension:
     blas_flags = openblas_flags() if blas else {"compile": [], "link": [], "define": []}
     sources = [f"{GLUE}/{glue}"] + core_sources
-    depends = [str(p) for p in sorted((ROOT / CORE).glob("*.h"))] + [f"{GLUE}/gt_glue.h"]
+    depends = [str(p) for p in sorted((ROOT / CORE).glob("*.h"))] + [f"{GLUE}/gt_glue.h", f"{INCLUDE}/gradtest.h"]
     return Extension(
         f"gradtest.{name}",
         sources=sources,
         depends=depends,
-        include_dirs=[CORE, GLUE, numpy.get_include()],
+        include_dirs=[CORE, GLUE, INCLUDE, numpy.get_include()],
         extra_compile_args=strict_flags() + blas_flags["compile"] + blas_flags["define"],
         # -ldl: dlopen/dlsym are in libdl on glibc < 2.34 (an empty stub library after that)
         extra_link_args=blas_flags["link"] + ["-lm", "-ldl"],

@@ -52,7 +52,7 @@ def capstone() -> Any:
             path = capstone_library()
             try:
                 _capstone_obj = _dispatch.Capstone(path)
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # not loadable / not capstone 5
                 raise CapstoneMissingError(str(exc)) from exc
         return _capstone_obj
 
