@@ -4,6 +4,8 @@ that raise mid-tape, reference counts, allocation failures and memory release.""
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
 import sys
 import threading
 import weakref
@@ -276,3 +278,34 @@ def test_either_tape_flag_turns_the_c_fast_path_off(flag):
     setattr(tape, flag, False)
     assert tape.ufunc(np.multiply, opi, False, x, x) is not None
     tape.release()
+
+
+REBIND_SCRIPT = """
+import numpy as np
+from gradtest.reverse import gradient_reverse
+
+def f(x):
+    def rebind(kind, flag):  # Python code run inside the ufunc call: drops the array it reads
+        x.value = np.full(x.shape, 100.0)
+    old = np.seterrcall(rebind)
+    try:
+        with np.errstate(invalid="call"):
+            y = np.sqrt(x)
+    finally:
+        np.seterrcall(old)
+    return np.sum(y[1:])
+
+print(gradient_reverse(f, np.array([-1.0, 4.0]))[0][1])
+"""
+
+
+def test_fast_path_holds_its_operands_across_python_code_in_the_ufunc():
+    # the C fast path reads the operand arrays again after the ufunc call; a NumPy error callback
+    # run inside that call rebinds the Tracked's value, dropping the array's last reference. With
+    # borrowed references this read freed memory (a crash under -X dev's debug allocator); in a
+    # child, so that a regression fails this test instead of the run
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-X", "dev", "-c", REBIND_SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout) == 0.25  # d sqrt(x)/dx at the value the ufunc saw (4), not at 100

@@ -217,16 +217,18 @@ static PyArrayObject *as_carray(PyObject *obj, int typenum)
     return (PyArrayObject *)PyArray_FROMANY(obj, typenum, 0, 0, NPY_ARRAY_CARRAY_RO);
 }
 
-/* One operand of the fast path: a Tracked of this tape (value and node id, borrowed value) or a
- * constant. Returns 1 on success, 0 when the slow path must handle it, -1 on error. */
+/* One operand of the fast path: a Tracked of this tape (its value and node id) or a constant.
+ * Returns 1 with *val a new (strong) reference, 0 when the general path must handle it, -1 on
+ * error; *val is set only on 1. Strong, by the rule in gt_glue.h: the ufunc call that follows may
+ * run Python code (a warning filter) that rebinds the Tracked's slots. */
 static int fast_operand(TapeObject *self, reverse_state *st, PyObject *x, PyObject **val, long *id)
 {
     if ((PyObject *)Py_TYPE(x) != st->tracked) {
-        *val = x;
+        *val = Py_NewRef(x);
         *id = -1;
         return 1;
     }
-    /* the slots, read in place (borrowed; the Tracked keeps them alive) */
+    /* the slots, read in place: reading them calls nothing, so borrowing is safe until *val */
     PyObject *tape = *(PyObject **)((char *)x + st->off_tape);
     PyObject *node = *(PyObject **)((char *)x + st->off_node);
     PyObject *v = *(PyObject **)((char *)x + st->off_value);
@@ -235,7 +237,7 @@ static int fast_operand(TapeObject *self, reverse_state *st, PyObject *x, PyObje
     *id = PyLong_AsLong(node);
     if (*id == -1 && PyErr_Occurred())
         return -1;
-    *val = v;
+    *val = Py_NewRef(v);
     return 1;
 }
 
@@ -269,20 +271,23 @@ static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t 
     int nin = (int)nargs - 3;
     PyObject *vals[2] = {NULL, NULL};
     long ids[2] = {-1, -1};
-    for (int k = 0; k < nin; k++) {
-        int r = fast_operand(self, st, args[3 + k], &vals[k], &ids[k]);
-        if (r <= 0)
-            return r < 0 ? NULL : Py_NewRef(Py_None);
-    }
-    PyObject *res = NULL, *yobj = PyObject_Vectorcall(args[0], vals, (size_t)nin, NULL);
+    PyObject *res = NULL, *yobj = NULL;
     PyArrayObject *y = NULL;
     gt_buf bufs[3] = {{NULL, 0, NULL}, {NULL, 0, NULL}, {NULL, 0, NULL}};
+    for (int k = 0; k < nin; k++) {
+        int r = fast_operand(self, st, args[3 + k], &vals[k], &ids[k]);
+        if (r < 0)
+            goto done;
+        if (r == 0)
+            goto fallback;
+    }
+    yobj = PyObject_Vectorcall(args[0], vals, (size_t)nin, NULL);
     if (!yobj)
-        return NULL;
+        goto done;
     y = (PyArrayObject *)PyArray_FROM_O(yobj); /* a 0-d result comes back as a NumPy scalar */
     Py_DECREF(yobj);
     if (!y)
-        return NULL;
+        goto done;
     int tn = PyArray_TYPE(y);
     if (tn != NPY_DOUBLE && tn != NPY_FLOAT)
         goto fallback;
@@ -345,7 +350,9 @@ fallback:
 done:
     for (int k = 0; k < 3; k++)
         drop_buf(&bufs[k]);
-    Py_DECREF(y);
+    Py_XDECREF(y);
+    for (int k = 0; k < nin; k++)
+        Py_XDECREF(vals[k]);
     return res;
 }
 

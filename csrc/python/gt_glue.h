@@ -10,6 +10,17 @@
 
 #include "gt_common.h"
 
+/* ---------- references held across calls back into Python ----------
+ *
+ * The rule for every glue module: a reference that must stay valid across a call that can run
+ * Python code is a strong one. Such calls are more than they look: a ufunc call (warning filters,
+ * __array_ufunc__ overrides), __index__/__float__ while converting a shape or a number, any
+ * PyObject_* call on a user's object, and the core's callbacks. That code may rebind the slot or
+ * drop the container a borrowed pointer came from. So: take the reference (Py_NewRef) before the
+ * call, release it at the function's one exit, and re-check anything read through it afterwards
+ * (as CPython's _heapq does). Borrowing is for reads that call nothing in between.
+ * _forward.c (read_operand, the shape conversion) and _reverse.c (fast_operand) follow it. */
+
 /* ---------- core status -> Python exception: the one table of the glue ----------
  *
  * Every glue module raises core failures through these, so that one status is one exception type
