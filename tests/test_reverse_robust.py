@@ -299,13 +299,34 @@ print(gradient_reverse(f, np.array([-1.0, 4.0]))[0][1])
 """
 
 
-def test_fast_path_holds_its_operands_across_python_code_in_the_ufunc():
-    # the C fast path reads the operand arrays again after the ufunc call; a NumPy error callback
-    # run inside that call rebinds the Tracked's value, dropping the array's last reference. With
-    # borrowed references this read freed memory (a crash under -X dev's debug allocator); in a
-    # child, so that a regression fails this test instead of the run
+SHRINK_SCRIPT = """
+from gradtest import _reverse
+
+tape = _reverse.Tape()
+shape = []
+
+class Shrinks:
+    def __index__(self):  # Python code run while the shape is read: empties the list
+        shape.clear()
+        return 3
+
+shape.extend([Shrinks(), Shrinks(), Shrinks()])
+a = tape.leaf(0, (3,))
+print(tape.linear(0, shape, [a], [1.0]) >= 0)
+"""
+
+
+@pytest.mark.parametrize("script, expected", [(REBIND_SCRIPT, "0.25"), (SHRINK_SCRIPT, "True")],
+                         ids=["ufunc-rebinds-an-operand", "index-shrinks-the-shape"])
+def test_glue_holds_what_python_code_can_drop(script, expected):
+    # The glue must hold strong references across calls that run Python code (gt_glue.h). The C
+    # fast path reads the operand arrays again after the ufunc call, where a NumPy error callback
+    # rebinds the Tracked's value (dropping the array's last reference); reading a shape list
+    # calls __index__, which empties the list. With borrowed references both read freed memory
+    # (a crash under -X dev's debug allocator); in a child, so that a regression fails this test
+    # instead of the run. The gradient is taken at the value the ufunc saw (4), not at 100.
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    proc = subprocess.run([sys.executable, "-X", "dev", "-c", REBIND_SCRIPT], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True,
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert float(proc.stdout) == 0.25  # d sqrt(x)/dx at the value the ufunc saw (4), not at 100
+    assert proc.stdout.strip() == expected

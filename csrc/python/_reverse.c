@@ -69,10 +69,23 @@ static int parse_id(PyObject *obj, long *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* A tuple of obj's items, TypeError `what` when obj is no sequence. By the rule in gt_glue.h:
+ * converting an item (__index__, __float__) may run Python code that mutates a list and frees
+ * the items a borrowed view of it would read; the tuple holds them, and cannot change. */
+static PyObject *snapshot(PyObject *obj, const char *what)
+{
+    PyObject *seq = PySequence_Fast(obj, what);
+    if (!seq)
+        return NULL;
+    PyObject *items = PySequence_Tuple(seq); /* the same object when it already is a tuple */
+    Py_DECREF(seq);
+    return items;
+}
+
 /* Parses a sequence of ints into `out` (capacity `cap`); returns its length or -1. */
 static int parse_longs(PyObject *obj, long *out, int cap, const char *what)
 {
-    PyObject *seq = PySequence_Fast(obj, what);
+    PyObject *seq = snapshot(obj, what);
     if (!seq)
         return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -367,7 +380,7 @@ static PyObject *Tape_linear(TapeObject *self, PyObject *const *args, Py_ssize_t
     int nd = parse_longs(args[1], shape, 64, "shape");
     if (nd < 0)
         return NULL;
-    PyObject *ids = PySequence_Fast(args[2], "ids"), *coefs = PySequence_Fast(args[3], "coefs");
+    PyObject *ids = snapshot(args[2], "ids"), *coefs = snapshot(args[3], "coefs");
     PyObject *res = NULL;
     long *in = NULL;
     double *coef = NULL;
