@@ -25,6 +25,7 @@ class CapstoneMissingError(ImportError):
 
 
 def capstone_library() -> str:
+    """The path of libcapstone: $GRADTEST_CAPSTONE, else the one in the installed capstone wheel."""
     override = os.environ.get("GRADTEST_CAPSTONE")
     if override:
         return override
@@ -46,6 +47,7 @@ def capstone_library() -> str:
 
 
 def capstone() -> Any:
+    """The loaded capstone library (loaded once per process); CapstoneMissingError without it."""
     global _capstone_obj
     with _core_lock:
         if _capstone_obj is None:
@@ -57,7 +59,7 @@ def capstone() -> Any:
         return _capstone_obj
 
 
-def file_key(path: str) -> tuple:
+def _file_key(path: str) -> tuple:
     st = os.stat(path)
     return (os.path.realpath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
@@ -65,7 +67,7 @@ def file_key(path: str) -> tuple:
 def analysis_cache(modules: list[str]) -> Any:
     """The summary cache for this list of modules; a changed file gives a fresh one, and so does a
     module that was loaded since (summaries of a static analysis know no providers)."""
-    key = tuple(file_key(p) + (_dispatch.is_loaded(p),) for p in modules) + (NORETURN,)
+    key = tuple(_file_key(p) + (_dispatch.is_loaded(p),) for p in modules) + (NORETURN,)
     with _core_lock:
         cache = _analysis_caches.get(key)
         if cache is None:
@@ -77,7 +79,7 @@ def analysis_cache(modules: list[str]) -> Any:
 
 def elf(path: str) -> Any:
     """The parsed object at path, cached while the file is unchanged (same inode, size, mtime)."""
-    key = file_key(path)
+    key = _file_key(path)
     with _core_lock:
         elf = _elf_cache.get(key)
     if elf is None:

@@ -161,8 +161,8 @@ def check_native(target: Any, args: tuple, *, target_modules: Sequence[str] | No
     t0 = time.perf_counter()
     try:
         elfs = [_core.elf(p) for p in modules]
-        raw = _dispatch.analyse(_core.capstone(), list(zip(modules, elfs)), 0, tgt.vaddr, int(max_depth), list(NORETURN),
-                              _core.analysis_cache(modules))
+        raw = _dispatch.analyse(_core.capstone(), list(zip(modules, elfs)), 0, tgt.vaddr, int(max_depth),
+                                list(NORETURN), _core.analysis_cache(modules))
     except (OSError, ValueError, ImportError) as exc:
         report.seconds = time.perf_counter() - t0
         status = "broken" if opt_broken else "error"
