@@ -500,7 +500,6 @@ static int queue_table(ctx *c, int m, const action *a, int *status)
     return 1;
 }
 
-/* Decodes function fi by recursive descent and records its events and callees. */
 /* Decodes the function at (m, entry) by recursive descent into the summary c->cur. */
 static int decode_function(ctx *c, int m, uint64_t entry)
 {
