@@ -70,3 +70,11 @@ def test_core_sources_must_exist():
     assert len(core_sources("dispatch_*")) >= 7
     with pytest.raises(AssertionError, match="no core source"):
         core_sources("no_such_file")
+
+
+def test_a_plain_build_on_request(tmp_path):
+    src = tmp_path / "bad.c"
+    src.write_text(OVERFLOW)
+    exe, sanitized = build(str(src), [], tmp_path, sanitize=False)
+    assert not sanitized
+    assert run(exe).returncode == 0  # unseen without the sanitizers: what valgrind runs need
