@@ -18,8 +18,10 @@
  * PyObject_* call on a user's object, and the core's callbacks. That code may rebind the slot or
  * drop the container a borrowed pointer came from. So: take the reference (Py_NewRef) before the
  * call, release it at the function's one exit, and re-check anything read through it afterwards
- * (as CPython's _heapq does). Borrowing is for reads that call nothing in between.
- * _forward.c (read_operand, the shape conversion) and _reverse.c (fast_operand) follow it. */
+ * (as CPython's _heapq does). A list whose items are converted one by one is read from a tuple
+ * of them (PySequence_Tuple), which holds them and cannot change. Borrowing is for reads that
+ * call nothing in between. _forward.c (read_operand, the shape conversion) and _reverse.c
+ * (fast_operand, snapshot) follow it. */
 
 /* ---------- core status -> Python exception: the one table of the glue ----------
  *
