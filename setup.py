@@ -20,6 +20,8 @@ from setuptools.command.build_ext import build_ext
 ROOT = Path(__file__).parent
 CORE = "csrc/core"
 GLUE = "csrc/python"
+# the public C header (gradtest.h, the kernel ABI), installed with the package
+INCLUDE = "python/gradtest/include"
 
 
 def openblas_flags() -> dict[str, list[str]]:
@@ -61,24 +63,35 @@ def core(*names: str) -> list[str]:
 def extension(name: str, glue: str, core_sources: list[str], blas: bool = False) -> Extension:
     blas_flags = openblas_flags() if blas else {"compile": [], "link": [], "define": []}
     sources = [f"{GLUE}/{glue}"] + core_sources
-    depends = [str(p) for p in sorted((ROOT / CORE).glob("*.h"))] + [f"{GLUE}/gt_glue.h"]
+    depends = [str(p) for p in sorted((ROOT / CORE).glob("*.h"))] + [f"{GLUE}/gt_glue.h", f"{INCLUDE}/gradtest.h"]
     return Extension(
         f"gradtest.{name}",
         sources=sources,
         depends=depends,
-        include_dirs=[CORE, GLUE, numpy.get_include()],
+        include_dirs=[CORE, GLUE, INCLUDE, numpy.get_include()],
         extra_compile_args=strict_flags() + blas_flags["compile"] + blas_flags["define"],
         # -ldl: dlopen/dlsym are in libdl on glibc < 2.34 (an empty stub library after that)
         extra_link_args=blas_flags["link"] + ["-lm", "-ldl"],
     )
 
 
+# the dispatch analysis, one file per concern (dispatch.h is the contract)
+DISPATCH = (
+    "dispatch_containers",  # the map and growable arrays
+    "dispatch_isa",  # operand text shared by the instruction-set tables
+    "dispatch_x86",  # the x86-64 instruction table
+    "dispatch_a64",  # the aarch64 instruction table
+    "dispatch_load",  # loaded objects through dlopen/dlsym/dladdr
+    "dispatch_walk",  # the call-graph walk
+    "dispatch_call",  # the forked call check and load probe
+)
+
 EXTENSIONS = [
     extension("_core", "_core.c", core("gt_common", "fd", "ops"), blas=True),
     extension("_reverse", "_reverse.c", core("gt_common", "ops", "tape"), blas=True),
     extension("_forward", "_forward.c", core("gt_common", "ops", "dual"), blas=True),
     extension("_ckernel", "_ckernel.c", core("gt_common", "fd", "guard", "ckernel")),
-    extension("_dispatch", "_dispatch.c", core("gt_common", "guard", "elf_reader", "disasm", "dispatch")),
+    extension("_dispatch", "_dispatch.c", core("gt_common", "guard", "elf_reader", "disasm", *DISPATCH)),
 ]
 
 

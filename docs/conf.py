@@ -42,12 +42,13 @@ numpydoc_xref_param_type = False
 # lists them through the placeholder below, in this order and then any other page nobody listed,
 # so that a page that does not exist yet breaks nothing and a new page needs no edit here.
 USER_PAGES = ["quickstart", "pytest", "tolerances", "api", "cli"]
+CONTRIBUTOR_PAGES = ["contributing"]  # listed in index.rst's own toctree
 PREFERRED_ORDER = ["forward", "reverse", "ckernels", "dispatch"]
 PLACEHOLDER = "   .. engine-pages (filled in by conf.py)"
 
 
 def _engine_pages(srcdir: Path) -> list[str]:
-    present = {p.stem for p in srcdir.glob("*.rst")} - {"index", *USER_PAGES}
+    present = {p.stem for p in srcdir.glob("*.rst")} - {"index", *USER_PAGES, *CONTRIBUTOR_PAGES}
     return [p for p in PREFERRED_ORDER if p in present] + sorted(present - set(PREFERRED_ORDER))
 
 

@@ -15,7 +15,9 @@ import gradtest
 import numpy as np
 import pytest
 from dispatch_fixtures.build import VARIANTS, build
-from gradtest import _events, dispatch
+from gradtest import _events
+from gradtest.dispatch import _core as dispatch_core
+from gradtest.dispatch import _targets as dispatch_targets
 from gradtest.cli import main as cli_main
 
 pytest.importorskip("capstone")
@@ -37,7 +39,7 @@ def helper_libs(tmp_path_factory) -> tuple[str, str]:
 
 @pytest.fixture
 def reset_target_modules(monkeypatch):
-    monkeypatch.setattr(dispatch, "_target_modules", None)
+    monkeypatch.setattr(dispatch_targets, "_target_modules", None)
 
 
 def failing(report) -> list[tuple[str, str | None]]:
@@ -535,7 +537,7 @@ def test_summaries_are_cached_and_reused(tmp_path):
     lib = str(build(tmp_path / "libcached.so", ["kernels.c"], ["-O2"]))
     target = f"{lib}:gt_softplus_sum"
     first = gradtest.check_dispatch(target)
-    cache = dispatch._analysis_cache([lib])
+    cache = dispatch_core.analysis_cache([lib])
     assert len(cache) == len(first.functions) == 2
     assert len(cache) >= len(first.functions)
     size = len(cache)
@@ -552,10 +554,10 @@ def test_cache_follows_file_changes(tmp_path):
     path = tmp_path / "libchanging.so"
     build(path, ["kernels.c"], ["-O2"])
     assert gradtest.check_dispatch(f"{path}:gt_pure_dot").passed
-    old = dispatch._analysis_cache([str(path)])
+    old = dispatch_core.analysis_cache([str(path)])
     path.unlink()
     build(path, ["helper.c"], ["-O2"])  # a different library at the same path
-    assert dispatch._analysis_cache([str(path)]) is not old
+    assert dispatch_core.analysis_cache([str(path)]) is not old
 
 
 def test_pytest_shows_each_half(pytester, libs, monkeypatch):

@@ -1,8 +1,8 @@
 """Malformed objects: clear errors from the ELF reader, and seeded mutation fuzzing.
 
-The fuzzer (dispatch_fixtures/fuzz_elf.c) is built here with AddressSanitizer and
-UndefinedBehaviorSanitizer around the reader and the analysis; GRADTEST_FUZZ_ITERATIONS raises the
-iteration count (default 4000, a few seconds).
+The fuzzer (tests/c/fuzz_elf.c) is built here by tests/_cbuild.py, with AddressSanitizer and
+UndefinedBehaviorSanitizer around the reader and the analysis where available;
+GRADTEST_FUZZ_ITERATIONS raises the iteration count (default 4000, a few seconds).
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from pathlib import Path
 
 import gradtest
 import pytest
-from dispatch_fixtures.build import FIXTURES, build, compiler
-from gradtest import _dispatch, dispatch
+from _cbuild import build as cbuild
+from _cbuild import core_sources
+from _cbuild import run as crun
+from dispatch_fixtures.build import FIXTURES, build
+from gradtest import _dispatch
+from gradtest.dispatch import _core as dispatch_core
 
-ROOT = Path(__file__).resolve().parents[1]
-CORE = ROOT / "csrc" / "core"
 
 
 @pytest.fixture(scope="module")
@@ -99,29 +101,17 @@ def test_reader_reads_what_it_should(seeds):
 
 
 def _fuzzer(tmp_path: Path) -> Path:
-    cc = compiler()
-    exe = tmp_path / "fuzz_elf"
-    sources = [FIXTURES / "fuzz_elf.c"] + [CORE / f"{n}.c" for n in ("elf_reader", "disasm", "dispatch", "guard", "gt_common")]
-    cmd = [cc, "-std=c11", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
-           "-fno-omit-frame-pointer", f"-I{CORE}", *map(str, sources), "-ldl", "-o", str(exe)]
-    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot build the sanitizer fuzzer here: {proc.stderr.strip()[:300]}")
-    return exe
+    core = core_sources("dispatch_*", "elf_reader", "disasm", "guard", "gt_common")
+    return cbuild("fuzz_elf.c", core, tmp_path)[0]
 
 
 def test_mutation_fuzz_under_sanitizers(seeds, tmp_path):
     exe = _fuzzer(tmp_path)
     iterations = int(os.environ.get("GRADTEST_FUZZ_ITERATIONS", "4000"))
-    capstone = dispatch._capstone_library()
-    env = dict(os.environ, ASAN_OPTIONS="abort_on_error=0:detect_leaks=1", UBSAN_OPTIONS="print_stacktrace=1")
+    capstone = dispatch_core.capstone_library()
     for seed in (1, 2):
-        proc = subprocess.run([str(exe), str(seed), str(iterations), capstone, *map(str, seeds)],
-                              check=False, capture_output=True, text=True, env=env, timeout=600)
-        if proc.returncode != 0 and "LeakSanitizer does not work under ptrace" in proc.stderr:
-            env["ASAN_OPTIONS"] = "abort_on_error=0:detect_leaks=0"
-            proc = subprocess.run([str(exe), str(seed), str(iterations), capstone, *map(str, seeds)],
-                                  check=False, capture_output=True, text=True, env=env, timeout=600)
+        proc = crun(exe, str(seed), str(iterations), capstone, *map(str, seeds), asan_options="abort_on_error=0",
+                    timeout=600)
         assert proc.returncode == 0, proc.stderr[-4000:]
         parsed = int(proc.stdout.split("parsed")[1].split()[0])
         # both outcomes must occur, or the mutations miss the reader's checks or its success path
@@ -130,7 +120,7 @@ def test_mutation_fuzz_under_sanitizers(seeds, tmp_path):
 
 def test_fuzzer_detects_a_bad_seed_file(tmp_path):
     exe = _fuzzer(tmp_path)
-    proc = subprocess.run([str(exe), "1", "10", "-", str(tmp_path / "missing")], check=False, capture_output=True, text=True)
+    proc = crun(exe, "1", "10", "-", str(tmp_path / "missing"))
     assert proc.returncode == 2
 
 
@@ -139,8 +129,9 @@ def test_mutated_objects_through_the_extension(seeds):
     code = textwrap.dedent(
         f"""
         import random, sys
-        from gradtest import _dispatch, dispatch
-        cs = dispatch._capstone()
+        from gradtest import _dispatch
+        from gradtest.dispatch import _core
+        cs = _core.capstone()
         data = [open(p, 'rb').read() for p in {[str(s) for s in seeds]!r}]
         rng = random.Random(7)
         ok = bad = 0

@@ -11,7 +11,7 @@ import pytest
 
 import gradtest
 from gradtest import _events
-from gradtest._dispatch_python import PythonDispatchFinding, PythonDispatchReport
+from gradtest.dispatch import PythonDispatchFinding, PythonDispatchReport
 
 HERE = os.path.basename(__file__)
 W64 = np.linspace(0.5, 1.5, 12).reshape(4, 3)  # float64: the classic accidental promotion

@@ -4,6 +4,8 @@ that raise mid-tape, reference counts, allocation failures and memory release.""
 from __future__ import annotations
 
 import gc
+import os
+import subprocess
 import sys
 import threading
 import weakref
@@ -256,3 +258,75 @@ def test_tape_nbytes_reports_and_release_frees():
     assert tape.nbytes >= before + 100 * 8  # the leaf's adjoint is kept
     tape.release()
     assert tape.nbytes == 0 and tape.released
+
+
+@pytest.mark.parametrize("flag", ["python_recording", "observed"])
+def test_either_tape_flag_turns_the_c_fast_path_off(flag):
+    # order 2 (python_recording) and the dispatch check (observed) each need every op to pass
+    # through Python; the two flags are separate, so setting one leaves the other as it was
+    tape = _reverse.Tape()
+    assert tape.python_recording is False and tape.observed is False
+    x = Tracked.leaf(tape, np.arange(3.0))
+    opi = _reverse.op_indices()["multiply"]
+    assert tape.ufunc(np.multiply, opi, False, x, x) is not None  # the fast path takes it
+    setattr(tape, flag, True)
+    other = "observed" if flag == "python_recording" else "python_recording"
+    assert getattr(tape, flag) is True and getattr(tape, other) is False
+    assert tape.ufunc(np.multiply, opi, False, x, x) is None  # declined: Python records it
+    y = x * x  # the general path records it instead
+    assert isinstance(y, Tracked) and np.array_equal(y.value, np.arange(3.0) ** 2)
+    setattr(tape, flag, False)
+    assert tape.ufunc(np.multiply, opi, False, x, x) is not None
+    tape.release()
+
+
+REBIND_SCRIPT = """
+import numpy as np
+from gradtest.reverse import gradient_reverse
+
+def f(x):
+    def rebind(kind, flag):  # Python code run inside the ufunc call: drops the array it reads
+        x.value = np.full(x.shape, 100.0)
+    old = np.seterrcall(rebind)
+    try:
+        with np.errstate(invalid="call"):
+            y = np.sqrt(x)
+    finally:
+        np.seterrcall(old)
+    return np.sum(y[1:])
+
+print(gradient_reverse(f, np.array([-1.0, 4.0]))[0][1])
+"""
+
+
+SHRINK_SCRIPT = """
+from gradtest import _reverse
+
+tape = _reverse.Tape()
+shape = []
+
+class Shrinks:
+    def __index__(self):  # Python code run while the shape is read: empties the list
+        shape.clear()
+        return 3
+
+shape.extend([Shrinks(), Shrinks(), Shrinks()])
+a = tape.leaf(0, (3,))
+print(tape.linear(0, shape, [a], [1.0]) >= 0)
+"""
+
+
+@pytest.mark.parametrize("script, expected", [(REBIND_SCRIPT, "0.25"), (SHRINK_SCRIPT, "True")],
+                         ids=["ufunc-rebinds-an-operand", "index-shrinks-the-shape"])
+def test_glue_holds_what_python_code_can_drop(script, expected):
+    # The glue must hold strong references across calls that run Python code (gt_glue.h). The C
+    # fast path reads the operand arrays again after the ufunc call, where a NumPy error callback
+    # rebinds the Tracked's value (dropping the array's last reference); reading a shape list
+    # calls __index__, which empties the list. With borrowed references both read freed memory
+    # (a crash under -X dev's debug allocator); in a child, so that a regression fails this test
+    # instead of the run. The gradient is taken at the value the ufunc saw (4), not at 100.
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == expected

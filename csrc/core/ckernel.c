@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "../../python/gradtest/include/gradtest.h"
+#include "gradtest.h" /* python/gradtest/include: on the include path (setup.py) */
 
 const char *gt_ck_stage_name(gt_ck_stage stage)
 {

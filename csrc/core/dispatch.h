@@ -9,7 +9,11 @@
  * It reports raw events (a named call leaving the target modules, an indirect call or jump, a
  * place it could not follow); naming them "allocation", "python_api" etc. is the caller's policy.
  * Switch jump tables and PLT/GOT stubs are recognised and not reported as indirect. A call is
- * flagged as on an error path when the straight-line code after it ends in a noreturn call. */
+ * flagged as on an error path when the straight-line code after it ends in a noreturn call.
+ *
+ * Implemented one concern per file: dispatch_walk.c (the analysis and its cache), dispatch_isa.h
+ * with dispatch_x86.c and dispatch_a64.c (what an instruction means), dispatch_load.c (the loaded
+ * objects), dispatch_containers.c, and dispatch_call.c (the call check and the load probe). */
 #ifndef GT_DISPATCH_H
 #define GT_DISPATCH_H
 

@@ -1,22 +1,12 @@
 /* dual.c: forward-mode kernels (see dual.h). */
 #include "dual.h"
+#include "gt_blas.h"
 
 #include <limits.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <threads.h>
-
-#include <cblas.h>
-
-/* OpenBLAS from the scipy-openblas32 wheel prefixes its symbols (scipy_cblas_dgemm). */
-#ifdef GT_BLAS_PREFIX
-#define GT_BLAS_CAT2(p, n) p##n
-#define GT_BLAS_CAT(p, n) GT_BLAS_CAT2(p, n)
-#define GT_CBLAS(name) GT_BLAS_CAT(GT_BLAS_PREFIX, name)
-#else
-#define GT_CBLAS(name) name
-#endif
 
 /* Elements per block: the partials of one block (5 double buffers, 40 KiB) stay in L1/L2 while every
  * tangent direction is combined with them. */
@@ -431,11 +421,11 @@ static void gemm(gt_dtype dtype, size_t rows, size_t cols, size_t inner, const v
                  const void *b, size_t ldb, void *c, size_t ldc, int accumulate)
 {
     if (dtype == GT_FLOAT64)
-        GT_CBLAS(cblas_dgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)cols,
+        GT_BLAS(cblas_dgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)cols,
                               (blasint)inner, 1.0, a, (blasint)lda, b, (blasint)ldb,
                               accumulate ? 1.0 : 0.0, c, (blasint)ldc);
     else
-        GT_CBLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)cols,
+        GT_BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)rows, (blasint)cols,
                               (blasint)inner, 1.0f, a, (blasint)lda, b, (blasint)ldb,
                               accumulate ? 1.0f : 0.0f, c, (blasint)ldc);
 }
@@ -495,8 +485,8 @@ int gt_dual_matmul(gt_dtype dtype, size_t m, size_t n, size_t p, size_t k, const
 
 int gt_dual_blas_threads(int n)
 {
-    int previous = GT_CBLAS(openblas_get_num_threads)();
+    int previous = GT_BLAS(openblas_get_num_threads)();
     if (n > 0)
-        GT_CBLAS(openblas_set_num_threads)(n);
+        GT_BLAS(openblas_set_num_threads)(n);
     return previous;
 }

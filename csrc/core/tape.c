@@ -1,20 +1,9 @@
 /* tape.c: recording and the backward sweep of the reverse-mode tape (see tape.h). */
 #include "tape.h"
+#include "gt_blas.h"
 
 #include <limits.h>
 #include <string.h>
-
-#include <cblas.h>
-
-/* The scipy-openblas32 wheel prefixes its CBLAS symbols (scipy_cblas_dgemm); a system OpenBLAS
- * does not. setup.py defines GT_BLAS_PREFIX for the former. */
-#define GT_CAT_(a, b) a##b
-#define GT_CAT(a, b) GT_CAT_(a, b)
-#ifdef GT_BLAS_PREFIX
-#define GT_CBLAS(name) GT_CAT(GT_BLAS_PREFIX, cblas_##name)
-#else
-#define GT_CBLAS(name) cblas_##name
-#endif
 
 #define GT_TAPE_MAXDIM 64   /* NumPy's NPY_MAXDIMS */
 #define CHUNK 256           /* elements per block when partials are computed during the sweep */
@@ -908,21 +897,21 @@ static int vjp_matmul(gt_tape *t, node *n)
                 if (n->dtype == GT_FLOAT64) {
                     const double *g = (const double *)n->adj + yo;
                     if (arg == 0) /* abar = ybar @ b^T: (m,n) x (n,k) */
-                        GT_CBLAS(dgemm)(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)k, (int)nn,
+                        GT_BLAS(cblas_dgemm)(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)k, (int)nn,
                                         1.0, g, (int)nn, (const double *)n->saved[1].data + (size_t)q * (size_t)k * (size_t)nn,
                                         (int)nn, 0.0, (double *)c + (size_t)q * blk, (int)k);
                     else /* bbar = a^T @ ybar: (k,m) x (m,n) */
-                        GT_CBLAS(dgemm)(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)nn, (int)m,
+                        GT_BLAS(cblas_dgemm)(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)nn, (int)m,
                                         1.0, (const double *)n->saved[0].data + (size_t)q * (size_t)m * (size_t)k,
                                         (int)k, g, (int)nn, 0.0, (double *)c + (size_t)q * blk, (int)nn);
                 } else {
                     const float *g = (const float *)n->adj + yo;
                     if (arg == 0)
-                        GT_CBLAS(sgemm)(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)k, (int)nn,
+                        GT_BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)k, (int)nn,
                                         1.0f, g, (int)nn, (const float *)n->saved[1].data + (size_t)q * (size_t)k * (size_t)nn,
                                         (int)nn, 0.0f, (float *)c + (size_t)q * blk, (int)k);
                     else
-                        GT_CBLAS(sgemm)(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)nn, (int)m,
+                        GT_BLAS(cblas_sgemm)(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k, (int)nn, (int)m,
                                         1.0f, (const float *)n->saved[0].data + (size_t)q * (size_t)m * (size_t)k,
                                         (int)k, g, (int)nn, 0.0f, (float *)c + (size_t)q * blk, (int)nn);
                 }

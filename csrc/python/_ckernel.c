@@ -190,10 +190,7 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
         status = gt_ck_stage_run(&k, (gt_ck_stage)stage, xd, ud, &opts, sd, threads, gd, ed, &res);
     Py_END_ALLOW_THREADS
     if (status == GT_EINVAL || status == GT_ENOMEM || status == GT_EIO) {
-        if (status == GT_EIO)
-            PyErr_SetFromErrno(PyExc_OSError);
-        else
-            gt_raise_status(status, "run_stage");
+        gt_raise_status(status, "run_stage");
         goto error;
     }
     char sigbuf[32];

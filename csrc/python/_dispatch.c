@@ -1,9 +1,9 @@
-/* _dispatch.c: the CPython glue of the dispatch checks (csrc/core/elf_reader.c, disasm.c, dispatch.c).
+/* _dispatch.c: the CPython glue of the dispatch checks (csrc/core/elf_reader.c, disasm.c, dispatch.h).
  *
  * Types: Capstone (a loaded libcapstone), Elf (a parsed object file). Functions: analyse (the opt
  * check's machine-code analysis, run with the GIL released), locate (runtime address -> object
  * file and virtual address) and call (the guarded call of the call check). Policy, such as which
- * names count as allocation, lives in gradtest/dispatch.py. */
+ * names count as allocation, lives in gradtest/dispatch/ (_policy.py). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -34,7 +34,7 @@ static int Capstone_init(CapstoneObject *self, PyObject *args, PyObject *kwds)
     int status = gt_cs_load(PyBytes_AS_STRING(path_obj), &self->cs, err, sizeof err);
     Py_DECREF(path_obj);
     if (status != GT_OK) {
-        PyErr_SetString(status == GT_ENOMEM ? PyExc_MemoryError : PyExc_OSError, err[0] ? err : gt_status_string(status));
+        gt_raise_message(status, err);
         return -1;
     }
     return 0;
@@ -118,8 +118,7 @@ typedef struct {
 
 static int elf_fail(int status, const char *err)
 {
-    PyObject *type = status == GT_ENOMEM ? PyExc_MemoryError : status == GT_EIO ? PyExc_OSError : PyExc_ValueError;
-    PyErr_SetString(type, err[0] ? err : gt_status_string(status));
+    gt_raise_message(status, err);
     return -1;
 }
 
@@ -500,8 +499,7 @@ static PyObject *py_analyse(PyObject *module, PyObject *args)
         PyThread_release_lock(cache->lock);
     Py_END_ALLOW_THREADS
     if (status != GT_OK) {
-        PyObject *type = status == GT_ENOMEM ? PyExc_MemoryError : PyExc_ValueError;
-        PyErr_SetString(type, err[0] ? err : gt_status_string(status));
+        gt_raise_message(status, err);
         goto cleanup;
     }
     result = result_to_dict(&res);
@@ -603,7 +601,7 @@ static PyObject *py_call(PyObject *Py_UNUSED(module), PyObject *args)
     status = gt_dispatch_call(&spec, timeout, &out, err, sizeof err);
     Py_END_ALLOW_THREADS
     if (status != GT_OK) {
-        PyErr_SetString(PyExc_ValueError, err[0] ? err : gt_status_string(status));
+        gt_raise_message(status, err);
         goto cleanup;
     }
     const char *how = out.status == GT_OK ? "returned" : out.status == GT_ETIMEOUT ? "timeout"
@@ -631,10 +629,8 @@ static PyObject *py_probe_load(PyObject *Py_UNUSED(module), PyObject *args)
     status = gt_dispatch_probe_load(PyBytes_AS_STRING(path_obj), timeout, &loadable, &out, err, sizeof err);
     Py_END_ALLOW_THREADS
     Py_DECREF(path_obj);
-    if (status == GT_EINVAL || status == GT_EIO) {
-        PyErr_SetString(PyExc_OSError, "could not fork a child to load the library");
-        return NULL;
-    }
+    if (status == GT_EINVAL || status == GT_EIO)
+        return gt_raise_message(status, "could not fork a child to load the library");
     if (status != GT_OK) {
         char sigbuf[32];
         const char *signame = out.signal ? gt_signal_name(out.signal, sigbuf, sizeof sigbuf) : "no signal";

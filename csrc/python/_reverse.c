@@ -19,7 +19,9 @@ typedef struct {
     PyObject_HEAD
     gt_tape *tape;  /* owned; NULL once released */
     int busy;       /* a sweep is running without the GIL */
-    int slow;       /* the fast path declines: every op goes through gradtest.reverse (order 2) */
+    /* Either flag makes the fast path (Tape.ufunc) decline, so that every op goes through Python: */
+    int python_recording; /* order 2: gradtest.reverse records each op with its VJP for the replay */
+    int observed;         /* dispatch check: each op passes through an observing Tracked subclass */
 } TapeObject;
 
 /* Module state: the Python Tracked class, set once by gradtest.reverse, for the fast path. */
@@ -67,10 +69,23 @@ static int parse_id(PyObject *obj, long *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
+/* A tuple of obj's items, TypeError `what` when obj is no sequence. By the rule in gt_glue.h:
+ * converting an item (__index__, __float__) may run Python code that mutates a list and frees
+ * the items a borrowed view of it would read; the tuple holds them, and cannot change. */
+static PyObject *snapshot(PyObject *obj, const char *what)
+{
+    PyObject *seq = PySequence_Fast(obj, what);
+    if (!seq)
+        return NULL;
+    PyObject *items = PySequence_Tuple(seq); /* the same object when it already is a tuple */
+    Py_DECREF(seq);
+    return items;
+}
+
 /* Parses a sequence of ints into `out` (capacity `cap`); returns its length or -1. */
 static int parse_longs(PyObject *obj, long *out, int cap, const char *what)
 {
-    PyObject *seq = PySequence_Fast(obj, what);
+    PyObject *seq = snapshot(obj, what);
     if (!seq)
         return -1;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -215,16 +230,18 @@ static PyArrayObject *as_carray(PyObject *obj, int typenum)
     return (PyArrayObject *)PyArray_FROMANY(obj, typenum, 0, 0, NPY_ARRAY_CARRAY_RO);
 }
 
-/* One operand of the fast path: a Tracked of this tape (value and node id, borrowed value) or a
- * constant. Returns 1 on success, 0 when the slow path must handle it, -1 on error. */
+/* One operand of the fast path: a Tracked of this tape (its value and node id) or a constant.
+ * Returns 1 with *val a new (strong) reference, 0 when the general path must handle it, -1 on
+ * error; *val is set only on 1. Strong, by the rule in gt_glue.h: the ufunc call that follows may
+ * run Python code (a warning filter) that rebinds the Tracked's slots. */
 static int fast_operand(TapeObject *self, reverse_state *st, PyObject *x, PyObject **val, long *id)
 {
     if ((PyObject *)Py_TYPE(x) != st->tracked) {
-        *val = x;
+        *val = Py_NewRef(x);
         *id = -1;
         return 1;
     }
-    /* the slots, read in place (borrowed; the Tracked keeps them alive) */
+    /* the slots, read in place: reading them calls nothing, so borrowing is safe until *val */
     PyObject *tape = *(PyObject **)((char *)x + st->off_tape);
     PyObject *node = *(PyObject **)((char *)x + st->off_node);
     PyObject *v = *(PyObject **)((char *)x + st->off_value);
@@ -233,7 +250,7 @@ static int fast_operand(TapeObject *self, reverse_state *st, PyObject *x, PyObje
     *id = PyLong_AsLong(node);
     if (*id == -1 && PyErr_Occurred())
         return -1;
-    *val = v;
+    *val = Py_NewRef(v);
     return 1;
 }
 
@@ -252,7 +269,7 @@ static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     reverse_state *st = PyType_GetModuleState(Py_TYPE(self));
-    if (!st || !st->tracked || self->slow)
+    if (!st || !st->tracked || self->python_recording || self->observed)
         Py_RETURN_NONE;
     long opi = PyLong_AsLong(args[1]);
     if (opi == -1 && PyErr_Occurred())
@@ -267,20 +284,23 @@ static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t 
     int nin = (int)nargs - 3;
     PyObject *vals[2] = {NULL, NULL};
     long ids[2] = {-1, -1};
-    for (int k = 0; k < nin; k++) {
-        int r = fast_operand(self, st, args[3 + k], &vals[k], &ids[k]);
-        if (r <= 0)
-            return r < 0 ? NULL : Py_NewRef(Py_None);
-    }
-    PyObject *res = NULL, *yobj = PyObject_Vectorcall(args[0], vals, (size_t)nin, NULL);
+    PyObject *res = NULL, *yobj = NULL;
     PyArrayObject *y = NULL;
     gt_buf bufs[3] = {{NULL, 0, NULL}, {NULL, 0, NULL}, {NULL, 0, NULL}};
+    for (int k = 0; k < nin; k++) {
+        int r = fast_operand(self, st, args[3 + k], &vals[k], &ids[k]);
+        if (r < 0)
+            goto done;
+        if (r == 0)
+            goto fallback;
+    }
+    yobj = PyObject_Vectorcall(args[0], vals, (size_t)nin, NULL);
     if (!yobj)
-        return NULL;
+        goto done;
     y = (PyArrayObject *)PyArray_FROM_O(yobj); /* a 0-d result comes back as a NumPy scalar */
     Py_DECREF(yobj);
     if (!y)
-        return NULL;
+        goto done;
     int tn = PyArray_TYPE(y);
     if (tn != NPY_DOUBLE && tn != NPY_FLOAT)
         goto fallback;
@@ -343,7 +363,9 @@ fallback:
 done:
     for (int k = 0; k < 3; k++)
         drop_buf(&bufs[k]);
-    Py_DECREF(y);
+    Py_XDECREF(y);
+    for (int k = 0; k < nin; k++)
+        Py_XDECREF(vals[k]);
     return res;
 }
 
@@ -358,7 +380,7 @@ static PyObject *Tape_linear(TapeObject *self, PyObject *const *args, Py_ssize_t
     int nd = parse_longs(args[1], shape, 64, "shape");
     if (nd < 0)
         return NULL;
-    PyObject *ids = PySequence_Fast(args[2], "ids"), *coefs = PySequence_Fast(args[3], "coefs");
+    PyObject *ids = snapshot(args[2], "ids"), *coefs = snapshot(args[3], "coefs");
     PyObject *res = NULL;
     long *in = NULL;
     double *coef = NULL;
@@ -661,17 +683,18 @@ static PyObject *Tape_get_released(TapeObject *self, void *Py_UNUSED(closure))
     return PyBool_FromLong(self->tape == NULL);
 }
 
-static PyObject *Tape_get_slow(TapeObject *self, void *Py_UNUSED(closure))
+/* The two flags share their accessors: `closure` is the flag's offset in TapeObject. */
+static PyObject *Tape_get_flag(TapeObject *self, void *closure)
 {
-    return PyBool_FromLong(self->slow);
+    return PyBool_FromLong(*(int *)((char *)self + (size_t)closure));
 }
 
-static int Tape_set_slow(TapeObject *self, PyObject *value, void *Py_UNUSED(closure))
+static int Tape_set_flag(TapeObject *self, PyObject *value, void *closure)
 {
     int v = value ? PyObject_IsTrue(value) : 0;
     if (v < 0)
         return -1;
-    self->slow = v;
+    *(int *)((char *)self + (size_t)closure) = v;
     return 0;
 }
 
@@ -713,8 +736,13 @@ static PyMethodDef Tape_methods[] = {
 static PyGetSetDef Tape_getset[] = {
     {"nbytes", (getter)Tape_get_nbytes, NULL, "bytes of tape-owned memory", NULL},
     {"released", (getter)Tape_get_released, NULL, "whether release() was called", NULL},
-    {"slow", (getter)Tape_get_slow, (setter)Tape_set_slow,
-     "when true, Tape.ufunc declines so that every op is recorded by gradtest.reverse", NULL},
+    {"python_recording", (getter)Tape_get_flag, (setter)Tape_set_flag,
+     "order 2: when true, Tape.ufunc declines so that gradtest.reverse records every op with its VJP",
+     (void *)offsetof(TapeObject, python_recording)},
+    {"observed", (getter)Tape_get_flag, (setter)Tape_set_flag,
+     "dispatch check: when true, Tape.ufunc declines so that every op passes through the observing "
+     "Tracked subclass's NumPy hooks",
+     (void *)offsetof(TapeObject, observed)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

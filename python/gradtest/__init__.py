@@ -32,8 +32,8 @@ _EXPORTS: dict[str, str] = {
     "unregister_backend": "backends",
     "CKernel": "ckernel",
     "get_include": "ckernel",
-    "PythonDispatchFinding": "_dispatch_python",
-    "PythonDispatchReport": "_dispatch_python",
+    "PythonDispatchFinding": "dispatch",
+    "PythonDispatchReport": "dispatch",
     "DispatchFinding": "dispatch",
     "DispatchReport": "dispatch",
     "check_dispatch": "dispatch",
@@ -51,13 +51,20 @@ _EXPORTS: dict[str, str] = {
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from ._dispatch_python import PythonDispatchFinding, PythonDispatchReport
     from ._softfail import SoftFailWarning, softfail
     from ._tree import Constant
     from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
     from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
     from .ckernel import CKernel, get_include
-    from .dispatch import DispatchFinding, DispatchReport, check_dispatch, dispatch_target_modules, test_dispatch
+    from .dispatch import (
+        DispatchFinding,
+        DispatchReport,
+        PythonDispatchFinding,
+        PythonDispatchReport,
+        check_dispatch,
+        dispatch_target_modules,
+        test_dispatch,
+    )
     from .forward import Dual, jvp
     from .report import GradientReport, Outcome, WorstElement
     from .reverse import Tracked, vjp

@@ -14,6 +14,7 @@ from . import _events
 from ._compare import GradientShapeError, as_gradient_arrays, compare_directional, compare_full
 from ._finite_diff import (FDOptions, GroundTruth, GroundTruthError, describe_exception, finite_diff_backend,
                            ground_truth)
+from ._names import string_list as _names
 from ._problem import GradientProblem, describe_output
 from ._tree import FlatArgs, flatten_args, flatten_like
 from .backends import available_backends, get_backend, register_backend
@@ -55,23 +56,6 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
         if any(key.startswith(name + "_") for name in available_backends())
     }
     return {k: v for k, v in options.items() if k not in backend_options}, backend_options
-
-
-def _names(value: str | Iterable[str] | None, argument: str, what: str = "backend names") -> list[str]:
-    """A string or an iterable of strings as a list; a TypeError naming ``argument`` otherwise.
-    Also used for the dispatch checks' ``allow=`` patterns."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    try:
-        names = list(value)
-    except TypeError:
-        raise TypeError(f"{argument}: expected a list of {what}, got {type(value).__name__}") from None
-    for name in names:
-        if not isinstance(name, str):
-            raise TypeError(f"{argument}: expected {what} (str), got {name!r}")
-    return names
 
 
 def _check_known(names: Sequence[str], known: Sequence[str], argument: str) -> None:

@@ -1010,7 +1010,7 @@ def _strip(out: Any) -> Any:
 
 # ---------------------------------------------------------------------- order 2
 #
-# Hessian-vector products by reverse over reverse. While a tape is in "slow" mode every recording
+# Hessian-vector products by reverse over reverse. While a tape is `python_recording` every recording
 # also logs, in Python, how to express the node's VJP with Tracked operations. The first sweep is
 # then *replayed* with those operations on the same tape, so the gradient g(x) is itself a Tracked
 # array, and one C sweep from <g(x), v> gives H v. The VJPs of the replay are expressions of the
@@ -1208,7 +1208,7 @@ def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray
               vs: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Records scalar_fn on Tracked leaves holding `values`, replays the sweep, sweeps <g, v>."""
     tape = Tape()
-    tape.slow = True
+    tape.python_recording = True
     _LOGS[id(tape)] = []
     try:
         leaves = [Tracked.leaf(tape, x) for x in values]
@@ -1218,7 +1218,7 @@ def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray
         if out.size != 1:
             raise ValueError(f"f returned an array of shape {out.shape}; hvp needs a scalar")
         log = _LOGS.pop(id(tape))
-        tape.slow = False  # the replay itself is not differentiated a third time
+        tape.python_recording = False  # the replay itself is not differentiated a third time
         grads = _replay_gradient(log, out, leaves)
         inner = [np.sum(g * v.astype(g.dtype)) for g, v in zip(grads, vs) if isinstance(g, Tracked)]
         total = inner[0] if inner else None

@@ -1,6 +1,6 @@
 /* Tests of the C core alone (no Python): the op table, finite differences, allocation failure
- * handling and the guard. Built and run by tests/test_core_c.py, under ASan/UBSan where available.
- * Prints "N passed, M failed" and exits non-zero on any failure. */
+ * handling and the guard. Built and run by tests/test_core_c.py through tests/_cbuild.py, under
+ * ASan/UBSan where available. Prints "N passed, M failed" and exits non-zero on any failure. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <signal.h>

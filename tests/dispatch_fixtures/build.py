@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from _cbuild import compiler
 
 FIXTURES = Path(__file__).parent
 
@@ -20,15 +19,6 @@ VARIANTS = {
     "stripped": ["-O2", "-s"],
     "debug": ["-O2", "-g"],
 }
-
-
-def compiler() -> str:
-    cc = os.environ.get("CC", "cc")
-    if shutil.which(cc) is None:
-        if shutil.which("gcc") is None:
-            pytest.skip("no C compiler (cc/gcc) to build the dispatch test library")
-        cc = "gcc"
-    return cc
 
 
 def build(out: Path, sources: list[str], flags: list[str], libs: list[str] = ()) -> Path:

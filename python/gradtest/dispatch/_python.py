@@ -1,6 +1,7 @@
 """The dispatch check of Python functions: type stability of NumPy code on tracked arrays.
 
-:func:`gradtest.check_dispatch` routes a plain Python callable here. As LuxTestUtils' ``@jet``
+:func:`gradtest.check_dispatch` routes a plain Python callable here (its report types are in
+:mod:`gradtest.dispatch._report`). As LuxTestUtils' ``@jet``
 runs JET's ``test_call`` and ``test_opt``, the check has two halves:
 
 * **call**: ``f`` runs on reverse-mode tracked arrays (:class:`gradtest.reverse.Tracked`) in place
@@ -9,7 +10,7 @@ runs JET's ``test_call`` and ``test_opt``, the check has two halves:
   not support) is an ``unsupported`` finding rather than a crash;
 * **opt**: every NumPy operation that ``f`` applies to a tracked array is observed from outside
   (the arrays are a subclass of ``Tracked`` whose NumPy hooks look at the operands and results,
-  on a tape in its "slow" mode so that every operation passes through those hooks) and the
+  on a tape marked ``observed`` so that every operation passes through those hooks) and the
   instabilities are reported with the line of ``f``'s code that caused them.
 
 Rules of the opt half (one finding per kind, operation and source line, with a count):
@@ -42,8 +43,6 @@ innermost frame of ``f``'s call tree outside gradtest and NumPy.
 
 from __future__ import annotations
 
-import dataclasses
-import html
 import linecache
 import os
 import re
@@ -55,141 +54,18 @@ from typing import Any
 
 import numpy as np
 
-from . import _events, reverse
-from ._tree import flatten_args, output_leaves, tree_map_outputs
-from .dispatch import DispatchReport
-from .report import Outcome
+from .. import _events, reverse
+from .._tree import flatten_args, output_leaves, tree_map_outputs
+from ..report import Outcome
+from ._policy import matches
+from ._report import PythonDispatchFinding, PythonDispatchReport, half_status, opt_verdict
 
-__all__ = ["PythonDispatchFinding", "PythonDispatchReport", "check_dispatch_python"]
+__all__ = ["callable_name", "check_dispatch_python"]
 
-#: kinds of findings of the opt half, then of the call half
-OPT_KINDS = ("type_instability", "object_dtype", "dropped_tracking", "untracked_output")
-CALL_KINDS = ("unsupported", "exception")
-
-_GRADTEST_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+# the gradtest package (this module is in gradtest/dispatch/)
+_GRADTEST_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 _TRACKED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-@dataclasses.dataclass
-class PythonDispatchFinding:
-    """One thing the dispatch check of a Python function found.
-
-    Attributes
-    ----------
-    kind : str
-        ``type_instability``, ``object_dtype``, ``dropped_tracking`` or ``untracked_output`` (the
-        opt half); ``unsupported`` or ``exception`` (the call half).
-    symbol : str
-        The NumPy function or ufunc (``multiply``, ``sum``, ``add.reduce``, ``linalg.norm``), the
-        method or conversion (``astype``, ``float``, ``item``, ``asarray``), ``output``, or the
-        exception's type for ``exception``.
-    source : str or None
-        ``path/file.py:LINE`` of the line in the user's code that did it.
-    code : str
-        That line's text, stripped.
-    dtype_in : str
-        The operands' dtypes, comma-separated (Python scalars by their type: ``float``).
-    dtype_out : str
-        The result's dtype (empty for call findings).
-    fails : bool
-        Whether it fails its half (a call finding always does; an allowed opt finding does not).
-    reason : str
-        Why it fails or not.
-    count : int
-        How many times this operation ran at that line with these dtypes.
-    message : str
-        The exception's message (call findings).
-    """
-
-    kind: str
-    symbol: str
-    source: str | None
-    code: str
-    dtype_in: str
-    dtype_out: str
-    fails: bool
-    reason: str
-    count: int = 1
-    message: str = ""
-
-    @property
-    def what(self) -> str:
-        """A short description: the symbol with its dtypes, or the exception."""
-        if self.kind in CALL_KINDS:
-            return f"{self.symbol}: {self.message}" if self.message else self.symbol
-        if self.dtype_in and self.dtype_out:
-            return f"{self.symbol} ({self.dtype_in} -> {self.dtype_out})"
-        if self.dtype_in or self.dtype_out:
-            return f"{self.symbol} ({self.dtype_in or self.dtype_out})"
-        return self.symbol
-
-    @property
-    def location(self) -> str:
-        """``file.py:LINE`` (the file's base name), or an empty string."""
-        if not self.source:
-            return ""
-        path, _, line = self.source.rpartition(":")
-        return f"{os.path.basename(path)}:{line}"
-
-    def as_dict(self) -> dict[str, Any]:
-        """The finding as JSON-friendly data."""
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(repr=False)
-class PythonDispatchReport(DispatchReport):
-    """The result of :func:`gradtest.check_dispatch` for a Python function.
-
-    A :class:`~gradtest.dispatch.DispatchReport` (``passed``, ``failures``, ``outcomes["call"]``
-    and ``["opt"]``) whose ``findings`` are :class:`PythonDispatchFinding` records; ``target`` is
-    the function's qualified name, ``library`` its source file, ``result`` its output with plain
-    NumPy values (``None`` when it raised).
-
-    Attributes
-    ----------
-    reference_dtype : str
-        The widest floating dtype among the tracked inputs (empty when there were none).
-    operations : int
-        The NumPy operations observed on tracked arrays.
-    """
-
-    reference_dtype: str = ""
-    operations: int = 0
-
-    def _header(self) -> str:
-        ref = f"reference dtype {self.reference_dtype}" if self.reference_dtype else "no tracked input"
-        return (
-            f"gradtest dispatch: {self.target} (Python, {os.path.basename(self.library)}) — {ref}, "
-            f"{self.operations} operation(s) on tracked arrays, {self.seconds * 1e3:.1f} ms"
-        )
-
-    def _finding_rows(self) -> list[list[str]]:
-        return [
-            ["FAIL" if f.fails else "ok", f.kind, f.what, f.location, f.reason,
-             f.code + (f"  (x{f.count})" if f.count > 1 else "")]
-            for f in self.findings
-        ]
-
-    _LAST_COLUMN = "code"
-
-    def _last_cell_html(self, text: str) -> str:
-        return f"<code>{html.escape(text)}</code>"
-
-    def as_dict(self) -> dict[str, Any]:
-        """The report as JSON-friendly data."""
-        return {
-            "target": self.target,
-            "library": self.library,
-            "language": "python",
-            "passed": self.passed,
-            "outcomes": {k: {"status": o.status, "message": o.message} for k, o in self.outcomes.items()},
-            "findings": [f.as_dict() for f in self.findings],
-            "reference_dtype": self.reference_dtype,
-            "operations": self.operations,
-            "seconds": self.seconds,
-            "notes": list(self.notes),
-        }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +258,8 @@ class _Observed(reverse.Tracked):
 # ---------------------------------------------------------------------------------------------
 # the check
 
-def _name_of(f: Any) -> str:
+def callable_name(f: Any) -> str:
+    """The qualified name of a function, method or callable object, for messages."""
     return getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__name__
 
 
@@ -406,12 +283,6 @@ def _returned(out: Any) -> str:
     if isinstance(out, (np.ndarray, np.generic)):
         return f"an untracked {out.dtype} {type(out).__name__} of shape {np.shape(out)}"
     return f"a {type(out).__name__}"
-
-
-def _status(failed: bool, broken: bool) -> str:
-    if broken:
-        return "broken" if failed else "unexpected_pass"
-    return "fail" if failed else "pass"
 
 
 def _call_finding(exc: BaseException, runner: types.CodeType) -> PythonDispatchFinding:
@@ -464,17 +335,15 @@ def check_dispatch_python(f: Callable[..., Any], args: tuple[Any, ...], allow: t
     -------
     PythonDispatchReport
     """
-    from .dispatch import _matches
-
     file, _ = _file_of(f)
     flat = flatten_args(tuple(args))
     tape = reverse.Tape()
-    tape.slow = True  # every operation through the Python hooks (the C fast path wraps plain Tracked)
+    tape.observed = True  # every operation through the Python hooks (the C fast path wraps plain Tracked)
     try:
         leaves = [_Observed.leaf(tape, flat.leaves[i]) for i in flat.differentiable]
         reference = max((x.dtype for x in leaves), key=lambda d: d.itemsize) if leaves else None
         session = _Session(reference)
-        report = PythonDispatchReport(target=_name_of(f), library=file, outcomes={},
+        report = PythonDispatchReport(target=callable_name(f), library=file, outcomes={},
                                       reference_dtype=str(reference) if reference is not None else "")
         call_args = flat.call_args(dict(zip(flat.differentiable, leaves)))
 
@@ -498,14 +367,14 @@ def check_dispatch_python(f: Callable[..., Any], args: tuple[Any, ...], allow: t
         # the call half
         if error is None:
             report.result = tree_map_outputs(lambda x: x.value if isinstance(x, reverse.Tracked) else x, out)
-            report.outcomes["call"] = Outcome("call", _status(False, call_broken), seconds=report.seconds,
+            report.outcomes["call"] = Outcome("call", half_status(False, call_broken), seconds=report.seconds,
                                               message=f"f ran on tracked arrays and returned {_returned(out)}")
         else:
             finding = _call_finding(error, session.runner)
             report.findings.append(finding)
             where = f" at {finding.location}" if finding.source else ""
             report.outcomes["call"] = Outcome(
-                "call", _status(True, call_broken), exception=error, seconds=report.seconds,
+                "call", half_status(True, call_broken), exception=error, seconds=report.seconds,
                 message=f"f raised {type(error).__name__}{where}: {error}",
             )
             report.notes.append("f raised: the opt half saw only the operations before the exception")
@@ -528,7 +397,7 @@ def check_dispatch_python(f: Callable[..., Any], args: tuple[Any, ...], allow: t
             if source:
                 path, _, line = source.rpartition(":")
                 loc = f"{os.path.basename(path)}:{line}"
-            allowed_by = _matches(symbol, allow) or _matches(kind, allow) or _matches(loc, allow)
+            allowed_by = matches(symbol, allow) or matches(kind, allow) or matches(loc, allow)
             if allowed_by:
                 fails, reason = False, f"allowed by allow={allowed_by!r}"
             else:
@@ -545,15 +414,9 @@ def check_dispatch_python(f: Callable[..., Any], args: tuple[Any, ...], allow: t
             report.outcomes["opt"] = Outcome("opt", "skipped",
                                              message="no floating-point array argument: nothing was tracked")
         else:
-            failing = [x for x in opt_findings if x.fails]
-            if failing:
-                kinds = sorted({x.kind for x in failing})
-                msg = f"{len(failing)} finding(s) fail the check: {', '.join(kinds)}"
-            else:
-                msg = f"type-stable in {reference}: {session.operations} operation(s) observed"
-                if opt_findings:
-                    msg += f" ({len(opt_findings)} allowed finding(s) listed)"
-            report.outcomes["opt"] = Outcome("opt", _status(bool(failing), opt_broken), message=msg,
+            failed, msg = opt_verdict(opt_findings,
+                                      f"type-stable in {reference}: {session.operations} operation(s) observed")
+            report.outcomes["opt"] = Outcome("opt", half_status(failed, opt_broken), message=msg,
                                              seconds=report.seconds)
     finally:
         tape.release()

@@ -1,5 +1,6 @@
 /* fuzz_elf.c: a seeded mutation fuzzer for the ELF reader and the analysis (tests/test_dispatch_fuzz.py
- * builds it with AddressSanitizer and UndefinedBehaviorSanitizer).
+ * builds it through tests/_cbuild.py, with AddressSanitizer and UndefinedBehaviorSanitizer where
+ * available).
  *
  * usage: fuzz_elf SEED ITERATIONS CAPSTONE_PATH|- FILE...
  * Each iteration picks a seed file, truncates it or flips/overwrites bytes (biased towards the ELF,
