@@ -96,8 +96,8 @@ void gt_fd_direction(uint64_t seed, uint64_t j, size_t n, const double *scale, c
 /* z_ji, component i of direction j before scaling, in O(1). */
 double gt_fd_direction_component(uint64_t seed, uint64_t j, size_t i);
 
-/* For the directions 0..k-1 of family `seed` over n components with scales `scale` (n values
- * > 0, caller-owned): dots[j] = <g, v_j>, norms[j] = ||g * v_j||_2, abssum[j] = sum |g_i v_ji|
+/* For the directions 0..k-1 of family `seed` over n components with scales `scale` (n finite
+ * values > 0, caller-owned, used as they are): dots[j] = <g, v_j>, norms[j] = ||g * v_j||_2, abssum[j] = sum |g_i v_ji|
  * (caller-owned, k each). No allocation: each direction is regenerated as it is read. */
 void gt_fd_direction_products(uint64_t seed, size_t k, size_t n, const double *scale, const double *g,
                               double *dots, double *norms, double *abssum);

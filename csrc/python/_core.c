@@ -410,7 +410,17 @@ error:
 static PyArrayObject *parse_scale(PyObject *obj)
 {
     PyArrayObject *scale = (PyArrayObject *)PyArray_FROMANY(obj, NPY_DOUBLE, 1, 1, NPY_ARRAY_CARRAY_RO);
-    if (scale && PyArray_SIZE(scale) == 0) {
+    if (!scale)
+        return NULL;
+    const double *s = PyArray_DATA(scale);
+    for (npy_intp i = 0; i < PyArray_SIZE(scale); i++) {
+        if (!(s[i] > 0.0) || !isfinite(s[i])) {
+            PyErr_Format(PyExc_ValueError, "scale: expected finite values > 0, got %g at %zd", s[i], (Py_ssize_t)i);
+            Py_DECREF(scale);
+            return NULL;
+        }
+    }
+    if (PyArray_SIZE(scale) == 0) {
         Py_DECREF(scale);
         PyErr_SetString(PyExc_ValueError, "scale: expected at least one element");
         return NULL;
