@@ -212,10 +212,13 @@ def check_gradients(
         name in ``skip_backends``/``broken_backends``/``soft_fail`` covers both orders;
         ``"<name>:hvp"`` names the second order alone.
     **fd_options
-        Finite-difference options: ``method`` ('central', 'forward', 'backward'), ``richardson``
-        (bool), ``rel_step``, ``mode`` ('auto', 'full', 'directional'), ``time_budget`` (seconds,
-        default 5), ``n_directions``, ``seed``. Options named after a backend go to that backend,
-        e.g. ``forward_chunk_size=8``.
+        Finite-difference options (see :doc:`tolerances`): ``method`` ('central', 'forward',
+        'backward'), ``richardson`` (bool; True, the default, selects the adaptive rule),
+        ``rel_step`` (a fixed step base instead), ``mode`` ('auto', 'full', 'directional'),
+        ``time_budget`` (seconds, default 5), ``n_directions``, ``seed``, ``kinks`` ('report':
+        a value between the one-sided derivatives at a kink passes and the kink is listed;
+        'fail': held to the central difference). Options named after a backend go to that
+        backend, e.g. ``forward_chunk_size=8``.
 
     Returns
     -------

@@ -114,7 +114,7 @@ class GradientReport:
     mode : str
         ``'full'`` or ``'directional'``.
     method : str
-        The finite-difference formula, e.g. ``'central+Richardson'``.
+        The finite-difference formula, e.g. ``'central adaptive'``.
     n_elements : int
         Differentiated elements.
     evaluations : int
