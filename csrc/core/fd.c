@@ -7,7 +7,7 @@
 
 /* The adaptive rule's constants (calibrated by tests/test_fd_calibration.py). */
 enum { MAX_ROWS = 48, MAX_ORDER = 4, STOP_AFTER = 3, WARM_ROWS = 3, WARM_STOP_AFTER = 2 };
-static const double STEP_RATIO = 2.0;  /* h_{j+1} = h_j / STEP_RATIO */
+static const double STEP_RATIO = 2.0;  /* h_{j+1} = h_j / STEP_RATIO (the tables in sweep assume 2) */
 static const double TOP_STEP = 0.1;    /* h_0 = TOP_STEP * s_i */
 static const double SAFETY = 1.5;      /* on the tableau differences */
 static const double CONVERGED = 1e-11; /* a best bound this small (relative) may stop the sweep */
@@ -147,9 +147,6 @@ typedef struct fd_value {
     size_t evals;
 } fd_value;
 
-/* The order of the error term that column k of the tableau removes next: central differences
- * have error c2 h^2 + c4 h^4 + ..., one-sided ones c1 h + c2 h^2 + ... */
-static int column_order(gt_fd_method method, int k) { return method == GT_FD_CENTRAL ? 2 * (k + 1) : k + 1; }
 
 /* Ridders' sweep from h_top down (see fd.h). Writes *out; value NaN (err inf) when no row gave
  * a finite quotient. Returns GT_OK or GT_ECALLBACK (x restored). */
@@ -158,13 +155,19 @@ static int sweep(const probe *pr, const gt_fd_options *opts, double h_top, int s
     double A[MAX_ROWS][MAX_ORDER + 1], R[MAX_ROWS][MAX_ORDER + 1];
     int width[MAX_ROWS]; /* entries in each row; 0 for a row whose quotient was not finite */
     const double out_eps = opts->out_eps > 0 ? opts->out_eps : DBL_EPSILON;
-    const double rate = pow(STEP_RATIO, column_order(pr->method, 0));
+    /* the factor column k's error shrinks by per row, the steps halving: central differences have
+     * error c2 h^2 + c4 h^4 + ..., so 4^(k+1); one-sided ones c1 h + c2 h^2 + ..., so 2^(k+1) */
+    static const double central_fac[MAX_ORDER + 2] = {4, 16, 64, 256, 1024, 4096};
+    static const double onesided_fac[MAX_ORDER + 2] = {2, 4, 8, 16, 32, 64};
+    const double *fac = pr->method == GT_FD_CENTRAL ? central_fac : onesided_fac;
+    double step[MAX_ROWS];
+    const double rate = fac[0];
     double best = NAN, best_err = INFINITY, best_step = NAN, best_round = INFINITY;
     double fallback = NAN, fallback_err = INFINITY, fallback_step = NAN;
     int best_row = -1, first_row = 0;
     out->evals = 0;
     for (int j = 0; j < MAX_ROWS; j++) {
-        double h = h_top / pow(STEP_RATIO, j), q = NAN, span = 0.0, fbig = 0.0;
+        double h = step[j] = j ? 0.5 * step[j - 1] : h_top, q = NAN, span = 0.0, fbig = 0.0;
         int status = quotient(pr, h, &q, &span, &fbig);
         out->evals += pr->method == GT_FD_CENTRAL ? 2 : 1;
         if (status)
@@ -182,9 +185,8 @@ static int sweep(const probe *pr, const gt_fd_options *opts, double h_top, int s
         if (j > 0 && width[j - 1]) {
             int w = width[j - 1] + 1 < MAX_ORDER + 1 ? width[j - 1] + 1 : MAX_ORDER + 1;
             for (int k = 1; k < w; k++) {
-                double fac = pow(STEP_RATIO, column_order(pr->method, k - 1));
-                A[j][k] = A[j][k - 1] + (A[j][k - 1] - A[j - 1][k - 1]) / (fac - 1.0);
-                R[j][k] = (fac * R[j][k - 1] + R[j - 1][k - 1]) / (fac - 1.0);
+                A[j][k] = A[j][k - 1] + (A[j][k - 1] - A[j - 1][k - 1]) / (fac[k - 1] - 1.0);
+                R[j][k] = (fac[k - 1] * R[j][k - 1] + R[j - 1][k - 1]) / (fac[k - 1] - 1.0);
             }
             width[j] = w;
         }
@@ -209,15 +211,15 @@ static int sweep(const probe *pr, const gt_fd_options *opts, double h_top, int s
                 double t = fabs(A[c][k] - A[c + 1][k]);
                 if (k < width[j])
                     t = fmax(t, fabs(A[c][k] - A[j][k]));
-                t = fmax(t, fabs(A[c][k] - A[c - 1][k]) / pow(STEP_RATIO, column_order(pr->method, k)));
+                t = fmax(t, fabs(A[c][k] - A[c - 1][k]) / fac[k]);
                 double e = fmax(SAFETY * t, R[c][k]);
                 if (asymptotic && e < best_err) {
-                    best = A[c][k], best_err = e, best_step = h_top / pow(STEP_RATIO, c);
+                    best = A[c][k], best_err = e, best_step = step[c];
                     best_round = R[c][k];
                     best_row = c;
                 }
                 if (e < fallback_err)
-                    fallback = A[c][k], fallback_err = e, fallback_step = h_top / pow(STEP_RATIO, c);
+                    fallback = A[c][k], fallback_err = e, fallback_step = step[c];
             }
         }
         if (best_row >= 0 && j - best_row >= 2 && r > best_err)
