@@ -145,6 +145,9 @@ def _compare(name: str, grads: list[np.ndarray], problem: GradientProblem, gt: G
 def _tolerance(value: float | None, argument: str) -> float | None:
     if value is None:
         return None
+    # float("1e-3") and float(True) would pass: a tolerance is a real number, nothing else
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{argument}: expected a real number >= 0, got {type(value).__name__} {value!r}")
     value = float(value)
     if not (value >= 0) or not np.isfinite(value):
         raise ValueError(f"{argument}: expected a finite number >= 0, got {value!r}")
