@@ -357,3 +357,16 @@ def test_tolerances_are_real_numbers(argument, bad):
 def test_finite_difference_options_are_validated(option, bad):
     with pytest.raises(ValueError, match=option):
         gradtest.check_gradients(np.sum, np.ones(3), **{option: bad})
+
+
+def test_gradient_function_mutating_its_inputs_gets_a_note():
+    x = np.array([1.0, 2.0, 3.0])
+
+    def g(x):
+        out = 2 * x
+        x[0] = 99.0
+        return (out,)
+
+    report = gradtest.check_gradients(lambda x: np.sum(x**2), x, gradient=g, backends=["user"])
+    assert x[0] == 1.0
+    assert any("gradient= mutated its inputs: args[0]" in n for n in report.notes)

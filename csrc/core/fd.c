@@ -283,25 +283,34 @@ static int component(const gt_fd_problem *p, const gt_fd_options *opts, double f
     return classic(&pr, opts, gt_fd_base_step(opts, p->dtype) * s, dtype_eps(p->dtype), out);
 }
 
-int gt_fd_gradient_range(const gt_fd_problem *p, const gt_fd_options *opts, double f0,
-                         size_t i0, size_t i1, double *grad, double *err, size_t *nonfinite)
+/* Components idx[j] (or i0 + j when idx is NULL), j < count, written to out[at] and err[at] with
+ * at = j when idx is given, i0 + j otherwise. */
+static int components(const gt_fd_problem *p, const gt_fd_options *opts, double f0, const size_t *idx,
+                      size_t i0, size_t count, double *out, double *err, size_t *nonfinite)
 {
-    if (!valid_problem(p, opts) || !grad || i0 > i1 || i1 > p->n)
-        return GT_EINVAL;
     size_t bad = 0;
-    for (size_t i = i0; i < i1; i++) {
+    for (size_t j = 0; j < count; j++) {
+        size_t i = idx ? idx[j] : i0 + j, at = idx ? j : i;
         fd_value v;
         int status = component(p, opts, f0, i, &v);
         if (status)
             return status;
         bad += !isfinite(v.value);
-        grad[i] = v.value;
+        out[at] = v.value;
         if (err)
-            err[i] = v.err;
+            err[at] = v.err;
     }
     if (nonfinite)
         *nonfinite = bad;
     return GT_OK;
+}
+
+int gt_fd_gradient_range(const gt_fd_problem *p, const gt_fd_options *opts, double f0,
+                         size_t i0, size_t i1, double *grad, double *err, size_t *nonfinite)
+{
+    if (!valid_problem(p, opts) || !grad || i0 > i1 || i1 > p->n)
+        return GT_EINVAL;
+    return components(p, opts, f0, NULL, i0, i1 - i0, grad, err, nonfinite);
 }
 
 int gt_fd_gradient_indices(const gt_fd_problem *p, const gt_fd_options *opts, double f0,
@@ -312,20 +321,7 @@ int gt_fd_gradient_indices(const gt_fd_problem *p, const gt_fd_options *opts, do
     for (size_t j = 0; j < k; j++)
         if (idx[j] >= p->n)
             return GT_EINVAL;
-    size_t bad = 0;
-    for (size_t j = 0; j < k; j++) {
-        fd_value v;
-        int status = component(p, opts, f0, idx[j], &v);
-        if (status)
-            return status;
-        bad += !isfinite(v.value);
-        out[j] = v.value;
-        if (err)
-            err[j] = v.err;
-    }
-    if (nonfinite)
-        *nonfinite = bad;
-    return GT_OK;
+    return components(p, opts, f0, idx, 0, k, out, err, nonfinite);
 }
 
 /* ---- directions and the noise probe ------------------------------------------------------- */

@@ -133,6 +133,9 @@ class GradientProblem:
         The ``gradient=`` function, for the ``"user"`` backend.
     options : dict
         Backend options from the caller (e.g. ``forward_chunk_size``), by backend-defined keys.
+    notes : list of str
+        Remarks a backend makes while computing (e.g. that ``gradient=`` mutated its inputs),
+        carried to the report.
     """
 
     f: Callable[..., Any]
@@ -141,6 +144,7 @@ class GradientProblem:
     output: OutputSpec
     user_gradient: Callable[..., Any] | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def diff_leaves(self) -> list[np.ndarray]:

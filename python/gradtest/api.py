@@ -92,7 +92,17 @@ def _user_gradient_backend(problem: GradientProblem) -> list[np.ndarray]:
             "gradient=: f returns an array, so its gradient is a Jacobian; the 'user' backend "
             "checks scalar-valued functions (wrap f, e.g. lambda *a: f(*a).sum())"
         )
-    tree = problem.user_gradient(*problem.fresh_args(), **problem.kwargs)
+    args = problem.fresh_args()
+    tree = problem.user_gradient(*args, **problem.kwargs)
+    # it got copies, so the caller's arrays are safe; a gradient that writes into its inputs
+    # deserves the note f gets for the same
+    seen = flatten_args(args)
+    mutated = [path for path, before, after in zip(problem.flat.paths, problem.flat.leaves, seen.leaves)
+               if isinstance(before, np.ndarray) and isinstance(after, np.ndarray)
+               and not np.array_equal(before, after, equal_nan=before.dtype.kind in "fc")]
+    if mutated:
+        problem.notes.append(f"gradient= mutated its inputs: {', '.join(mutated)} (the caller's arrays are "
+                             "untouched)")
     leaves = flatten_like(problem.flat, tree, "gradient= result")
     return [leaves[i] for i in problem.flat.differentiable]
 
@@ -415,6 +425,7 @@ def _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, at
     )
     if gt_error is not None:
         report.notes.append(f"ground truth failed: {gt_error}")
+    report.notes += problem.notes
     return report
 
 
