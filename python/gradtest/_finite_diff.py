@@ -15,7 +15,6 @@ import numpy as np
 
 from . import _core
 from ._problem import GradientProblem
-from ._tree import output_leaves
 
 METHODS = ("central", "forward", "backward")
 MODES = ("auto", "full", "directional")
@@ -280,12 +279,13 @@ def _reducer(problem: GradientProblem):
         return problem.f, out.cotangents[0].ravel()
 
     def reduced(*args: Any, **kwargs: Any) -> float:
-        leaves = output_leaves(problem.f(*args, **kwargs))
-        if len(leaves) != len(out.cotangents) or any(np.shape(leaf) != u.shape for u, leaf in zip(out.cotangents, leaves)):
+        value = problem.f(*args, **kwargs)  # f's own errors propagate
+        try:
+            return float(out.reduce(value, np.float64))
+        except ValueError:
             # the output's structure depends on x and changed at this perturbed point: no
             # quotient from this step (as the C glue does for a single array)
             return math.nan
-        return float(sum(np.vdot(u, np.asarray(leaf, dtype=np.float64)) for u, leaf in zip(out.cotangents, leaves)))
 
     return reduced, None
 

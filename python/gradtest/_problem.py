@@ -38,8 +38,17 @@ class OutputSpec:
     tree: bool
     eps: float = float(np.finfo(np.float64).eps)
 
-    def reduce(self, out: Any) -> Any:
-        """Reduces an output of f (NumPy arrays, or Dual/Tracked arrays) to the checked scalar."""
+    def reduce(self, out: Any, dtype: Any = None) -> Any:
+        """Reduces an output of f (NumPy arrays, or Dual/Tracked arrays) to the checked scalar,
+        ``<u, f(x)>``: the one definition of it (the C glue computes the same sum for a single
+        array output without a call into Python). With ``dtype`` (the finite differences pass
+        float64) the leaves are converted to it first; otherwise the sum keeps the leaves' dtype,
+        as a backend's own arithmetic would.
+
+        Raises
+        ------
+        ValueError
+            If the output's structure or shapes differ from the first call's."""
         if self.scalar:
             return out
         leaves = output_leaves(out) if self.tree else [out]
@@ -55,6 +64,8 @@ class OutputSpec:
                     f"f returned an output of shape {np.shape(leaf)} where {u.shape} was expected "
                     "(its output shape changed between calls)"
                 )
+            if dtype is not None:
+                leaf = np.asarray(leaf, dtype=dtype)
             total = total + np.sum(np.multiply(u.astype(_dtype_of(leaf), copy=False), leaf))
         return total
 
