@@ -1147,6 +1147,11 @@ def jvp(f: Callable[..., Any], args: Sequence[Any], tangents: Sequence[Any]) -> 
     NotImplementedError
         If f uses a NumPy function the forward mode does not support (the message names it).
     """
+    for value, name in ((args, "args"), (tangents, "tangents")):
+        # an array or a string would be taken apart element by element
+        if not isinstance(value, (tuple, list)):
+            raise TypeError(f"{name}: expected a tuple or list with one entry per argument of f, "
+                            f"got {type(value).__name__}")
     args = tuple(args)
     tangents = tuple(tangents)
     if len(args) != len(tangents):
