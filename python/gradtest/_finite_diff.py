@@ -29,6 +29,8 @@ EVALS_PER_DIRECTION = 12
 #: the share of time_budget the ground truth plans for (the backends and the comparison need
 #: the rest)
 PLAN_SHARE = 0.5
+#: calls of f at x that time it for the plan
+TIMED_CALLS = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,11 +320,7 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
         # warnings at perturbed points (log of a negative near a domain edge) are not the user's
         # concern: a non-finite result is reported as such
         with np.errstate(all="ignore"):
-            f0 = _value(fn, ws, u)
-            sigma, noise_evals = _core.fd_noise(fn, ws.args, kwargs, ws.x, u, scale, *common, 0.0, out_eps,
-                                                opts.seed + 3)
-            noise = NOISE_FACTOR * sigma
-            t_eval = (time.perf_counter() - start) / (noise_evals + 1)
+            f0, t_eval = _value(fn, ws, u)
             mode = opts.mode
             if mode == "auto":
                 planned = ws.x.size * EVALS_PER_COMPONENT * t_eval
@@ -331,6 +329,9 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
                     notes.append(
                         f"directional mode: a full ground truth of {ws.x.size} components would take about "
                         f"{planned:.1f} s at {t_eval * 1e3:.2g} ms per call of f (time_budget={opts.time_budget} s)")
+            sigma, noise_evals = _core.fd_noise(fn, ws.args, kwargs, ws.x, u, scale, *common, 0.0, out_eps,
+                                                opts.seed + 3)
+            noise = NOISE_FACTOR * sigma
             result = None
             if mode == "full":
                 # the full run is also timed: an auto run that overshoots gives way to directions
@@ -338,7 +339,7 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
                 result = _full(problem, ws, fn, u, scale, opts, noise, out_eps, dtype, notes, start, limit)
             if result is None:
                 result = _directional(problem, ws, fn, u, scale, opts, noise, out_eps, dtype, notes, start, t_eval)
-            result.evaluations += noise_evals + 1
+            result.evaluations += noise_evals + TIMED_CALLS
             result.noise = noise
             result.probe = ComponentProbe(ws, fn, u, scale, opts, noise, out_eps, f0,
                                           lambda i: _element_name(problem, ws, i))
@@ -360,13 +361,20 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
     return result
 
 
-def _value(fn: Any, ws: _Workspace, u: np.ndarray | None) -> float:
-    """f(x) reduced to the checked scalar; not finite is an error reported before anything else."""
-    out = fn(*ws.args, **ws.kwargs)
-    value = float(np.vdot(u, np.asarray(out, dtype=np.float64).ravel())) if u is not None else float(np.asarray(out, dtype=np.float64))
-    if not np.isfinite(value):
-        raise GroundTruthError(f"f(x) is not finite ({value}) at the input itself")
-    return value
+def _value(fn: Any, ws: _Workspace, u: np.ndarray | None) -> tuple[float, float]:
+    """f(x) reduced to the checked scalar (not finite is an error reported before anything
+    else), and the cost of a call: the fastest of TIMED_CALLS (the first may pay for caches,
+    lazy imports or sleeping BLAS threads)."""
+    times = []
+    for _ in range(TIMED_CALLS):
+        start = time.perf_counter()
+        out = fn(*ws.args, **ws.kwargs)
+        times.append(time.perf_counter() - start)
+        value = float(np.vdot(u, np.asarray(out, dtype=np.float64).ravel())) if u is not None \
+            else float(np.asarray(out, dtype=np.float64))
+        if not np.isfinite(value):
+            raise GroundTruthError(f"f(x) is not finite ({value}) at the input itself")
+    return value, min(times)
 
 
 def describe_exception(exc: BaseException) -> str:
