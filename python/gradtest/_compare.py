@@ -299,7 +299,7 @@ def compare_directional(
             f"{expected[j]:.8g}, got {got[j]:.8g} (|error| {diff[j]:.3g} > tolerance {tol[j]:.3g})"
         )
         if paths is not None and gt.probe is not None and np.all(np.isfinite(got)):
-            located = _localise(backend, g, got - expected, tol, gt, leaves, paths, rt, atol)
+            located = _localise(g, got - expected, tol, gt, leaves, paths, rt, atol)
             if located is not None:
                 worst, located_message = located
                 message = located_message + "; " + message
@@ -312,7 +312,7 @@ def compare_directional(
     )
 
 
-def _localise(backend, g, residual, tol, gt: GroundTruth, leaves, paths, rt, atol):
+def _localise(g, residual, tol, gt: GroundTruth, leaves, paths, rt, atol):
     """Finds a few elements that explain the residuals r_j = <g - t, v_j>: element i alone
     would give r = delta_i v_.i, so a set S explains r when the least-squares fit of r by the
     columns v_.S leaves every direction within its tolerance. Orthogonal matching pursuit,
@@ -357,17 +357,19 @@ def _localise(backend, g, residual, tol, gt: GroundTruth, leaves, paths, rt, ato
     except GroundTruthError:
         return None
     confirmed = []
+    offsets = _offsets(leaves)
     for i, ti, ei in zip(suspects, t, e):
-        leaf = int(np.searchsorted(_offsets(leaves), i, side="right") - 1)
-        rho = rounding_allowance(leaves[leaf].dtype, leaves[leaf].dtype, gt.dtype)
-        limit = FD_ERROR_FACTOR * ei + (rt if rt is not None else rho) * abs(ti) + (atol or 0.0)
+        leaf = int(np.searchsorted(offsets, i, side="right") - 1)
+        # the element's full-mode tolerance, less the term at its argument's scale, which is
+        # unknown without the whole ground truth
+        limit = FD_ERROR_FACTOR * ei + rt * abs(ti) + (atol or 0.0)
         if abs(g[i] - ti) > limit:
             confirmed.append((i, ti, limit))
     if not confirmed:
         return None
     i, ti, limit = max(confirmed, key=lambda c: abs(g[c[0]] - c[1]) / c[2])
-    leaf = int(np.searchsorted(_offsets(leaves), i, side="right") - 1)
-    local = i - int(_offsets(leaves)[leaf])
+    leaf = int(np.searchsorted(offsets, i, side="right") - 1)
+    local = i - int(offsets[leaf])
     shape = leaves[leaf].shape
     index = tuple(int(x) for x in np.unravel_index(local, shape)) if shape else ()
     worst = WorstElement(paths[leaf], index, float(ti), float(g[i]), float(limit),
