@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-isolate", action="store_true",
                         help="run the kernel in this process (faster; a crash ends the command)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help="kill a stage of the kernel that runs longer (isolated runs only)")
+                        help="kill a stage of the kernel that runs longer (isolated runs only; default: "
+                             "derived from the cost of one evaluation, see the docs' C-kernel page)")
     parser.add_argument("--threads", type=int, metavar="T",
                         help="split finite differences over T threads (the kernel must be thread safe)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
