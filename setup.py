@@ -78,7 +78,7 @@ EXTENSIONS = [
     extension("_reverse", "_reverse.c", core("gt_common", "ops", "tape"), blas=True),
     extension("_forward", "_forward.c", core("gt_common", "ops", "dual"), blas=True),
     extension("_ckernel", "_ckernel.c", core("gt_common", "fd", "guard", "guardbuf", "ckernel")),
-    extension("_dispatch", "_dispatch.c", core("gt_common", "guard", "elf_reader", "disasm", "dispatch")),
+    extension("_dispatch", "_dispatch.c", core("gt_common", "guard", "guardbuf", "elf_reader", "disasm", "dispatch")),
 ]
 
 

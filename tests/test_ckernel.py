@@ -964,3 +964,22 @@ def test_in_process_overrun_leaves_the_interpreter_intact(libs):
     for _ in range(50):
         assert gradtest.check_gradients(k, np.ones(6), isolate=False).outcomes["user"].status == "error"
     assert sum(list(range(1000))) == 499500
+
+
+def test_dispatch_call_check_sees_a_write_past_the_end(libs):
+    report = gradtest.check_dispatch(
+        f"{libs['bad']}:grad_overrun", np.zeros(1), 6, np.ones(6), np.zeros(6),
+        signature="int(void *ctx, size_t n, const double *x, double *grad)")
+    call = report.outcomes["call"]
+    assert call.status == "fail"
+    assert call.message == "the call failed: grad_overrun wrote past the end of grad (6 elements)"
+    # unnamed parameters are named by position; one element past is enough
+    report = gradtest.check_dispatch(f"{libs['bad']}:grad_overrun1", np.zeros(1), 6, np.ones(6), np.zeros(6),
+                                     signature="int(void*, size_t, const double*, double*)")
+    assert report.outcomes["call"].message == \
+        "the call failed: grad_overrun1 wrote past the end of args[3] (6 elements)"
+    # a correct kernel still passes, and the caller's arrays are untouched
+    g = np.zeros(6)
+    report = gradtest.check_dispatch(f"{libs['bad']}:sq_grad", np.zeros(1), 6, np.ones(6), g,
+                                     signature="int(void *ctx, size_t n, const double *x, double *grad)")
+    assert report.outcomes["call"].status == "pass" and not g.any()

@@ -101,7 +101,7 @@ def test_reader_reads_what_it_should(seeds):
 def _fuzzer(tmp_path: Path) -> Path:
     cc = compiler()
     exe = tmp_path / "fuzz_elf"
-    sources = [FIXTURES / "fuzz_elf.c"] + [CORE / f"{n}.c" for n in ("elf_reader", "disasm", "dispatch", "guard", "gt_common")]
+    sources = [FIXTURES / "fuzz_elf.c"] + [CORE / f"{n}.c" for n in ("elf_reader", "disasm", "dispatch", "guard", "guardbuf", "gt_common")]
     cmd = [cc, "-std=c11", "-g", "-O1", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
            "-fno-omit-frame-pointer", f"-I{CORE}", *map(str, sources), "-ldl", "-o", str(exe)]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True)

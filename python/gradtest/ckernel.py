@@ -421,8 +421,8 @@ class CKernel:
         check analyses f's machine code; a call check takes f's C arguments (ctx, n, x, ...)."""
         real = "double" if self.dtype == np.float64 else "float"
         if self.n_out is None:
-            return self._f, f"int(void*, size_t, const {real}*, {real}*)"
-        return self._f, f"int(void*, size_t, const {real}*, size_t, {real}*)"
+            return self._f, f"int(void *ctx, size_t n, const {real} *x, {real} *f)"
+        return self._f, f"int(void *ctx, size_t n, const {real} *x, size_t m, {real} *y)"
 
     def __repr__(self) -> str:
         kind = "scalar" if self.n_out is None else "vector"

@@ -594,6 +594,22 @@ def _convert_args(sig: _Signature, args: tuple) -> tuple[list[int], list[int]]:
     return classes, bits
 
 
+def _buffer_specs(sig: _Signature, args: tuple) -> list[tuple[int, str, bool] | None]:
+    """Per argument of the call check, ``(nbytes, name, is_const)`` for an array passed to a
+    pointer (the call gets a copy fenced by guard pages), else None. The name is the parameter's
+    own when the signature gives one (``double *grad``), else ``args[i]``."""
+    specs: list[tuple[int, str, bool] | None] = []
+    for i, (ct, value) in enumerate(zip(sig.args, args)):
+        if ct.kind != "pointer":
+            specs.append(None)
+            continue
+        words = re.findall(r"[A-Za-z_]\w*", ct.text)
+        named = len(words) > 1 and words[-1] not in _TYPE_WORDS and words[-1] not in _INT_TYPES \
+            and words[-1] not in _QUALIFIERS
+        specs.append((int(value.nbytes), words[-1] if named else f"args[{i}]", "const" in words))
+    return specs
+
+
 def _convert_result(ret: _CType, raw: int) -> Any:
     if ret.kind == "void":
         return None
@@ -996,7 +1012,8 @@ def check_dispatch(
         ret = tgt.signature.ret  # type: ignore[union-attr]
         ret_class = {"void": 3, "float": 1 if ret.size == 8 else 2}.get(ret.kind, 0)
         t0 = time.perf_counter()
-        out = _core().call(tgt.address, classes, bits, ret_class, float(timeout))
+        buffers = _buffer_specs(tgt.signature, args)  # type: ignore[arg-type]
+        out = _core().call(tgt.address, classes, bits, ret_class, float(timeout), buffers)
         seconds = time.perf_counter() - t0
         if out["how"] == "returned":
             report.result = _convert_result(ret, out["ret_bits"])
@@ -1005,6 +1022,10 @@ def check_dispatch(
         else:
             if out["how"] == "timeout":
                 desc = f"timed out after {timeout:g} s (killed with SIGKILL)"
+            elif out["how"] == "overrun":
+                name = out["overrun"].rsplit(" ", 1)[-1]
+                size = next((a.size for a, b in zip(args, buffers) if b and b[1] == name), 0)
+                desc = f"failed: {tgt.name} {out['overrun']} ({size} elements)"
             elif out["how"] == "signal":
                 desc = f"crashed with {out['signal_name']}"
             else:
