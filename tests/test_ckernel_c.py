@@ -154,3 +154,45 @@ def test_ckernel_runner_in_c(tmp_path):
     run = subprocess.run([str(exe)], capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 0, run.stdout + run.stderr
     assert " 0 failed" in run.stdout
+
+
+VALGRIND_DRIVER = r"""
+#include <stdio.h>
+#include <gradtest.h>
+#include "ckernel.h"
+
+static int sq(void *ctx, size_t n, const double *x, double *f)
+{ (void)ctx; double a = 0; for (size_t i = 0; i < n; i++) a += x[i] * x[i]; *f = a; return 0; }
+static int sq_grad(void *ctx, size_t n, const double *x, double *g)
+{ (void)ctx; for (size_t i = 0; i < n; i++) g[i] = 2 * x[i]; return 0; }
+
+int main(void)
+{
+    double x[5] = {1, 2, 3, 4, 5}, out[5], err[5];
+    gt_fd_options opts = {GT_FD_CENTRAL, 1, 0.0};
+    gt_guard_options gopts = {60.0, NULL, NULL};
+    gt_ck_result res;
+    gt_guard_result gres;
+    gt_ck_kernel k = {GT_FLOAT64, 5, 0, (gt_ck_fnptr)sq, (gt_ck_fnptr)sq_grad, NULL, NULL, NULL};
+    /* the gradient stage sends no error estimates: their bytes must be defined all the same */
+    int a = gt_ck_stage_guarded(&k, GT_CK_GRADIENT, x, NULL, &opts, NULL, 1, out, NULL, &res, &gopts, &gres);
+    int b = gt_ck_stage_guarded(&k, GT_CK_FUNCTION, x, NULL, &opts, NULL, 1, out, err, &res, &gopts, &gres);
+    printf("statuses %d %d\n", a, b);
+    return a != GT_OK || b != GT_OK;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which(CC) is None or shutil.which("valgrind") is None, reason="needs cc and valgrind")
+def test_guarded_child_sends_no_uninitialised_bytes(tmp_path):
+    """valgrind (which follows the forked child) sees every byte the child writes to its pipe."""
+    src = tmp_path / "vg.c"
+    src.write_text(VALGRIND_DRIVER)
+    exe = tmp_path / "vg"
+    build = _compile(exe, src, [])
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run(["valgrind", "-q", "--error-exitcode=99", "--child-silent-after-fork=no", str(exe)],
+                         capture_output=True, text=True, timeout=300)
+    assert "uninitialised" not in run.stderr, run.stderr
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "statuses 0 0" in run.stdout
