@@ -82,7 +82,11 @@ def test_single_element_error_in_large_gradient_is_caught_by_default(rng):
         g[12_345] *= 1 + 1e-3
         return (g,)
 
-    report = check_gradients(lambda x: np.sum(x * x), x, gradient=grad)
+    # mode="full" pinned: in the auto mode, whether 20,000 components fit the time budget depends
+    # on the machine's speed (under the sanitizers, or on a loaded CI runner, the check falls back
+    # to directional mode and no element index is reported). The auto mode's choice is tested
+    # where it is decided (issue 9 rewrites it); this test is about finding the one element.
+    report = check_gradients(lambda x: np.sum(x * x), x, gradient=grad, mode="full")
     assert report.outcomes["user"].status == "fail"
     assert report.outcomes["user"].worst.index == (12_345,)
     assert report.mode == "full"

@@ -789,6 +789,7 @@ def test_glue_keeps_reference_counts(libs):
     assert (sys.getrefcount(x), sys.getrefcount(u)) == before
 
 
+@pytest.mark.needs_capstone
 def test_dispatch_check_of_a_ckernel(libs):
     pytest.importorskip("capstone")
     k = CKernel(f"{libs['rosen']}:rosen_f", gradient="rosen_grad")
@@ -966,6 +967,7 @@ def test_in_process_overrun_leaves_the_interpreter_intact(libs):
     assert sum(list(range(1000))) == 499500
 
 
+@pytest.mark.needs_capstone
 def test_dispatch_call_check_sees_a_write_past_the_end(libs):
     report = gradtest.check_dispatch(
         f"{libs['bad']}:grad_overrun", np.zeros(1), 6, np.ones(6), np.zeros(6),

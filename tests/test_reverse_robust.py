@@ -256,3 +256,13 @@ def test_tape_nbytes_reports_and_release_frees():
     assert tape.nbytes >= before + 100 * 8  # the leaf's adjoint is kept
     tape.release()
     assert tape.nbytes == 0 and tape.released
+
+
+def test_zero_d_float32_plus_a_float64_scalar():
+    """The promotion casts a 0-d node on a tape that stores no dimension: under the CI's UBSan
+    step this once passed memcpy a NULL source (gt_tape_cast)."""
+    import gradtest
+
+    report = gradtest.check_gradients(lambda x: x + np.float64(1.0), np.array(2.0, dtype=np.float32),
+                                      backends=["reverse"])
+    assert report.outcomes["reverse"].status == "pass"

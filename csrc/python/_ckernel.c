@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "ckernel.h"
@@ -317,8 +318,11 @@ static int selftest_fn(void *ctx, void *out, size_t cap, size_t *len)
     const selftest *t = ctx;
     gt_guard_stage("selftest");
     if (!strcmp(t->kind, "segv")) {
-        volatile int *volatile p = NULL;
-        *p = 1;
+        /* a real fault, on an inaccessible page (not a NULL store, which UBSan would stop) */
+        volatile int *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if ((void *)p != MAP_FAILED)
+            *p = 1;
+        raise(SIGSEGV);
     } else if (!strcmp(t->kind, "abort")) {
         abort();
     } else if (!strcmp(t->kind, "fpe")) {
