@@ -95,6 +95,16 @@ def _apply_semantics(outcome: Outcome, broken: bool, soft: bool) -> Outcome:
     return outcome
 
 
+def _ground_truth_dtype(value: Any, flat: FlatArgs) -> np.dtype:
+    """``ground_truth_dtype``: None means the inputs' own dtype (LuxTestUtils'
+    ``ground_truth_eltype = nothing``): that of the differentiated leaves, promoted if they
+    differ, and float32 for float16 (the narrowest type the finite differences run in)."""
+    if value is not None:
+        return np.dtype(value)
+    own = np.result_type(*(np.asarray(flat.leaves[i]).dtype for i in flat.differentiable))
+    return np.dtype(np.float32) if own == np.float16 else np.dtype(own)
+
+
 def _function_name(f: Any) -> str:
     return getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__name__
 
@@ -211,8 +221,11 @@ def check_gradients(
         ``args`` (entries for non-differentiated leaves are ignored); checked as backend ``"user"``.
     ground_truth_backend : str, optional
         The reference; ``"finite_diff"`` (default) or another backend's name.
-    ground_truth_dtype : dtype, optional
-        The dtype of the finite-difference computation (float64 by default, whatever the inputs).
+    ground_truth_dtype : dtype or None, optional
+        The dtype of the finite-difference computation (float64 by default, whatever the
+        inputs). ``None``: the inputs' own dtype (promoted when the differentiated arrays
+        differ; float32 for float16 inputs), as ``ground_truth_eltype = nothing`` in
+        LuxTestUtils.
     atol, rtol : float, optional
         Override the default tolerances (see the docs' tolerance page).
     kwargs : dict, optional
@@ -276,7 +289,6 @@ def check_gradients(
         raise TypeError(f"gradient: expected a callable returning the gradient tree, got {type(gradient).__name__}")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError(f"kwargs: expected a dict of keyword arguments for f, got {type(kwargs).__name__}")
-    gt_dtype = np.dtype(ground_truth_dtype)
 
     flat = flatten_args(args)
     if not flat.differentiable:
@@ -285,6 +297,7 @@ def check_gradients(
             "args: no differentiable argument; gradtest differentiates floating NumPy arrays "
             f"(float16, float32, float64), got {kinds}"
         )
+    gt_dtype = _ground_truth_dtype(ground_truth_dtype, flat)
 
     if hook is not None:
         if order != 1:
@@ -400,9 +413,13 @@ def _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, at
             outcomes[name] = Outcome(name, "skipped", message="in skip_backends")
             continue
         if gt_error is not None or gt is None:
-            outcome = Outcome(name, "error", exception=gt_error,
-                              message=f"no ground truth to compare with: {gt_error}")
-        elif precomputed is not None:
+            # LuxTestUtils computes the ground truth outside the soft handling: without one, the
+            # result is an error whatever soft_fail and broken_backends say (an f with a typo
+            # must not pass as "broken")
+            outcomes[name] = Outcome(name, "error", exception=gt_error,
+                                     message=f"no ground truth to compare with: {gt_error}")
+            continue
+        if precomputed is not None:
             outcome = _precomputed_outcome(name, precomputed, problem, gt, atol, rtol)
         else:
             outcome = _run_backend(name, problem, gt, atol, rtol)
@@ -421,6 +438,7 @@ def _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, at
     )
     if gt_error is not None:
         report.notes.append(f"ground truth failed: {gt_error}")
+        report.ground_truth_error = gt_error
     return report
 
 
@@ -452,10 +470,22 @@ def test_gradients(f: Callable[..., Any], *args: Any, **options: Any) -> Gradien
     Raises
     ------
     AssertionError
-        With the report table as its message.
+        With the report table as its message; also when nothing was checked (``backends=[]``,
+        or every backend skipped).
+    GroundTruthError
+        When there is no ground truth (f raised, or its values were not finite), with f's
+        exception as the cause: an error, never a soft or broken failure.
     """
     report = check_gradients(f, *args, **options)
     _events.emit(report)
+    if report.ground_truth_error is not None:
+        # not an AssertionError: a softfail marker must not turn f's own exception into "broken"
+        raise GroundTruthError("gradient check could not run: no ground truth "
+                               f"({report.ground_truth_error})\n" + str(report)) from report.ground_truth_error
+    if not any(o.status != "skipped" for o in report.outcomes.values()):
+        raise AssertionError(
+            f"gradient check failed: nothing was checked (backends run: none; skipped: "
+            f"{', '.join(report.outcomes) or 'none'})\n" + str(report))
     if report.failures:
         raise AssertionError("gradient check failed\n" + str(report))
     return report

@@ -931,6 +931,7 @@ def check_dispatch(
     max_depth: int = DEFAULT_MAX_DEPTH,
     signature: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    **unexpected: Any,
 ) -> DispatchReport:
     """Checks a compiled C function for crashes (call) and for dispatch, allocation and calls out
     of its library (opt), as LuxTestUtils' ``@jet`` does for Julia functions.
@@ -973,6 +974,7 @@ def check_dispatch(
     DispatchReport
         ``report.passed``, ``report.outcomes["call"]``/``["opt"]``, ``report.findings``.
     """
+    _refuse_unexpected(unexpected)
     allow_t = tuple(_names(allow, "allow", "symbol patterns"))
     if _is_python_target(target):
         return _check_python(target, args, target_modules=target_modules, allow=allow_t,
@@ -1088,6 +1090,17 @@ def _check_python(f: Any, args: tuple, *, target_modules: Any, allow: tuple[str,
 
 def _callable_name(f: Any) -> str:
     return getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__name__
+
+
+def _refuse_unexpected(unexpected: dict[str, Any]) -> None:
+    """A TypeError for keyword arguments check_dispatch does not take; ``broken=`` (the gradient
+    checks' word) gets the seed's hint."""
+    if not unexpected:
+        return
+    if "broken" in unexpected:
+        raise TypeError("check_dispatch() got an unexpected keyword argument 'broken': the two halves are "
+                        "marked separately, use call_broken or opt_broken (as LuxTestUtils' @jet)")
+    raise TypeError(f"check_dispatch() got unexpected keyword argument(s) {', '.join(map(repr, unexpected))}")
 
 
 def test_dispatch(target: Any, *args: Any, **kwargs: Any) -> DispatchReport:
