@@ -122,6 +122,8 @@ class GradientProblem:
         The ``gradient=`` function, for the ``"user"`` backend.
     options : dict
         Backend options from the caller (e.g. ``forward_chunk_size``), by backend-defined keys.
+    compare_options : dict
+        Keyword arguments for the comparison of each backend with the ground truth (``nans``).
     """
 
     f: Callable[..., Any]
@@ -130,6 +132,7 @@ class GradientProblem:
     output: OutputSpec
     user_gradient: Callable[..., Any] | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    compare_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def diff_leaves(self) -> list[np.ndarray]:

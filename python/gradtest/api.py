@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -159,11 +160,33 @@ def _run_backend(
 def _compare(name: str, grads: list[np.ndarray], problem: GradientProblem, gt: GroundTruth,
              atol: float | None, rtol: float | None, seconds: float) -> Outcome:
     if gt.mode == "full":
-        outcome = compare_full(name, grads, gt, problem.diff_leaves, problem.diff_paths, atol, rtol)
+        outcome = compare_full(name, grads, gt, problem.diff_leaves, problem.diff_paths, atol, rtol,
+                               **problem.compare_options)
     else:
-        outcome = compare_directional(name, grads, gt, problem.diff_leaves, atol, rtol)
+        outcome = compare_directional(name, grads, gt, problem.diff_leaves, atol, rtol, **problem.compare_options)
     outcome.seconds = seconds
     return outcome
+
+
+# Whether the comparison functions take nans= (matching NaNs accepted); until they do, nans=True
+# is refused rather than ignored.
+_COMPARE_TAKES_NANS = all("nans" in inspect.signature(fn).parameters
+                          for fn in (compare_full, compare_directional))
+
+
+def _nans_option(nans: Any) -> bool:
+    """Validates ``nans=``; a TypeError naming it for anything but a bool."""
+    if not isinstance(nans, (bool, np.bool_)):
+        raise TypeError(f"nans: expected True or False, got {type(nans).__name__}")
+    if nans and not _COMPARE_TAKES_NANS:
+        raise NotImplementedError("nans=True: matching NaNs are not accepted by this version's "
+                                  "comparison yet; compare with gradtest.check_approx(..., nans=True)")
+    return bool(nans)
+
+
+def _compare_options(nans: bool) -> dict[str, Any]:
+    """Keyword arguments for compare_full/compare_directional from the check's options."""
+    return {"nans": nans} if _COMPARE_TAKES_NANS else {}
 
 
 def _tolerance(value: float | None, argument: str) -> float | None:
@@ -187,6 +210,7 @@ def check_gradients(
     ground_truth_dtype: Any = np.float64,
     atol: float | None = None,
     rtol: float | None = None,
+    nans: bool = False,
     kwargs: dict[str, Any] | None = None,
     order: int = 1,
     **fd_options: Any,
@@ -228,6 +252,9 @@ def check_gradients(
         LuxTestUtils.
     atol, rtol : float, optional
         Override the default tolerances (see the docs' tolerance page).
+    nans : bool, optional
+        True: a NaN in the same element of the ground truth and of a backend's gradient is a
+        match (as ``nans=`` of :func:`check_approx` and of LuxTestUtils' ``test_gradients``).
     kwargs : dict, optional
         Keyword arguments for ``f`` (never differentiated).
     order : {1, 2}, optional
@@ -283,6 +310,7 @@ def check_gradients(
     if both:
         raise ValueError(f"skip_backends and broken_backends both name {', '.join(map(repr, both))}; a backend is either skipped or broken")
     atol, rtol = _tolerance(atol, "atol"), _tolerance(rtol, "rtol")
+    nans = _nans_option(nans)
     if not callable(f):
         raise TypeError(f"f: expected a callable, got {type(f).__name__}")
     if gradient is not None and not callable(gradient):
@@ -306,7 +334,8 @@ def check_gradients(
         settings = CheckSettings({k: v for k, v in fd_options.items() if k in fd_names}, gt_dtype,
                                  {k: v for k, v in fd_options.items() if k not in fd_names})
         FDOptions.from_kwargs(settings.fd_options)
-        problem = GradientProblem(f, kwargs or {}, flat, describe_output(0.0, np.random.default_rng(0)))
+        problem = GradientProblem(f, kwargs or {}, flat, describe_output(0.0, np.random.default_rng(0)),
+                                  compare_options=_compare_options(nans))
         selected = backend_list if backend_list is not None else list(getattr(f, "__gradtest_backends__", ()))
         try:
             gt, results = hook(args, settings)
@@ -324,7 +353,7 @@ def check_gradients(
     fd_kwargs, backend_options = _split_options(fd_options)
     opts = FDOptions.from_kwargs(fd_kwargs)
     problem = GradientProblem(f, kwargs or {}, flat, describe_output(0.0, np.random.default_rng(0)), gradient,
-                              backend_options)
+                              backend_options, _compare_options(nans))
     gt_error: Exception | None = None
     gt: GroundTruth | None = None
     try:
