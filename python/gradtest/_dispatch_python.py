@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _events, reverse
+from . import reverse
 from ._tree import flatten_args, output_leaves, tree_map_outputs
 from .dispatch import DispatchReport
 from .report import Outcome
@@ -557,5 +557,4 @@ def check_dispatch_python(f: Callable[..., Any], args: tuple[Any, ...], allow: t
                                              seconds=report.seconds)
     finally:
         tape.release()
-    _events.emit(report)
     return report

@@ -505,18 +505,23 @@ def test_gradients(f: Callable[..., Any], *args: Any, **options: Any) -> Gradien
         When there is no ground truth (f raised, or its values were not finite), with f's
         exception as the cause: an error, never a soft or broken failure.
     """
+    __tracebackhide__ = True  # pytest: point at the caller's line, not at gradtest's
     report = check_gradients(f, *args, **options)
-    _events.emit(report)
+    error: Exception | None = None
     if report.ground_truth_error is not None:
         # not an AssertionError: a softfail marker must not turn f's own exception into "broken"
-        raise GroundTruthError("gradient check could not run: no ground truth "
-                               f"({report.ground_truth_error})\n" + str(report)) from report.ground_truth_error
-    if not any(o.status != "skipped" for o in report.outcomes.values()):
-        raise AssertionError(
+        error = GroundTruthError("gradient check could not run: no ground truth "
+                                 f"({report.ground_truth_error})\n" + str(report))
+        error.__cause__ = report.ground_truth_error
+    elif not any(o.status != "skipped" for o in report.outcomes.values()):
+        error = AssertionError(
             f"gradient check failed: nothing was checked (backends run: none; skipped: "
             f"{', '.join(report.outcomes) or 'none'})\n" + str(report))
-    if report.failures:
-        raise AssertionError("gradient check failed\n" + str(report))
+    elif report.failures:
+        error = AssertionError("gradient check failed\n" + str(report))
+    _events.emit(report, error)
+    if error is not None:
+        raise error
     return report
 
 

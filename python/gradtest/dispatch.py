@@ -1071,7 +1071,6 @@ def check_dispatch(
                                          seconds=report.seconds)
         if raw["depth_limited"]:
             report.notes.append(f"calls deeper than max_depth={max_depth} were not followed")
-    _events.emit(report)
     return report
 
 
@@ -1112,9 +1111,13 @@ def test_dispatch(target: Any, *args: Any, **kwargs: Any) -> DispatchReport:
     DispatchReport
         The report, when the check passed.
     """
+    __tracebackhide__ = True  # pytest: point at the caller's line, not at gradtest's
     report = check_dispatch(target, *args, **kwargs)
-    if not report.passed:
-        raise AssertionError("\n" + str(report))
+    error = None if report.passed else AssertionError("\n" + str(report))
+    # only the test_ form reports to the pytest plugin: its result decides the test
+    _events.emit(report, error)
+    if error is not None:
+        raise error
     return report
 
 
