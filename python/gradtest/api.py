@@ -242,7 +242,9 @@ def check_gradients(
         ``broken``; overrides ``broken_backends``.
     gradient : callable, optional
         A hand-written gradient, ``gradient(*args, **kwargs)`` returning a tree shaped like
-        ``args`` (entries for non-differentiated leaves are ignored); checked as backend ``"user"``.
+        ``args`` (entries for non-differentiated leaves are ignored, ``None`` may stand for a
+        whole subtree); for a single argument its tree may come unwrapped (``{'w': g}`` for
+        ``({'w': g},)``). Checked as backend ``"user"``.
     ground_truth_backend : str, optional
         The reference; ``"finite_diff"`` (default) or another backend's name.
     ground_truth_dtype : dtype or None, optional
