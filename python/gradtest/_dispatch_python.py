@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 
 from . import reverse
-from ._tree import flatten_args, output_leaves, tree_map_outputs
+from ._tree import flatten_args, output_leaves, refuse_subclasses, tree_map_outputs
 from .dispatch import DispatchReport
 from .report import Outcome
 
@@ -468,6 +468,7 @@ def check_dispatch_python(f: Callable[..., Any], args: tuple[Any, ...], allow: t
 
     file, _ = _file_of(f)
     flat = flatten_args(tuple(args))
+    refuse_subclasses(flat)
     tape = reverse.Tape()
     tape.slow = True  # every operation through the Python hooks (the C fast path wraps plain Tracked)
     try:

@@ -144,6 +144,34 @@ def flatten_args(args: tuple[Any, ...]) -> FlatArgs:
     return FlatArgs(list(leaves), paths, spec, differentiable, len(args))
 
 
+# ndarray subclasses that are plain arrays for every purpose of a check
+_PLAIN_SUBCLASSES = (np.memmap,)
+
+
+def refuse_subclasses(flat: FlatArgs) -> None:
+    """Raises a TypeError naming the argument for a floating ndarray subclass among the caller's
+    arguments (a masked array, np.matrix...): the ground truth perturbs and copies its data as a
+    plain array, so a mask, or matrix semantics, would be silently dropped there and kept in the
+    backends. Leaves wrapped in Constant are the caller's to pass as they are."""
+    for leaf, path in zip(flat.leaves, flat.paths):
+        _refuse_subclass(leaf, path)
+
+
+def _refuse_subclass(leaf: Any, path: str) -> None:
+    kind = type(leaf)
+    if not isinstance(leaf, np.ndarray) or kind is np.ndarray or kind in _PLAIN_SUBCLASSES:
+        return
+    if leaf.dtype not in _DIFFERENTIABLE_DTYPES:
+        return
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    hint = ("fill or drop the masked elements first (x.filled(...), x.compressed()), or pass the "
+            "data and the mask separately" if isinstance(leaf, np.ma.MaskedArray)
+            else "pass np.asarray(x) if its semantics do not matter to f")
+    raise TypeError(f"{path}: gradtest differentiates plain numpy.ndarray, got {name}, whose semantics "
+                    f"the finite-difference ground truth would drop; {hint}, or wrap it in "
+                    "gradtest.Constant to hold it constant")
+
+
 def flatten_like(flat: FlatArgs, tree: Any, what: str) -> list[Any]:
     """One entry per leaf of the argument tree ``flat``, read from ``tree``, which must have the
     same structure, except that ``None`` may stand for a whole subtree (every leaf under it gets

@@ -15,7 +15,7 @@ from . import _events
 from ._compare import GradientShapeError, as_gradient_arrays, compare_directional, compare_full
 from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, finite_diff_backend, ground_truth
 from ._problem import GradientProblem, describe_output
-from ._tree import FlatArgs, flatten_args, flatten_like
+from ._tree import FlatArgs, flatten_args, flatten_like, refuse_subclasses
 from .backends import available_backends, get_backend, register_backend
 from .report import GradientReport, Outcome
 
@@ -321,6 +321,7 @@ def check_gradients(
         raise TypeError(f"kwargs: expected a dict of keyword arguments for f, got {type(kwargs).__name__}")
 
     flat = flatten_args(args)
+    refuse_subclasses(flat)
     if not flat.differentiable:
         kinds = ", ".join(f"{p}: {type(leaf).__name__}" for p, leaf in zip(flat.paths, flat.leaves)) or "no arguments"
         raise ValueError(
@@ -565,6 +566,7 @@ def gradient(f: Callable[..., Any], *args: Any, backend: str = GROUND_TRUTH_BACK
     if backend == "user":
         raise ValueError("backend: 'user' has no gradient of its own; pass gradient= to check_gradients")
     flat: FlatArgs = flatten_args(args)
+    refuse_subclasses(flat)
     if not flat.differentiable:
         raise ValueError("args: no differentiable argument; gradtest differentiates floating NumPy arrays")
     problem = GradientProblem(f, kwargs or {}, flat, describe_output(0.0, np.random.default_rng(0)))
