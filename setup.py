@@ -90,8 +90,8 @@ EXTENSIONS = [
     extension("_core", "_core.c", core("gt_common", "fd", "ops"), blas=True),
     extension("_reverse", "_reverse.c", core("gt_common", "ops", "tape"), blas=True),
     extension("_forward", "_forward.c", core("gt_common", "ops", "dual"), blas=True),
-    extension("_ckernel", "_ckernel.c", core("gt_common", "fd", "guard", "ckernel")),
-    extension("_dispatch", "_dispatch.c", core("gt_common", "guard", "elf_reader", "disasm", *DISPATCH)),
+    extension("_ckernel", "_ckernel.c", core("gt_common", "fd", "guard", "guardbuf", "ckernel")),
+    extension("_dispatch", "_dispatch.c", core("gt_common", "guard", "guardbuf", "elf_reader", "disasm", *DISPATCH)),
 ]
 
 

@@ -272,7 +272,7 @@ class TestBadInput:
     def test_gradient_with_wrong_tree(self):
         report = check_gradients(seed_f, *seed_args(np.random.default_rng(0)), gradient=lambda x, y, z: (None, None))
         assert report.outcomes["user"].status == "error"
-        assert "structure of the arguments" in report.outcomes["user"].message
+        assert "returned a tuple of 2; expected a tuple of 3 gradients, one per argument" in report.outcomes["user"].message
 
     def test_gradient_with_wrong_shape(self):
         report = check_gradients(lambda x: np.sum(x**2), np.ones(4), gradient=lambda x: (np.ones(3),))

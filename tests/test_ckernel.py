@@ -6,13 +6,17 @@ from __future__ import annotations
 import ctypes
 import os
 import shutil
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gradtest
+from gradtest._finite_diff import GroundTruthError
 from gradtest.ckernel import CKernel, KernelCrash, KernelError, KernelLoadError, KernelTimeout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -164,6 +168,52 @@ int slow_f(void *ctx, size_t n, const double *x, double *f)
     struct timespec ts = {0, 20000000};
     nanosleep(&ts, NULL);
     return sq_f(ctx, n, x, f);
+}
+/* writes 64 doubles past the end of g (reading only x[0..n)) */
+int grad_overrun(void *ctx, size_t n, const double *x, double *g)
+{
+    (void)ctx;
+    for (size_t i = 0; i < n + 64; i++)
+        g[i] = i < n ? 2.0 * x[i] : 0.0;
+    return 0;
+}
+/* one element past the end: the smallest overrun */
+int grad_overrun1(void *ctx, size_t n, const double *x, double *g)
+{
+    sq_grad(ctx, n, x, g);
+    g[n] = 1.0;
+    return 0;
+}
+int grad_underrun(void *ctx, size_t n, const double *x, double *g)
+{
+    sq_grad(ctx, n, x, g);
+    g[-1] = 1.0;
+    return 0;
+}
+/* a scalar function that writes a second output value */
+int f_overrun(void *ctx, size_t n, const double *x, double *f)
+{
+    sq_f(ctx, n, x, f);
+    f[1] = 0.0;
+    return 0;
+}
+/* writes its pid to $GT_SPIN_PIDFILE, then spins at 100% CPU for ever */
+int grad_spin(void *ctx, size_t n, const double *x, double *g)
+{
+    (void)ctx; (void)n; (void)x; (void)g;
+    const char *path = getenv("GT_SPIN_PIDFILE");
+    if (path) {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", path);
+        FILE *fp = fopen(tmp, "w");
+        if (fp) {
+            fprintf(fp, "%d", (int)getpid());
+            fclose(fp);
+            rename(tmp, path);
+        }
+    }
+    for (volatile unsigned long spin = 0;; spin++)
+        ;
 }
 int jvp_hang_at_3(void *ctx, size_t n, const double *x, const double *xdot, size_t m, double *ydot)
 {
@@ -525,7 +575,7 @@ def test_function_failure_is_an_error_outcome(libs, isolate):
     cause = _no_ground_truth(report).__cause__
     assert isinstance(cause, KernelError) and "status 5" in str(cause)
     assert cause.stage == "function" and cause.status == 5
-    with pytest.raises(AssertionError, match="status 5"):
+    with pytest.raises(GroundTruthError, match="status 5"):
         gradtest.test_gradients(k, x, isolate=isolate, rel_step=1e-3)
     # a small enough step stays in the domain
     assert gradtest.check_gradients(k, x, isolate=isolate, rel_step=1e-8).passed
@@ -743,6 +793,7 @@ def test_glue_keeps_reference_counts(libs):
     assert (sys.getrefcount(x), sys.getrefcount(u)) == before
 
 
+@pytest.mark.needs_capstone
 def test_dispatch_check_of_a_ckernel(libs):
     pytest.importorskip("capstone")
     k = CKernel(f"{libs['rosen']}:rosen_f", gradient="rosen_grad")
@@ -752,3 +803,189 @@ def test_dispatch_check_of_a_ckernel(libs):
     out = np.zeros(1)
     called = gradtest.check_dispatch(k, np.zeros(1), x.size, x, out)  # rosen_f ignores ctx
     assert called.outcomes["call"].status == "pass", str(called)
+
+
+# ---- processes: time limits, Ctrl-C, parents that die (issue 12, item 1) ---------------------
+
+_CHILD_SCRIPT = r"""
+import sys, numpy as np
+import gradtest, gradtest.ckernel as ck
+from gradtest.ckernel import CKernel
+lib, gradient, timeout = sys.argv[1], sys.argv[2], sys.argv[3]
+ck.MIN_TIME_LIMIT = 0.5  # the default limit's floor, lowered so that the test is short
+options = {} if timeout == "default" else {"timeout": None}
+k = CKernel(lib + ":sq_f", gradient=gradient)
+try:
+    report = gradtest.check_gradients(k, np.ones(3), **options)
+except KeyboardInterrupt:
+    print("KeyboardInterrupt raised", flush=True)
+    sys.exit(0)
+print(report, flush=True)
+"""
+
+
+def _python(script: str, *args: str, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]), **kwargs.pop("env", {}))
+    return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env, **kwargs)
+
+
+def _wait_for_pid(pidfile: Path, proc: subprocess.Popen) -> int:
+    for _ in range(600):
+        if pidfile.exists():
+            return int(pidfile.read_text())
+        if proc.poll() is not None:
+            pytest.fail(f"the check ended before the kernel started: {proc.stdout.read()}")
+        time.sleep(0.05)
+    pytest.fail("the spinning kernel never started")
+
+
+def _gone(pid: int, seconds: float = 20.0) -> bool:
+    """True once pid has exited (a zombie that nobody reaps counts as gone)."""
+    for _ in range(int(seconds / 0.05)):
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def test_default_time_limit_is_derived_from_one_evaluation():
+    from gradtest import ckernel as ck
+
+    assert ck.default_time_limit("gradient", 10, 0.0) == ck.MIN_TIME_LIMIT
+    # 100 x 1 ms x (1 + 1000 x 4) calls
+    assert ck.default_time_limit("function", 1000, 1e-3, 4) == pytest.approx(ck.SAFETY_FACTOR * 1e-3 * 4001)
+    assert ck.default_time_limit("jvp", 1000, 1e-3) == pytest.approx(ck.SAFETY_FACTOR * 1e-3 * 3000)
+    assert ck.default_time_limit("gradient", 10, 1.0) == pytest.approx(ck.SAFETY_FACTOR * 5)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG")
+def test_a_hanging_kernel_times_out_by_default(libs):
+    """No timeout= given: the default limit stops the kernel and the report says so."""
+    proc = _python(_CHILD_SCRIPT, libs["bad"], "grad_hang", "default")
+    try:
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out
+    assert "user     error" in out
+    assert "KernelTimeout: timed out after 0.5 s: grad_hang in stage 'gradient'" in out
+    assert "time limit of each isolated stage derived from one evaluation of f" in out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_the_kernel_child_dies_with_its_parent(libs, tmp_path, sig):
+    """A CI runner or pytest-timeout kills the test process by PID: its kernel child must not
+    keep spinning, re-parented to init."""
+    pidfile = tmp_path / "kernel.pid"
+    proc = _python(_CHILD_SCRIPT, libs["bad"], "grad_spin", "none", env={"GT_SPIN_PIDFILE": str(pidfile)})
+    kernel_pid = _wait_for_pid(pidfile, proc)
+    try:
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=60)
+        assert _gone(kernel_pid), "the kernel's child process outlived its parent"
+    finally:
+        _kill(kernel_pid)
+        proc.kill()
+        proc.communicate()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_sigint_stops_the_kernel_and_raises_keyboard_interrupt(libs, tmp_path):
+    pidfile = tmp_path / "kernel.pid"
+    proc = _python(_CHILD_SCRIPT, libs["bad"], "grad_spin", "none", env={"GT_SPIN_PIDFILE": str(pidfile)})
+    kernel_pid = _wait_for_pid(pidfile, proc)
+    try:
+        os.kill(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert "KeyboardInterrupt raised" in out, out
+        assert _gone(kernel_pid)
+    finally:
+        _kill(kernel_pid)
+        proc.kill()
+
+
+def test_kernel_child_has_its_own_process_group(libs, tmp_path):
+    """A terminal's Ctrl-C goes to the foreground process group: the kernel's child is not in it,
+    so the parent alone decides (and raises KeyboardInterrupt)."""
+    pidfile = tmp_path / "kernel.pid"
+    proc = _python(_CHILD_SCRIPT, libs["bad"], "grad_spin", "none", env={"GT_SPIN_PIDFILE": str(pidfile)})
+    kernel_pid = _wait_for_pid(pidfile, proc)
+    try:
+        assert os.getpgid(kernel_pid) == kernel_pid != os.getpgid(proc.pid)
+    finally:
+        _kill(kernel_pid)
+        proc.kill()
+        proc.communicate()
+
+
+# ---- buffers: writes outside what the kernel was given (issue 12, item 2) ---------------------
+
+
+@pytest.mark.parametrize("n", [6, 1000])
+@pytest.mark.parametrize("symbol", ["grad_overrun", "grad_overrun1"])
+def test_write_past_the_end_of_the_gradient_is_reported(libs, isolate, symbol, n):
+    k = CKernel(f"{libs['bad']}:sq_f", gradient=symbol)
+    outcome = gradtest.check_gradients(k, np.linspace(0.5, 1.5, n), isolate=isolate).outcomes["user"]
+    assert outcome.status == "error"
+    assert isinstance(outcome.exception, gradtest.ckernel.KernelOverrun)
+    assert str(outcome.exception) == f"{symbol} wrote past the end of grad (n = {n})"
+    assert outcome.exception.stage == "gradient"
+
+
+def test_write_before_the_start_is_reported(libs, isolate):
+    k = CKernel(f"{libs['bad']}:sq_f", gradient="grad_underrun")
+    outcome = gradtest.check_gradients(k, np.ones(6), isolate=isolate).outcomes["user"]
+    assert outcome.status == "error"
+    assert str(outcome.exception) == "grad_underrun wrote before the start of grad (n = 6)"
+
+
+def test_function_overrun_leaves_no_ground_truth(libs, isolate):
+    k = CKernel(f"{libs['bad']}:f_overrun", gradient="sq_grad")
+    report = gradtest.check_gradients(k, np.ones(6), isolate=isolate)
+    assert report.outcomes["user"].status == "error"
+    assert "f_overrun wrote past the end of f (n = 6)" in str(report)
+    with pytest.raises(gradtest.ckernel.KernelOverrun, match="wrote past the end of f"):
+        k(np.ones(6))
+
+
+def test_in_process_overrun_leaves_the_interpreter_intact(libs):
+    """In-process, the 64 stray doubles land in a canary, not in the interpreter's heap: many
+    checks in a row, then ordinary work, go on normally."""
+    k = CKernel(f"{libs['bad']}:sq_f", gradient="grad_overrun")
+    for _ in range(50):
+        assert gradtest.check_gradients(k, np.ones(6), isolate=False).outcomes["user"].status == "error"
+    assert sum(list(range(1000))) == 499500
+
+
+@pytest.mark.needs_capstone
+def test_dispatch_call_check_sees_a_write_past_the_end(libs):
+    report = gradtest.check_dispatch(
+        f"{libs['bad']}:grad_overrun", np.zeros(1), 6, np.ones(6), np.zeros(6),
+        signature="int(void *ctx, size_t n, const double *x, double *grad)")
+    call = report.outcomes["call"]
+    assert call.status == "fail"
+    assert call.message == "the call failed: grad_overrun wrote past the end of grad (6 elements)"
+    # unnamed parameters are named by position; one element past is enough
+    report = gradtest.check_dispatch(f"{libs['bad']}:grad_overrun1", np.zeros(1), 6, np.ones(6), np.zeros(6),
+                                     signature="int(void*, size_t, const double*, double*)")
+    assert report.outcomes["call"].message == \
+        "the call failed: grad_overrun1 wrote past the end of args[3] (6 elements)"
+    # a correct kernel still passes, and the caller's arrays are untouched
+    g = np.zeros(6)
+    report = gradtest.check_dispatch(f"{libs['bad']}:sq_grad", np.zeros(1), 6, np.ones(6), g,
+                                     signature="int(void *ctx, size_t n, const double *x, double *grad)")
+    assert report.outcomes["call"].status == "pass" and not g.any()

@@ -126,3 +126,43 @@ def test_end_to_end_subprocess(libs):
                          env=env, timeout=120)
     assert run.returncode == 1, run.stderr
     assert "args[0][0]" in run.stdout
+
+
+# ---- issue 12, item 15: usage errors a user can act on ----------------------------------------
+
+
+def test_x_that_is_not_a_npy_file_says_so(libs, tmp_path, capsys):
+    text = tmp_path / "x.txt"
+    text.write_text("1 2 3\n")
+    assert main(["check", f"{libs['crashy']}:f", "--gradient", "g", "--x", str(text)]) == 2
+    err = capsys.readouterr().err
+    assert "--x: " in err and "is not a .npy file; expected one array saved with numpy.save" in err
+    archive = tmp_path / "x.npz"
+    np.savez(archive, x=np.ones(3))
+    assert main(["check", f"{libs['crashy']}:f", "--gradient", "g", "--x", str(archive)]) == 2
+    assert "is a .npz archive" in capsys.readouterr().err
+    assert main(["check", f"{libs['crashy']}:f", "--gradient", "g", "--x", str(tmp_path / "none.npy")]) == 2
+    assert "--x: cannot read" in capsys.readouterr().err
+
+
+def test_broken_with_an_unknown_name_lists_the_kernels_backends(libs, capsys):
+    assert main(["check", f"{libs['crashy']}:f", "--gradient", "g", "--broken", "reverse"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "gradtest check: error: --broken: unknown backend 'reverse'; this kernel's backends: user"
+
+
+def test_demo_with_an_unwritable_html_path_fails_before_any_work(tmp_path):
+    target = tmp_path / "missing-dir" / "report.html"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
+    run = subprocess.run([sys.executable, "-m", "gradtest", "demo", "--html", str(target)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 2
+    assert run.stdout == ""  # no example was checked
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gradtest demo: error: --html: cannot write")
+
+
+def test_demo_writes_the_html_page(tmp_path, capsys):
+    page = tmp_path / "demo.html"
+    assert main(["demo", "--html", str(page)]) == 0
+    assert page.read_text().startswith("<html><body><h2>")

@@ -101,7 +101,7 @@ def test_reader_reads_what_it_should(seeds):
 
 
 def _fuzzer(tmp_path: Path) -> Path:
-    core = core_sources("dispatch_*", "elf_reader", "disasm", "guard", "gt_common")
+    core = core_sources("dispatch_*", "elf_reader", "disasm", "guard", "guardbuf", "gt_common")
     return cbuild("fuzz_elf.c", core, tmp_path)[0]
 
 

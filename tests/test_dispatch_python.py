@@ -340,10 +340,13 @@ def test_report_text_html_and_data(x32, params32):
         gradtest.test_dispatch(mlp_promoting, x32, params32)
 
 
-def test_report_is_emitted(x32, params32):
+def test_report_is_emitted_by_test_dispatch(x32, params32):
     seen = []
-    with _events.listening(seen.append):
+    with _events.listening(lambda report, raised: seen.append(report)):
         gradtest.check_dispatch(mlp_promoting, x32, params32)
+        assert seen == []  # check_ forms decide nothing, so they report nothing
+        with pytest.raises(AssertionError):
+            gradtest.test_dispatch(mlp_promoting, x32, params32)
     assert len(seen) == 1 and isinstance(seen[0], PythonDispatchReport)
     assert seen[0].target == "mlp_promoting"
 

@@ -330,3 +330,13 @@ def test_glue_holds_what_python_code_can_drop(script, expected):
                           env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == expected
+
+
+def test_zero_d_float32_plus_a_float64_scalar():
+    """The promotion casts a 0-d node on a tape that stores no dimension: under the CI's UBSan
+    step this once passed memcpy a NULL source (gt_tape_cast)."""
+    import gradtest
+
+    report = gradtest.check_gradients(lambda x: x + np.float64(1.0), np.array(2.0, dtype=np.float32),
+                                      backends=["reverse"])
+    assert report.outcomes["reverse"].status == "pass"

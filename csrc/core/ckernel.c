@@ -8,8 +8,10 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #include "gradtest.h" /* python/gradtest/include: on the include path (setup.py) */
+#include "guardbuf.h"
 
 const char *gt_ck_stage_name(gt_ck_stage stage)
 {
@@ -18,6 +20,7 @@ const char *gt_ck_stage_name(gt_ck_stage stage)
     case GT_CK_GRADIENT: return "gradient";
     case GT_CK_VJP: return "vjp";
     case GT_CK_JVP: return "jvp";
+    case GT_CK_EVALUATE: return "evaluate";
     }
     return "?";
 }
@@ -26,6 +29,41 @@ const char *gt_ck_stage_name(gt_ck_stage stage)
 
 /* The output size of f: 1 for a scalar function. */
 static size_t out_size(const gt_ck_kernel *k) { return k->m ? k->m : 1; }
+
+/* The name of f's output in gradtest.h: reports say "wrote past the end of f". */
+static const char *f_out_name(const gt_ck_kernel *k) { return k->m ? "y" : "f"; }
+
+/* A guard buffer (guardbuf.h) of count elements of k's dtype, or NULL (out of memory). */
+static gt_guardbuf *kbuf(const gt_ck_kernel *k, size_t count, gt_gb_place place, const char *name,
+                         int output)
+{
+    return gt_gb_new(count * gt_dtype_size(k->dtype), place, name, output);
+}
+
+/* After a kernel call: the canaries of the buffers it was given (span: see gt_gb_check). GT_OK,
+ * or GT_EOVERRUN with the first damage described in msg (64 bytes). NULL entries are skipped. */
+static int check_span(gt_guardbuf *a, gt_guardbuf *b, gt_guardbuf *c, size_t span, char *msg)
+{
+    gt_guardbuf *bufs[3] = {a, b, c};
+    for (size_t i = 0; i < 3; i++)
+        if (gt_gb_check(bufs[i], span, msg, 64) != GT_OK)
+            return GT_EOVERRUN;
+    return GT_OK;
+}
+
+/* Every canary byte: after a single call, and at the end of a loop of calls. */
+static int check_bufs(gt_guardbuf *a, gt_guardbuf *b, gt_guardbuf *c, char *msg)
+{
+    return check_span(a, b, c, 0, msg);
+}
+
+/* The bytes next to the data only: after each call of a loop, where a full check of a page of
+ * canary per buffer and call would dominate the cost of a fast kernel. */
+#define NEAR_SPAN 64
+static int check_near(gt_guardbuf *a, gt_guardbuf *b, gt_guardbuf *c, char *msg)
+{
+    return check_span(a, b, c, NEAR_SPAN, msg);
+}
 
 static int call_f(const gt_ck_kernel *k, const void *x, void *y)
 {
@@ -99,12 +137,15 @@ typedef struct worker {
     size_t i0, i1;
     double *out, *err; /* shared, each worker writes its own range */
     atomic_int *stop;  /* set by the first worker whose kernel fails */
-    /* private */
+    gt_gb_place place;
+    /* private: guard buffers and their data */
+    gt_guardbuf *xb, *yb, *db;
     void *x;    /* n elements: this worker's working copy */
     void *ybuf; /* out_size elements */
     void *dir;  /* n elements (JVP: the unit vector) */
     size_t calls, nonfinite;
     int status, kernel_status;
+    char overrun[64]; /* when the kernel wrote outside a buffer: what it did */
 } worker;
 
 /* fd.h's callback: s at the worker's current x. */
@@ -118,6 +159,10 @@ static int worker_eval(void *ctx, double *value)
      * call would tax every evaluation of a vector function */
     w->calls++;
     int ks = call_f(w->k, w->x, w->ybuf);
+    if (check_near(w->xb, w->yb, NULL, w->overrun) != GT_OK) {
+        atomic_store(w->stop, 1);
+        return -1;
+    }
     if (ks) {
         w->kernel_status = ks;
         atomic_store(w->stop, 1);
@@ -134,6 +179,10 @@ static void worker_run(worker *w)
         gt_fd_problem p = {w->x, k->dtype, k->n, worker_eval, w, w->scale};
         w->status = gt_fd_gradient_range(&p, w->opts, w->f0, w->i0, w->i1, w->out, w->err,
                                          &w->nonfinite);
+        if (!w->overrun[0])
+            check_bufs(w->xb, w->yb, NULL, w->overrun);
+        if (w->overrun[0])
+            w->status = GT_EOVERRUN;
         return;
     }
     /* GT_CK_JVP: (J e_i) . u for each i of the range */
@@ -148,6 +197,11 @@ static void worker_run(worker *w)
         w->calls++;
         int ks = call_jvp(k, w->x, w->dir, w->ybuf);
         set_elem(k->dtype, w->dir, i, 0.0);
+        if (check_near(w->xb, w->db, w->yb, w->overrun) != GT_OK) {
+            w->status = GT_EOVERRUN;
+            atomic_store(w->stop, 1);
+            return;
+        }
         if (ks) {
             w->kernel_status = ks;
             w->status = GT_ECALLBACK;
@@ -156,7 +210,7 @@ static void worker_run(worker *w)
         }
         w->out[i] = reduce(k, w->u, w->ybuf);
     }
-    w->status = GT_OK;
+    w->status = check_bufs(w->xb, w->db, w->yb, w->overrun);
 }
 
 static void *worker_thread(void *arg)
@@ -167,9 +221,9 @@ static void *worker_thread(void *arg)
 
 static void worker_free(worker *w)
 {
-    gt_free(w->x);
-    gt_free(w->ybuf);
-    gt_free(w->dir);
+    gt_gb_free(w->xb);
+    gt_gb_free(w->yb);
+    gt_gb_free(w->db);
 }
 
 /* Allocates the worker's private buffers and copies x. Returns GT_OK or GT_ENOMEM. */
@@ -177,11 +231,15 @@ static int worker_init(worker *w, const void *x)
 {
     const gt_ck_kernel *k = w->k;
     size_t es = gt_dtype_size(k->dtype);
-    w->x = gt_malloc(k->n * es);
-    w->ybuf = gt_malloc(out_size(k) * es);
-    w->dir = w->stage == GT_CK_JVP ? gt_malloc(k->n * es) : NULL;
-    if (!w->x || !w->ybuf || (w->stage == GT_CK_JVP && !w->dir))
+    int jvp = w->stage == GT_CK_JVP;
+    w->xb = kbuf(k, k->n, w->place, "x", 0);
+    w->yb = kbuf(k, out_size(k), w->place, jvp ? "ydot" : f_out_name(k), 1);
+    w->db = jvp ? kbuf(k, k->n, w->place, "xdot", 0) : NULL;
+    if (!w->xb || !w->yb || (jvp && !w->db))
         return GT_ENOMEM;
+    w->x = gt_gb_data(w->xb);
+    w->ybuf = gt_gb_data(w->yb);
+    w->dir = gt_gb_data(w->db);
     memcpy(w->x, x, k->n * es);
     fill_nan(k->dtype, w->ybuf, out_size(k));
     return GT_OK;
@@ -190,7 +248,7 @@ static int worker_init(worker *w, const void *x)
 /* Splits [0, n) over up to `threads` workers, runs them and merges their counters. */
 static int run_split(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
                      const gt_fd_options *opts, const double *scale, double f0, int threads,
-                     double *out, double *err, gt_ck_result *res)
+                     double *out, double *err, gt_ck_result *res, gt_gb_place place)
 {
     size_t nt = threads > 1 ? (size_t)threads : 1;
     if (nt > k->n)
@@ -218,6 +276,7 @@ static int run_split(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, co
         w->out = out;
         w->err = err;
         w->stop = &stop;
+        w->place = place;
         status = worker_init(w, x);
         if (status)
             goto cleanup;
@@ -239,10 +298,15 @@ static int run_split(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, co
             res->kernel_status = ws[t].kernel_status;
         if (ws[t].status && (status == GT_OK || status == GT_ECALLBACK))
             status = ws[t].status;
+        if (ws[t].overrun[0] && !res->overrun[0])
+            memcpy(res->overrun, ws[t].overrun, sizeof res->overrun);
     }
-    /* a worker stopped by another's failure reports GT_ECALLBACK without a status of its own */
+    /* a worker stopped by another's failure reports GT_ECALLBACK without a status of its own;
+     * a write outside a buffer outranks everything: the values that followed it mean nothing */
     if (res->kernel_status)
         status = GT_ECALLBACK;
+    if (res->overrun[0])
+        status = GT_EOVERRUN;
 cleanup:
     if (ws)
         for (size_t t = 0; t < nt; t++)
@@ -261,25 +325,54 @@ static int valid_kernel(const gt_ck_kernel *k)
            !(k->m && k->gradient);
 }
 
-/* The FD stage: f0 on the calling thread, then the components split over threads. */
-static int stage_function(const gt_ck_kernel *k, const void *x, const double *u,
-                          const gt_fd_options *opts, const double *scale, int threads, double *out,
-                          double *err, gt_ck_result *res)
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* One timed call of f on a private copy of x: res->value = s(x), res->seconds its duration. */
+static int evaluate_once(const gt_ck_kernel *k, const void *x, const double *u, gt_ck_result *res,
+                         gt_gb_place place)
 {
     int status = GT_OK;
     size_t es = gt_dtype_size(k->dtype);
-    void *y = gt_malloc(out_size(k) * es);
-    if (!y)
-        return GT_ENOMEM;
-    fill_nan(k->dtype, y, out_size(k));
+    gt_guardbuf *xb = kbuf(k, k->n, place, "x", 0), *yb = kbuf(k, out_size(k), place, f_out_name(k), 1);
+    if (!xb || !yb) {
+        status = GT_ENOMEM;
+        goto cleanup;
+    }
+    memcpy(gt_gb_data(xb), x, k->n * es);
+    fill_nan(k->dtype, gt_gb_data(yb), out_size(k));
     res->evaluations++;
-    int ks = call_f(k, x, y);
+    double start = now_seconds();
+    int ks = call_f(k, gt_gb_data(xb), gt_gb_data(yb));
+    res->seconds = now_seconds() - start;
+    if (check_bufs(xb, yb, NULL, res->overrun) != GT_OK) {
+        status = GT_EOVERRUN;
+        goto cleanup;
+    }
     if (ks) {
         res->kernel_status = ks;
         status = GT_ECALLBACK;
         goto cleanup;
     }
-    res->value = reduce(k, u, y);
+    res->value = reduce(k, u, gt_gb_data(yb));
+cleanup:
+    gt_gb_free(xb);
+    gt_gb_free(yb);
+    return status;
+}
+
+/* The FD stage: f0 on the calling thread, then the components split over threads. */
+static int stage_function(const gt_ck_kernel *k, const void *x, const double *u,
+                          const gt_fd_options *opts, const double *scale, int threads, double *out,
+                          double *err, gt_ck_result *res, gt_gb_place place)
+{
+    int status = evaluate_once(k, x, u, res, place);
+    if (status != GT_OK)
+        return status;
     /* the adaptive rule's rounding bound: the kernel's own precision and its measured noise */
     gt_fd_options tuned = *opts;
     if (!(tuned.out_eps > 0))
@@ -292,44 +385,60 @@ static int stage_function(const gt_ck_kernel *k, const void *x, const double *u,
         probe_worker.u = u;
         probe_worker.stop = &stop;
         probe_worker.stage = GT_CK_FUNCTION;
+        probe_worker.place = place;
         status = worker_init(&probe_worker, x);
         double sigma = 0.0;
-        size_t noise_calls = 0;
         if (!status) {
             gt_fd_problem p = {probe_worker.x, k->dtype, k->n, worker_eval, &probe_worker, scale};
-            status = gt_fd_noise(&p, 3, &sigma, &noise_calls);
+            status = gt_fd_noise(&p, 3, &sigma, NULL);
+            if (status && probe_worker.overrun[0]) {
+                memcpy(res->overrun, probe_worker.overrun, sizeof res->overrun);
+                status = GT_EOVERRUN;
+            } else if (status && probe_worker.kernel_status) {
+                res->kernel_status = probe_worker.kernel_status;
+            }
         }
         res->evaluations += probe_worker.calls;
-        if (probe_worker.kernel_status)
-            res->kernel_status = probe_worker.kernel_status;
         worker_free(&probe_worker);
         if (status)
-            goto cleanup;
+            return status;
         tuned.noise = GT_FD_NOISE_FACTOR * sigma;
     }
-    status = run_split(k, GT_CK_FUNCTION, x, u, &tuned, scale, res->value, threads, out, err, res);
-cleanup:
-    gt_free(y);
-    return status;
+    return run_split(k, GT_CK_FUNCTION, x, u, &tuned, scale, res->value, threads, out, err, res,
+                     place);
+}
+
+/* The evaluate stage: one timed call of f; out gets zeros. */
+static int stage_evaluate(const gt_ck_kernel *k, const void *x, const double *u, double *out,
+                          gt_ck_result *res, gt_gb_place place)
+{
+    memset(out, 0, k->n * sizeof *out);
+    return evaluate_once(k, x, u, res, place);
 }
 
 /* The gradient or VJP stage: one call on a private copy of x. */
 static int stage_reverse(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
-                         double *out, gt_ck_result *res)
+                         double *out, gt_ck_result *res, gt_gb_place place)
 {
     int status = GT_OK;
     size_t es = gt_dtype_size(k->dtype), mo = out_size(k);
-    void *xc = gt_malloc(k->n * es), *g = gt_malloc(k->n * es), *ybar = gt_malloc(mo * es);
-    if (!xc || !g || !ybar) {
+    gt_guardbuf *xb = kbuf(k, k->n, place, "x", 0), *ybb = kbuf(k, mo, place, "ybar", 0),
+                *gb = kbuf(k, k->n, place, stage == GT_CK_GRADIENT ? "grad" : "xbar", 1);
+    if (!xb || !gb || !ybb) {
         status = GT_ENOMEM;
         goto cleanup;
     }
+    void *xc = gt_gb_data(xb), *g = gt_gb_data(gb), *ybar = gt_gb_data(ybb);
     memcpy(xc, x, k->n * es);
     fill_nan(k->dtype, g, k->n);
     for (size_t j = 0; j < mo; j++)
         set_elem(k->dtype, ybar, j, k->m ? u[j] : 1.0);
     res->evaluations++;
     int ks = stage == GT_CK_GRADIENT ? call_gradient(k, xc, g) : call_vjp(k, xc, ybar, g);
+    if (check_bufs(xb, gb, ybb, res->overrun) != GT_OK) {
+        status = GT_EOVERRUN;
+        goto cleanup;
+    }
     if (ks) {
         res->kernel_status = ks;
         status = GT_ECALLBACK;
@@ -338,15 +447,17 @@ static int stage_reverse(const gt_ck_kernel *k, gt_ck_stage stage, const void *x
     for (size_t i = 0; i < k->n; i++)
         out[i] = get_elem(k->dtype, g, i);
 cleanup:
-    gt_free(xc);
-    gt_free(g);
-    gt_free(ybar);
+    gt_gb_free(xb);
+    gt_gb_free(gb);
+    gt_gb_free(ybb);
     return status;
 }
 
-int gt_ck_stage_run(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
-                    const gt_fd_options *opts, const double *scale, int threads, double *out,
-                    double *err, gt_ck_result *res)
+/* gt_ck_stage_run with the placement of the buffers handed to the kernel: GT_GB_PADDED in this
+ * process, GT_GB_END in a guarded child (whose guard-page faults are reported by name). */
+static int stage_run(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
+                     const gt_fd_options *opts, const double *scale, int threads, double *out,
+                     double *err, gt_ck_result *res, gt_gb_place place)
 {
     if (!res)
         return GT_EINVAL;
@@ -359,21 +470,30 @@ int gt_ck_stage_run(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, con
     case GT_CK_FUNCTION:
         if (!opts)
             return GT_EINVAL;
-        return stage_function(k, x, u, opts, scale, threads, out, err, res);
+        return stage_function(k, x, u, opts, scale, threads, out, err, res, place);
     case GT_CK_GRADIENT:
         if (!k->gradient)
             return GT_EINVAL;
-        return stage_reverse(k, stage, x, u, out, res);
+        return stage_reverse(k, stage, x, u, out, res, place);
     case GT_CK_VJP:
         if (!k->vjp)
             return GT_EINVAL;
-        return stage_reverse(k, stage, x, u, out, res);
+        return stage_reverse(k, stage, x, u, out, res, place);
     case GT_CK_JVP:
         if (!k->jvp)
             return GT_EINVAL;
-        return run_split(k, GT_CK_JVP, x, u, NULL, NULL, NAN, threads, out, NULL, res);
+        return run_split(k, GT_CK_JVP, x, u, NULL, NULL, NAN, threads, out, NULL, res, place);
+    case GT_CK_EVALUATE:
+        return stage_evaluate(k, x, u, out, res, place);
     }
     return GT_EINVAL;
+}
+
+int gt_ck_stage_run(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
+                    const gt_fd_options *opts, const double *scale, int threads, double *out,
+                    double *err, gt_ck_result *res)
+{
+    return stage_run(k, stage, x, u, opts, scale, threads, out, err, res, GT_GB_PADDED);
 }
 
 /* ---- the forked variant ------------------------------------------------------------------- */
@@ -398,18 +518,22 @@ static int guarded_stage(void *ctx, void *buf, size_t cap, size_t *len)
     size_t need = sizeof(gt_ck_result) + 2 * n * sizeof(double);
     if (cap < need)
         return GT_EINVAL;
+    /* every byte of the message is defined, whatever the stage fills in (no uninitialised bytes
+     * through the pipe: err of a stage other than 'function', the struct's padding) */
+    memset(buf, 0, need);
     gt_ck_result *res = buf;
     double *out = (double *)((char *)buf + sizeof(gt_ck_result));
     double *err = out + n;
-    int status = gt_ck_stage_run(c->k, c->stage, c->x, c->u, c->opts, c->scale, c->threads, out,
-                                 c->want_err ? err : NULL, res);
+    int status = stage_run(c->k, c->stage, c->x, c->u, c->opts, c->scale, c->threads, out,
+                           c->want_err ? err : NULL, res, GT_GB_END);
     *len = need;
     return status;
 }
 
 int gt_ck_stage_guarded(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
                         const gt_fd_options *opts, const double *scale, int threads, double *out,
-                        double *err, gt_ck_result *res, double timeout_s, gt_guard_result *gres)
+                        double *err, gt_ck_result *res, const gt_guard_options *gopts,
+                        gt_guard_result *gres)
 {
     if (!res || !gres || !valid_kernel(k) || !x || !out)
         return GT_EINVAL;
@@ -425,7 +549,13 @@ int gt_ck_stage_guarded(const gt_ck_kernel *k, gt_ck_stage stage, const void *x,
     if (!buf)
         return GT_ENOMEM;
     guarded_call call = {k, stage, x, u, opts, scale, threads, err != NULL};
-    status = gt_guard_run(guarded_stage, &call, buf, cap, timeout_s, gres);
+    status = gt_guard_run_opts(guarded_stage, &call, buf, cap, gopts, gres);
+    if (status == GT_ECRASH && gres->fault[0]) {
+        /* it died on a guard page of a buffer it was given: say which, in the user's terms */
+        memcpy(res->overrun, gres->fault, sizeof res->overrun);
+        res->overrun[sizeof res->overrun - 1] = '\0';
+        status = GT_EOVERRUN;
+    }
     if (status != GT_OK)
         goto cleanup;
     if (gres->out_len != cap) {
@@ -444,22 +574,29 @@ cleanup:
     return status;
 }
 
-int gt_ck_evaluate(const gt_ck_kernel *k, const void *x, double *y, int *kernel_status)
+int gt_ck_evaluate(const gt_ck_kernel *k, const void *x, double *y, int *kernel_status,
+                   char overrun[64])
 {
     if (!valid_kernel(k) || !x || !y)
         return GT_EINVAL;
     int status = GT_OK;
     size_t es = gt_dtype_size(k->dtype), mo = out_size(k);
-    void *xc = gt_malloc(k->n * es), *yb = gt_malloc(mo * es);
-    if (!xc || !yb) {
+    gt_guardbuf *xg = kbuf(k, k->n, GT_GB_PADDED, "x", 0), *yg = kbuf(k, mo, GT_GB_PADDED, f_out_name(k), 1);
+    if (!xg || !yg) {
         status = GT_ENOMEM;
         goto cleanup;
     }
+    void *xc = gt_gb_data(xg), *yb = gt_gb_data(yg);
     memcpy(xc, x, k->n * es);
     fill_nan(k->dtype, yb, mo);
     int ks = call_f(k, xc, yb);
     if (kernel_status)
         *kernel_status = ks;
+    char msg[64];
+    if (check_bufs(xg, yg, NULL, overrun ? overrun : msg) != GT_OK) {
+        status = GT_EOVERRUN;
+        goto cleanup;
+    }
     if (ks) {
         status = GT_ECALLBACK;
         goto cleanup;
@@ -467,7 +604,7 @@ int gt_ck_evaluate(const gt_ck_kernel *k, const void *x, double *y, int *kernel_
     for (size_t j = 0; j < mo; j++)
         y[j] = get_elem(k->dtype, yb, j);
 cleanup:
-    gt_free(xc);
-    gt_free(yb);
+    gt_gb_free(xg);
+    gt_gb_free(yg);
     return status;
 }

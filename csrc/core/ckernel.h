@@ -29,10 +29,12 @@ typedef enum gt_ck_stage {
     GT_CK_FUNCTION = 0, /* f, under finite differences (the ground truth) */
     GT_CK_GRADIENT = 1, /* the kernel's gradient (scalar functions) */
     GT_CK_VJP = 2,      /* the kernel's VJP with ybar = u */
-    GT_CK_JVP = 3       /* the kernel's JVP with xdot = e_i, i = 0..n-1 */
+    GT_CK_JVP = 3,      /* the kernel's JVP with xdot = e_i, i = 0..n-1 */
+    GT_CK_EVALUATE = 4  /* one call of f at x, timed: what a check's time limits derive from */
 } gt_ck_stage;
 
-/* The stage's name as reported ("function", "gradient", "vjp", "jvp"); "?" if out of range. */
+/* The stage's name as reported ("function", "gradient", "vjp", "jvp", "evaluate"); "?" if out
+ * of range. */
 const char *gt_ck_stage_name(gt_ck_stage stage);
 
 typedef struct gt_ck_kernel {
@@ -45,39 +47,52 @@ typedef struct gt_ck_kernel {
 } gt_ck_kernel;
 
 typedef struct gt_ck_result {
-    double value;       /* GT_CK_FUNCTION: s(x) at the unperturbed x; NaN for other stages */
+    double value;       /* GT_CK_FUNCTION, GT_CK_EVALUATE: s(x) at the unperturbed x; else NaN */
+    double seconds;     /* GT_CK_FUNCTION, GT_CK_EVALUATE: how long the call of f at x took */
     size_t nonfinite;   /* GT_CK_FUNCTION: components whose difference was not finite */
     size_t evaluations; /* kernel calls made by the stage */
     int kernel_status;  /* when the stage returned GT_ECALLBACK: the kernel's non-zero status */
+    char overrun[64];   /* when the stage returned GT_EOVERRUN: "wrote past the end of grad" */
 } gt_ck_result;
 
-/* Runs one stage in this process. x: n elements of k->dtype, caller-owned, read only (the stage
+/* Runs one stage in this process. Every buffer handed to the kernel is a guard buffer
+ * (guardbuf.h, GT_GB_PADDED): a write of up to a page outside one is caught by its canaries after
+ * the call. x: n elements of k->dtype, caller-owned, read only (the stage
  * works on its own copies). u: the cotangent, k->m float64 values, caller-owned; ignored (taken
  * as 1) for a scalar function. opts: finite-difference options and scale: the step scale of
  * components equal to 0 (n float64, caller-owned, may be NULL: 1; see fd.h), both used by
  * GT_CK_FUNCTION only. threads:
  * how many threads share GT_CK_FUNCTION and GT_CK_JVP (>= 1; 1 runs on the calling thread).
- * out: caller-owned, n float64, receives the gradient of s; err: caller-owned n float64 or NULL,
+ * out: caller-owned, n float64, receives the gradient of s (GT_CK_EVALUATE: zeros); err: caller-owned n float64 or NULL,
  * receives GT_CK_FUNCTION's error estimates (untouched by other stages). res is filled always.
  * Returns GT_OK; GT_EINVAL (bad arguments, or the stage's function is NULL); GT_ENOMEM;
  * GT_ECALLBACK when a kernel call returned non-zero (res->kernel_status holds it, out is then
- * incomplete). Blocks until every thread it started has finished. */
+ * incomplete); GT_EOVERRUN when the kernel wrote outside a buffer (res->overrun says which and
+ * how; out is then meaningless). Blocks until every thread it started has finished. */
 int gt_ck_stage_run(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
                     const gt_fd_options *opts, const double *scale, int threads, double *out,
                     double *err, gt_ck_result *res);
 
 /* gt_ck_stage_run in a forked child, the results sent back over a pipe. Same arguments and
- * ownership, plus timeout_s (<= 0: no limit) and gres, filled with how the child ended.
- * Returns what the stage returned when the child reported back; GT_ECRASH when it died on a
- * signal or exited on its own (gres->signal, gres->exit_code, gres->stage name it);
- * GT_ETIMEOUT when killed at the limit; GT_EIO/GT_ENOMEM/GT_EINVAL when it could not start. */
+ * ownership, plus gopts (the time limit and the interruption check; NULL: neither) and gres,
+ * filled with how the child ended. The kernel's buffers end against a guard page (GT_GB_END), so
+ * an access past the end is caught at its first byte. Returns what the stage returned when the
+ * child reported back; GT_EOVERRUN when it died on a guard page of one of its buffers
+ * (res->overrun names it); GT_ECRASH when it died on another signal or exited on its own
+ * (gres->signal, gres->exit_code, gres->stage name it); GT_ETIMEOUT when killed at the limit;
+ * GT_EINTR when gopts->interrupted stopped it; GT_EIO/GT_ENOMEM/GT_EINVAL when it could not
+ * start. */
 int gt_ck_stage_guarded(const gt_ck_kernel *k, gt_ck_stage stage, const void *x, const double *u,
                         const gt_fd_options *opts, const double *scale, int threads, double *out,
-                        double *err, gt_ck_result *res, double timeout_s, gt_guard_result *gres);
+                        double *err, gt_ck_result *res, const gt_guard_options *gopts,
+                        gt_guard_result *gres);
 
 /* Calls f once at x (n elements of k->dtype, caller-owned, read only) and writes its output as
  * float64 to y (caller-owned: 1 element for a scalar function, k->m for a vector one).
- * Returns GT_OK, GT_EINVAL, GT_ENOMEM or GT_ECALLBACK (*kernel_status, may be NULL, set). */
-int gt_ck_evaluate(const gt_ck_kernel *k, const void *x, double *y, int *kernel_status);
+ * Returns GT_OK, GT_EINVAL, GT_ENOMEM, GT_EOVERRUN (f wrote outside its buffers; what it did is
+ * written to overrun, 64 caller-owned bytes, when it is not NULL) or
+ * GT_ECALLBACK (*kernel_status, may be NULL, set). */
+int gt_ck_evaluate(const gt_ck_kernel *k, const void *x, double *y, int *kernel_status,
+                   char overrun[64]);
 
 #endif /* GT_CKERNEL_H */

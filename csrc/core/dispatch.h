@@ -130,14 +130,23 @@ typedef struct gt_call_spec {
     int cls[GT_CALL_MAX_ARGS];       /* GT_CALL_INT / F64 / F32 per argument, in order */
     uint64_t bits[GT_CALL_MAX_ARGS]; /* the value: an integer (sign-extended) or the IEEE bits */
     int ret;                         /* GT_CALL_* class of the result */
+    /* Pointer arguments to buffers: buf_len[k] > 0 says bits[k] is the address of buf_len[k]
+     * caller-owned bytes. The callee then gets a copy in a guard buffer (guardbuf.h), so that an
+     * access outside it is reported (gt_call_outcome.overrun) instead of passing unseen.
+     * buf_name[k] is how reports call it; buf_const[k] is 1 for a pointer to const. */
+    size_t buf_len[GT_CALL_MAX_ARGS];
+    char buf_name[GT_CALL_MAX_ARGS][24];
+    int buf_const[GT_CALL_MAX_ARGS];
 } gt_call_spec;
 
 typedef struct gt_call_outcome {
-    int status;        /* GT_OK returned, GT_ECRASH died, GT_ETIMEOUT killed at the limit, GT_EIO */
+    int status;        /* GT_OK returned, GT_ECRASH died, GT_ETIMEOUT killed at the limit, GT_EIO,
+                        * GT_EOVERRUN it accessed memory outside a buffer argument */
     int signal;        /* the signal that ended it (SIGKILL for a time-out), or 0 */
     int exit_code;     /* when it left through exit() instead of returning */
     char stage[64];
     uint64_t ret_bits; /* the result: integer in rax/x0 or the IEEE bits (float in the low 32) */
+    char overrun[64];  /* GT_EOVERRUN: what it did, e.g. "wrote past the end of grad" */
 } gt_call_outcome;
 
 /* Calls spec->fn with its arguments in a forked child (guard.h) under a time limit

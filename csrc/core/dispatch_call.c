@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "dispatch.h"
 #include "guard.h"
+#include "guardbuf.h"
 
 #include <dlfcn.h>
 #include <signal.h>
@@ -22,16 +23,43 @@ typedef int64_t (*call_int_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int6
 typedef double (*call_fp_fn)(int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, double, double, double, double,
                              double, double, double, double);
 
-/* Runs in the guarded child: spreads the arguments over the two register classes and calls. */
+/* What the guarded child sends back: the result, and what it did outside a buffer argument. */
+typedef struct call_message {
+    uint64_t ret;
+    char overrun[64];
+} call_message;
+
+static void free_bufs(gt_guardbuf **bufs, int n)
+{
+    for (int k = 0; k < n; k++)
+        gt_gb_free(bufs[k]);
+}
+
+/* Runs in the guarded child: spreads the arguments over the two register classes and calls.
+ * Buffer arguments are first copied into guard buffers (checked after the call; a fault on a
+ * guard page is named by the guard). */
 static int guarded_call(void *vctx, void *out, size_t out_cap, size_t *out_len)
 {
     const gt_call_spec *spec = vctx;
     int64_t iv[GT_CALL_MAX_INT] = {0};
     double fv[GT_CALL_MAX_FP] = {0};
+    gt_guardbuf *bufs[GT_CALL_MAX_ARGS] = {NULL};
+    call_message msg;
+    memset(&msg, 0, sizeof msg);
     int ni = 0, nf = 0;
     for (int k = 0; k < spec->nargs; k++) {
         if (spec->cls[k] == GT_CALL_INT) {
-            iv[ni++] = (int64_t)spec->bits[k];
+            uint64_t v = spec->bits[k];
+            if (spec->buf_len[k]) {
+                bufs[k] = gt_gb_new(spec->buf_len[k], GT_GB_END, spec->buf_name[k], !spec->buf_const[k]);
+                if (!bufs[k]) {
+                    free_bufs(bufs, k);
+                    return 1; /* no memory for the copy: reported as a child that could not report */
+                }
+                memcpy(gt_gb_data(bufs[k]), (const void *)(uintptr_t)v, spec->buf_len[k]);
+                v = (uint64_t)(uintptr_t)gt_gb_data(bufs[k]);
+            }
+            iv[ni++] = (int64_t)v;
         } else {
             /* a float travels in the low 32 bits of its register: put its bits there */
             uint64_t bits = spec->cls[k] == GT_CALL_F32 ? (spec->bits[k] & 0xffffffffu) : spec->bits[k];
@@ -39,7 +67,8 @@ static int guarded_call(void *vctx, void *out, size_t out_cap, size_t *out_len)
         }
     }
     uint64_t ret = 0;
-    default_crash_signals();
+    /* the guard has already reset the handlers inherited from the parent (Python's faulthandler,
+     * pytest's) and named the guard pages' faults */
     gt_guard_stage("calling the target");
     /* calling through a prototype other than the function's own is the ABI-level contract
      * explained above gt_call_spec; extra register arguments are ignored by the callee */
@@ -52,10 +81,15 @@ static int guarded_call(void *vctx, void *out, size_t out_cap, size_t *out_len)
                                                 fv[4], fv[5], fv[6], fv[7]);
     }
     gt_guard_stage("returned");
-    if (out_cap < sizeof ret)
+    msg.ret = ret;
+    for (int k = 0; k < spec->nargs; k++)
+        if (!msg.overrun[0])
+            gt_gb_check(bufs[k], 0, msg.overrun, sizeof msg.overrun);
+    free_bufs(bufs, spec->nargs);
+    if (out_cap < sizeof msg)
         return 1;
-    memcpy(out, &ret, sizeof ret);
-    *out_len = sizeof ret;
+    memcpy(out, &msg, sizeof msg);
+    *out_len = sizeof msg;
     return 0;
 }
 
@@ -86,8 +120,9 @@ int gt_dispatch_call(const gt_call_spec *spec, double timeout_s, gt_call_outcome
     }
     memset(out, 0, sizeof *out);
     gt_guard_result res;
-    uint64_t ret = 0;
-    out->status = gt_guard_run(guarded_call, (void *)spec, &ret, sizeof ret, timeout_s, &res);
+    call_message msg;
+    memset(&msg, 0, sizeof msg);
+    out->status = gt_guard_run(guarded_call, (void *)spec, &msg, sizeof msg, timeout_s, &res);
     if (out->status == GT_EINVAL)
         return GT_EINVAL;
     out->signal = res.signal;
@@ -95,7 +130,14 @@ int gt_dispatch_call(const gt_call_spec *spec, double timeout_s, gt_call_outcome
     memcpy(out->stage, res.stage, sizeof out->stage);
     if (out->status == GT_OK && res.fn_status != 0)
         out->status = GT_ECRASH; /* the child could not send its result */
-    out->ret_bits = ret;
+    /* a fault on a guard page, or a canary found damaged after the call */
+    const char *overrun = out->status == GT_ECRASH && res.fault[0] ? res.fault
+                          : out->status == GT_OK && msg.overrun[0] ? msg.overrun : NULL;
+    if (overrun) {
+        snprintf(out->overrun, sizeof out->overrun, "%s", overrun);
+        out->status = GT_EOVERRUN;
+    }
+    out->ret_bits = msg.ret;
     return GT_OK;
 }
 

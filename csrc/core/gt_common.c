@@ -18,6 +18,8 @@ const char *gt_status_string(int status)
     case GT_EIO: return "operating-system error";
     case GT_ETIMEOUT: return "time limit exceeded";
     case GT_ECRASH: return "the guarded call crashed";
+    case GT_EINTR: return "interrupted";
+    case GT_EOVERRUN: return "a buffer was written outside its bounds";
     default: return "unknown status";
     }
 }

@@ -17,7 +17,9 @@ typedef enum gt_status {
     GT_EFORMAT = 6,      /* malformed input data (e.g. an object file) */
     GT_EIO = 7,          /* an operating-system call failed; errno holds the reason */
     GT_ETIMEOUT = 8,     /* a guarded call ran past its time limit */
-    GT_ECRASH = 9        /* a guarded call died on a signal */
+    GT_ECRASH = 9,       /* a guarded call died on a signal */
+    GT_EINTR = 10,       /* the caller asked a guarded call to stop (e.g. Ctrl-C) */
+    GT_EOVERRUN = 11     /* a kernel wrote outside a buffer it was given */
 } gt_status;
 
 /* Returns a static, human-readable description of a gt_status value. Never NULL. */

@@ -39,7 +39,11 @@ struct gt_tape {
 
 /* ---------------------------------------------------------------- small helpers */
 
-static const long *node_shape(const gt_tape *t, const node *n) { return t->dims + n->shape_off; }
+/* NULL for a tape that has stored no dimension yet (only 0-d nodes): no arithmetic on NULL. */
+static const long *node_shape(const gt_tape *t, const node *n)
+{
+    return t->dims ? t->dims + n->shape_off : NULL;
+}
 static const long *node_in(const node *n) { return n->nin <= 2 ? n->in_small : n->in_heap; }
 static const double *node_coef(const node *n) { return n->nin <= 2 ? n->coef_small : n->coef_heap; }
 
@@ -482,7 +486,8 @@ int gt_tape_cast(gt_tape *tape, gt_dtype dtype, long in, long *id)
     const node *x = &tape->nodes[in];
     int nd = x->ndim;
     long shape[GT_TAPE_MAXDIM];
-    memcpy(shape, node_shape(tape, x), (size_t)nd * sizeof *shape);
+    if (nd > 0) /* a 0-d node may have no shape storage at all: no memcpy from NULL */
+        memcpy(shape, node_shape(tape, x), (size_t)nd * sizeof *shape);
     node *n = reserve_node(tape);
     if (!n)
         return GT_ENOMEM;

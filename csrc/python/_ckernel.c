@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "ckernel.h"
@@ -85,6 +86,28 @@ static int make_kernel(gt_ck_kernel *k, unsigned long long f, unsigned long long
     return 0;
 }
 
+/* The interruption check of a guarded run (guard.h), called while the GIL is released: takes the
+ * GIL and runs Python's pending signal handlers, so that Ctrl-C (KeyboardInterrupt, or whatever
+ * the program's SIGINT handler raises) stops the child. The exception is kept in ctx and set
+ * again once the run has returned. Only the main thread runs signal handlers; elsewhere this
+ * never interrupts (the main thread raises on its own). */
+typedef struct interrupt_state {
+    PyObject *type, *value, *traceback;
+} interrupt_state;
+
+static int python_interrupted(void *ctx)
+{
+    interrupt_state *st = ctx;
+    PyGILState_STATE g = PyGILState_Ensure();
+    int stop = 0;
+    if (PyErr_CheckSignals() < 0) {
+        PyErr_Fetch(&st->type, &st->value, &st->traceback);
+        stop = 1;
+    }
+    PyGILState_Release(g);
+    return stop;
+}
+
 static int set_item(PyObject *d, const char *key, PyObject *value)
 {
     if (!value)
@@ -97,12 +120,14 @@ static int set_item(PyObject *d, const char *key, PyObject *value)
 PyDoc_STRVAR(run_stage_doc,
 "run_stage(f, gradient, vjp, jvp, ctx, dtype, m, stage, x, u, method, richardson, rel_step,\n"
 "          threads, isolate, timeout, scale=None) -> dict\n\n"
-"Runs one stage of a C-kernel check (0 function/finite differences, 1 gradient, 2 vjp, 3 jvp)\n"
+"Runs one stage of a C-kernel check (0 function/finite differences, 1 gradient, 2 vjp, 3 jvp,\n"
+"4 evaluate: one timed call of f)\n"
 "with the GIL released. Addresses are integers (0 = NULL); dtype 0 float64, 1 float32; m = 0 for\n"
 "a scalar function; x a 1-d contiguous array of the dtype (not modified); u a float64 array of m\n"
 "elements (None when m == 0); scale None or n float64 step scales for zero components.\n"
 "Returns a dict: status, status_text, grad, err, value, nonfinite,\n"
-"evaluations, kernel_status, signal, signal_name, timed_out, exit_code, crash_stage.");
+"evaluations, seconds, kernel_status, signal, signal_name, timed_out, exit_code, crash_stage, overrun.\n"
+"An isolated run is stopped by Ctrl-C: the child is killed and KeyboardInterrupt raised.");
 
 static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
 {
@@ -127,8 +152,8 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
     gt_ck_kernel k;
     if (make_kernel(&k, f, gradient, vjp, jvp, ctx, dtype, m, (Py_ssize_t)n))
         return NULL;
-    if (stage < GT_CK_FUNCTION || stage > GT_CK_JVP) {
-        PyErr_Format(PyExc_ValueError, "stage: expected 0..3, got %d", stage);
+    if (stage < GT_CK_FUNCTION || stage > GT_CK_EVALUATE) {
+        PyErr_Format(PyExc_ValueError, "stage: expected 0..4, got %d", stage);
         return NULL;
     }
     if (method < GT_FD_CENTRAL || method > GT_FD_BACKWARD) {
@@ -176,6 +201,8 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
     gt_ck_result res;
     gt_guard_result gres;
     memset(&gres, 0, sizeof gres);
+    interrupt_state istate = {NULL, NULL, NULL};
+    gt_guard_options gopts = {timeout, python_interrupted, &istate};
     int status;
     const void *xd = PyArray_DATA(x);
     const double *ud = u ? PyArray_DATA(u) : NULL;
@@ -185,10 +212,18 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_BEGIN_ALLOW_THREADS
     if (isolate)
         status = gt_ck_stage_guarded(&k, (gt_ck_stage)stage, xd, ud, &opts, sd, threads, gd, ed,
-                                     &res, timeout, &gres);
+                                     &res, &gopts, &gres);
     else
         status = gt_ck_stage_run(&k, (gt_ck_stage)stage, xd, ud, &opts, sd, threads, gd, ed, &res);
     Py_END_ALLOW_THREADS
+    if (status == GT_EINTR) {
+        /* the child was killed and reaped; what the signal handler raised goes on up */
+        if (istate.type)
+            PyErr_Restore(istate.type, istate.value, istate.traceback);
+        else
+            PyErr_SetNone(PyExc_KeyboardInterrupt);
+        goto error;
+    }
     if (status == GT_EINVAL || status == GT_ENOMEM || status == GT_EIO) {
         gt_raise_status(status, "run_stage");
         goto error;
@@ -202,6 +237,7 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
         PyDict_SetItemString(result, "grad", (PyObject *)grad) ||
         PyDict_SetItemString(result, "err", err ? (PyObject *)err : Py_None) ||
         set_item(result, "value", PyFloat_FromDouble(res.value)) ||
+        set_item(result, "seconds", PyFloat_FromDouble(res.seconds)) ||
         set_item(result, "nonfinite", PyLong_FromSize_t(res.nonfinite)) ||
         set_item(result, "evaluations", PyLong_FromSize_t(res.evaluations)) ||
         set_item(result, "kernel_status", PyLong_FromLong(res.kernel_status)) ||
@@ -211,7 +247,8 @@ static PyObject *run_stage(PyObject *self, PyObject *args, PyObject *kwargs)
                              : Py_NewRef(Py_None)) ||
         set_item(result, "timed_out", PyBool_FromLong(gres.timed_out)) ||
         set_item(result, "exit_code", PyLong_FromLong(gres.exit_code)) ||
-        set_item(result, "crash_stage", PyUnicode_FromString(gres.stage)))
+        set_item(result, "crash_stage", PyUnicode_FromString(gres.stage)) ||
+        set_item(result, "overrun", PyUnicode_FromString(res.overrun)))
         goto error;
     Py_XDECREF(u);
     Py_XDECREF(scale);
@@ -228,9 +265,10 @@ error:
 }
 
 PyDoc_STRVAR(evaluate_doc,
-"evaluate(f, ctx, dtype, m, x) -> (status, kernel_status, y)\n\n"
+"evaluate(f, ctx, dtype, m, x) -> (status, kernel_status, y, overrun)\n\n"
 "Calls f once at x, in this process with the GIL released. y is a float64 array of m elements\n"
-"(1 when m == 0); status is GT_OK or GT_ECALLBACK (kernel_status then holds the kernel's).");
+"(1 when m == 0); status is GT_OK, GT_EOVERRUN (f wrote outside its buffers) or GT_ECALLBACK\n"
+"(kernel_status then holds the kernel's).");
 
 static PyObject *evaluate(PyObject *self, PyObject *args)
 {
@@ -252,16 +290,17 @@ static PyObject *evaluate(PyObject *self, PyObject *args)
     if (!y)
         return NULL;
     int status, kernel_status = 0;
+    char overrun[64] = "";
     const void *xd = PyArray_DATA(x);
     double *yd = PyArray_DATA(y);
     Py_BEGIN_ALLOW_THREADS
-    status = gt_ck_evaluate(&k, xd, yd, &kernel_status);
+    status = gt_ck_evaluate(&k, xd, yd, &kernel_status, overrun);
     Py_END_ALLOW_THREADS
-    if (status != GT_OK && status != GT_ECALLBACK) {
+    if (status != GT_OK && status != GT_ECALLBACK && status != GT_EOVERRUN) {
         Py_DECREF(y);
         return gt_raise_status(status, "evaluate");
     }
-    return Py_BuildValue("iiN", status, kernel_status, (PyObject *)y);
+    return Py_BuildValue("iiNs", status, kernel_status, (PyObject *)y, overrun);
 }
 
 /* ---- guard self-test: C work that ends in a chosen way ----------------------------------- */
@@ -276,8 +315,11 @@ static int selftest_fn(void *ctx, void *out, size_t cap, size_t *len)
     const selftest *t = ctx;
     gt_guard_stage("selftest");
     if (!strcmp(t->kind, "segv")) {
-        volatile int *volatile p = NULL;
-        *p = 1;
+        /* a real fault, on an inaccessible page (not a NULL store, which UBSan would stop) */
+        volatile int *p = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if ((void *)p != MAP_FAILED)
+            *p = 1;
+        raise(SIGSEGV);
     } else if (!strcmp(t->kind, "abort")) {
         abort();
     } else if (!strcmp(t->kind, "fpe")) {
@@ -352,8 +394,9 @@ static PyObject *status_names(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
-    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i}", "OK", GT_OK, "EINVAL", GT_EINVAL, "ECALLBACK",
-                         GT_ECALLBACK, "EIO", GT_EIO, "ETIMEOUT", GT_ETIMEOUT, "ECRASH", GT_ECRASH);
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i}", "OK", GT_OK, "EINVAL", GT_EINVAL,
+                         "ECALLBACK", GT_ECALLBACK, "EIO", GT_EIO, "ETIMEOUT", GT_ETIMEOUT, "ECRASH",
+                         GT_ECRASH, "EINTR", GT_EINTR, "EOVERRUN", GT_EOVERRUN);
 }
 
 static PyMethodDef ckernel_methods[] = {

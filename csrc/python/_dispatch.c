@@ -546,17 +546,54 @@ static PyObject *py_is_loaded(PyObject *Py_UNUSED(module), PyObject *arg)
 /* ---------- call ---------- */
 
 PyDoc_STRVAR(call_doc,
-"call(address, classes, bits, ret_class, timeout) -> dict\n\n"
+"call(address, classes, bits, ret_class, timeout, buffers=None) -> dict\n\n"
 "Calls the C function at address in a forked child. classes: per argument 0 int/pointer, 1 double,\n"
-"2 float; bits: the integer value or IEEE bits of each; ret_class: 0 int, 1 double, 2 float, 3 void.");
+"2 float; bits: the integer value or IEEE bits of each; ret_class: 0 int, 1 double, 2 float, 3 void.\n"
+"buffers: None, or per argument None or (nbytes, name, is_const): bits is then the address of\n"
+"nbytes that the caller keeps alive, handed to the function as a copy fenced by guard pages.\n"
+"how is 'overrun' (with 'overrun' saying what it did) when it accessed memory outside one.");
+
+/* Fills spec's buffer fields from call()'s `buffers` (see call_doc); -1 with an exception set. */
+static int parse_buffers(PyObject *bufs_obj, gt_call_spec *spec)
+{
+    PyObject *bufs = PySequence_Fast(bufs_obj, "buffers: expected a sequence");
+    if (!bufs)
+        return -1;
+    int rc = -1;
+    if (PySequence_Fast_GET_SIZE(bufs) != spec->nargs) {
+        PyErr_SetString(PyExc_ValueError, "buffers: expected one entry per argument");
+        goto done;
+    }
+    for (int k = 0; k < spec->nargs; k++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(bufs, k);
+        if (item == Py_None)
+            continue;
+        Py_ssize_t nbytes;
+        const char *name;
+        int is_const;
+        if (!PyArg_ParseTuple(item, "nsp:buffers", &nbytes, &name, &is_const))
+            goto done;
+        if (nbytes <= 0 || spec->cls[k] != GT_CALL_INT) {
+            PyErr_Format(PyExc_ValueError, "buffers[%d]: expected a pointer argument of > 0 bytes", k);
+            goto done;
+        }
+        spec->buf_len[k] = (size_t)nbytes;
+        snprintf(spec->buf_name[k], sizeof spec->buf_name[k], "%s", name);
+        spec->buf_const[k] = is_const;
+    }
+    rc = 0;
+done:
+    Py_DECREF(bufs);
+    return rc;
+}
 
 static PyObject *py_call(PyObject *Py_UNUSED(module), PyObject *args)
 {
     unsigned long long addr;
-    PyObject *cls_obj, *bits_obj;
+    PyObject *cls_obj, *bits_obj, *bufs_obj = Py_None;
     int ret_class;
     double timeout;
-    if (!PyArg_ParseTuple(args, "KOOid:call", &addr, &cls_obj, &bits_obj, &ret_class, &timeout))
+    if (!PyArg_ParseTuple(args, "KOOid|O:call", &addr, &cls_obj, &bits_obj, &ret_class, &timeout, &bufs_obj))
         return NULL;
     if (addr == 0) {
         PyErr_SetString(PyExc_ValueError, "address: the function pointer is NULL");
@@ -594,6 +631,8 @@ static PyObject *py_call(PyObject *Py_UNUSED(module), PyObject *args)
         if (PyErr_Occurred())
             goto cleanup;
     }
+    if (bufs_obj != Py_None && parse_buffers(bufs_obj, &spec) < 0)
+        goto cleanup;
     gt_call_outcome out;
     char err[256] = "";
     int status;
@@ -605,11 +644,13 @@ static PyObject *py_call(PyObject *Py_UNUSED(module), PyObject *args)
         goto cleanup;
     }
     const char *how = out.status == GT_OK ? "returned" : out.status == GT_ETIMEOUT ? "timeout"
+                      : out.status == GT_EOVERRUN ? "overrun"
                       : out.status == GT_ECRASH ? (out.signal ? "signal" : "exit") : "error";
     char sigbuf[32];
     const char *signame = out.signal ? gt_signal_name(out.signal, sigbuf, sizeof sigbuf) : NULL;
-    result = Py_BuildValue("{sssisiszsssK}", "how", how, "signal", out.signal, "exit_code", out.exit_code,
-                           "signal_name", signame, "stage", out.stage, "ret_bits", (unsigned long long)out.ret_bits);
+    result = Py_BuildValue("{sssisiszsssKss}", "how", how, "signal", out.signal, "exit_code", out.exit_code,
+                           "signal_name", signame, "stage", out.stage, "ret_bits", (unsigned long long)out.ret_bits,
+                           "overrun", out.overrun);
 cleanup:
     Py_DECREF(cls);
     Py_DECREF(bits);

@@ -20,6 +20,8 @@ _EXPORTS: dict[str, str] = {
     "SoftFailWarning": "_softfail",
     "softfail": "_softfail",
     "Constant": "_tree",
+    "check_approx": "approx",
+    "GroundTruthError": "_finite_diff",
     "CheckSettings": "api",
     "NoBackendWarning": "api",
     "check_gradients": "api",
@@ -52,7 +54,9 @@ __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
     from ._softfail import SoftFailWarning, softfail
+    from ._finite_diff import GroundTruthError
     from ._tree import Constant
+    from .approx import check_approx
     from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
     from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
     from .ckernel import CKernel, get_include

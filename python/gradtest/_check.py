@@ -25,7 +25,7 @@ from ._compare import GradientShapeError, as_gradient_arrays, compare_directiona
 from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, describe_exception, ground_truth
 from ._names import string_list as _names
 from ._problem import GradientProblem, describe_output
-from ._tree import FlatArgs, flatten_args
+from ._tree import FlatArgs, flatten_args, refuse_subclasses
 from .backends import available_backends, get_backend
 from .report import GradientReport, Outcome
 
@@ -78,6 +78,8 @@ class CheckPlan:
         ``soft_fail=True``.
     atol, rtol : float or None
         Tolerance overrides.
+    nans : bool
+        Whether a NaN in the same element of the ground truth and a gradient is a match.
     ground_truth_backend : str
         The reference.
     ground_truth_dtype : numpy.dtype
@@ -107,6 +109,7 @@ class CheckPlan:
     soft_all: bool
     atol: float | None
     rtol: float | None
+    nans: bool
     ground_truth_backend: str
     ground_truth_dtype: np.dtype
     order: int
@@ -178,6 +181,16 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
     return {k: v for k, v in options.items() if k not in backend_options}, backend_options
 
 
+def _ground_truth_dtype(value: Any, flat: FlatArgs) -> np.dtype:
+    """``ground_truth_dtype``: None means the inputs' own dtype (LuxTestUtils'
+    ``ground_truth_eltype = nothing``): that of the differentiated leaves, promoted if they
+    differ, and float32 for float16 (the narrowest type the finite differences run in)."""
+    if value is not None:
+        return np.dtype(value)
+    own = np.result_type(*(np.asarray(flat.leaves[i]).dtype for i in flat.differentiable))
+    return np.dtype(np.float32) if own == np.float16 else np.dtype(own)
+
+
 def parse(
     f: Callable[..., Any],
     args: tuple[Any, ...],
@@ -191,6 +204,7 @@ def parse(
     ground_truth_dtype: Any,
     atol: float | None,
     rtol: float | None,
+    nans: bool,
     kwargs: dict[str, Any] | None,
     order: int,
     fd_options: dict[str, Any],
@@ -215,20 +229,23 @@ def parse(
         raise ValueError(f"skip_backends and broken_backends both name {', '.join(map(repr, both))}; "
                          "a backend is either skipped or broken")
     atol, rtol = _tolerance(atol, "atol"), _tolerance(rtol, "rtol")
+    if not isinstance(nans, (bool, np.bool_)):
+        raise TypeError(f"nans: expected True or False, got {type(nans).__name__}")
     if not callable(f):
         raise TypeError(f"f: expected a callable, got {type(f).__name__}")
     if gradient is not None and not callable(gradient):
         raise TypeError(f"gradient: expected a callable returning the gradient tree, got {type(gradient).__name__}")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise TypeError(f"kwargs: expected a dict of keyword arguments for f, got {type(kwargs).__name__}")
-    gt_dtype = np.dtype(ground_truth_dtype)
     flat = flatten_args(args)
+    refuse_subclasses(flat)
     if not flat.differentiable:
         kinds = ", ".join(f"{p}: {type(leaf).__name__}" for p, leaf in zip(flat.paths, flat.leaves)) or "no arguments"
         raise ValueError(
             "args: no differentiable argument; gradtest differentiates floating NumPy arrays "
             f"(float16, float32, float64), got {kinds}"
         )
+    gt_dtype = _ground_truth_dtype(ground_truth_dtype, flat)
     settings = None
     if target is not None:
         if order != 1:
@@ -241,7 +258,7 @@ def parse(
         fd_kwargs, backend_options = _split_options(fd_options)
         fd = FDOptions.from_kwargs(fd_kwargs)
     return CheckPlan(f, args, flat, kwargs or {}, requested, skip, broken, soft, soft_fail is True, atol, rtol,
-                     ground_truth_backend, gt_dtype, order, fd, backend_options, gradient, target, settings)
+                     bool(nans), ground_truth_backend, gt_dtype, order, fd, backend_options, gradient, target, settings)
 
 
 # ---- run -------------------------------------------------------------------------------------
@@ -374,9 +391,10 @@ def outcome_of(name: str, result: BackendResult, problem: GradientProblem, gt: G
         return Outcome(name, "error", exception=exc, message=str(exc), seconds=result.seconds)
     if gt.mode == "full":
         outcome = compare_full(name, grads, gt, problem.diff_leaves, problem.diff_paths, plan.atol, plan.rtol,
-                               plan.fd.kinks)
+                               plan.fd.kinks, plan.nans)
     else:
-        outcome = compare_directional(name, grads, gt, problem.diff_leaves, plan.atol, plan.rtol, problem.diff_paths)
+        outcome = compare_directional(name, grads, gt, problem.diff_leaves, plan.atol, plan.rtol, problem.diff_paths,
+                                      plan.nans)
     outcome.seconds = result.seconds
     return outcome
 
@@ -389,10 +407,13 @@ def judge(plan: CheckPlan, ran: CheckRun) -> GradientReport:
             outcomes[name] = Outcome(name, "skipped", message="in skip_backends")
             continue
         if ran.gt is None:
-            outcome = Outcome(name, "error", exception=ran.gt_error,
-                              message=f"no ground truth to compare with: {ran.gt_error}")
-        else:
-            outcome = outcome_of(name, ran.results[name], ran.problem, ran.gt, plan)
+            # LuxTestUtils computes the ground truth outside the soft handling: without one, the
+            # result is an error whatever soft_fail and broken_backends say (an f with a typo
+            # must not pass as "broken")
+            outcomes[name] = Outcome(name, "error", exception=ran.gt_error,
+                                     message=f"no ground truth to compare with: {ran.gt_error}")
+            continue
+        outcome = outcome_of(name, ran.results[name], ran.problem, ran.gt, plan)
         outcomes[name] = apply_semantics(outcome, plan.is_broken(name), plan.is_soft(name))
     if all(o.status == "skipped" for o in outcomes.values()):
         warnings.warn(
@@ -409,6 +430,7 @@ def judge(plan: CheckPlan, ran: CheckRun) -> GradientReport:
     )
     if ran.gt_error is not None:
         report.notes.append(f"ground truth failed: {ran.gt_error}")
+        report.ground_truth_error = ran.gt_error
     report.notes += ran.problem.notes
     return report
 

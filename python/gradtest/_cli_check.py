@@ -48,7 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-isolate", action="store_true",
                         help="run the kernel in this process (faster; a crash ends the command)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
-                        help="kill a stage of the kernel that runs longer (isolated runs only)")
+                        help="kill a stage of the kernel that runs longer (isolated runs only; default: "
+                             "derived from the cost of one evaluation, see the docs' C-kernel page)")
     parser.add_argument("--threads", type=int, metavar="T",
                         help="split finite differences over T threads (the kernel must be thread safe)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -89,8 +90,22 @@ def report_to_json(report: Any) -> dict[str, Any]:
     }
 
 
+def _require_npy(path: str) -> None:
+    """A ValueError saying so when ``path`` is not a .npy file (checked by its magic bytes)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(6)
+    except OSError as exc:
+        raise ValueError(f"--x: cannot read {path!r}: {exc.strerror or exc}") from None
+    if head == b"\x93NUMPY":
+        return
+    what = "a .npz archive (several arrays)" if head[:2] == b"PK" else "not a .npy file"
+    raise ValueError(f"--x: {path!r} is {what}; expected one array saved with numpy.save(path, x)")
+
+
 def _point(args: argparse.Namespace, dtype: np.dtype) -> np.ndarray:
     if args.x is not None:
+        _require_npy(args.x)
         try:
             x = np.load(args.x, allow_pickle=False)
         except (OSError, ValueError) as exc:
@@ -138,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
         return _usage(str(exc))
     if not kernel.__gradtest_backends__:
         return _usage("nothing to check: give --gradient, --vjp or --jvp")
+    unknown = [name for name in args.broken if name not in kernel.__gradtest_backends__]
+    if unknown:
+        return _usage(f"--broken: unknown backend {unknown[0]!r}; this kernel's backends: "
+                      f"{', '.join(kernel.__gradtest_backends__)}")
     options: dict[str, Any] = dict(method=args.method, richardson=not args.no_richardson,
                                    rel_step=args.rel_step, seed=args.seed, isolate=not args.no_isolate)
     if args.timeout is not None:

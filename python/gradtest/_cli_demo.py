@@ -7,6 +7,7 @@ catches it (and every correct gradient passes).
 from __future__ import annotations
 
 import argparse
+import sys
 
 from . import examples
 
@@ -16,6 +17,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    html = None
+    if args.html:
+        # opened before any work, so that a path that cannot be written fails at once
+        try:
+            html = open(args.html, "w", encoding="utf-8")
+        except OSError as exc:
+            print(f"gradtest demo: error: --html: cannot write {args.html!r}: {exc.strerror or exc}",
+                  file=sys.stderr)
+            return 2
+    try:
+        return _run(html)
+    finally:
+        if html is not None:
+            html.close()
+
+
+def _run(html) -> int:
     pages = []
     ok = True
     for example in examples.EXAMPLES:
@@ -27,8 +45,7 @@ def run(args: argparse.Namespace) -> int:
         if caught != example.wrong:
             ok = False
             print(f"!! unexpected: {example.title} {'passed' if report.passed else 'failed'}")
-    if args.html:
-        with open(args.html, "w", encoding="utf-8") as fh:
-            fh.write("<html><body>" + "".join(pages) + "</body></html>")
+    if html is not None:
+        html.write("<html><body>" + "".join(pages) + "</body></html>")
     print("demo: every correct gradient passed and the wrong one was caught" if ok else "demo: FAILED")
     return 0 if ok else 1

@@ -181,14 +181,18 @@ def compare_full(
     atol: float | None,
     rtol: float | None,
     kinks: str = "report",
+    nans: bool = False,
 ) -> Outcome:
     """Element-wise comparison of a backend's gradient with a full ground truth (see the module
-    docstring), with kinks judged by their one-sided derivatives."""
+    docstring), with kinks judged by their one-sided derivatives; with ``nans``, NaN in the same
+    element of both is a match."""
     flat = _flatten(grads, gt, leaves, atol, rtol)
     n = flat.t.size
     diff = np.abs(flat.g - flat.t)
-    diff[~np.isfinite(flat.g)] = np.inf
-    tol = flat.tol
+    diff[~np.isfinite(flat.g) | ~np.isfinite(flat.t)] = np.inf
+    if nans:
+        diff[np.isnan(flat.g) & np.isnan(flat.t)] = 0.0
+    tol = np.nan_to_num(flat.tol, nan=0.0)  # a NaN truth matches nothing but a NaN (with nans)
     bad = diff > tol
     notes: list[str] = []
     forgiven = np.zeros(n, dtype=bool)
@@ -266,9 +270,11 @@ def compare_directional(
     atol: float | None,
     rtol: float | None,
     paths: Sequence[str] | None = None,
+    nans: bool = False,
 ) -> Outcome:
     """Compares <g, v_j> with the finite-difference directional derivatives d_j; when directions
-    fail, names the elements that explain them (confirmed by their own finite differences)."""
+    fail, names the elements that explain them (confirmed by their own finite differences).
+    ``nans`` changes nothing here: the finite-difference derivatives are never NaN."""
     assert gt.derivatives is not None and gt.derivative_errors is not None and gt.scale is not None
     parts = [np.asarray(x, dtype=np.float64).ravel() for x in grads]
     g = parts[0] if len(parts) == 1 else np.concatenate(parts)  # no copy of a lone argument

@@ -12,20 +12,25 @@ import contextvars
 from collections.abc import Callable, Iterator
 from typing import Any
 
-_listener: contextvars.ContextVar[Callable[[Any], None] | None] = contextvars.ContextVar(
-    "gradtest_listener", default=None
-)
+Listener = Callable[[Any, "BaseException | None"], None]
+
+_listener: contextvars.ContextVar[Listener | None] = contextvars.ContextVar("gradtest_listener", default=None)
 
 
-def emit(report: Any) -> None:
-    """Hands a finished report (gradient or dispatch) to the active listener, if any."""
+def emit(report: Any, raised: BaseException | None = None) -> None:
+    """Hands a finished report (gradient or dispatch) to the active listener, if any.
+
+    ``raised`` is the exception the caller is about to raise for it (``test_gradients``'s
+    AssertionError), so that the listener can tell a check that decided the test's outcome from
+    one whose failure the test expected and caught (``pytest.raises``).
+    """
     listener = _listener.get()
     if listener is not None:
-        listener(report)
+        listener(report, raised)
 
 
 @contextlib.contextmanager
-def listening(listener: Callable[[Any], None]) -> Iterator[None]:
+def listening(listener: Listener) -> Iterator[None]:
     """Installs ``listener`` for the ``with`` block."""
     token = _listener.set(listener)
     try:

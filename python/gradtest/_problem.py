@@ -147,6 +147,8 @@ class GradientProblem:
     notes : list of str
         Remarks a backend makes while computing (e.g. that ``gradient=`` mutated its inputs),
         carried to the report.
+    compare_options : dict
+        Keyword arguments for the comparison of each backend with the ground truth (``nans``).
     """
 
     f: Callable[..., Any]
@@ -156,6 +158,7 @@ class GradientProblem:
     user_gradient: Callable[..., Any] | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    compare_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def diff_leaves(self) -> list[np.ndarray]:

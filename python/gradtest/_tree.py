@@ -144,28 +144,128 @@ def flatten_args(args: tuple[Any, ...]) -> FlatArgs:
     return FlatArgs(list(leaves), paths, spec, differentiable, len(args))
 
 
+# ndarray subclasses that are plain arrays for every purpose of a check
+_PLAIN_SUBCLASSES = (np.memmap,)
+
+
+def refuse_subclasses(flat: FlatArgs) -> None:
+    """Raises a TypeError naming the argument for a floating ndarray subclass among the caller's
+    arguments (a masked array, np.matrix...): the ground truth perturbs and copies its data as a
+    plain array, so a mask, or matrix semantics, would be silently dropped there and kept in the
+    backends. Leaves wrapped in Constant are the caller's to pass as they are."""
+    for leaf, path in zip(flat.leaves, flat.paths):
+        _refuse_subclass(leaf, path)
+
+
+def _refuse_subclass(leaf: Any, path: str) -> None:
+    kind = type(leaf)
+    if not isinstance(leaf, np.ndarray) or kind is np.ndarray or kind in _PLAIN_SUBCLASSES:
+        return
+    if leaf.dtype not in _DIFFERENTIABLE_DTYPES:
+        return
+    name = f"{kind.__module__}.{kind.__qualname__}"
+    hint = ("fill or drop the masked elements first (x.filled(...), x.compressed()), or pass the "
+            "data and the mask separately" if isinstance(leaf, np.ma.MaskedArray)
+            else "pass np.asarray(x) if its semantics do not matter to f")
+    raise TypeError(f"{path}: gradtest differentiates plain numpy.ndarray, got {name}, whose semantics "
+                    f"the finite-difference ground truth would drop; {hint}, or wrap it in "
+                    "gradtest.Constant to hold it constant")
+
+
 def flatten_like(flat: FlatArgs, tree: Any, what: str) -> list[Any]:
     """One entry per leaf of the argument tree ``flat``, read from ``tree``, which must have the
     same structure, except that ``None`` may stand for a whole subtree (every leaf under it gets
-    ``None``, as for an argument that is not differentiated).
+    ``None``, as for an argument that is not differentiated). A top-level list stands for the
+    tuple of arguments; for a single argument, its tree may also come unwrapped (``g`` or
+    ``{'w': g}`` for ``(g,)`` or ``({'w': g},)``), as a single array may.
 
     Raises
     ------
     ValueError
-        Naming ``what`` when the structures differ.
+        Naming ``what``, saying in the caller's terms what ``tree`` is and what was expected, when
+        the structures differ, or when one value stands for several differentiated arrays.
     """
-    if isinstance(tree, list):
-        tree = tuple(tree)
-    full = optree.tree_unflatten(flat.spec, list(range(len(flat.leaves))))
+    candidates = [tuple(tree) if isinstance(tree, list) else tree]
+    if flat.n_args == 1:
+        candidates.append((tree,))
+    for candidate in candidates:
+        values = _match(flat, candidate)
+        if values is not None:
+            return values
+    raise ValueError(_mismatch(flat, tree, what))
+
+
+def _match(flat: FlatArgs, tree: Any) -> list[Any] | None:
+    """The per-leaf values of ``tree`` over the arguments, or None when it does not fit them."""
+    n = len(flat.leaves)
+    full = optree.tree_unflatten(flat.spec, list(range(n)))
+    options = dict(is_leaf=_is_leaf, none_is_leaf=True, namespace=_NAMESPACE)
     try:
-        return list(
-            optree.broadcast_prefix(tree, full, is_leaf=_is_leaf, none_is_leaf=True, namespace=_NAMESPACE)
-        )
-    except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f"{what}: expected a tree with the structure of the arguments, "
-            f"{optree.tree_unflatten(flat.spec, ['*'] * len(flat.leaves))}; {exc}"
-        ) from None
+        values = list(optree.broadcast_prefix(tree, full, **options))
+        # which of tree's own leaves covers each argument leaf: a value other than None may
+        # stand for one differentiated array only, never be copied onto several
+        leaves = optree.tree_leaves(tree, **options)
+        owners = optree.broadcast_prefix(optree.tree_unflatten(optree.tree_structure(tree, **options),
+                                                               list(range(len(leaves)))), full, **options)
+    except (ValueError, TypeError):
+        return None
+    covered: dict[int, int] = {}
+    for position, owner in enumerate(owners):
+        if position in flat.differentiable:
+            covered[owner] = covered.get(owner, 0) + 1
+    if any(count > 1 and leaves[owner] is not None for owner, count in covered.items()):
+        return None
+    return values
+
+
+def _describe(node: Any) -> str:
+    """What a value is, in a user's words: 'a dict with keys ['w']', 'an array of shape (3,)'."""
+    if node is None:
+        return "None"
+    if isinstance(node, np.ndarray):
+        return f"an array of shape {node.shape}"
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        return f"a {type(node).__name__} (dataclass)"
+    if isinstance(node, tuple) and hasattr(type(node), "_fields"):
+        return f"a {type(node).__name__} (namedtuple)"
+    if isinstance(node, dict):
+        return f"a dict with keys {sorted(map(str, node))}"
+    if isinstance(node, (tuple, list)):
+        return f"a {type(node).__name__} of {len(node)}"
+    return f"a {type(node).__name__}"
+
+
+def _skeleton(node: Any) -> str:
+    """The argument tree as the expected gradient: 'array(3,)' at each differentiated array,
+    None elsewhere."""
+    if is_differentiable(node):
+        return f"array{node.shape}"
+    if isinstance(node, (np.ndarray, Constant)) or node is None:
+        return "None"
+    if dataclasses.is_dataclass(node) and not isinstance(node, type):
+        inner = ", ".join(f"{f.name}={_skeleton(getattr(node, f.name))}" for f in dataclasses.fields(node) if f.init)
+        return f"{type(node).__name__}({inner})"
+    if isinstance(node, tuple) and hasattr(type(node), "_fields"):
+        inner = ", ".join(f"{k}={_skeleton(v)}" for k, v in zip(node._fields, node))
+        return f"{type(node).__name__}({inner})"
+    if isinstance(node, dict):
+        return "{" + ", ".join(f"{k!r}: {_skeleton(v)}" for k, v in node.items()) + "}"
+    if isinstance(node, tuple):
+        return "(" + ", ".join(_skeleton(v) for v in node) + ("," if len(node) == 1 else "") + ")"
+    if isinstance(node, list):
+        return "[" + ", ".join(_skeleton(v) for v in node) + "]"
+    return "None"
+
+
+def _mismatch(flat: FlatArgs, tree: Any, what: str) -> str:
+    args = optree.tree_unflatten(flat.spec, flat.leaves)
+    if flat.n_args == 1:
+        expected = (f"the gradient of the one argument, {_skeleton(args[0])} (or that wrapped in a "
+                    "1-tuple)")
+    else:
+        expected = f"a tuple of {flat.n_args} gradients, one per argument: {_skeleton(args)}"
+    return (f"{what}: returned {_describe(tree)}; expected {expected}, with None for what is not "
+            "differentiated")
 
 
 def tree_map_outputs(fn: Callable[[Any], Any], tree: Any) -> Any:

@@ -10,9 +10,9 @@ import numpy as np
 from . import _check, _events
 from ._check import GROUND_TRUTH_BACKEND, CheckSettings, NoBackendWarning
 from ._compare import as_gradient_arrays
-from ._finite_diff import FDOptions, finite_diff_backend, ground_truth
+from ._finite_diff import FDOptions, GroundTruthError, finite_diff_backend, ground_truth
 from ._problem import GradientProblem, describe_output
-from ._tree import FlatArgs, flatten_args, flatten_like
+from ._tree import FlatArgs, flatten_args, flatten_like, refuse_subclasses
 from .backends import get_backend, register_backend
 from .report import GradientReport
 
@@ -54,6 +54,7 @@ def check_gradients(
     ground_truth_dtype: Any = np.float64,
     atol: float | None = None,
     rtol: float | None = None,
+    nans: bool = False,
     kwargs: dict[str, Any] | None = None,
     order: int = 1,
     **fd_options: Any,
@@ -85,13 +86,21 @@ def check_gradients(
         ``broken``; overrides ``broken_backends``.
     gradient : callable, optional
         A hand-written gradient, ``gradient(*args, **kwargs)`` returning a tree shaped like
-        ``args`` (entries for non-differentiated leaves are ignored); checked as backend ``"user"``.
+        ``args`` (entries for non-differentiated leaves are ignored, ``None`` may stand for a
+        whole subtree); for a single argument its tree may come unwrapped (``{'w': g}`` for
+        ``({'w': g},)``). Checked as backend ``"user"``.
     ground_truth_backend : str, optional
         The reference; ``"finite_diff"`` (default) or another backend's name.
-    ground_truth_dtype : dtype, optional
-        The dtype of the finite-difference computation (float64 by default, whatever the inputs).
+    ground_truth_dtype : dtype or None, optional
+        The dtype of the finite-difference computation (float64 by default, whatever the
+        inputs). ``None``: the inputs' own dtype (promoted when the differentiated arrays
+        differ; float32 for float16 inputs), as ``ground_truth_eltype = nothing`` in
+        LuxTestUtils.
     atol, rtol : float, optional
         Override the default tolerances (see the docs' tolerance page).
+    nans : bool, optional
+        True: a NaN in the same element of the ground truth and of a backend's gradient is a
+        match (as ``nans=`` of :func:`check_approx` and of LuxTestUtils' ``test_gradients``).
     kwargs : dict, optional
         Keyword arguments for ``f`` (never differentiated).
     order : {1, 2}, optional
@@ -135,7 +144,7 @@ def check_gradients(
     plan = _check.parse(
         f, args, backends=backends, skip_backends=skip_backends, broken_backends=broken_backends,
         soft_fail=soft_fail, gradient=gradient, ground_truth_backend=ground_truth_backend,
-        ground_truth_dtype=ground_truth_dtype, atol=atol, rtol=rtol, kwargs=kwargs, order=order,
+        ground_truth_dtype=ground_truth_dtype, atol=atol, rtol=rtol, nans=nans, kwargs=kwargs, order=order,
         fd_options=fd_options,
     )
     ran = _check.run(plan)
@@ -160,12 +169,29 @@ def test_gradients(f: Callable[..., Any], *args: Any, **options: Any) -> Gradien
     Raises
     ------
     AssertionError
-        With the report table as its message.
+        With the report table as its message; also when nothing was checked (``backends=[]``,
+        or every backend skipped).
+    GroundTruthError
+        When there is no ground truth (f raised, or its values were not finite), with f's
+        exception as the cause: an error, never a soft or broken failure.
     """
+    __tracebackhide__ = True  # pytest: point at the caller's line, not at gradtest's
     report = check_gradients(f, *args, **options)
-    _events.emit(report)
-    if report.failures:
-        raise AssertionError("gradient check failed\n" + str(report))
+    error: Exception | None = None
+    if report.ground_truth_error is not None:
+        # not an AssertionError: a softfail marker must not turn f's own exception into "broken"
+        error = GroundTruthError("gradient check could not run: no ground truth "
+                                 f"({report.ground_truth_error})\n" + str(report))
+        error.__cause__ = report.ground_truth_error
+    elif not any(o.status != "skipped" for o in report.outcomes.values()):
+        error = AssertionError(
+            f"gradient check failed: nothing was checked (backends run: none; skipped: "
+            f"{', '.join(report.outcomes) or 'none'})\n" + str(report))
+    elif report.failures:
+        error = AssertionError("gradient check failed\n" + str(report))
+    _events.emit(report, error)
+    if error is not None:
+        raise error
     return report
 
 
@@ -207,6 +233,7 @@ def gradient(f: Callable[..., Any], *args: Any, backend: str = GROUND_TRUTH_BACK
     if backend == "user":
         raise ValueError("backend: 'user' has no gradient of its own; pass gradient= to check_gradients")
     flat: FlatArgs = flatten_args(args)
+    refuse_subclasses(flat)
     if not flat.differentiable:
         raise ValueError("args: no differentiable argument; gradtest differentiates floating NumPy arrays")
     problem = GradientProblem(f, kwargs or {}, flat, describe_output(0.0, np.random.default_rng(0)))

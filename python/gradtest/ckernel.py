@@ -8,8 +8,13 @@ with the GIL released: no Python call per evaluation.
 
 Each stage of a check (``function``: f under finite differences; ``gradient``; ``vjp``; ``jvp``)
 runs by default in a forked child process (``isolate=True``), so that a segfault, an abort, a
-floating-point trap or a hang (``timeout=``) becomes an error outcome naming the signal and the
-stage instead of ending the test run. Isolation costs one ``fork`` per stage (about a millisecond
+floating-point trap or a hang becomes an error outcome naming the signal and the stage instead of
+ending the test run. Every stage has a time limit, by default derived from the measured cost of one
+evaluation of f (see :func:`default_time_limit`); Ctrl-C stops the child and raises
+``KeyboardInterrupt``; a child never outlives its parent. Every buffer handed to the kernel ends
+against an inaccessible guard page, with canary bytes on its other side, so that a write past
+the end of an output is reported (:class:`KernelOverrun`) instead of corrupting memory. Isolation
+costs one ``fork`` per stage (about a millisecond
 for a typical Python process, more for one with a large heap) plus copying the n-element results
 through a pipe.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import math
 import os
 import time
 from collections.abc import Callable
@@ -34,17 +40,65 @@ __all__ = [
     "KernelCrash",
     "KernelError",
     "KernelLoadError",
+    "KernelOverrun",
     "KernelTimeout",
+    "default_time_limit",
     "get_include",
 ]
 
 _CODES = _ckernel.status_codes()
-_STAGES = {"function": 0, "gradient": 1, "vjp": 2, "jvp": 3}
+_STAGES = {"function": 0, "gradient": 1, "vjp": 2, "jvp": 3, "evaluate": 4}
 _METHODS = {"central": 0, "forward": 1, "backward": 2}
 # backend name -> the stage that computes it
 BACKEND_STAGES = {"user": "gradient", "user_vjp": "vjp", "user_jvp": "jvp"}
 # the options a C-kernel check takes beyond the finite-difference ones
 EXTRA_OPTIONS = ("isolate", "timeout", "threads")
+
+#: The default time limit of an isolated stage (``timeout="auto"``): SAFETY_FACTOR times the
+#: measured cost of one evaluation of f times the calls the stage makes, and never under
+#: MIN_TIME_LIMIT seconds. The evaluation that measures the cost has PROBE_TIME_LIMIT seconds.
+SAFETY_FACTOR = 100.0
+MIN_TIME_LIMIT = 10.0
+PROBE_TIME_LIMIT = 60.0
+# a derivative call counted in calls of f: the cheap-gradient principle puts a reverse sweep at a
+# few evaluations, a forward one at about two; generous, the limit is there to stop hangs
+_DERIVATIVE_COST = {"gradient": 5, "vjp": 5, "jvp": 3}
+
+
+def default_time_limit(stage: str, n: int, eval_seconds: float, evals_per_component: int = 4) -> float:
+    """The default time limit, in seconds, of an isolated stage of a C-kernel check.
+
+    ``max(MIN_TIME_LIMIT, SAFETY_FACTOR * eval_seconds * calls)``, where ``calls`` counts the
+    stage's kernel calls in evaluations of f: ``1 + n * evals_per_component`` for the finite
+    differences (``'function'``), 5 for a gradient or a VJP, ``3 n`` for the JVP sweep.
+
+    Parameters
+    ----------
+    stage : {'function', 'gradient', 'vjp', 'jvp', 'evaluate'}
+    n : int
+        The number of inputs.
+    eval_seconds : float
+        The measured duration of one call of f at x.
+    evals_per_component : int
+        Evaluations of f per component of the finite differences (4 for central differences
+        with Richardson extrapolation).
+    """
+    if stage == "evaluate":
+        return PROBE_TIME_LIMIT
+    if stage == "function":
+        calls = 1 + n * evals_per_component
+    else:
+        calls = _DERIVATIVE_COST[stage] * (n if stage == "jvp" else 1)
+    return max(MIN_TIME_LIMIT, SAFETY_FACTOR * max(eval_seconds, 0.0) * calls)
+
+
+def _evals_per_component(method: str, richardson: bool, rel_step: float) -> int:
+    """Calls of f per component the finite differences plan for: the classic rule's count, or
+    for the adaptive one (a varying number of halving steps) a generous 24 steps."""
+    per_step = 2 if method == "central" else 1
+    if richardson and not rel_step > 0:
+        return 24 * per_step
+    return per_step * (2 if richardson else 1)
 
 
 def get_include() -> str:
@@ -95,7 +149,32 @@ class KernelCrash(KernelError):
 
 
 class KernelTimeout(KernelCrash):
-    """A kernel ran past the ``timeout=`` of its check and was killed (SIGKILL)."""
+    """A kernel ran past the time limit of its stage and was killed (SIGKILL).
+
+    Attributes
+    ----------
+    limit : float
+        The limit, in seconds.
+    """
+
+    def __init__(self, message: str, *, stage: str, limit: float, signal: int = 0,
+                 signal_name: str | None = None) -> None:
+        super().__init__(message, stage=stage, signal=signal, signal_name=signal_name)
+        self.limit = limit
+
+
+class KernelOverrun(KernelError):
+    """A kernel wrote outside a buffer it was given (e.g. past the end of its gradient).
+
+    Attributes
+    ----------
+    what : str
+        What it did, e.g. ``'wrote past the end of grad'``.
+    """
+
+    def __init__(self, message: str, *, stage: str, what: str) -> None:
+        super().__init__(message, stage=stage)
+        self.what = what
 
 
 # ---- resolving function pointers ----------------------------------------------------------
@@ -116,6 +195,10 @@ class _Resolved:
     address: int
     library: str | None  # the library path it was loaded from, for bare symbol names
     description: str
+    short: str = ""  # the function's own name (a symbol, a ctypes __name__) for messages
+
+    def __post_init__(self) -> None:
+        self.short = self.short or self.description
 
 
 class _Loader:
@@ -158,7 +241,7 @@ class _Loader:
                 path, name = default_library, obj
             if not path or not name:
                 raise ValueError(f"{role}: expected 'path/to/lib.so:symbol', got {obj!r}")
-            return _Resolved(self.symbol(path, name, role), path, f"{name} ({os.path.basename(path)})")
+            return _Resolved(self.symbol(path, name, role), path, f"{name} ({os.path.basename(path)})", name)
         if isinstance(obj, bool):
             raise TypeError(f"{role}: expected a function pointer, got bool")
         if isinstance(obj, (int, np.integer)):
@@ -222,6 +305,17 @@ class _Loader:
 
 
 # ---- the kernel ---------------------------------------------------------------------------
+
+
+def _check_timeout(timeout: Any, isolate: bool) -> None:
+    """Validates a ``timeout=`` value; ValueError naming it."""
+    if timeout is None or (isinstance(timeout, str) and timeout == "auto"):
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)) \
+            or not (timeout > 0) or not math.isfinite(timeout):
+        raise ValueError(f"timeout: expected seconds > 0, 'auto' or None, got {timeout!r}")
+    if not isolate:
+        raise ValueError("timeout: needs isolate=True (an in-process kernel cannot be stopped)")
 
 
 @dataclasses.dataclass
@@ -296,10 +390,14 @@ class CKernel:
         rf = self._loader.resolve(f, "f", None)
         self._f = rf.address
         self._addresses = {}
+        # each function's own name, for messages about what it did ("loss_grad wrote past ...")
+        self._short_names = {"function": rf.short, "evaluate": rf.short}
         for role, obj in (("gradient", gradient), ("vjp", vjp), ("jvp", jvp)):
-            self._addresses[role] = (
-                0 if obj is None else self._loader.resolve(obj, role, rf.library).address
-            )
+            resolved = None if obj is None else self._loader.resolve(obj, role, rf.library)
+            self._addresses[role] = 0 if resolved is None else resolved.address
+            self._short_names[role] = role if resolved is None else resolved.short
+        # the measured cost of one call of f, per input size (the default time limits)
+        self._eval_seconds: dict[int, float] = {}
         self._ctx = self._loader.context(ctx)
         try:
             dt = np.dtype(dtype)
@@ -332,8 +430,8 @@ class CKernel:
         check analyses f's machine code; a call check takes f's C arguments (ctx, n, x, ...)."""
         real = "double" if self.dtype == np.float64 else "float"
         if self.n_out is None:
-            return self._f, f"int(void*, size_t, const {real}*, {real}*)"
-        return self._f, f"int(void*, size_t, const {real}*, size_t, {real}*)"
+            return self._f, f"int(void *ctx, size_t n, const {real} *x, {real} *f)"
+        return self._f, f"int(void *ctx, size_t n, const {real} *x, size_t m, {real} *y)"
 
     def __repr__(self) -> str:
         kind = "scalar" if self.n_out is None else "vector"
@@ -382,10 +480,15 @@ class CKernel:
         ------
         KernelError
             f returned a non-zero status.
+        KernelOverrun
+            f wrote outside the buffers it was given (caught by canary bytes around them).
         """
         flat = self._flat_x(x)
         m = self._m(flat.size)
-        status, kernel_status, y = _ckernel.evaluate(self._f, self._ctx, self._dtype_code(), m, flat)
+        status, kernel_status, y, overrun = _ckernel.evaluate(self._f, self._ctx, self._dtype_code(), m, flat)
+        if status == _CODES["EOVERRUN"]:
+            raise KernelOverrun(f"{self._short_names['function']} {overrun} (n = {flat.size})",
+                                stage="function", what=overrun)
         if status != _CODES["OK"]:
             raise KernelError(f"{self.name}: f returned status {kernel_status}", stage="function",
                               status=kernel_status)
@@ -411,17 +514,18 @@ class CKernel:
         richardson: bool = True,
         rel_step: float = 0.0,
         isolate: bool = True,
-        timeout: float | None = None,
+        timeout: float | str | None = "auto",
         threads: int | None = None,
     ) -> StageResult:
         """Runs one stage of a check with the GIL released and returns what it produced.
 
         Parameters
         ----------
-        stage : {'function', 'gradient', 'vjp', 'jvp'}
+        stage : {'function', 'gradient', 'vjp', 'jvp', 'evaluate'}
             ``'function'``: the finite-difference gradient of s(x) (f, or <u, f> for a vector
-            function) with its error estimates; the others: the same gradient from the kernel's
-            derivative function.
+            function) with its error estimates; ``'gradient'``, ``'vjp'``, ``'jvp'``: the same
+            gradient from the kernel's derivative function; ``'evaluate'``: one timed call of f
+            (``value`` and ``seconds``; no gradient).
         x : numpy.ndarray
             The point, of the kernel's dtype (never modified).
         u : numpy.ndarray, optional
@@ -430,8 +534,11 @@ class CKernel:
             Finite-difference options (stage 'function').
         isolate : bool
             Run in a forked child (default): a crash becomes a :class:`KernelCrash`.
-        timeout : float, optional
-            Seconds before an isolated stage is killed; requires ``isolate=True``.
+        timeout : float, "auto" or None
+            Seconds before an isolated stage is killed (a number needs ``isolate=True``).
+            ``"auto"`` (default): :func:`default_time_limit`, from the cost of one call of f,
+            measured once per input size in an isolated child; in-process, no limit. ``None``:
+            no limit.
         threads : int, optional
             Threads for the 'function' and 'jvp' stages; default: all usable CPUs when the kernel
             is thread_safe, else 1.
@@ -448,12 +555,7 @@ class CKernel:
             raise ValueError(f"method: expected one of {tuple(_METHODS)}, got {method!r}")
         if not (rel_step >= 0):
             raise ValueError(f"rel_step: expected a number >= 0, got {rel_step!r}")
-        if timeout is not None:
-            if not isolate:
-                raise ValueError("timeout: needs isolate=True (an in-process kernel cannot be stopped)")
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)) \
-                    or not (timeout > 0):
-                raise ValueError(f"timeout: expected seconds > 0 or None, got {timeout!r}")
+        _check_timeout(timeout, isolate)
         nthreads = self._threads(threads)
         flat = self._flat_x(x)
         m = self._m(flat.size)
@@ -463,23 +565,27 @@ class CKernel:
             u = np.ascontiguousarray(u, dtype=np.float64).reshape(-1)
             if u.size != m:
                 raise ValueError(f"u: expected {m} elements (the kernel's outputs), got {u.size}")
-        address = self._f if stage == "function" else self._addresses[stage]
+        address = self._f if stage in ("function", "evaluate") else self._addresses[stage]
         if not address:
             raise ValueError(f"{stage}: the kernel has no {stage} function")
+        limit, probe_error = self._time_limit(stage, flat, u, timeout, isolate, method, richardson, rel_step)
+        if probe_error is not None:  # f itself crashed, overran or hung at x: nothing can run
+            return StageResult(stage=stage, gradient=None, errors=None, value=math.nan, nonfinite=0,
+                               evaluations=1, seconds=0.0, error=probe_error)
         start = time.perf_counter()
         out = _ckernel.run_stage(
             f=self._f, gradient=self._addresses["gradient"], vjp=self._addresses["vjp"],
             jvp=self._addresses["jvp"], ctx=self._ctx, dtype=self._dtype_code(), m=m,
             stage=_STAGES[stage], x=flat, u=u if m else None, method=_METHODS[method],
             richardson=bool(richardson), rel_step=float(rel_step), threads=nthreads,
-            isolate=bool(isolate), timeout=float(timeout or 0.0),
+            isolate=bool(isolate), timeout=limit,
             scale=step_scale(flat, [0, flat.size]) if stage == "function" else None,
         )
-        seconds = time.perf_counter() - start
-        error = self._error(stage, out, timeout)
+        seconds = out["seconds"] if stage == "evaluate" else time.perf_counter() - start
+        error = self._error(stage, out, limit, flat.size)
         return StageResult(
             stage=stage,
-            gradient=None if error else out["grad"],
+            gradient=None if error or stage == "evaluate" else out["grad"],
             errors=None if error else out["err"],
             value=out["value"],
             nonfinite=out["nonfinite"],
@@ -487,6 +593,26 @@ class CKernel:
             seconds=seconds,
             error=error,
         )
+
+    def _time_limit(self, stage: str, flat: np.ndarray, u: np.ndarray | None, timeout: Any,
+                    isolate: bool, method: str, richardson: bool,
+                    rel_step: float = 0.0) -> tuple[float, KernelError | None]:
+        """The limit of one stage in seconds, 0.0 for none (see run_stage's ``timeout``), and the
+        error of the evaluation that measured f's cost, when it failed."""
+        if not isolate or timeout is None:
+            return 0.0, None
+        if timeout != "auto":
+            return float(timeout), None
+        if stage == "evaluate":
+            return PROBE_TIME_LIMIT, None
+        n = flat.size
+        if n not in self._eval_seconds:
+            probe = self.run_stage("evaluate", flat, u=u, isolate=True, timeout="auto")
+            if probe.error is not None:
+                return 0.0, probe.error
+            self._eval_seconds[n] = probe.seconds
+        per = _evals_per_component(method, richardson, rel_step)
+        return default_time_limit(stage, n, self._eval_seconds[n], per), None
 
     def _threads(self, threads: int | None) -> int:
         if threads is None:
@@ -502,18 +628,24 @@ class CKernel:
             raise ValueError("threads: the kernel was not declared thread_safe=True")
         return int(threads)
 
-    def _error(self, stage: str, out: dict[str, Any], timeout: float | None) -> KernelError | None:
+    def _error(self, stage: str, out: dict[str, Any], limit: float, n: int) -> KernelError | None:
         status = out["status"]
         if status == _CODES["OK"]:
             return None
         crash_stage = out["crash_stage"] or stage
+        if status == _CODES["EOVERRUN"]:
+            who = self._short_names.get(crash_stage, self._short_names.get(stage, stage))
+            return KernelOverrun(f"{who} {out['overrun']} (n = {n})", stage=crash_stage,
+                                 what=out["overrun"])
         if status == _CODES["ECALLBACK"]:
             what = "f" if stage == "function" else stage
             return KernelError(f"{self.name}: {what} returned status {out['kernel_status']}",
                                stage=stage, status=out["kernel_status"])
         if status == _CODES["ETIMEOUT"]:
-            return KernelTimeout(f"{self.name}: stage {crash_stage!r} timed out after {timeout:g} s; "
-                                 "the child process was killed (SIGKILL)", stage=crash_stage,
+            who = self._short_names.get(crash_stage, self.name)
+            return KernelTimeout(f"timed out after {limit:g} s: {who} in stage {crash_stage!r}; the "
+                                 "child process was killed (SIGKILL); set timeout= (seconds, or None "
+                                 "for no limit) if it needs longer", stage=crash_stage, limit=limit,
                                  signal=out["signal"], signal_name=out["signal_name"])
         if status == _CODES["ECRASH"]:
             if out["signal"]:
@@ -553,7 +685,8 @@ class CKernel:
         isolate = extra.get("isolate", True)
         if not isinstance(isolate, (bool, np.bool_)):
             raise TypeError(f"isolate: expected True or False, got {isolate!r}")
-        timeout = extra.get("timeout")
+        timeout = extra.get("timeout", "auto")
+        _check_timeout(timeout, bool(isolate))
         threads = extra.get("threads")
         method = fd.get("method", "central")
         richardson = bool(fd.get("richardson", True))
@@ -574,6 +707,13 @@ class CKernel:
             f"{nthreads} thread{'s' if nthreads > 1 else ''}"
             + (", isolated in a child process)" if isolate else ", in-process)")
         )
+        if isolate and timeout == "auto":
+            per = _evals_per_component(method, richardson, rel_step)
+            cost = self._eval_seconds.get(flat.size, 0.0)
+            notes.append(f"time limit of each isolated stage derived from one evaluation of f "
+                         f"({cost * 1e6:.3g} us): {SAFETY_FACTOR:g} x that x the stage's calls, at "
+                         f"least {MIN_TIME_LIMIT:g} s (the finite differences: "
+                         f"{default_time_limit('function', flat.size, cost, per):.3g} s)")
         if fd.get("mode", "auto") == "directional":
             notes.append("directional mode is not offered for C kernels; the full gradient was computed")
         budget = fd.get("time_budget")

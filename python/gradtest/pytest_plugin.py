@@ -6,11 +6,14 @@ refuses to register one module under two names).
 
 What it does
 ------------
-* Around each test call it listens for the reports that ``test_gradients``, ``check_gradients``
-  and the dispatch checks emit (:mod:`gradtest._events`). Each backend's outcome becomes a test
-  property ``("gradtest f: reverse", "broken: ...")`` on the test item, so it lands in
-  ``--junitxml`` (as ``<property>`` of the test case) and travels with the report through
-  pytest-xdist; a terminal summary section lists them with counts.
+* Around each test call it listens for the reports that ``test_gradients`` and ``test_dispatch``
+  emit (:mod:`gradtest._events`; the ``check_`` forms decide nothing and emit nothing). Each
+  backend's outcome of a check that decided the test's outcome becomes a test property
+  ``("gradtest f: reverse", "broken: ...")`` on the test item, so it lands in ``--junitxml`` (as
+  ``<property>`` of the test case) and travels with the report through pytest-xdist; a terminal
+  summary section lists them with counts. A check whose failure the test caught
+  (``pytest.raises``) decided nothing and is left out; in a test reported as an expected failure
+  (the ``softfail`` or ``xfail`` marker) the failed backends are listed as ``broken``.
 * The ``softfail`` marker: an ``AssertionError`` in a marked test reports it as an expected
   failure (``XFAIL``, "broken"), a pass stays a pass, any other exception is reported as an error.
 * :func:`gradtest.softfail` inside a test records a broken check without stopping the test; a
@@ -63,9 +66,21 @@ class _TestRecord:
     item: pytest.Item
     labels: Counter[str] = field(default_factory=Counter)
     softfails: dict[str, _Softfails] = field(default_factory=dict)
+    reports: list[tuple[Any, BaseException | None]] = field(default_factory=list)
 
-    def on_report(self, report: Any) -> None:
-        """Listener for :mod:`gradtest._events`: one test property per backend outcome."""
+    def on_report(self, report: Any, raised: BaseException | None = None) -> None:
+        """Listener for :mod:`gradtest._events`: kept until the test's outcome is known."""
+        self.reports.append((report, raised))
+
+    def flush_reports(self, test_exception: BaseException | None) -> None:
+        """One test property per backend outcome of each check that decided the outcome: one
+        that raised nothing, or whose exception is the one the test ended with."""
+        for report, raised in self.reports:
+            if raised is None or _in_chain(raised, test_exception):
+                self._record(report)
+        self.reports.clear()
+
+    def _record(self, report: Any) -> None:
         outcomes = getattr(report, "outcomes", None)
         if not isinstance(outcomes, Mapping):
             return  # not a report this plugin understands; the API reports them anyway
@@ -104,6 +119,29 @@ class _TestRecord:
             self.item.user_properties.append((f"{PROPERTY_PREFIX}softfail: {where}", value))
         self.softfails.clear()
         return broken
+
+
+def _in_chain(raised: BaseException, exc: BaseException | None) -> bool:
+    """Whether ``raised`` is ``exc`` or one of its causes/contexts (a test may wrap it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if exc is raised:
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+_FAILED_STATUSES = ("fail", "error", "unexpected_pass")
+
+
+def _mark_broken(properties: list[tuple[str, Any]]) -> None:
+    """In a test reported as an expected failure, its failed backends are broken, not FAIL."""
+    for i, (name, value) in enumerate(properties):
+        if isinstance(name, str) and name.startswith(PROPERTY_PREFIX):
+            status, sep, message = str(value).partition(": ")
+            if status in _FAILED_STATUSES:
+                properties[i] = (name, f"broken{sep}{message}")
 
 
 def _report_name(report: Any) -> str:
@@ -172,9 +210,21 @@ def pytest_runtest_makereport(
     # Properties must be on the item before the report copies them.
     broken_softfails = []
     if call.when == "call" and _RECORD in item.stash:
-        broken_softfails = item.stash[_RECORD].flush_softfails()
+        record = item.stash[_RECORD]
+        record.flush_reports(call.excinfo.value if call.excinfo is not None else None)
+        broken_softfails = record.flush_softfails()
         del item.stash[_RECORD]  # the record refers to the item; let both go with the item
-    report = yield
+    report = _mark_expected_failure((yield), item, call, broken_softfails)
+    if call.when == "call" and report.skipped and hasattr(report, "wasxfail"):
+        # the teardown report, which the summary reads, copies the item's properties again
+        _mark_broken(item.user_properties)
+        _mark_broken(report.user_properties)
+    return report
+
+
+def _mark_expected_failure(report: pytest.TestReport, item: pytest.Item, call: pytest.CallInfo[None],
+                           broken_softfails: list[str]) -> pytest.TestReport:
+    """The softfail marker's and softfail()'s verdicts on a finished call."""
     if call.when != "call" or hasattr(report, "wasxfail") or report.skipped:
         return report  # setup/teardown, or pytest's xfail/skip already decided
     runxfail = item.config.option.runxfail

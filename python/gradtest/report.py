@@ -123,6 +123,9 @@ class GradientReport:
         Time of the ground truth.
     notes : list of str
         Warnings and remarks (e.g. f mutated its inputs).
+    ground_truth_error : Exception or None
+        Why there is no ground truth (f raised, returned non-finite values...), else None. Then
+        every backend is an ``error``, whatever ``soft_fail`` or ``broken_backends`` say.
     """
 
     function_name: str
@@ -134,6 +137,7 @@ class GradientReport:
     evaluations: int = 0
     seconds: float = 0.0
     notes: list[str] = dataclasses.field(default_factory=list)
+    ground_truth_error: Exception | None = None
 
     @property
     def passed(self) -> bool:

@@ -38,6 +38,7 @@ int main(void)
     gt_fd_options opts = {.method = GT_FD_CENTRAL, .richardson = 1};
     gt_ck_result res;
     gt_guard_result gres;
+    gt_guard_options gopts = {30.0, NULL, NULL};
 
     gt_ck_kernel k = {GT_FLOAT64, N, 0, (gt_ck_fnptr)cube, (gt_ck_fnptr)cube_grad, NULL, NULL, NULL};
     for (int threads = 1; threads <= 5; threads += 2) {
@@ -50,7 +51,7 @@ int main(void)
     CHECK(gt_ck_stage_run(&k, GT_CK_GRADIENT, x, NULL, &opts, NULL, 1, out, NULL, &res) == GT_OK);
     CHECK(out[3] == x[3] * x[3]);
     CHECK(gt_ck_stage_run(&k, GT_CK_VJP, x, NULL, &opts, NULL, 1, out, NULL, &res) == GT_EINVAL);
-    CHECK(gt_ck_stage_guarded(&k, GT_CK_FUNCTION, x, NULL, &opts, NULL, 2, out, err, &res, 30.0, &gres) == GT_OK);
+    CHECK(gt_ck_stage_guarded(&k, GT_CK_FUNCTION, x, NULL, &opts, NULL, 2, out, err, &res, &gopts, &gres) == GT_OK);
     CHECK(fabs(out[5] - x[5] * x[5]) < 1e-8 && res.evaluations >= 1 + 6 * N);
 
     gt_ck_kernel v = {GT_FLOAT64, N, N, (gt_ck_fnptr)sq, NULL, (gt_ck_fnptr)sq_vjp, (gt_ck_fnptr)sq_jvp, NULL};
@@ -69,7 +70,7 @@ int main(void)
         CHECK(gt_ck_stage_run(&bad, GT_CK_JVP, x, u, &opts, NULL, threads, out, NULL, &res) == GT_ECALLBACK);
         CHECK(res.kernel_status == 4);
     }
-    CHECK(gt_ck_stage_guarded(&bad, GT_CK_JVP, x, u, &opts, NULL, 2, out, NULL, &res, 30.0, &gres) == GT_ECALLBACK);
+    CHECK(gt_ck_stage_guarded(&bad, GT_CK_JVP, x, u, &opts, NULL, 2, out, NULL, &res, &gopts, &gres) == GT_ECALLBACK);
     CHECK(res.kernel_status == 4);
 
     gt_ck_kernel k32 = {GT_FLOAT32, N, 0, (gt_ck_fnptr)cube32, NULL, NULL, NULL, NULL};
@@ -77,7 +78,7 @@ int main(void)
     CHECK(fabs(out[1] - x[1] * x[1]) < 1e-2);
     double y[1];
     int ks = -1;
-    CHECK(gt_ck_evaluate(&k32, x32, y, &ks) == GT_OK && ks == 0 && y[0] > 0);
+    CHECK(gt_ck_evaluate(&k32, x32, y, &ks, NULL) == GT_OK && ks == 0 && y[0] > 0);
 
     /* invalid arguments */
     gt_ck_kernel k0 = k;
@@ -106,7 +107,7 @@ int main(void)
     }
     long live = gt_alloc_live();
     gt_alloc_fail_after(1);
-    CHECK(gt_ck_stage_guarded(&k, GT_CK_FUNCTION, x, NULL, &opts, NULL, 1, out, err, &res, 0, &gres) == GT_ENOMEM);
+    CHECK(gt_ck_stage_guarded(&k, GT_CK_FUNCTION, x, NULL, &opts, NULL, 1, out, err, &res, NULL, &gres) == GT_ENOMEM);
     gt_alloc_fail_after(0);
     CHECK(gt_alloc_live() == live);
 

@@ -141,8 +141,21 @@ static void invalid_arguments(void)
     gt_tape_free(NULL);
 }
 
+/* A tape of 0-d nodes only has no shape storage: casting one must not hand memcpy a NULL
+ * source (UBSan; reached from Python by a 0-d float32 input plus np.float64(1)). */
+static void zero_d_cast(void)
+{
+    gt_tape *t = NULL;
+    long id = -1, cast = -1;
+    CHECK(gt_tape_new(count_release, &t) == GT_OK);
+    CHECK(gt_tape_leaf(t, GT_FLOAT32, 0, NULL, &id) == GT_OK);
+    CHECK(gt_tape_cast(t, GT_FLOAT64, id, &cast) == GT_OK && cast == id + 1);
+    gt_tape_free(t);
+}
+
 int main(void)
 {
+    zero_d_cast();
     CHECK(elementwise_broadcast(1) == GT_OK);
     CHECK(structural(1) == GT_OK);
     invalid_arguments();

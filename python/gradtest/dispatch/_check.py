@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .. import _events
 from .._names import string_list
 from ._native import check_native
 from ._policy import DEFAULT_MAX_DEPTH, DEFAULT_TIMEOUT
@@ -26,6 +27,7 @@ def check_dispatch(
     max_depth: int = DEFAULT_MAX_DEPTH,
     signature: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    **unexpected: Any,
 ) -> DispatchReport:
     """Checks a compiled C function for crashes (call) and for dispatch, allocation and calls out
     of its library (opt), as LuxTestUtils' ``@jet`` does for Julia functions.
@@ -68,6 +70,7 @@ def check_dispatch(
     DispatchReport
         ``report.passed``, ``report.outcomes["call"]``/``["opt"]``, ``report.findings``.
     """
+    _refuse_unexpected(unexpected)
     allow_t = tuple(string_list(allow, "allow", "symbol patterns"))
     if is_python_target(target):
         return _check_python(target, args, target_modules=target_modules, allow=allow_t,
@@ -88,6 +91,17 @@ def _check_python(f: Any, args: tuple, *, target_modules: Any, allow: tuple[str,
     return check_dispatch_python(f, tuple(args), allow, bool(call_broken), bool(opt_broken))
 
 
+def _refuse_unexpected(unexpected: dict[str, Any]) -> None:
+    """A TypeError for keyword arguments check_dispatch does not take; ``broken=`` (the gradient
+    checks' word) gets the seed's hint."""
+    if not unexpected:
+        return
+    if "broken" in unexpected:
+        raise TypeError("check_dispatch() got an unexpected keyword argument 'broken': the two halves are "
+                        "marked separately, use call_broken or opt_broken (as LuxTestUtils' @jet)")
+    raise TypeError(f"check_dispatch() got unexpected keyword argument(s) {', '.join(map(repr, unexpected))}")
+
+
 def test_dispatch(target: Any, *args: Any, **kwargs: Any) -> DispatchReport:
     """Like :func:`check_dispatch`, and raises ``AssertionError`` with the report when a half
     fails, errors or passes unexpectedly (broken halves that fail are fine).
@@ -97,9 +111,13 @@ def test_dispatch(target: Any, *args: Any, **kwargs: Any) -> DispatchReport:
     DispatchReport
         The report, when the check passed.
     """
+    __tracebackhide__ = True  # pytest: point at the caller's line, not at gradtest's
     report = check_dispatch(target, *args, **kwargs)
-    if not report.passed:
-        raise AssertionError("\n" + str(report))
+    error = None if report.passed else AssertionError("\n" + str(report))
+    # only the test_ form reports to the pytest plugin: its result decides the test
+    _events.emit(report, error)
+    if error is not None:
+        raise error
     return report
 
 

@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import _dispatch, _events
+from .. import _dispatch
 from ..report import Outcome
 from . import _core
 from ._policy import ALLOCATION, DEFAULT_ALLOWED_NAMES, NORETURN, PYTHON_API, is_libm, matches
 from ._report import DispatchFinding, DispatchReport, half_status, opt_verdict
-from ._signature import convert_args, convert_result
+from ._signature import buffer_specs, convert_args, convert_result
 from ._targets import Target, configured_target_modules, module_names, resolve_modules, resolve_target
 
 
@@ -137,7 +137,8 @@ def check_native(target: Any, args: tuple, *, target_modules: Sequence[str] | No
         ret = tgt.signature.ret  # type: ignore[union-attr]
         ret_class = {"void": 3, "float": 1 if ret.size == 8 else 2}.get(ret.kind, 0)
         t0 = time.perf_counter()
-        out = _dispatch.call(tgt.address, classes, bits, ret_class, float(timeout))
+        buffers = buffer_specs(tgt.signature, args)  # type: ignore[arg-type]
+        out = _dispatch.call(tgt.address, classes, bits, ret_class, float(timeout), buffers)
         seconds = time.perf_counter() - t0
         if out["how"] == "returned":
             report.result = convert_result(ret, out["ret_bits"])
@@ -146,6 +147,10 @@ def check_native(target: Any, args: tuple, *, target_modules: Sequence[str] | No
         else:
             if out["how"] == "timeout":
                 desc = f"timed out after {timeout:g} s (killed with SIGKILL)"
+            elif out["how"] == "overrun":
+                name = out["overrun"].rsplit(" ", 1)[-1]
+                size = next((a.size for a, b in zip(args, buffers) if b and b[1] == name), 0)
+                desc = f"failed: {tgt.name} {out['overrun']} ({size} elements)"
             elif out["how"] == "signal":
                 desc = f"crashed with {out['signal_name']}"
             else:
@@ -182,5 +187,4 @@ def check_native(target: Any, args: tuple, *, target_modules: Sequence[str] | No
         report.outcomes["opt"] = Outcome("opt", half_status(failed, opt_broken), message=msg, seconds=report.seconds)
         if raw["depth_limited"]:
             report.notes.append(f"calls deeper than max_depth={max_depth} were not followed")
-    _events.emit(report)
     return report

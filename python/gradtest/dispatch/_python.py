@@ -54,8 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import _events, reverse
-from .._tree import flatten_args, output_leaves, tree_map_outputs
+from .. import reverse
+from .._tree import flatten_args, output_leaves, refuse_subclasses, tree_map_outputs
 from ..report import Outcome
 from ._policy import matches
 from ._report import PythonDispatchFinding, PythonDispatchReport, half_status, opt_verdict
@@ -337,6 +337,7 @@ def check_dispatch_python(f: Callable[..., Any], args: tuple[Any, ...], allow: t
     """
     file, _ = _file_of(f)
     flat = flatten_args(tuple(args))
+    refuse_subclasses(flat)
     tape = reverse.Tape()
     tape.observed = True  # every operation through the Python hooks (the C fast path wraps plain Tracked)
     try:
@@ -420,5 +421,4 @@ def check_dispatch_python(f: Callable[..., Any], args: tuple[Any, ...], allow: t
                                              seconds=report.seconds)
     finally:
         tape.release()
-    _events.emit(report)
     return report

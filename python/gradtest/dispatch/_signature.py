@@ -182,6 +182,22 @@ def convert_args(sig: Signature, args: tuple) -> tuple[list[int], list[int]]:
     return classes, bits
 
 
+def buffer_specs(sig: Signature, args: tuple) -> list[tuple[int, str, bool] | None]:
+    """Per argument of the call check, ``(nbytes, name, is_const)`` for an array passed to a
+    pointer (the call gets a copy fenced by guard pages), else None. The name is the parameter's
+    own when the signature gives one (``double *grad``), else ``args[i]``."""
+    specs: list[tuple[int, str, bool] | None] = []
+    for i, (ct, value) in enumerate(zip(sig.args, args)):
+        if ct.kind != "pointer":
+            specs.append(None)
+            continue
+        words = re.findall(r"[A-Za-z_]\w*", ct.text)
+        named = len(words) > 1 and words[-1] not in _TYPE_WORDS and words[-1] not in _INT_TYPES \
+            and words[-1] not in _QUALIFIERS
+        specs.append((int(value.nbytes), words[-1] if named else f"args[{i}]", "const" in words))
+    return specs
+
+
 def convert_result(ret: CType, raw: int) -> Any:
     if ret.kind == "void":
         return None
