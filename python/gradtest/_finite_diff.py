@@ -220,6 +220,10 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
         raise ValueError(f"ground_truth_dtype: expected float64 or float32, got {dtype}")
     ws = _Workspace(problem, dtype)
     fn, u = _reducer(problem)
+    if problem.flat.adapters:  # torch/JAX leaves: f sees ws.x as the framework's arrays (frameworks.py)
+        from .frameworks import bind_working_copy
+
+        fn = bind_working_copy(fn, problem, ws.args, ws.views)
     start = time.perf_counter()
     mode = opts.mode
     notes: list[str] = []

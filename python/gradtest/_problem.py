@@ -33,8 +33,12 @@ class OutputSpec:
     cotangents: list[np.ndarray]
     tree: bool
 
-    def reduce(self, out: Any) -> Any:
-        """Reduces an output of f (NumPy arrays, or Dual/Tracked arrays) to the checked scalar."""
+    def reduce(self, out: Any, dot: Callable[[np.ndarray, Any], Any] | None = None) -> Any:
+        """Reduces an output of f (NumPy arrays, or Dual/Tracked arrays) to the checked scalar.
+
+        ``dot(u, leaf)``, the sum of ``u * leaf``, defaults to NumPy's; a framework backend passes
+        its own, so that the framework can differentiate the reduction.
+        """
         if self.scalar:
             return out
         leaves = output_leaves(out) if self.tree else [out]
@@ -50,7 +54,8 @@ class OutputSpec:
                     f"f returned an output of shape {np.shape(leaf)} where {u.shape} was expected "
                     "(its output shape changed between calls)"
                 )
-            total = total + np.sum(np.multiply(u.astype(_dtype_of(leaf), copy=False), leaf))
+            total = total + (dot(u, leaf) if dot is not None
+                             else np.sum(np.multiply(u.astype(_dtype_of(leaf), copy=False), leaf)))
         return total
 
 
@@ -69,6 +74,10 @@ def describe_output(out: Any, rng: np.random.Generator) -> OutputSpec:
     TypeError
         If the output is not real and numeric (complex, object, strings, None).
     """
+    if not isinstance(out, (np.ndarray, float, int)):  # torch tensors, JAX arrays: as NumPy
+        from .frameworks import outputs_as_numpy
+
+        out = outputs_as_numpy(out)
     if _is_real_scalar(out):
         return OutputSpec(True, [], False)
     tree = not isinstance(out, np.ndarray)
@@ -122,6 +131,9 @@ class GradientProblem:
         The ``gradient=`` function, for the ``"user"`` backend.
     options : dict
         Backend options from the caller (e.g. ``forward_chunk_size``), by backend-defined keys.
+    notes : list of str
+        Remarks for the report, added by the backend selection (why a backend did not run) and by
+        backends (e.g. the custom rules a framework differentiated through).
     """
 
     f: Callable[..., Any]
@@ -130,6 +142,7 @@ class GradientProblem:
     output: OutputSpec
     user_gradient: Callable[..., Any] | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def diff_leaves(self) -> list[np.ndarray]:

@@ -15,7 +15,7 @@ from ._compare import GradientShapeError, as_gradient_arrays, compare_directiona
 from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, finite_diff_backend, ground_truth
 from ._problem import GradientProblem, describe_output
 from ._tree import FlatArgs, flatten_args, flatten_like
-from .backends import available_backends, get_backend, register_backend
+from .backends import BackendNotApplicable, available_backends, get_backend, not_run_reason, register_backend
 from .report import GradientReport, Outcome
 
 GROUND_TRUTH_BACKEND = "finite_diff"
@@ -120,6 +120,7 @@ def _select_backends(
             raise ValueError("backends: 'user' needs gradient= (a function returning the gradient tree)")
         return [b for b in backends if b != ground_truth_backend]
     selected = []
+    not_run: dict[str, list[str]] = {}
     for name in available_backends():
         if name == ground_truth_backend:
             continue
@@ -128,8 +129,14 @@ def _select_backends(
                 selected.append(name)
             continue
         backend = get_backend(name)
-        if backend.default and backend.applies(problem):
+        why = not_run_reason(backend, problem)
+        if why is None:
             selected.append(name)
+        elif backend.default:  # the report says why a default backend did not run
+            not_run.setdefault(why, []).append(name)
+    if not_run and not any("not run by default" in note for note in problem.notes):
+        problem.notes.append("not run by default: " + "; ".join(
+            f"{', '.join(names)} ({why})" for why, names in not_run.items()))
     return selected
 
 
@@ -140,6 +147,8 @@ def _run_backend(
     try:
         raw = get_backend(name).compute(problem)
         grads = as_gradient_arrays(raw, problem.diff_leaves, problem.diff_paths, name)
+    except BackendNotApplicable as exc:  # e.g. forward mode through a reverse-only custom rule
+        return Outcome(name, "skipped", message=f"not applicable: {exc}", seconds=time.perf_counter() - start)
     except Exception as exc:  # the backend's failure is its outcome, the run goes on
         return Outcome(name, "error", exception=exc, message=f"{type(exc).__name__}: {exc}",
                        seconds=time.perf_counter() - start)
@@ -419,6 +428,7 @@ def _finish(f, problem, gt, gt_error, selected, skip, broken, soft_all, soft, at
         gt.mode if gt else "none", gt.method if gt else "", problem.size, gt.evaluations if gt else 0,
         gt.seconds if gt else 0.0, list(gt.notes) if gt else [],
     )
+    report.notes += problem.notes
     if gt_error is not None:
         report.notes.append(f"ground truth failed: {gt_error}")
     return report
