@@ -227,6 +227,20 @@ def test_torch_backend_errors_name_the_problem(torch):
     assert outcome.status == "error" and "torch cannot differentiate" in outcome.message
 
 
+def test_float32_parameters_in_a_float64_ground_truth_get_a_hint(torch):
+    layer = torch.nn.Linear(3, 2)  # float32 parameters, not among the arguments
+
+    def f(x):
+        return layer(x).sum()
+
+    x = torch.ones(4, 3)
+    report = gradtest.check_gradients(f, x)
+    assert not report.passed
+    assert any("ground_truth_dtype=numpy.float32" in n for n in report.notes), report.notes
+    report = gradtest.check_gradients(f, x, ground_truth_dtype=np.float32)
+    assert report.outcomes["torch"].status == "pass", report
+
+
 def test_named_torch_backend_runs_on_numpy_leaves(torch):
     def f(x):  # NumPy for the ground truth, torch for the backend
         if isinstance(x, torch.Tensor):

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import optree
 
-from ._tree import tree_map_outputs
+from ._tree import framework_of, tree_map_outputs
 from .backends import BackendNotApplicable, register_backend
 
 __all__ = ["ArrayAdapter", "adapter_for", "bind_working_copy", "installed", "is_array", "uses_autograd"]
@@ -135,8 +135,6 @@ def _x64(dtype: Any) -> contextlib.AbstractContextManager:
 
 def as_numpy(value: Any) -> Any:
     """A framework array as a NumPy array (detached, on the CPU); anything else unchanged."""
-    from ._tree import framework_of
-
     framework = framework_of(value)
     if framework == "torch":
         return value.detach().cpu().numpy()
@@ -180,22 +178,36 @@ def bind_working_copy(fn: Callable[..., Any], problem: Any, args: tuple[Any, ...
              if i in flat.adapters and not flat.adapters[i].shares_memory]
     leaves = flat.spec.flatten_up_to(args) if stale else None
     used = {adapter.framework for adapter in flat.adapters.values()}
-    dtypes = {view.dtype for view in views}
+    float64 = any(view.dtype == np.float64 for view in views)
+    # torch: no graph for f's parameters that require grad; JAX: 64-bit mode for float64 views
+    contexts = ([sys.modules["torch"].no_grad] if "torch" in used else []) + \
+        ([lambda: _x64(np.float64)] if "jax" in used and float64 else [])
 
     def evaluate(*call_args: Any, **kwargs: Any) -> Any:
         with contextlib.ExitStack() as stack:
-            if "torch" in used:
-                stack.enter_context(sys.modules["torch"].no_grad())
-            if "jax" in used and np.dtype(np.float64) in dtypes:
-                stack.enter_context(_x64(np.float64))
+            for context in contexts:
+                stack.enter_context(context())
             if stale:
                 current = list(leaves)
                 for i, view, adapter in stale:
                     current[i] = adapter.wrap(view)
                 call_args = tuple(optree.tree_unflatten(flat.spec, current))
-            return outputs_as_numpy(fn(*call_args, **kwargs))
+            try:
+                out = fn(*call_args, **kwargs)
+            except (RuntimeError, TypeError) as exc:
+                if float64 and _is_dtype_mismatch(exc):
+                    raise type(exc)(f"{exc} [gradtest: the ground truth runs f in float64, with float64 "
+                                    "arguments; convert f's own float32 tensors (e.g. module.double()), or "
+                                    "pass ground_truth_dtype=numpy.float32]") from exc
+                raise
+            return outputs_as_numpy(out)
 
     return evaluate
+
+
+def _is_dtype_mismatch(exc: BaseException) -> bool:
+    text = str(exc)
+    return "dtype" in text and ("Double" in text or "float64" in text)
 
 
 # ---------------------------------------------------------------------------------------------
