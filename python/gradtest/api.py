@@ -291,8 +291,8 @@ def check_gradients(
     if not flat.differentiable:
         kinds = ", ".join(f"{p}: {type(leaf).__name__}" for p, leaf in zip(flat.paths, flat.leaves)) or "no arguments"
         raise ValueError(
-            "args: no differentiable argument; gradtest differentiates floating NumPy arrays "
-            f"(float16, float32, float64), got {kinds}"
+            "args: no differentiable argument; gradtest differentiates floating NumPy arrays, "
+            f"torch tensors and JAX arrays (float16, float32, float64), got {kinds}"
         )
 
     if hook is not None:

@@ -36,6 +36,7 @@ import inspect
 import sys
 import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -377,11 +378,24 @@ def _jax_custom_rules(jaxpr: Any) -> list[str]:
     return names
 
 
+# f -> its custom rules: tracing f again for the note costs as much as a gradient, and order=2
+# checks compute a gradient per evaluation
+_RULES_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _jax_note_rules(problem: Any, backend: str, scalar: Callable[[list[Any]], Any], xs: list[Any]) -> None:
+    key = (tuple((x.shape, str(x.dtype)) for x in xs), problem.output.scalar)
     try:
-        rules = _jax_custom_rules(_jax().make_jaxpr(scalar)(xs))
-    except Exception:  # the note is a courtesy; the backend's own run reports f's failures
-        rules = []
+        rules = _RULES_CACHE.get(problem.f, {}).get(key)
+    except TypeError:  # f cannot be weakly referenced
+        rules = None
+    if rules is None:
+        try:
+            rules = _jax_custom_rules(_jax().make_jaxpr(scalar)(xs))
+        except Exception:  # the note is a courtesy; the backend's own run reports f's failures
+            rules = []
+        with contextlib.suppress(TypeError):
+            _RULES_CACHE.setdefault(problem.f, {})[key] = rules
     _note_rules(problem, backend, rules)
 
 
