@@ -251,6 +251,20 @@ def test_named_torch_backend_runs_on_numpy_leaves(torch):
     assert report.outcomes["torch"].status == "pass"
 
 
+def _array_api_f(x, w):
+    xp = x.__array_namespace__()
+    return xp.sum(xp.tanh(xp.matmul(w, x)) ** 2) + xp.sum(xp.exp(-x))
+
+
+def test_array_api_function_runs_under_torch_on_numpy_inputs(torch):
+    pytest.importorskip("array_api_compat")
+    x, w = np.linspace(0.1, 1.0, 6), np.arange(24.0).reshape(4, 6) / 20
+    names = ["forward", "reverse", "torch", "torch_fwd"]
+    report = gradtest.test_gradients(_array_api_f, x, w, backends=names, order=2)
+    assert list(report.outcomes) == names + ["reverse:hvp", "torch:hvp"]
+    assert all(o.status == "pass" for o in report.outcomes.values())
+
+
 # ---------------------------------------------------------------------------------------------
 # JAX
 
@@ -356,11 +370,7 @@ def test_jax_ground_truth_sees_fresh_jax_arrays_in_float64(jax):
 
 def test_array_api_function_runs_under_jax_and_gradtests_engines(jax):
     jnp = jax.numpy
-
-    def f(x, w):
-        xp = x.__array_namespace__()
-        return xp.sum(xp.tanh(xp.matmul(w, x)) ** 2) + xp.sum(xp.exp(-x))
-
+    f = _array_api_f
     x, w = np.linspace(0.1, 1.0, 6), np.arange(24.0).reshape(4, 6) / 20
     names = ["forward", "reverse", "jax", "jax_fwd"]
     report = gradtest.test_gradients(f, x, w, backends=names)
@@ -411,3 +421,11 @@ def test_framework_backends_are_registered_with_their_array_types(torch, jax):
     assert get_backend("torch").array_types == ("torch",)
     assert get_backend("jax_fwd").array_types == ("jax",)
     assert get_backend("torch").hvp is not None and get_backend("jax").hvp is not None
+
+
+def test_array_api_function_runs_under_every_engine_in_one_call(torch, jax):
+    pytest.importorskip("array_api_compat")
+    names = ["forward", "reverse", "torch", "torch_fwd", "jax", "jax_fwd"]
+    report = gradtest.test_gradients(_array_api_f, np.linspace(0.1, 1.0, 6), np.arange(24.0).reshape(4, 6) / 20,
+                                     backends=names)
+    assert list(report.outcomes) == names

@@ -221,12 +221,50 @@ def _torch() -> types.ModuleType:
     return torch
 
 
+_array_api_tensor: type | None = None
+
+
+def _torch_inputs(problem: Any) -> list[Any]:
+    """Fresh CPU tensors of the differentiated arguments, in their dtypes.
+
+    An argument that was a NumPy array (the backend was named for NumPy inputs: code written
+    against the array API standard) becomes a tensor with ``__array_namespace__``, which torch's
+    own tensors lack, when array_api_compat is installed; torch arguments stay plain tensors, as
+    the caller gave them.
+    """
+    torch = _torch()
+    kind = _array_api_tensor_type()
+    return [torch.from_numpy(leaf.copy()) if i in problem.flat.adapters or kind is None
+            else torch.from_numpy(leaf.copy()).as_subclass(kind)
+            for i, leaf in zip(problem.flat.differentiable, problem.diff_leaves)]
+
+
+def _array_api_tensor_type() -> type | None:
+    """A torch.Tensor subclass whose namespace is ``array_api_compat.torch`` (None without it)."""
+    global _array_api_tensor
+    if _array_api_tensor is None and installed("array_api_compat"):
+        import array_api_compat.torch as namespace
+
+        class ArrayAPITensor(_torch().Tensor):
+            """A tensor that gives its array API namespace, as NumPy and JAX arrays do."""
+
+            def __array_namespace__(self, *, api_version: str | None = None) -> Any:
+                return namespace
+
+        _array_api_tensor = ArrayAPITensor
+    return _array_api_tensor
+
+
 def _torch_dot(u: np.ndarray, leaf: Any) -> Any:
     torch = _torch()
     if not isinstance(leaf, torch.Tensor):
         return float(np.vdot(u, np.asarray(leaf, dtype=np.float64)))
     dtype = leaf.dtype if leaf.is_floating_point() else torch.float64
     return (torch.as_tensor(u, dtype=dtype, device=leaf.device) * leaf).sum()
+
+
+def _tensor_to_numpy(t: Any) -> np.ndarray:
+    return t.detach().as_subclass(_torch().Tensor).cpu().numpy()
 
 
 def _torch_custom_rules(root: Any) -> list[str]:
@@ -257,7 +295,7 @@ def _note_rules(problem: Any, backend: str, rules: list[str]) -> None:
 def _torch_compute(problem: Any) -> list[np.ndarray]:
     """The ``"torch"`` backend: ``torch.autograd.grad`` of ``<u, f(x)>`` on CPU tensors."""
     torch = _torch()
-    xs = [torch.from_numpy(leaf.copy()).requires_grad_(True) for leaf in problem.diff_leaves]
+    xs = [x.requires_grad_(True) for x in _torch_inputs(problem)]
     with torch.enable_grad():
         out = problem.output.reduce(problem.call(xs), _torch_dot)
         if not isinstance(out, torch.Tensor) or not out.requires_grad:
@@ -267,7 +305,7 @@ def _torch_compute(problem: Any) -> list[np.ndarray]:
             raise ValueError(f"f reduced to a tensor of shape {tuple(out.shape)}, not a scalar")
         _note_rules(problem, "torch", _torch_custom_rules(out.grad_fn))
         grads = torch.autograd.grad(out.reshape(()), xs, allow_unused=True)
-    return [np.zeros_like(leaf) if g is None else g.detach().numpy().astype(leaf.dtype, copy=False)
+    return [np.zeros_like(leaf) if g is None else _tensor_to_numpy(g).astype(leaf.dtype, copy=False)
             for g, leaf in zip(grads, problem.diff_leaves)]
 
 
@@ -284,7 +322,7 @@ def _torch_fwd_compute(problem: Any) -> list[np.ndarray]:
     """The ``"torch_fwd"`` backend: forward mode, one pass per differentiated element."""
     torch = _torch()
     fwad = torch.autograd.forward_ad
-    primals = [torch.from_numpy(leaf.copy()) for leaf in problem.diff_leaves]
+    primals = _torch_inputs(problem)
     grads = [np.zeros(leaf.shape, dtype=leaf.dtype) for leaf in problem.diff_leaves]
     with _quiet_torch_forward_ad(), torch.no_grad():
         for k, leaf in enumerate(problem.diff_leaves):
@@ -312,7 +350,7 @@ def _torch_fwd_compute(problem: Any) -> list[np.ndarray]:
 def _torch_hvp(problem: Any, vs: list[np.ndarray]) -> list[np.ndarray]:
     """Hessian-vector products by reverse over reverse (``create_graph=True``)."""
     torch = _torch()
-    xs = [torch.from_numpy(leaf.copy()).requires_grad_(True) for leaf in problem.diff_leaves]
+    xs = [x.requires_grad_(True) for x in _torch_inputs(problem)]
     with torch.enable_grad():
         out = problem.output.reduce(problem.call(xs), _torch_dot)
         grads = torch.autograd.grad(out.reshape(()), xs, create_graph=True, allow_unused=True)
@@ -320,7 +358,7 @@ def _torch_hvp(problem: Any, vs: list[np.ndarray]) -> list[np.ndarray]:
         if not isinstance(dot, torch.Tensor) or not dot.requires_grad:
             return [np.zeros_like(leaf) for leaf in problem.diff_leaves]
         hv = torch.autograd.grad(dot, xs, allow_unused=True)
-    return [np.zeros_like(leaf) if h is None else h.detach().numpy() for h, leaf in zip(hv, problem.diff_leaves)]
+    return [np.zeros_like(leaf) if h is None else _tensor_to_numpy(h) for h, leaf in zip(hv, problem.diff_leaves)]
 
 
 # ---------------------------------------------------------------------------------------------
