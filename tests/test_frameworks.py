@@ -84,6 +84,23 @@ def test_report_says_why_a_default_backend_did_not_run():
     assert "forward (not applicable to these inputs" in note
 
 
+def test_a_backend_that_does_not_apply_is_skipped_with_its_reason():
+    from gradtest.backends import BackendNotApplicable
+
+    def compute(problem):
+        raise BackendNotApplicable("needs a forward rule")
+
+    gradtest.register_backend("not_applicable_here", compute, default=False)
+    try:
+        report = gradtest.check_gradients(lambda x: np.sum(x ** 2), np.arange(3.0),
+                                          backends=["not_applicable_here", "reverse"])
+    finally:
+        gradtest.unregister_backend("not_applicable_here")
+    outcome = report.outcomes["not_applicable_here"]
+    assert outcome.status == "skipped" and outcome.message == "not applicable: needs a forward rule"
+    assert report.passed
+
+
 def test_register_backend_rejects_bad_array_types():
     with pytest.raises(TypeError, match="array_types"):
         gradtest.register_backend("bad_kinds", lambda p: [], array_types=())
@@ -239,6 +256,14 @@ def test_float32_parameters_in_a_float64_ground_truth_get_a_hint(torch):
     assert any("ground_truth_dtype=numpy.float32" in n for n in report.notes), report.notes
     report = gradtest.check_gradients(f, x, ground_truth_dtype=np.float32)
     assert report.outcomes["torch"].status == "pass", report
+
+
+def test_hand_written_gradient_of_tensors(torch):
+    x = torch.linspace(0.1, 1.0, 5, dtype=torch.float64)
+    report = gradtest.test_gradients(lambda x: (x ** 3).sum(), x, gradient=lambda x: 3 * x ** 2)
+    assert report.outcomes["user"].status == "pass"
+    report = gradtest.check_gradients(lambda x: (x ** 3).sum(), x, gradient=lambda x: 3.01 * x ** 2)
+    assert report.outcomes["user"].status == "fail"
 
 
 def test_named_torch_backend_runs_on_numpy_leaves(torch):
