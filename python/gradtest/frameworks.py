@@ -177,13 +177,12 @@ def bind_working_copy(fn: Callable[..., Any], problem: Any, args: tuple[Any, ...
     used = {adapter.framework for adapter in flat.adapters.values()}
     float64 = any(view.dtype == np.float64 for view in views)
     # torch: no graph for f's parameters that require grad; JAX: 64-bit mode for float64 views
-    contexts = ([sys.modules["torch"].no_grad] if "torch" in used else []) + \
-        ([lambda: _x64(np.float64)] if "jax" in used and float64 else [])
+    no_grad = sys.modules["torch"].no_grad if "torch" in used else contextlib.nullcontext
+    x64 = (lambda: _x64(np.float64)) if "jax" in used and float64 else contextlib.nullcontext
 
     def evaluate(*call_args: Any, **kwargs: Any) -> Any:
-        with contextlib.ExitStack() as stack:
-            for context in contexts:
-                stack.enter_context(context())
+        # one call of f per evaluation, so the common cases take the short paths
+        with no_grad(), x64():
             if stale:
                 current = list(leaves)
                 for i, view, adapter in stale:
@@ -197,7 +196,11 @@ def bind_working_copy(fn: Callable[..., Any], problem: Any, args: tuple[Any, ...
                 raise type(exc)(f"{exc} [gradtest: the ground truth runs f in float64, with float64 "
                                 "arguments; convert f's own float32 tensors (e.g. module.double()), or "
                                 "pass ground_truth_dtype=numpy.float32]") from exc
-            return outputs_as_numpy(out)
+        if isinstance(out, (float, np.ndarray)):
+            return out
+        if "torch" in used and type(out) is sys.modules["torch"].Tensor:
+            return out.detach().cpu().numpy()
+        return outputs_as_numpy(out)
 
     return evaluate
 
