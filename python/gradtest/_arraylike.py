@@ -57,6 +57,11 @@ class ArrayLike:
     def __float__(self) -> float:
         return float(self.value)
 
+    def __array_namespace__(self, *, api_version: str | None = None) -> Any:
+        # NumPy (>= 2) is an array API namespace, and its functions dispatch to us, so code
+        # written against the standard (xp = x.__array_namespace__()) runs on the engines' arrays
+        return np
+
     # arithmetic
     def __add__(self, other): return np.add(self, other)
     def __radd__(self, other): return np.add(other, self)

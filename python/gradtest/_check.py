@@ -26,7 +26,7 @@ from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, describe_exc
 from ._names import string_list as _names
 from ._problem import GradientProblem, describe_output
 from ._tree import FlatArgs, flatten_args, refuse_subclasses
-from .backends import available_backends, get_backend
+from .backends import BackendNotApplicable, available_backends, get_backend, not_run_reason
 from .report import GradientReport, Outcome
 
 GROUND_TRUTH_BACKEND = "finite_diff"
@@ -242,8 +242,8 @@ def parse(
     if not flat.differentiable:
         kinds = ", ".join(f"{p}: {type(leaf).__name__}" for p, leaf in zip(flat.paths, flat.leaves)) or "no arguments"
         raise ValueError(
-            "args: no differentiable argument; gradtest differentiates floating NumPy arrays "
-            f"(float16, float32, float64), got {kinds}"
+            "args: no differentiable argument; gradtest differentiates floating NumPy arrays, "
+            f"torch tensors and JAX arrays (float16, float32, float64), got {kinds}"
         )
     gt_dtype = _ground_truth_dtype(ground_truth_dtype, flat)
     settings = None
@@ -271,6 +271,7 @@ def select_backends(problem: GradientProblem, requested: Sequence[str] | None, g
             raise ValueError("backends: 'user' needs gradient= (a function returning the gradient tree)")
         return [b for b in requested if b != ground_truth_backend]
     selected = []
+    not_run: dict[str, list[str]] = {}
     for name in available_backends():
         if name == ground_truth_backend:
             continue
@@ -279,8 +280,14 @@ def select_backends(problem: GradientProblem, requested: Sequence[str] | None, g
                 selected.append(name)
             continue
         backend = get_backend(name)
-        if backend.default and backend.applies(problem):
+        why = not_run_reason(backend, problem)
+        if why is None:
             selected.append(name)
+        elif backend.default:  # the report says why a default backend did not run
+            not_run.setdefault(why, []).append(name)
+    if not_run and not any("not run by default" in note for note in problem.notes):
+        problem.notes.append("not run by default: " + "; ".join(
+            f"{', '.join(names)} ({why})" for why, names in not_run.items()))
     return selected
 
 
@@ -381,6 +388,8 @@ def function_name(f: Any) -> str:
 def outcome_of(name: str, result: BackendResult, problem: GradientProblem, gt: GroundTruth,
                plan: CheckPlan) -> Outcome:
     """One result judged against the ground truth (before the semantics)."""
+    if isinstance(result.error, BackendNotApplicable):  # e.g. forward mode through a reverse-only rule
+        return Outcome(name, "skipped", message=f"not applicable: {result.error}", seconds=result.seconds)
     if result.error is not None:
         exc = result.error
         message = str(exc) if isinstance(exc, MissingDerivative) else f"{type(exc).__name__}: {exc}"

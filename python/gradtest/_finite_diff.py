@@ -312,6 +312,10 @@ def ground_truth(problem: GradientProblem, opts: FDOptions, dtype: Any = np.floa
     fn, u = _reducer(problem)
     scale = step_scale(ws.x0, ws.offsets)
     out_eps = float(max(problem.output.eps, np.finfo(dtype).eps if dtype == np.float32 else 0.0))
+    if problem.flat.adapters:  # torch/JAX leaves: f sees ws.x as the framework's arrays (frameworks.py)
+        from .frameworks import bind_working_copy
+
+        fn = bind_working_copy(fn, problem, ws.args, ws.views)
     start = time.perf_counter()
     notes: list[str] = []
     kwargs = ws.kwargs or None

@@ -38,12 +38,14 @@ class OutputSpec:
     tree: bool
     eps: float = float(np.finfo(np.float64).eps)
 
-    def reduce(self, out: Any, dtype: Any = None) -> Any:
-        """Reduces an output of f (NumPy arrays, or Dual/Tracked arrays) to the checked scalar,
-        ``<u, f(x)>``: the one definition of it (the C glue computes the same sum for a single
-        array output without a call into Python). With ``dtype`` (the finite differences pass
-        float64) the leaves are converted to it first; otherwise the sum keeps the leaves' dtype,
-        as a backend's own arithmetic would.
+    def reduce(self, out: Any, dtype: Any = None, dot: Callable[[np.ndarray, Any], Any] | None = None) -> Any:
+        """Reduces an output of f (NumPy arrays, Dual/Tracked arrays, framework tensors) to the
+        checked scalar, ``<u, f(x)>``: the one definition of it (the C glue computes the same sum
+        for a single array output without a call into Python). With ``dtype`` (the finite
+        differences pass float64) the leaves are converted to it first; otherwise the sum keeps
+        the leaves' dtype, as a backend's own arithmetic would. ``dot(u, leaf)``, the sum of
+        ``u * leaf``, defaults to NumPy's; a framework backend passes its own, so that the
+        framework can differentiate the reduction.
 
         Raises
         ------
@@ -66,7 +68,8 @@ class OutputSpec:
                 )
             if dtype is not None:
                 leaf = np.asarray(leaf, dtype=dtype)
-            total = total + np.sum(np.multiply(u.astype(_dtype_of(leaf), copy=False), leaf))
+            total = total + (dot(u, leaf) if dot is not None
+                             else np.sum(np.multiply(u.astype(_dtype_of(leaf), copy=False), leaf)))
         return total
 
 
@@ -85,6 +88,10 @@ def describe_output(out: Any, rng: np.random.Generator) -> OutputSpec:
     TypeError
         If the output is not real and numeric (complex, object, strings, None).
     """
+    if not isinstance(out, (np.ndarray, float, int)):  # torch tensors, JAX arrays: as NumPy
+        from .frameworks import outputs_as_numpy
+
+        out = outputs_as_numpy(out)
     if _is_real_scalar(out):
         return OutputSpec(True, [], False, _output_eps([out]))
     tree = not isinstance(out, np.ndarray)
@@ -145,10 +152,9 @@ class GradientProblem:
     options : dict
         Backend options from the caller (e.g. ``forward_chunk_size``), by backend-defined keys.
     notes : list of str
-        Remarks a backend makes while computing (e.g. that ``gradient=`` mutated its inputs),
-        carried to the report.
-    compare_options : dict
-        Keyword arguments for the comparison of each backend with the ground truth (``nans``).
+        Remarks for the report, added by the backend selection (why a backend did not run) and by
+        backends (that ``gradient=`` mutated its inputs, the custom rules a framework
+        differentiated through).
     """
 
     f: Callable[..., Any]
@@ -158,7 +164,6 @@ class GradientProblem:
     user_gradient: Callable[..., Any] | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
-    compare_options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def diff_leaves(self) -> list[np.ndarray]:

@@ -1,13 +1,18 @@
 """Argument trees: flattening nested arguments into leaves with readable paths.
 
 Arguments may nest dicts, lists, tuples, namedtuples and dataclasses (through optree, the pytree
-library PyTorch uses). Leaves that are floating NumPy arrays are differentiated; every other leaf is
-held constant and its gradient is ``None``.
+library PyTorch uses). Leaves that are floating NumPy arrays are differentiated, and so are floating
+torch tensors and JAX arrays (see :mod:`gradtest.frameworks`); every other leaf is held constant and
+its gradient is ``None``.
+
+A framework leaf is stored as a NumPy copy, so that every engine, the ground truth and the
+comparison see NumPy arrays; :meth:`FlatArgs.call_args` hands f the framework's array again.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -79,6 +84,24 @@ def is_differentiable(leaf: Any) -> bool:
     return isinstance(leaf, np.ndarray) and leaf.dtype in _DIFFERENTIABLE_DTYPES
 
 
+# top-level module of an array type -> the framework that owns it (gradtest.frameworks adapts it)
+_FRAMEWORK_MODULES = {"torch": "torch", "jax": "jax", "jaxlib": "jax"}
+
+
+def framework_of(obj: Any) -> str | None:
+    """``"torch"`` or ``"jax"`` when ``obj`` is that framework's array, else None.
+
+    Decided by the object's type alone, so a framework is never imported here: an object of one
+    of its types exists only once the user has imported it.
+    """
+    framework = _FRAMEWORK_MODULES.get(type(obj).__module__.partition(".")[0])
+    if framework is None or framework not in sys.modules:
+        return None
+    from . import frameworks
+
+    return framework if frameworks.is_array(framework, obj) else None
+
+
 @dataclasses.dataclass(frozen=True)
 class FlatArgs:
     """Flattened call arguments.
@@ -95,6 +118,9 @@ class FlatArgs:
         Indices into ``leaves`` of the differentiated leaves.
     n_args : int
         How many positional arguments there were.
+    adapters : dict of int to gradtest.frameworks.ArrayAdapter
+        Differentiated leaves that were framework arrays (torch tensors, JAX arrays): their entry
+        in ``leaves`` is a NumPy copy, and the adapter converts a NumPy value back for f.
     """
 
     leaves: list[Any]
@@ -102,6 +128,7 @@ class FlatArgs:
     spec: Any
     differentiable: list[int]
     n_args: int
+    adapters: dict[int, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def diff_leaves(self) -> list[np.ndarray]:
@@ -119,6 +146,11 @@ class FlatArgs:
             replacements[i] if i in replacements else _unwrap(leaf)
             for i, leaf in enumerate(self.leaves)
         ]
+        for i, adapter in self.adapters.items():
+            # a NumPy value at a framework leaf becomes the framework's array again; anything else
+            # (a backend's own tracer, Dual or Tracked) is f's business
+            if isinstance(leaves[i], np.ndarray):
+                leaves[i] = adapter.wrap(leaves[i])
         return tuple(optree.tree_unflatten(self.spec, leaves))
 
     def gradient_tree(self, gradients: Sequence[Any]) -> tuple[Any, ...]:
@@ -140,8 +172,19 @@ def flatten_args(args: tuple[Any, ...]) -> FlatArgs:
         tuple(args), is_leaf=_is_leaf, none_is_leaf=True, namespace=_NAMESPACE
     )
     paths = [accessor.codify("args") for accessor in accessors]
+    leaves = list(leaves)
+    adapters: dict[int, Any] = {}
+    for i, leaf in enumerate(leaves):
+        framework = None if isinstance(leaf, np.ndarray) else framework_of(leaf)
+        if framework is not None:
+            from . import frameworks
+
+            adapter = frameworks.adapter_for(framework, leaf)
+            if adapter is not None:  # a floating array; others are held constant, unchanged
+                leaves[i] = adapter.to_numpy(leaf)
+                adapters[i] = adapter
     differentiable = [i for i, leaf in enumerate(leaves) if is_differentiable(leaf)]
-    return FlatArgs(list(leaves), paths, spec, differentiable, len(args))
+    return FlatArgs(leaves, paths, spec, differentiable, len(args), adapters)
 
 
 # ndarray subclasses that are plain arrays for every purpose of a check

@@ -3,13 +3,24 @@
 A backend turns a :class:`~gradtest.GradientProblem` into one gradient array per differentiated
 leaf. The orchestration (:func:`gradtest.check_gradients`) knows nothing of any backend beyond
 this registry, so a new engine plugs in with one :func:`register_backend` call.
+
+Third-party packages add backends through the ``gradtest.backends`` entry-point group: the registry
+loads every entry point of that group when it is first looked at, and calls the loaded object when
+it is callable (a module that registers on import needs no function)::
+
+    [project.entry-points."gradtest.backends"]
+    mybackend = "mypackage.gradtest_backend:register"
+
+A plugin that fails to load is reported by a :class:`RuntimeWarning` and left out.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import importlib.metadata
 import threading
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -45,6 +56,10 @@ class Backend:
         ``hvp(problem, v) -> list[numpy.ndarray]``: the Hessian-vector product of
         ``problem.scalar_output`` with v (one array per differentiated leaf), for ``order=2``
         checks; None when the backend has no second-order mode.
+    array_types : tuple of str
+        The kinds of differentiated arguments it runs on by default: ``"numpy"`` (NumPy arrays),
+        ``"torch"`` (torch tensors), ``"jax"`` (JAX arrays). With ``backends=None`` it runs only
+        when every differentiated argument is of one of these kinds.
     """
 
     name: str
@@ -53,6 +68,13 @@ class Backend:
     default: bool = True
     description: str = ""
     hvp: HvpFn | None = None
+    array_types: tuple[str, ...] = ("numpy",)
+
+
+class BackendNotApplicable(Exception):
+    """Raised by a backend's ``compute`` when it cannot differentiate this f at all, such as
+    forward mode through a custom rule that has only a reverse rule. The backend is reported as
+    ``skipped`` with this message, rather than as an error."""
 
 
 _REGISTRY: dict[str, Backend] = {}
@@ -60,8 +82,9 @@ _REGISTRY: dict[str, Backend] = {}
 # Modules whose import registers the built-in backends; imported on the first look at the
 # registry, so that `import gradtest` (and the pytest plugin) stays cheap. Their order is the
 # order of reports.
-_BUILTIN_MODULES = ("gradtest.api", "gradtest.forward", "gradtest.reverse")
-_BUILTIN_ORDER = ("finite_diff", "user", "forward", "reverse")
+_BUILTIN_MODULES = ("gradtest.api", "gradtest.forward", "gradtest.reverse", "gradtest.frameworks")
+_BUILTIN_ORDER = ("finite_diff", "user", "forward", "reverse", "torch", "torch_fwd", "jax", "jax_fwd", "autograd")
+ENTRY_POINT_GROUP = "gradtest.backends"
 _builtins_lock = threading.RLock()
 _builtins_loaded = False
 
@@ -75,6 +98,19 @@ def _load_builtins() -> None:
             for module in _BUILTIN_MODULES:
                 importlib.import_module(module)
             _builtins_loaded = True
+            _load_plugins()
+
+
+def _load_plugins() -> None:
+    """Loads the ``gradtest.backends`` entry points (see the module docstring)."""
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+            if callable(loaded):
+                loaded()
+        except Exception as exc:  # one broken plugin must not take gradtest down
+            warnings.warn(f"gradtest: the backend plugin {entry.name!r} ({entry.value}) failed to load "
+                          f"and is left out: {type(exc).__name__}: {exc}", RuntimeWarning, stacklevel=2)
 
 
 def _always(problem: GradientProblem) -> bool:
@@ -89,6 +125,7 @@ def register_backend(
     default: bool = True,
     description: str = "",
     hvp: HvpFn | None = None,
+    array_types: tuple[str, ...] = ("numpy",),
 ) -> Backend:
     """Registers (or replaces) the backend called ``name``.
 
@@ -107,6 +144,9 @@ def register_backend(
     hvp : callable, optional
         ``hvp(problem, v) -> list[numpy.ndarray]``, the backend's Hessian-vector product, which
         ``order=2`` checks use.
+    array_types : tuple of str, optional
+        The kinds of differentiated arguments it runs on by default (``"numpy"``, ``"torch"``,
+        ``"jax"``); see :class:`Backend`.
 
     Returns
     -------
@@ -119,9 +159,33 @@ def register_backend(
         raise TypeError(f"compute: expected a callable, got {type(compute).__name__}")
     if hvp is not None and not callable(hvp):
         raise TypeError(f"hvp: expected a callable or None, got {type(hvp).__name__}")
-    backend = Backend(name, compute, applies or _always, default, description, hvp)
+    array_types = tuple(array_types)
+    if not array_types or not all(isinstance(kind, str) for kind in array_types):
+        raise TypeError(f"array_types: expected a non-empty tuple of str, got {array_types!r}")
+    backend = Backend(name, compute, applies or _always, default, description, hvp, array_types)
     _REGISTRY[name] = backend
     return backend
+
+
+# (plural, singular) names of the kinds of differentiated arguments, for the reasons below
+_KIND_NAMES = {"numpy": ("NumPy arrays", "a NumPy array"), "torch": ("torch tensors", "a torch tensor"),
+               "jax": ("JAX arrays", "a JAX array")}
+
+
+def not_run_reason(backend: Backend, problem: GradientProblem) -> str | None:
+    """Why ``backend`` does not run on ``problem`` when ``backends=None``; None when it does."""
+    if not backend.default:
+        return "off by default (name it in backends=)"
+    adapters = problem.flat.adapters
+    for i in problem.flat.differentiable:
+        kind = adapters[i].framework if i in adapters else "numpy"
+        if kind not in backend.array_types:
+            runs_on = " or ".join(_KIND_NAMES.get(k, (k, k))[0] for k in backend.array_types)
+            return f"it runs f on {runs_on} and {problem.flat.paths[i]} is {_KIND_NAMES.get(kind, (kind, kind))[1]}"
+    if not backend.applies(problem):
+        return f"not applicable to these inputs ({backend.description})" if backend.description else \
+            "not applicable to these inputs"
+    return None
 
 
 def get_backend(name: str) -> Backend:
