@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from . import _forward
-from ._arraylike import ArrayLike
+from ._arraylike import ArrayLike, public_name
 from ._tree import output_leaves, tree_map_outputs
 from .backends import register_backend
 
@@ -98,28 +98,6 @@ class Dual(ArrayLike):
 
     def __repr__(self) -> str:
         return f"Dual(value={self.value!r}, k={self.k})"
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        raise NotImplementedError(
-            "converting a gradtest.Dual to a NumPy array (np.asarray, np.array, assignment into a "
-            "plain array) would drop its derivatives; keep the computation in NumPy functions, or "
-            "use x.value for a deliberately non-differentiated copy"
-        )
-
-    def __float__(self) -> float:
-        raise NotImplementedError(
-            "float() of a gradtest.Dual would drop its derivatives; use x.value for the primal"
-        )
-
-    def item(self, *args: Any) -> Any:
-        raise NotImplementedError(
-            "item() of a gradtest.Dual would drop its derivatives; use x.value.item() for the primal"
-        )
-
-    def tolist(self) -> Any:
-        raise NotImplementedError(
-            "tolist() of a gradtest.Dual would drop its derivatives; use x.value.tolist() for the primal"
-        )
 
     # __getitem__ and reshape are _forward.getitem/_forward.reshape (set below), which handle int
     # and slice indices and C-order reshapes in C and hand everything else to these
@@ -211,9 +189,8 @@ class Dual(ArrayLike):
             return _ACCUMULATE_RULES[ufunc](*inputs, **{"axis": 0, **kwargs})
         elif ufunc in _NONDIFF_UFUNCS:
             return getattr(ufunc, method)(*(_primal(x) for x in inputs), **kwargs)
-        suffix = "" if method == "__call__" else f".{method}"
         raise NotImplementedError(
-            f"gradtest.Dual (forward mode) does not support numpy.{ufunc.__name__}{suffix}"
+            f"gradtest.Dual (forward mode) does not support {public_name(ufunc, method)}"
         )
 
     def __array_function__(self, func: Callable[..., Any], types: Any, args: Any, kwargs: Any) -> Any:
@@ -222,10 +199,7 @@ class Dual(ArrayLike):
             return rule(*args, **kwargs)
         if func in _NONDIFF_FUNCTIONS:
             return func(*_primal_tree(args), **_primal_tree(kwargs))
-        module = getattr(func, "__module__", None) or "numpy"
-        prefix = "numpy.linalg" if module.startswith("numpy.linalg") else "numpy"
-        name = f"{prefix}.{func.__name__}"
-        raise NotImplementedError(f"gradtest.Dual (forward mode) does not support {name}")
+        raise NotImplementedError(f"gradtest.Dual (forward mode) does not support {public_name(func)}")
 
 
 def _make(value: np.ndarray, tangents: np.ndarray) -> Dual:

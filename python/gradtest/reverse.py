@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import _reverse
-from ._arraylike import ArrayLike
+from ._arraylike import ArrayLike, public_name
 from ._tree import flatten_args, output_leaves
 from .backends import register_backend
 
@@ -123,7 +123,7 @@ class Tracked(ArrayLike):
         handler = _FUNCTIONS.get(func)
         if handler is None:
             raise NotImplementedError(
-                f"gradtest's reverse mode does not support numpy.{_func_name(func)}"
+                f"gradtest's reverse mode does not support {public_name(func)}"
             )
         return handler(*args, **kwargs)
 
@@ -209,19 +209,13 @@ def _array_ufunc(ufunc: np.ufunc, method: str, inputs: tuple[Any, ...], kwargs: 
         return np.power(a, b)
     if name == "conjugate":
         return inputs[0]
-    raise NotImplementedError(f"gradtest's reverse mode does not support numpy.{name}")
+    raise NotImplementedError(f"gradtest's reverse mode does not support {public_name(ufunc)}")
 
 
 # ---------------------------------------------------------------------- helpers
 
 def _value(x: Any) -> Any:
     return x.value if isinstance(x, Tracked) else x
-
-
-def _func_name(func: Callable) -> str:
-    module = getattr(func, "__module__", "") or ""
-    prefix = "linalg." if "linalg" in module else ""
-    return prefix + getattr(func, "__name__", repr(func))
 
 
 def _common_tape(xs: Sequence[Any]) -> Any:
@@ -297,7 +291,7 @@ def _ufunc_method(ufunc: np.ufunc, method: str, inputs: tuple[Any, ...], kwargs:
         return fn(inputs[0], axis=axis, keepdims=keepdims)
     if method == "accumulate" and name in ("add", "multiply"):
         return (np.cumsum if name == "add" else np.cumprod)(inputs[0], axis=axis)
-    raise NotImplementedError(f"gradtest's reverse mode does not support numpy.{name}.{method}")
+    raise NotImplementedError(f"gradtest's reverse mode does not support {public_name(ufunc, method)}")
 
 
 def _as_tracked_like(x: Any, dtype: np.dtype) -> Any:
