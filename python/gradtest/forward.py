@@ -36,6 +36,7 @@ import numpy as np
 
 from . import _forward
 from ._arraylike import ArrayLike, public_name
+from ._rules import extreme_weights as _extreme_weights, var_scale
 from ._tree import output_leaves, tree_map_outputs
 from .backends import register_backend
 
@@ -484,15 +485,11 @@ def _extreme(func: Callable[..., Any], name: str) -> Callable[..., Any]:
     def rule(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False, initial: Any = None,
              where: Any = True) -> Any:
         _no_out(name, out, where)
-        if initial is not None:
-            raise NotImplementedError(f"numpy.{name}(..., initial=...) is not supported on gradtest.Dual")
         x = _as_dual(a)
         axes = _norm_axes(axis, x.ndim)
-        peak = func(x.value, axis=axes, keepdims=True)
-        # ties share the derivative evenly, as maximum/minimum do in the op table
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mask = (x.value == peak).astype(x.dtype)
-            weights = mask / np.sum(mask, axis=axes, keepdims=True)
+        extra = {} if initial is None else {"initial": initial}
+        peak = func(x.value, axis=axes, keepdims=True, **extra)
+        weights = _extreme_weights(x.value, peak, axes)
         tangents = np.sum(x.tangents * weights, axis=_shift(axes), keepdims=keepdims)
         value = peak if keepdims else np.squeeze(peak, axis=axes)
         return _make(np.asarray(value), tangents)
@@ -532,9 +529,10 @@ def _var_parts(x: Dual, axis: Any, ddof: float, keepdims: bool) -> tuple[np.ndar
     count = int(np.prod([x.shape[ax] for ax in axes])) if axes else 1
     value = np.asarray(np.var(x.value, axis=axes, ddof=ddof, keepdims=keepdims))
     centered = x.value - np.mean(x.value, axis=axes, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = x.dtype.type(2.0 / (count - ddof)) if count - ddof > 0 else x.dtype.type(np.nan)
-    tangents = scale * np.sum(centered * x.tangents, axis=_shift(axes), keepdims=keepdims)
+    scale = x.dtype.type(2.0 * var_scale(count, ddof))
+    inner = np.sum(centered * x.tangents, axis=_shift(axes), keepdims=keepdims)
+    # the chain rule's 0 * nan = 0 (ops.h), as the reverse sweep applies it for ddof >= n
+    tangents = inner * scale if np.isfinite(scale) else np.where(inner == 0, 0.0, scale)
     return value, tangents.astype(value.dtype, copy=False)
 
 
@@ -553,11 +551,14 @@ def _std(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: flo
     if mean is not None:
         raise NotImplementedError("numpy.std(..., mean=...) is not supported on gradtest.Dual")
     var, vt = _var_parts(_as_dual(a), axis, ddof if correction is None else correction, keepdims)
-    value = np.sqrt(var)
-    # a constant slice (std 0) gets derivative 0: the subgradient, rather than 0/0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(value > 0, 0.5 / value, 0.0).astype(value.dtype)
-    return _make(np.asarray(value), vt * factor)
+    # std = sqrt(var) through the op table, whose chain rule makes a constant slice's derivative 0;
+    # for ddof >= n the derivative stays var's NaN (sqrt'(inf) = 0 would hide it)
+    d = _as_dual(a)
+    axes = _norm_axes(axis, d.ndim)
+    count = int(np.prod([d.shape[ax] for ax in axes])) if axes else 1
+    if not np.isfinite(var_scale(count, ddof if correction is None else correction)):
+        return _make(np.sqrt(var), vt)
+    return np.sqrt(_make(var, vt))
 
 
 def _cumsum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None) -> Any:
@@ -737,7 +738,8 @@ def _vstack(tup: Any, *, dtype: Any = None, casting: str = "same_kind") -> Any:
 def _flip(m: Any, axis: Any = None) -> Any:
     x = _as_dual(m)
     axes = _norm_axes(axis, x.ndim)
-    return _make(np.flip(x.value, axes), np.flip(x.tangents, _shift(axes)))
+    # np.flip of a 0-d array returns a NumPy scalar: keep an array
+    return _make(np.asarray(np.flip(x.value, axes)), np.flip(x.tangents, _shift(axes)))
 
 
 def _tile(A: Any, reps: Any) -> Any:
@@ -1019,8 +1021,8 @@ def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> 
         raise ValueError("Improper number of dimensions to norm.")
     if ord is None or ord == 2:
         return np.sqrt(_sum(d * d, axis=axes, keepdims=keepdims))
-    if ord == np.inf:
-        return _extreme(np.max, "max")(np.abs(d), axis=axes, keepdims=keepdims)
+    if ord == np.inf:  # initial=0 as NumPy: an empty vector's norm is 0
+        return _extreme(np.max, "max")(np.abs(d), axis=axes, keepdims=keepdims, initial=0.0)
     if ord == -np.inf:
         return _extreme(np.min, "min")(np.abs(d), axis=axes, keepdims=keepdims)
     if ord == 1:
