@@ -15,11 +15,16 @@
  * L2 while each direction streams through 128 KiB runs of its tangents. */
 #define GT_DUAL_BIG_BLOCK 16384
 
-/* Each term is gt_chain (ops.h): a zero tangent contributes zero even where the partial is
- * infinite or NaN (sqrt'(0) = inf; with one-hot seeding every other direction has a zero tangent
- * at that element), and a zero partial stops an infinite tangent, as in the reverse sweep.
- *
- * One block of one direction: out[i] = da[i] * at[i] + db[i] * bt[i], with byte strides as, bs
+/* A zero tangent contributes zero even where the partial is infinite or NaN (sqrt'(0) = inf):
+ * with one-hot seeding every other direction has a zero tangent at that element, and 0 * inf
+ * must not turn their derivatives into NaN (ForwardDiff's "NaN-safe" rule). The guarded form,
+ * gt_chain (ops.h, the rule the reverse sweep applies too), only runs on blocks whose partials are
+ * not all finite; the others take the plain, vectorized loop (the select costs 1.5x on large
+ * binary ops), so a zero partial meeting an already infinite tangent stays NaN here. */
+#define GT_TERM(d, t) gt_chain_f64(d, t)
+#define GT_PLAIN(d, t) ((d) * (t))
+
+/* One block of one direction: out[i] = da[i] * at[i] + db[i] * bt[i], with byte strides as, bs
  * for the tangents; at or bt NULL means a zero tangent. out is contiguous. */
 #define GT_DEFINE_COMBINE_WITH(NAME, T, TERM)                                                       \
     static void NAME(size_t n, T *out, const char *at, ptrdiff_t as, const double *da,             \
@@ -53,10 +58,12 @@
             memset(out, 0, n * sizeof(T));                                                         \
         }                                                                                          \
     }
-#define GT_CHAIN_F64(d, t) gt_chain_f64(d, t)
-#define GT_CHAIN_F32(d, t) gt_chain_f32(d, t)
-GT_DEFINE_COMBINE_WITH(combine_f64, double, GT_CHAIN_F64)
-GT_DEFINE_COMBINE_WITH(combine_f32, float, GT_CHAIN_F32)
+#define GT_DEFINE_COMBINE(NAME, T)                                                                  \
+    GT_DEFINE_COMBINE_WITH(NAME##_plain, T, GT_PLAIN)                                              \
+    GT_DEFINE_COMBINE_WITH(NAME##_safe, T, GT_TERM)
+
+GT_DEFINE_COMBINE(combine_f64, double)
+GT_DEFINE_COMBINE(combine_f32, float)
 
 /* Copies n strided elements of `dtype` starting at p (byte stride s) into dst as doubles. */
 static void gather(gt_dtype dtype, size_t n, const char *p, ptrdiff_t s, double *dst)
@@ -68,6 +75,16 @@ static void gather(gt_dtype dtype, size_t n, const char *p, ptrdiff_t s, double 
         for (size_t i = 0; i < n; i++)
             dst[i] = (double)*(const float *)(p + (ptrdiff_t)i * s);
     }
+}
+
+/* 1 when every one of the n partials (in the buffers that are used) is finite. */
+static int all_finite(size_t n, const double *da, const double *db)
+{
+    double acc = 0.0;
+    /* x * 0 is NaN exactly for infinite or NaN x: one vectorizable pass instead of a branch each */
+    for (size_t i = 0; i < n; i++)
+        acc += (da ? da[i] * 0.0 : 0.0) + (db ? db[i] * 0.0 : 0.0);
+    return acc == 0.0;
 }
 
 /* Per-thread scratch for gt_dual_matmul and the large-array elementwise kernel, kept between calls: writing into freshly mapped pages
@@ -275,6 +292,7 @@ static int elementwise_contiguous(const gt_op *op, gt_dtype dtype, int nd, const
         status = gt_op_partials_f64(op, bl, ap, bp, yp, at ? da : NULL, bt ? db : NULL);
         if (status)
             goto cleanup;
+        int safe = !all_finite(bl, at ? da : NULL, bt ? db : NULL);
         /* a small array (the whole of it in this one block) combines `reps` directions per call:
          * their tangents are adjacent, so the partials are tiled reps times and the k directions
          * run as k / reps loops of reps * n elements instead of k short ones */
@@ -296,10 +314,16 @@ static int elementwise_contiguous(const gt_op *op, gt_dtype dtype, int nd, const
             ptrdiff_t s = (ptrdiff_t)es;
             if (dtype == GT_FLOAT64) {
                 double *out = (double *)yt + d * n + j0;
-                combine_f64(len, out, x, s, da, z, s, db);
+                if (safe)
+                    combine_f64_safe(len, out, x, s, da, z, s, db);
+                else
+                    combine_f64_plain(len, out, x, s, da, z, s, db);
             } else {
                 float *out = (float *)yt + d * n + j0;
-                combine_f32(len, out, x, s, da, z, s, db);
+                if (safe)
+                    combine_f32_safe(len, out, x, s, da, z, s, db);
+                else
+                    combine_f32_plain(len, out, x, s, da, z, s, db);
             }
         }
     }
@@ -369,16 +393,23 @@ int gt_dual_elementwise(const gt_op *op, gt_dtype dtype, int nd, const size_t *s
                                             bt ? db : NULL);
             if (status)
                 return status;
+            int safe = !all_finite(bl, at ? da : NULL, bt ? db : NULL);
             for (size_t d = 0; d < k; d++) {
                 ptrdiff_t dd = (ptrdiff_t)d;
                 const char *ap = at ? at + dd * atk + ato + j * ats : NULL;
                 const char *bp = bt ? bt + dd * btk + bto + j * bts : NULL;
                 if (dtype == GT_FLOAT64) {
                     double *out = (double *)yt + d * n + flat;
-                    combine_f64(bl, out, ap, ats, da, bp, bts, db);
+                    if (safe)
+                        combine_f64_safe(bl, out, ap, ats, da, bp, bts, db);
+                    else
+                        combine_f64_plain(bl, out, ap, ats, da, bp, bts, db);
                 } else {
                     float *out = (float *)yt + d * n + flat;
-                    combine_f32(bl, out, ap, ats, da, bp, bts, db);
+                    if (safe)
+                        combine_f32_safe(bl, out, ap, ats, da, bp, bts, db);
+                    else
+                        combine_f32_plain(bl, out, ap, ats, da, bp, bts, db);
                 }
             }
         }

@@ -19,7 +19,7 @@ converting a dual to a plain array (``np.asarray``), which would drop its deriva
 Kinks and ties follow the op table (see ``csrc/core/ops.h``): ``abs'(0) = 0``; ``maximum`` and
 ``minimum`` split ties evenly, and so do the ``max``/``min`` reductions (each of the ``m`` tied
 elements gets ``1/m``); ``clip`` is ``minimum(maximum(x, lo), hi)``, so at a bound it takes half;
-``std`` of a constant slice has derivative 0 rather than NaN.
+``std`` of a constant slice and ``norm`` at 0 have derivative 0 (the chain rule's 0 * inf = 0, ops.h).
 
 The ``"forward"`` backend seeds one-hot tangents in chunks of ``k`` over all differentiated
 elements and reads the gradient off the tangents of the scalar output: ``n / k`` passes of f.
