@@ -1033,6 +1033,35 @@ def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> 
     return np.power(_sum(np.power(np.abs(d), p), axis=axes, keepdims=keepdims), 1.0 / p)
 
 
+def _per_direction(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Rule of a function of one array that is linear in it (roll, rot90, tril, diag, ...): the
+    same function applied to each direction's tangent."""
+
+    def rule(a: Any, *args: Any, **kwargs: Any) -> Any:
+        x = _as_dual(a)
+        value = np.asarray(fn(x.value, *args, **kwargs))
+        tangents = np.stack([np.asarray(fn(t, *args, **kwargs)) for t in x.tangents]) if x.k else \
+            np.zeros((0,) + value.shape, dtype=value.dtype)
+        return _make(value, tangents.astype(value.dtype, copy=False))
+
+    return rule
+
+
+def _per_direction_many(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The same for a function of a sequence of arrays (column_stack, dstack)."""
+
+    def rule(arrays: Any, *args: Any, **kwargs: Any) -> Any:
+        arrays = list(arrays)
+        value = np.asarray(fn([_primal(a) for a in arrays], *args, **kwargs))
+        dt = _float_dtype(value)
+        k = _common_k(arrays)
+        tangents = [_tangent_of(a, dt, k) for a in arrays]
+        out = np.stack([np.asarray(fn([t[i] for t in tangents], *args, **kwargs)) for i in range(k)])
+        return _make(value.astype(dt, copy=False), out.astype(dt, copy=False))
+
+    return rule
+
+
 _FUNCTION_RULES: dict[Callable[..., Any], Callable[..., Any]] = {
     np.sum: _sum, np.mean: _mean, np.prod: _prod,
     np.max: _extreme(np.max, "max"), np.amax: _extreme(np.max, "amax"),
@@ -1047,7 +1076,12 @@ _FUNCTION_RULES: dict[Callable[..., Any], Callable[..., Any]] = {
     np.take_along_axis: _take_along_axis, np.sort: _sort, np.diff: _diff, np.copy: _copy,
     np.where: _where, np.clip: _clip, np.diagonal: _diagonal, np.trace: _trace,
     np.dot: _dot, np.inner: _inner, np.outer: _outer, np.vdot: _vdot, np.tensordot: _tensordot,
-    np.einsum: _einsum, np.linalg.norm: _norm,
+    np.einsum: _einsum, np.linalg.norm: _norm, np.matmul: lambda a, b, **kw: _matmul(a, b),
+    np.roll: _per_direction(np.roll), np.rot90: _per_direction(np.rot90),
+    np.fliplr: _per_direction(np.fliplr), np.flipud: _per_direction(np.flipud),
+    np.tril: _per_direction(np.tril), np.triu: _per_direction(np.triu),
+    np.diag: _per_direction(np.diag),
+    np.column_stack: _per_direction_many(np.column_stack), np.dstack: _per_direction_many(np.dstack),
     np.zeros_like: _like(np.zeros_like), np.ones_like: _like(np.ones_like),
     np.empty_like: _like(np.empty_like), np.full_like: _like(np.full_like),
 }

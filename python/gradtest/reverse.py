@@ -883,6 +883,10 @@ _FUNCTIONS: dict[Callable, Callable] = {
     np.round: _plain(np.round), np.around: _plain(np.around), np.result_type: _plain(np.result_type),
     np.any: _plain(np.any), np.all: _plain(np.all),
 }
+# the rest of the non-differentiable functions forward mode lists: plain values here too
+_FUNCTIONS.update({getattr(np, name): _plain(getattr(np, name)) for name in (
+    "argwhere array_equiv digitize fix flatnonzero histogram iscomplex isreal isscalar "
+    "searchsorted unique").split()})
 
 
 # ---------------------------------------------------------------------- entry points
