@@ -17,9 +17,11 @@
 
 /* A zero tangent contributes zero even where the partial is infinite or NaN (sqrt'(0) = inf):
  * with one-hot seeding every other direction has a zero tangent at that element, and 0 * inf
- * must not turn their derivatives into NaN (ForwardDiff's "NaN-safe" rule). The guarded form only
- * runs on blocks whose partials are not all finite; the others take the plain, vectorized loop. */
-#define GT_TERM(d, t) ((t) != 0 ? (d) * (t) : 0)
+ * must not turn their derivatives into NaN (ForwardDiff's "NaN-safe" rule). The guarded form,
+ * gt_chain (ops.h, the rule the reverse sweep applies too), only runs on blocks whose partials are
+ * not all finite; the others take the plain, vectorized loop (the select costs 1.5x on large
+ * binary ops), so a zero partial meeting an already infinite tangent stays NaN here. */
+#define GT_TERM(d, t) gt_chain_f64(d, t)
 #define GT_PLAIN(d, t) ((d) * (t))
 
 /* One block of one direction: out[i] = da[i] * at[i] + db[i] * bt[i], with byte strides as, bs

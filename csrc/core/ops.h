@@ -17,6 +17,15 @@
  *          and d/da a**b = b * a**(b-1) is 0 where b == 0;
  *   remainder/fmod: the derivative of the smooth piece, d/da = 1 and d/db = -floor(a/b) (remainder)
  *          or -trunc(a/b) (fmod); the jumps where the quotient changes are ignored.
+ *
+ * The chain rule itself (gt_chain_f64/f32 below, used by both engines for every elementwise
+ * product of a partial with a tangent or an adjoint): a zero factor gives exactly 0, even against
+ * an infinite or NaN one. A zero tangent (an element that does not move along a direction) or a
+ * zero adjoint contributes nothing; a zero partial stops an infinite adjoint. So the derivative of
+ * std at a constant slice and of norm at 0 is 0 in both modes, where plain IEEE 0 * inf = NaN
+ * would make forward and reverse disagree (each meets the infinity on a different side).
+ * (The forward kernel takes a plain multiply on blocks whose partials are all finite, for speed;
+ * see dual.c: there a zero partial meeting an already infinite tangent stays NaN.)
  */
 #ifndef GT_OPS_H
 #define GT_OPS_H
@@ -36,6 +45,20 @@ typedef enum gt_op_id {
     GT_OP_LOGADDEXP, GT_OP_LOGADDEXP2, GT_OP_REMAINDER, GT_OP_FMOD,
     GT_OP_COUNT
 } gt_op_id;
+
+/* partial * x, with a zero on either side giving 0 (the rule above). The product is taken
+ * unconditionally and then selected, so that loops over it vectorize. */
+static inline double gt_chain_f64(double partial, double x)
+{
+    double m = partial * x;
+    return (partial == 0.0) | (x == 0.0) ? 0.0 : m;
+}
+
+static inline float gt_chain_f32(float partial, float x)
+{
+    float m = partial * x;
+    return (partial == 0.0f) | (x == 0.0f) ? 0.0f : m;
+}
 
 /* Scalar rule: value y = value(a, b); b is ignored by unary ops. */
 typedef double (*gt_value_fn)(double a, double b);

@@ -704,20 +704,20 @@ static int vjp_elementwise(gt_tape *t, node *n)
                 const double *g = (const double *)ybar + i0;
                 if (assign)
                     for (size_t i = 0; i < len; i++)
-                        d[i] = pbuf[i] * g[i];
+                        d[i] = gt_chain_f64(pbuf[i], g[i]);
                 else
                     for (size_t i = 0; i < len; i++)
-                        d[i] += pbuf[i] * g[i];
+                        d[i] += gt_chain_f64(pbuf[i], g[i]);
             } else {
                 float *d = (float *)dst + i0;
                 const float *g = (const float *)ybar + i0;
                 const float *p = (const float *)pbuf;
                 if (assign)
                     for (size_t i = 0; i < len; i++)
-                        d[i] = p[i] * g[i];
+                        d[i] = gt_chain_f32(p[i], g[i]);
                 else
                     for (size_t i = 0; i < len; i++)
-                        d[i] += p[i] * g[i];
+                        d[i] += gt_chain_f32(p[i], g[i]);
             }
         }
         if (st != GT_OK) {

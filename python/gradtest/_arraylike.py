@@ -7,9 +7,62 @@ values in ``self.value`` (a NumPy array). An unchanged NumPy function then runs 
 
 from __future__ import annotations
 
+import linecache
+import sys
 from typing import Any
 
 import numpy as np
+
+
+def public_name(obj: Any, method: str = "__call__") -> str:
+    """The name a user knows ``obj`` (a NumPy/SciPy function or ufunc) by: ``numpy.sum``,
+    ``numpy.linalg.inv``, ``numpy.fft.fftshift``, ``scipy.special.iv``, ``numpy.add.outer``.
+
+    Ufuncs carry no ``__module__``, so they are looked up in the NumPy and SciPy namespaces that
+    are loaded; functions are named by the shortest loaded parent of their module that exports
+    them (``numpy._core.fromnumeric.sum`` is ``numpy.sum``)."""
+    name = getattr(obj, "__name__", None) or repr(obj)
+    suffix = "" if method == "__call__" else f".{method}"
+    if isinstance(obj, np.ufunc):
+        for module in ("numpy", "scipy.special"):
+            namespace = sys.modules.get(module)
+            if namespace is not None and getattr(namespace, name, None) is obj:
+                return f"{module}.{name}{suffix}"
+        return f"the ufunc {name}{suffix}"
+    module = getattr(obj, "__module__", None) or "numpy"
+    parts = module.split(".")
+    for i in range(1, len(parts) + 1):
+        candidate = ".".join(parts[:i])
+        namespace = sys.modules.get(candidate)
+        if namespace is not None and getattr(namespace, name, None) is obj:
+            return f"{candidate}.{name}{suffix}"
+    return f"{module}.{name}{suffix}"
+
+
+def _caller() -> str:
+    """' (at file:line: source)' for the innermost frame outside gradtest, or ''."""
+    frame = sys._getframe(2)
+    package = __name__.rpartition(".")[0]
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(package + "."):
+        frame = frame.f_back
+    if frame is None:
+        return ""
+    code = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+    return f" (at {frame.f_code.co_filename}:{frame.f_lineno}: {code})" if code else \
+        f" (at {frame.f_code.co_filename}:{frame.f_lineno})"
+
+
+def leaving_error(x: Any, call: str, instead: str) -> NotImplementedError:
+    """The error for a conversion that would take ``x`` out of its engine: its derivative would
+    silently become 0, so it is refused, naming the call, where it happened and what to do."""
+    return NotImplementedError(
+        f"{call} of a gradtest.{type(x).__name__} would drop its derivatives (the gradient through "
+        f"it would silently be 0){_caller()}; {instead}"
+    )
+
+
+_INSTEAD_FLOAT = ("use NumPy functions on the array (np.sqrt, not math.sqrt), or x.value for a "
+                  "deliberately constant primal")
 
 
 class ArrayLike:
@@ -54,8 +107,28 @@ class ArrayLike:
     def __bool__(self) -> bool:
         return bool(self.value)
 
+    # Conversions out of the engine: each would give a silent zero derivative, so each refuses.
+    # Comparisons, bool() and argmax stay allowed: they are piecewise constant by nature.
     def __float__(self) -> float:
-        return float(self.value)
+        raise leaving_error(self, "float() (or a math.* function, or np.float64())", _INSTEAD_FLOAT)
+
+    def __complex__(self) -> complex:
+        raise leaving_error(self, "complex()", "gradtest differentiates real values only (complex inputs are out of "
+                            "scope); use x.value for a deliberately constant primal")
+
+    def __int__(self) -> int:
+        raise leaving_error(self, "int()", "for a deliberately constant integer use int(x.value)")
+
+    def __index__(self) -> int:
+        raise leaving_error(self, "use as an integer (operator.index, range(), an index)",
+                            "index with integers; use x.value for a deliberately constant copy")
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        raise leaving_error(
+            self, "conversion to a NumPy array (np.asarray, np.array, np.float64, assignment into "
+            "a plain array, or a library function that calls np.asarray)",
+            "build arrays from tracked values with np.stack/np.concatenate instead of "
+            "np.array([...]), keep to NumPy functions, or use x.value for a deliberately constant copy")
 
     def __array_namespace__(self, *, api_version: str | None = None) -> Any:
         # NumPy (>= 2) is an array API namespace, and its functions dispatch to us, so code
@@ -117,5 +190,10 @@ class ArrayLike:
     def dot(self, other): return np.dot(self, other)
     def trace(self, offset=0, axis1=0, axis2=1): return np.trace(self, offset, axis1, axis2)
     def round(self, decimals=0): return np.round(self, decimals)
-    def item(self, *args): return self.value.item(*args)
-    def tolist(self): return self.value.tolist()
+    def item(self, *args):
+        raise leaving_error(self, ".item()", "index instead (x[()] or x[i]), or use x.value.item() "
+                            "for a deliberately constant primal")
+
+    def tolist(self):
+        raise leaving_error(self, ".tolist()", "keep the values in an array (index it, or "
+                            "iterate over it), or use x.value.tolist() for a deliberately constant copy")

@@ -19,7 +19,7 @@ converting a dual to a plain array (``np.asarray``), which would drop its deriva
 Kinks and ties follow the op table (see ``csrc/core/ops.h``): ``abs'(0) = 0``; ``maximum`` and
 ``minimum`` split ties evenly, and so do the ``max``/``min`` reductions (each of the ``m`` tied
 elements gets ``1/m``); ``clip`` is ``minimum(maximum(x, lo), hi)``, so at a bound it takes half;
-``std`` of a constant slice has derivative 0 rather than NaN.
+``std`` of a constant slice and ``norm`` at 0 have derivative 0 (the chain rule's 0 * inf = 0, ops.h).
 
 The ``"forward"`` backend seeds one-hot tangents in chunks of ``k`` over all differentiated
 elements and reads the gradient off the tangents of the scalar output: ``n / k`` passes of f.
@@ -35,7 +35,8 @@ from typing import Any
 import numpy as np
 
 from . import _forward
-from ._arraylike import ArrayLike
+from ._arraylike import ArrayLike, public_name
+from ._rules import extreme_weights as _extreme_weights, var_scale
 from ._tree import output_leaves, tree_map_outputs
 from .backends import register_backend
 
@@ -98,28 +99,6 @@ class Dual(ArrayLike):
 
     def __repr__(self) -> str:
         return f"Dual(value={self.value!r}, k={self.k})"
-
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        raise NotImplementedError(
-            "converting a gradtest.Dual to a NumPy array (np.asarray, np.array, assignment into a "
-            "plain array) would drop its derivatives; keep the computation in NumPy functions, or "
-            "use x.value for a deliberately non-differentiated copy"
-        )
-
-    def __float__(self) -> float:
-        raise NotImplementedError(
-            "float() of a gradtest.Dual would drop its derivatives; use x.value for the primal"
-        )
-
-    def item(self, *args: Any) -> Any:
-        raise NotImplementedError(
-            "item() of a gradtest.Dual would drop its derivatives; use x.value.item() for the primal"
-        )
-
-    def tolist(self) -> Any:
-        raise NotImplementedError(
-            "tolist() of a gradtest.Dual would drop its derivatives; use x.value.tolist() for the primal"
-        )
 
     # __getitem__ and reshape are _forward.getitem/_forward.reshape (set below), which handle int
     # and slice indices and C-order reshapes in C and hand everything else to these
@@ -211,9 +190,8 @@ class Dual(ArrayLike):
             return _ACCUMULATE_RULES[ufunc](*inputs, **{"axis": 0, **kwargs})
         elif ufunc in _NONDIFF_UFUNCS:
             return getattr(ufunc, method)(*(_primal(x) for x in inputs), **kwargs)
-        suffix = "" if method == "__call__" else f".{method}"
         raise NotImplementedError(
-            f"gradtest.Dual (forward mode) does not support numpy.{ufunc.__name__}{suffix}"
+            f"gradtest.Dual (forward mode) does not support {public_name(ufunc, method)}"
         )
 
     def __array_function__(self, func: Callable[..., Any], types: Any, args: Any, kwargs: Any) -> Any:
@@ -222,10 +200,7 @@ class Dual(ArrayLike):
             return rule(*args, **kwargs)
         if func in _NONDIFF_FUNCTIONS:
             return func(*_primal_tree(args), **_primal_tree(kwargs))
-        module = getattr(func, "__module__", None) or "numpy"
-        prefix = "numpy.linalg" if module.startswith("numpy.linalg") else "numpy"
-        name = f"{prefix}.{func.__name__}"
-        raise NotImplementedError(f"gradtest.Dual (forward mode) does not support {name}")
+        raise NotImplementedError(f"gradtest.Dual (forward mode) does not support {public_name(func)}")
 
 
 def _make(value: np.ndarray, tangents: np.ndarray) -> Dual:
@@ -510,15 +485,11 @@ def _extreme(func: Callable[..., Any], name: str) -> Callable[..., Any]:
     def rule(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False, initial: Any = None,
              where: Any = True) -> Any:
         _no_out(name, out, where)
-        if initial is not None:
-            raise NotImplementedError(f"numpy.{name}(..., initial=...) is not supported on gradtest.Dual")
         x = _as_dual(a)
         axes = _norm_axes(axis, x.ndim)
-        peak = func(x.value, axis=axes, keepdims=True)
-        # ties share the derivative evenly, as maximum/minimum do in the op table
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mask = (x.value == peak).astype(x.dtype)
-            weights = mask / np.sum(mask, axis=axes, keepdims=True)
+        extra = {} if initial is None else {"initial": initial}
+        peak = func(x.value, axis=axes, keepdims=True, **extra)
+        weights = _extreme_weights(x.value, peak, axes)
         tangents = np.sum(x.tangents * weights, axis=_shift(axes), keepdims=keepdims)
         value = peak if keepdims else np.squeeze(peak, axis=axes)
         return _make(np.asarray(value), tangents)
@@ -558,9 +529,10 @@ def _var_parts(x: Dual, axis: Any, ddof: float, keepdims: bool) -> tuple[np.ndar
     count = int(np.prod([x.shape[ax] for ax in axes])) if axes else 1
     value = np.asarray(np.var(x.value, axis=axes, ddof=ddof, keepdims=keepdims))
     centered = x.value - np.mean(x.value, axis=axes, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        scale = x.dtype.type(2.0 / (count - ddof)) if count - ddof > 0 else x.dtype.type(np.nan)
-    tangents = scale * np.sum(centered * x.tangents, axis=_shift(axes), keepdims=keepdims)
+    scale = x.dtype.type(2.0 * var_scale(count, ddof))
+    inner = np.sum(centered * x.tangents, axis=_shift(axes), keepdims=keepdims)
+    # the chain rule's 0 * nan = 0 (ops.h), as the reverse sweep applies it for ddof >= n
+    tangents = inner * scale if np.isfinite(scale) else np.where(inner == 0, 0.0, scale)
     return value, tangents.astype(value.dtype, copy=False)
 
 
@@ -579,11 +551,14 @@ def _std(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: flo
     if mean is not None:
         raise NotImplementedError("numpy.std(..., mean=...) is not supported on gradtest.Dual")
     var, vt = _var_parts(_as_dual(a), axis, ddof if correction is None else correction, keepdims)
-    value = np.sqrt(var)
-    # a constant slice (std 0) gets derivative 0: the subgradient, rather than 0/0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        factor = np.where(value > 0, 0.5 / value, 0.0).astype(value.dtype)
-    return _make(np.asarray(value), vt * factor)
+    # std = sqrt(var) through the op table, whose chain rule makes a constant slice's derivative 0;
+    # for ddof >= n the derivative stays var's NaN (sqrt'(inf) = 0 would hide it)
+    d = _as_dual(a)
+    axes = _norm_axes(axis, d.ndim)
+    count = int(np.prod([d.shape[ax] for ax in axes])) if axes else 1
+    if not np.isfinite(var_scale(count, ddof if correction is None else correction)):
+        return _make(np.sqrt(var), vt)
+    return np.sqrt(_make(var, vt))
 
 
 def _cumsum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None) -> Any:
@@ -763,7 +738,8 @@ def _vstack(tup: Any, *, dtype: Any = None, casting: str = "same_kind") -> Any:
 def _flip(m: Any, axis: Any = None) -> Any:
     x = _as_dual(m)
     axes = _norm_axes(axis, x.ndim)
-    return _make(np.flip(x.value, axes), np.flip(x.tangents, _shift(axes)))
+    # np.flip of a 0-d array returns a NumPy scalar: keep an array
+    return _make(np.asarray(np.flip(x.value, axes)), np.flip(x.tangents, _shift(axes)))
 
 
 def _tile(A: Any, reps: Any) -> Any:
@@ -1045,8 +1021,8 @@ def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> 
         raise ValueError("Improper number of dimensions to norm.")
     if ord is None or ord == 2:
         return np.sqrt(_sum(d * d, axis=axes, keepdims=keepdims))
-    if ord == np.inf:
-        return _extreme(np.max, "max")(np.abs(d), axis=axes, keepdims=keepdims)
+    if ord == np.inf:  # initial=0 as NumPy: an empty vector's norm is 0
+        return _extreme(np.max, "max")(np.abs(d), axis=axes, keepdims=keepdims, initial=0.0)
     if ord == -np.inf:
         return _extreme(np.min, "min")(np.abs(d), axis=axes, keepdims=keepdims)
     if ord == 1:
@@ -1055,6 +1031,35 @@ def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> 
         return np.sum(d.value != 0, axis=axes, keepdims=keepdims).astype(d.dtype)
     p = float(ord)
     return np.power(_sum(np.power(np.abs(d), p), axis=axes, keepdims=keepdims), 1.0 / p)
+
+
+def _per_direction(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Rule of a function of one array that is linear in it (roll, rot90, tril, diag, ...): the
+    same function applied to each direction's tangent."""
+
+    def rule(a: Any, *args: Any, **kwargs: Any) -> Any:
+        x = _as_dual(a)
+        value = np.asarray(fn(x.value, *args, **kwargs))
+        tangents = np.stack([np.asarray(fn(t, *args, **kwargs)) for t in x.tangents]) if x.k else \
+            np.zeros((0,) + value.shape, dtype=value.dtype)
+        return _make(value, tangents.astype(value.dtype, copy=False))
+
+    return rule
+
+
+def _per_direction_many(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The same for a function of a sequence of arrays (column_stack, dstack)."""
+
+    def rule(arrays: Any, *args: Any, **kwargs: Any) -> Any:
+        arrays = list(arrays)
+        value = np.asarray(fn([_primal(a) for a in arrays], *args, **kwargs))
+        dt = _float_dtype(value)
+        k = _common_k(arrays)
+        tangents = [_tangent_of(a, dt, k) for a in arrays]
+        out = np.stack([np.asarray(fn([t[i] for t in tangents], *args, **kwargs)) for i in range(k)])
+        return _make(value.astype(dt, copy=False), out.astype(dt, copy=False))
+
+    return rule
 
 
 _FUNCTION_RULES: dict[Callable[..., Any], Callable[..., Any]] = {
@@ -1071,7 +1076,12 @@ _FUNCTION_RULES: dict[Callable[..., Any], Callable[..., Any]] = {
     np.take_along_axis: _take_along_axis, np.sort: _sort, np.diff: _diff, np.copy: _copy,
     np.where: _where, np.clip: _clip, np.diagonal: _diagonal, np.trace: _trace,
     np.dot: _dot, np.inner: _inner, np.outer: _outer, np.vdot: _vdot, np.tensordot: _tensordot,
-    np.einsum: _einsum, np.linalg.norm: _norm,
+    np.einsum: _einsum, np.linalg.norm: _norm, np.matmul: lambda a, b, **kw: _matmul(a, b),
+    np.roll: _per_direction(np.roll), np.rot90: _per_direction(np.rot90),
+    np.fliplr: _per_direction(np.fliplr), np.flipud: _per_direction(np.flipud),
+    np.tril: _per_direction(np.tril), np.triu: _per_direction(np.triu),
+    np.diag: _per_direction(np.diag),
+    np.column_stack: _per_direction_many(np.column_stack), np.dstack: _per_direction_many(np.dstack),
     np.zeros_like: _like(np.zeros_like), np.ones_like: _like(np.ones_like),
     np.empty_like: _like(np.empty_like), np.full_like: _like(np.full_like),
 }

@@ -28,7 +28,8 @@ from typing import Any
 import numpy as np
 
 from . import _reverse
-from ._arraylike import ArrayLike
+from ._arraylike import ArrayLike, public_name
+from ._rules import extreme_weights as _extreme_weights, var_scale
 from ._tree import flatten_args, output_leaves
 from .backends import register_backend
 
@@ -123,7 +124,7 @@ class Tracked(ArrayLike):
         handler = _FUNCTIONS.get(func)
         if handler is None:
             raise NotImplementedError(
-                f"gradtest's reverse mode does not support numpy.{_func_name(func)}"
+                f"gradtest's reverse mode does not support {public_name(func)}"
             )
         return handler(*args, **kwargs)
 
@@ -209,19 +210,13 @@ def _array_ufunc(ufunc: np.ufunc, method: str, inputs: tuple[Any, ...], kwargs: 
         return np.power(a, b)
     if name == "conjugate":
         return inputs[0]
-    raise NotImplementedError(f"gradtest's reverse mode does not support numpy.{name}")
+    raise NotImplementedError(f"gradtest's reverse mode does not support {public_name(ufunc)}")
 
 
 # ---------------------------------------------------------------------- helpers
 
 def _value(x: Any) -> Any:
     return x.value if isinstance(x, Tracked) else x
-
-
-def _func_name(func: Callable) -> str:
-    module = getattr(func, "__module__", "") or ""
-    prefix = "linalg." if "linalg" in module else ""
-    return prefix + getattr(func, "__name__", repr(func))
 
 
 def _common_tape(xs: Sequence[Any]) -> Any:
@@ -297,7 +292,7 @@ def _ufunc_method(ufunc: np.ufunc, method: str, inputs: tuple[Any, ...], kwargs:
         return fn(inputs[0], axis=axis, keepdims=keepdims)
     if method == "accumulate" and name in ("add", "multiply"):
         return (np.cumsum if name == "add" else np.cumprod)(inputs[0], axis=axis)
-    raise NotImplementedError(f"gradtest's reverse mode does not support numpy.{name}.{method}")
+    raise NotImplementedError(f"gradtest's reverse mode does not support {public_name(ufunc, method)}")
 
 
 def _as_tracked_like(x: Any, dtype: np.dtype) -> Any:
@@ -430,29 +425,38 @@ def _prod_weights(a: Tracked, y: Tracked, kshape: tuple[int, ...]) -> Any:
 def _extremum(fn: Callable, name: str) -> Callable:
     def handler(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False,
                 initial: Any = None, where: Any = None) -> Any:
-        _check_reduce_kwargs(name, {"out": out, "initial": initial, "where": where})
-        y = fn(a.value, axis=axis, keepdims=True)
-        # ties share the gradient evenly, as maximum/minimum do in the op table
-        mask = (a.value == y) | (np.isnan(a.value) & np.isnan(y))
-        w = mask / np.sum(mask, axis=axis, keepdims=True)
-        return _reduce(a, axis, keepdims, 1.0, w, fn(a.value, axis=axis, keepdims=keepdims))
+        _check_reduce_kwargs(name, {"out": out, "where": where})
+        extra = {} if initial is None else {"initial": initial}
+        axes = _normalize_axes(axis, a.ndim)
+        y = fn(a.value, axis=axes, keepdims=True, **extra)
+        w = _extreme_weights(a.value, y, axes)
+        return _reduce(a, axes, keepdims, 1.0, w, fn(a.value, axis=axes, keepdims=keepdims, **extra))
     return handler
 
 
 def _var(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: float = 0,
-         keepdims: bool = False, where: Any = None, mean: Any = None, correction: Any = None) -> Any:
+         keepdims: bool = False, where: Any = None, mean: Any = None, correction: Any = None,
+         _value_fn: Callable[..., Any] = np.var) -> Any:
     _check_reduce_kwargs("var", {"out": out, "where": where, "mean": mean})
     if correction is not None:
         ddof = correction
-    m = np.mean(a, axis=axis, keepdims=True)
+    axes = _normalize_axes(axis, a.ndim)
+    m = np.mean(a, axis=axes, keepdims=True)
     d = a - m
-    n = a.size // max(np.size(m.value), 1)
-    return np.sum(d * d, axis=axis, keepdims=keepdims) * (1.0 / (n - ddof))
+    n = int(np.prod([a.shape[i] for i in axes]))
+    y = _value_fn(a.value, axis=axes, ddof=ddof, keepdims=keepdims)  # NumPy's value, bit for bit
+    return _reduce(d * d, axes, keepdims, var_scale(n, ddof), None, y)
 
 
 def _std(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: float = 0,
          keepdims: bool = False, where: Any = None, mean: Any = None, correction: Any = None) -> Any:
-    return np.sqrt(_var(a, axis=axis, out=out, ddof=ddof, keepdims=keepdims, where=where,
+    axes = _normalize_axes(axis, a.ndim)
+    count = int(np.prod([a.shape[i] for i in axes]))
+    if not np.isfinite(var_scale(count, ddof if correction is None else correction)):
+        # ddof >= n: the derivative stays var's NaN (sqrt'(inf) = 0 would hide it)
+        return _var(a, axes, out=out, ddof=ddof, keepdims=keepdims, where=where, mean=mean,
+                    correction=correction, _value_fn=np.std)
+    return np.sqrt(_var(a, axis=axes, out=out, ddof=ddof, keepdims=keepdims, where=where,
                         mean=mean, correction=correction))
 
 
@@ -713,7 +717,10 @@ def _tensordot(a: Any, b: Any, axes: Any = 2) -> Any:
     out_shape = tuple(a.shape[i] for i in free_a) + tuple(b.shape[i] for i in free_b)
     at = _transpose_any(a, free_a + axes_a)
     bt = _transpose_any(b, axes_b + free_b)
-    y = np.matmul(_reshape_any(at, (-1, K)), _reshape_any(bt, (K, -1)))
+    # explicit sizes, not -1, which cannot be resolved for a zero-size operand
+    M = int(np.prod([a.shape[i] for i in free_a]))
+    N = int(np.prod([b.shape[i] for i in free_b]))
+    y = np.matmul(_reshape_any(at, (M, K)), _reshape_any(bt, (K, N)))
     return _reshape_any(y, out_shape)
 
 
@@ -823,8 +830,8 @@ def _norm(x: Any, ord: Any = None, axis: Any = None, keepdims: bool = False) -> 
         return np.sqrt(np.sum(x * x, axis=axis, keepdims=keepdims))
     if nd == 1 or (axis is None and x.ndim == 1):
         a = np.abs(x)
-        if ord == np.inf:
-            return np.max(a, axis=axis, keepdims=keepdims)
+        if ord == np.inf:  # initial=0 as NumPy: an empty vector's norm is 0
+            return np.max(a, axis=axis, keepdims=keepdims, initial=0.0)
         if ord == -np.inf:
             return np.min(a, axis=axis, keepdims=keepdims)
         if ord == 0:
@@ -876,6 +883,10 @@ _FUNCTIONS: dict[Callable, Callable] = {
     np.round: _plain(np.round), np.around: _plain(np.around), np.result_type: _plain(np.result_type),
     np.any: _plain(np.any), np.all: _plain(np.all),
 }
+# the rest of the non-differentiable functions forward mode lists: plain values here too
+_FUNCTIONS.update({getattr(np, name): _plain(getattr(np, name)) for name in (
+    "argwhere array_equiv digitize fix flatnonzero histogram iscomplex isreal isscalar "
+    "searchsorted unique").split()})
 
 
 # ---------------------------------------------------------------------- entry points

@@ -234,16 +234,17 @@ class _Observed(reverse.Tracked):
             session.add("dropped_tracking", symbol, str(self.dtype), "", sys._getframe(2))
 
     def __float__(self) -> float:
+        # recorded as a finding; the conversion itself goes on (a plain Tracked refuses it)
         self._dropped("float")
-        return reverse.Tracked.__float__(self)
+        return float(self.value)
 
     def item(self, *args: Any) -> Any:
         self._dropped("item")
-        return reverse.Tracked.item(self, *args)
+        return self.value.item(*args)
 
     def tolist(self) -> Any:
         self._dropped("tolist")
-        return reverse.Tracked.tolist(self)
+        return self.value.tolist()
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         # a plain Tracked has no __array__ (NumPy then fails reading it as a nested sequence); this
