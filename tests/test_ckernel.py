@@ -3,6 +3,7 @@ computed in C, in-process and in forked children, against NumPy references."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -824,9 +825,14 @@ print(report, flush=True)
 """
 
 
+# the folder holding the gradtest this test imported (the source tree's, or site-packages when
+# installed, as in CI): the child processes must run the same one
+_PACKAGE_ROOT = str(Path(gradtest.__file__).resolve().parent.parent)
+
+
 def _python(script: str, *args: str, **kwargs) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]), **kwargs.pop("env", {}))
+        [_PACKAGE_ROOT, os.environ.get("PYTHONPATH", "")]), **kwargs.pop("env", {}))
     return subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env, **kwargs)
 
@@ -885,51 +891,52 @@ def test_a_hanging_kernel_times_out_by_default(libs):
     assert "time limit of each isolated stage derived from one evaluation of f" in out
 
 
+@contextlib.contextmanager
+def _spinning_check(libs, tmp_path):
+    """A Python process checking a kernel whose gradient spins for ever; yields it and the pid
+    of the kernel's child once the kernel runs. Both are gone afterwards, whatever happened."""
+    pidfile = tmp_path / "kernel.pid"
+    proc = _python(_CHILD_SCRIPT, libs["bad"], "grad_spin", "none", env={"GT_SPIN_PIDFILE": str(pidfile)})
+    kernel_pid = None
+    try:
+        kernel_pid = _wait_for_pid(pidfile, proc)
+        yield proc, kernel_pid
+    finally:
+        if kernel_pid is not None:
+            _kill(kernel_pid)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None and not proc.stdout.closed:
+            proc.stdout.close()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG")
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_the_kernel_child_dies_with_its_parent(libs, tmp_path, sig):
     """A CI runner or pytest-timeout kills the test process by PID: its kernel child must not
     keep spinning, re-parented to init."""
-    pidfile = tmp_path / "kernel.pid"
-    proc = _python(_CHILD_SCRIPT, libs["bad"], "grad_spin", "none", env={"GT_SPIN_PIDFILE": str(pidfile)})
-    kernel_pid = _wait_for_pid(pidfile, proc)
-    try:
+    with _spinning_check(libs, tmp_path) as (proc, kernel_pid):
         os.kill(proc.pid, sig)
         proc.wait(timeout=60)
         assert _gone(kernel_pid), "the kernel's child process outlived its parent"
-    finally:
-        _kill(kernel_pid)
-        proc.kill()
-        proc.communicate()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_sigint_stops_the_kernel_and_raises_keyboard_interrupt(libs, tmp_path):
-    pidfile = tmp_path / "kernel.pid"
-    proc = _python(_CHILD_SCRIPT, libs["bad"], "grad_spin", "none", env={"GT_SPIN_PIDFILE": str(pidfile)})
-    kernel_pid = _wait_for_pid(pidfile, proc)
-    try:
+    with _spinning_check(libs, tmp_path) as (proc, kernel_pid):
         os.kill(proc.pid, signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert "KeyboardInterrupt raised" in out, out
         assert _gone(kernel_pid)
-    finally:
-        _kill(kernel_pid)
-        proc.kill()
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
 def test_kernel_child_has_its_own_process_group(libs, tmp_path):
     """A terminal's Ctrl-C goes to the foreground process group: the kernel's child is not in it,
     so the parent alone decides (and raises KeyboardInterrupt)."""
-    pidfile = tmp_path / "kernel.pid"
-    proc = _python(_CHILD_SCRIPT, libs["bad"], "grad_spin", "none", env={"GT_SPIN_PIDFILE": str(pidfile)})
-    kernel_pid = _wait_for_pid(pidfile, proc)
-    try:
+    with _spinning_check(libs, tmp_path) as (proc, kernel_pid):
         assert os.getpgid(kernel_pid) == kernel_pid != os.getpgid(proc.pid)
-    finally:
-        _kill(kernel_pid)
-        proc.kill()
-        proc.communicate()
 
 
 # ---- buffers: writes outside what the kernel was given (issue 12, item 2) ---------------------

@@ -153,7 +153,9 @@ def test_broken_with_an_unknown_name_lists_the_kernels_backends(libs, capsys):
 
 def test_demo_with_an_unwritable_html_path_fails_before_any_work(tmp_path):
     target = tmp_path / "missing-dir" / "report.html"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
+    # the child runs the gradtest this test imported (the source tree's, or the installed one)
+    package_root = str(Path(gradtest.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_root, os.environ.get("PYTHONPATH", "")]))
     run = subprocess.run([sys.executable, "-m", "gradtest", "demo", "--html", str(target)],
                          capture_output=True, text=True, env=env, timeout=120)
     assert run.returncode == 2
