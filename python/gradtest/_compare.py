@@ -72,13 +72,6 @@ def scale_allowance(leaf_dtype: Any, grad_dtype: Any, truth_dtype: Any = np.floa
     return LEAF_ROUNDING * eps_b
 
 
-def default_rtol(*dtypes: Any) -> float:
-    """The relative rounding allowance of a backend that computed in the coarsest of ``dtypes``
-    (against a float64 ground truth)."""
-    floating = [d for d in dtypes if d is not None and np.issubdtype(d, np.floating)] or [np.float64]
-    return rounding_allowance(floating[0], max(floating, key=_eps))
-
-
 def _eps(dtype: Any) -> float:
     if dtype is None or not np.issubdtype(dtype, np.floating):
         return EPS64
