@@ -10,6 +10,7 @@
 #include <structmember.h>
 
 #include "dual.h"
+#include "gt_blas.h"
 #include "gt_glue.h"
 #include "ops.h"
 
@@ -807,6 +808,7 @@ static PyMethodDef forward_methods[] = {
 
 static int forward_exec(PyObject *module)
 {
+    gt_blas_init_threads(); /* the core's pool: one thread unless GRADTEST_BLAS_THREADS says */
     if (PyArray_ImportNumPyAPI() < 0)
         return -1;
     forward_state *st = get_state(module);

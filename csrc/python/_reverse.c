@@ -12,6 +12,7 @@
 #include <structmember.h>
 
 #include "gt_glue.h"
+#include "gt_blas.h"
 #include "ops.h"
 #include "tape.h"
 
@@ -835,6 +836,7 @@ static PyMethodDef reverse_methods[] = {
 
 static int reverse_exec(PyObject *module)
 {
+    gt_blas_init_threads(); /* the core's pool: one thread unless GRADTEST_BLAS_THREADS says */
     if (PyArray_ImportNumPyAPI() < 0)
         return -1;
     PyObject *type = PyType_FromModuleAndSpec(module, &Tape_spec, NULL);

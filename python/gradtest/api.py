@@ -11,7 +11,7 @@ from . import _check, _events
 from ._check import GROUND_TRUTH_BACKEND, CheckSettings, NoBackendWarning
 from ._compare import as_gradient_arrays
 from ._finite_diff import FDOptions, GroundTruthError, finite_diff_backend, ground_truth
-from ._problem import GradientProblem, describe_output
+from ._problem import GradientProblem, OutputSpec, describe_output
 from ._tree import FlatArgs, flatten_args, flatten_like, refuse_subclasses
 from .backends import get_backend, register_backend
 from .report import GradientReport
@@ -236,22 +236,58 @@ def gradient(f: Callable[..., Any], *args: Any, backend: str = GROUND_TRUTH_BACK
     refuse_subclasses(flat)
     if not flat.differentiable:
         raise ValueError("args: no differentiable argument; gradtest differentiates floating NumPy arrays")
-    problem = GradientProblem(f, kwargs or {}, flat, describe_output(0.0, np.random.default_rng(0)))
-    out = f(*problem.fresh_args(), **problem.kwargs)
-    problem.output = describe_output(out, np.random.default_rng(0))
-    if not problem.output.scalar:
-        raise ValueError(
-            f"f: gradient() needs a scalar-valued function, f returned {type(out).__name__} "
-            f"of shape {np.shape(out)}"
-        )
     if backend == GROUND_TRUTH_BACKEND:
+        problem = GradientProblem(f, kwargs or {}, flat, _SCALAR)
+        out = f(*problem.fresh_args(), **problem.kwargs)
+        problem.output = describe_output(out, np.random.default_rng(0))
+        if not problem.output.scalar:
+            raise ValueError(
+                f"f: gradient() needs a scalar-valued function, f returned {type(out).__name__} "
+                f"of shape {np.shape(out)}"
+            )
         opts = FDOptions.from_kwargs({"mode": "full", **fd_options})
         grads = ground_truth(problem, opts).gradients
     else:
         if fd_options:
             raise TypeError(f"unexpected keyword argument(s) {', '.join(fd_options)} for backend {backend!r}")
+        # the backend's own evaluation of f checks that it is scalar (_ScalarOutput.reduce): a
+        # plain call first would cost a whole forward pass more than vjp() takes
+        problem = GradientProblem(f, kwargs or {}, flat, _SCALAR)
         grads = as_gradient_arrays(impl.compute(problem), flat.diff_leaves, flat.diff_paths, backend)
     return flat.gradient_tree(grads)
+
+
+class _ScalarOutput(OutputSpec):
+    """The output reduction of gradient(): f must return a real scalar, which is used as is. Its
+    ``reduce`` checks each output it is given (plain, or a backend's Tracked, Dual or tensor) so
+    that the backend's own call of f is the only one."""
+
+    def __init__(self) -> None:
+        super().__init__(True, [], False)
+
+    def reduce(self, out: Any, dtype: Any = None, dot: Callable[[np.ndarray, Any], Any] | None = None) -> Any:
+        if isinstance(out, (int, float)) and not isinstance(out, bool):
+            return out
+        kind = getattr(out, "dtype", None)
+        shape = getattr(out, "shape", None)
+        if shape is not None and len(shape) == 0:
+            if isinstance(kind, np.dtype):  # NumPy, Tracked, Dual, JAX
+                if kind.kind in "fiu":
+                    return out
+            elif kind is not None and str(kind).removeprefix("torch.").startswith(("float", "int", "uint", "bfloat")):
+                return out
+        value = getattr(out, "value", out)  # a Tracked or Dual: name the array it stands for
+        if kind is None or str(getattr(kind, "name", kind)).startswith(("complex", "object", "str", "<U")):
+            raise TypeError(f"f returned {type(value).__name__}"
+                            + (f" of dtype {kind}" if kind is not None else "")
+                            + "; expected a real number or real floating arrays")
+        raise ValueError(
+            f"f: gradient() needs a scalar-valued function, f returned {type(value).__name__} "
+            f"of shape {tuple(np.shape(value)) if shape is not None or isinstance(value, np.ndarray) else ()}"
+        )
+
+
+_SCALAR = _ScalarOutput()
 
 
 register_backend(

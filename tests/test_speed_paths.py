@@ -1,0 +1,115 @@
+"""The engines' large-array and threading paths (issue 13): what they promise beyond speed.
+
+Timings are never asserted here (they live in benchmarks/); these tests check the behaviour the
+fast paths must keep: the core's BLAS thread count, one call of f per gradient(), and exact
+gradients through the buffers the sweep takes from huge-page memory.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gradtest
+from gradtest import _forward
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(gradtest.__file__))
+
+
+def _core_threads_in_child(env_value: str | None) -> int:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = PACKAGE_DIR + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("GRADTEST_BLAS_THREADS", None)
+    if env_value is not None:
+        env["GRADTEST_BLAS_THREADS"] = env_value
+    env.pop("OPENBLAS_NUM_THREADS", None)  # the core's default must not depend on it
+    code = "from gradtest import _reverse, _forward; print(_forward.blas_threads(0))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         check=True)
+    return int(out.stdout.strip())
+
+
+def test_core_blas_starts_single_threaded():
+    # two OpenBLAS pools (NumPy's and the core's) on the same cores slow each other down
+    assert _core_threads_in_child(None) == 1
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="OpenBLAS caps the count at the number of cores")
+def test_gradtest_blas_threads_sets_the_core_pool():
+    assert _core_threads_in_child("2") == 2
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "two", "2x", ""])
+def test_invalid_gradtest_blas_threads_falls_back_to_one(bad):
+    assert _core_threads_in_child(bad) == 1
+
+
+def test_blas_threads_query_does_not_change_the_count():
+    before = _forward.blas_threads(0)
+    assert _forward.blas_threads(0) == before
+
+
+@pytest.mark.parametrize("backend", ["reverse", "forward"])
+def test_gradient_calls_f_once_per_engine_pass(backend):
+    calls = []
+
+    def f(x):
+        calls.append(type(x).__name__)
+        return np.sum(np.sin(x) * x)
+
+    x = np.linspace(0.1, 0.9, 5)
+    (g,) = gradtest.gradient(f, x, backend=backend)
+    np.testing.assert_allclose(g, np.cos(x) * x + np.sin(x), rtol=1e-13)
+    # no plain evaluation before the engine's own: every call gets the engine's array type
+    assert calls and all(name in ("Tracked", "Dual") for name in calls), calls
+    if backend == "reverse":
+        assert len(calls) == 1
+
+
+@pytest.mark.parametrize("backend", ["reverse", "forward", "finite_diff"])
+def test_gradient_still_refuses_non_scalar_f(backend):
+    x = np.ones(3)
+    with pytest.raises(ValueError, match=r"scalar-valued function, f returned ndarray of shape \(3,\)"):
+        gradtest.gradient(lambda v: v * 2.0, x, backend=backend)
+    with pytest.raises(ValueError, match="scalar-valued"):
+        gradtest.gradient(lambda v: np.sum(v) > 0, x, backend=backend)
+    with pytest.raises(TypeError, match="NoneType"):
+        gradtest.gradient(lambda v: None, x, backend=backend)
+
+
+def test_gradient_matches_vjp_for_a_constant_output():
+    x = np.ones(4)
+    (g,) = gradtest.gradient(lambda v: 3.0, x, backend="reverse")
+    np.testing.assert_array_equal(g, np.zeros(4))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sweep_buffers_above_the_huge_page_size_are_exact(dtype):
+    # 2^20 elements: every adjoint and contribution of the sweep is at least 4 MiB (float32) and
+    # takes the huge-page path, zeroed (sum, broadcast, matmul) and not (elementwise, cast)
+    rng = np.random.default_rng(0)
+    n = 1 << 20
+    x = rng.uniform(0.5, 1.5, n).astype(dtype)
+    w = rng.uniform(-1, 1, (n // 256, 256)).astype(dtype)
+    b = rng.uniform(-1, 1, 256).astype(dtype)
+
+    def f(x, w, b):
+        y = np.exp(x) * x + np.sin(x) * x
+        z = (w * b).sum(axis=0) + y.reshape(n // 256, 256)[0]
+        return np.sum(y) + np.sum(z * z)
+
+    _, (gx, gw, gb) = gradtest.vjp(f, (x, w, b), None)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    z = (w64 * b64).sum(axis=0) + (np.exp(x64) * x64 + np.sin(x64) * x64).reshape(n // 256, 256)[0]
+    dy = np.exp(x64) * (x64 + 1) + np.cos(x64) * x64 + np.sin(x64)
+    want_x = dy.copy()
+    want_x[:256] += 2 * z * dy[:256]
+    # float32: z sums 4096 rounded products; uninitialised or unzeroed memory would be far off
+    rtol = 1e-12 if dtype == np.float64 else 1e-3
+    np.testing.assert_allclose(gx, want_x, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(gw, np.broadcast_to(2 * z * b64, w.shape), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(gb, (2 * z * w64).sum(axis=0), rtol=rtol * 10, atol=rtol * 10)
