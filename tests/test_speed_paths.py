@@ -113,3 +113,68 @@ def test_sweep_buffers_above_the_huge_page_size_are_exact(dtype):
     np.testing.assert_allclose(gx, want_x, rtol=rtol, atol=rtol)
     np.testing.assert_allclose(gw, np.broadcast_to(2 * z * b64, w.shape), rtol=rtol, atol=rtol)
     np.testing.assert_allclose(gb, (2 * z * w64).sum(axis=0), rtol=rtol * 10, atol=rtol * 10)
+
+
+# ---- forward mode in directional checks ------------------------------------------------------
+
+def _counting(f):
+    """f, recording the number of tangent directions of each Dual call."""
+    from gradtest.forward import Dual
+
+    seen = []
+
+    def wrapped(x):
+        if isinstance(x, Dual):
+            seen.append(x.tangents.shape[0])
+        return f(x)
+
+    return wrapped, seen
+
+
+def test_forward_in_directional_mode_runs_one_pass_per_direction_block():
+    x = np.linspace(0.2, 1.4, 300)
+    f, seen = _counting(lambda v: np.sum(np.sin(v) * v + np.exp(-v)))
+    report = gradtest.check_gradients(f, x, backends=["forward"], mode="directional", n_directions=12)
+    assert report.outcomes["forward"].status == "pass", report
+    assert report.outcomes["forward"].n_compared == 12
+    # the 12 directions and nothing else: not 300 unit vectors
+    assert sum(seen) == 12, seen
+
+
+def test_forward_in_directional_mode_catches_and_locates_a_wrong_element():
+    from gradtest.forward import Dual
+
+    x = np.linspace(0.2, 1.4, 300)
+    bad = 137
+
+    def f(v):
+        y = np.sin(v)
+        if isinstance(y, Dual):  # a wrong forward rule in one element, by 1e-3 relative
+            t = np.array(y.tangents)
+            t[..., bad] *= 1.0 + 1e-3
+            y = Dual(np.asarray(y.value), t)
+        return np.sum(y * y)
+
+    counted, seen = _counting(f)
+    report = gradtest.check_gradients(counted, x, backends=["forward"], mode="directional", n_directions=16)
+    outcome = report.outcomes["forward"]
+    assert outcome.status == "fail", report
+    assert outcome.worst is not None and outcome.worst.index == (bad,), outcome.message
+    # the directions, then single elements for the located suspects only
+    assert sum(seen) <= 16 + 8, seen
+
+
+def test_forward_in_directional_mode_with_several_arguments_and_float32():
+    rng = np.random.default_rng(3)
+    a = rng.uniform(0.5, 1.5, (20, 5)).astype(np.float32)
+    b = {"w": rng.uniform(0.5, 1.5, 5)}
+    report = gradtest.check_gradients(lambda a, b: np.sum(np.tanh(a @ b["w"])) + np.sum(b["w"] ** 3), a, b,
+                                      backends=["forward", "reverse"], mode="directional", n_directions=10)
+    assert report.outcomes["forward"].status == "pass", report
+    assert report.outcomes["reverse"].status == "pass", report
+
+
+def test_forward_in_directional_mode_with_an_output_that_ignores_the_input():
+    report = gradtest.check_gradients(lambda v: np.sum(v) * 0.0 + 1.0, np.ones(50), backends=["forward"],
+                                      mode="directional", n_directions=4)
+    assert report.outcomes["forward"].status == "pass", report

@@ -24,7 +24,7 @@ import numpy as np
 from ._compare import GradientShapeError, as_gradient_arrays, compare_directional, compare_full
 from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, describe_exception, ground_truth
 from ._names import string_list as _names
-from ._problem import GradientProblem, describe_output
+from ._problem import DirectionalDerivatives, GradientProblem, describe_output
 from ._tree import FlatArgs, flatten_args, refuse_subclasses
 from .backends import BackendNotApplicable, available_backends, get_backend, not_run_reason
 from .report import GradientReport, Outcome
@@ -333,6 +333,9 @@ def _run_python(plan: CheckPlan) -> CheckRun:
         selected = select_backends(problem, plan.requested, plan.ground_truth_backend)
     results = {}
     if gt is not None:
+        # a backend that differentiates along given directions computes only those (forward
+        # mode: k passes instead of n / chunk)
+        problem.directions = gt.directions
         for name in selected:
             if name not in plan.skip:
                 results[name] = _timed(lambda name=name: get_backend(name).compute(problem))
@@ -394,6 +397,11 @@ def outcome_of(name: str, result: BackendResult, problem: GradientProblem, gt: G
         exc = result.error
         message = str(exc) if isinstance(exc, MissingDerivative) else f"{type(exc).__name__}: {exc}"
         return Outcome(name, "error", exception=exc, message=message, seconds=result.seconds)
+    if isinstance(result.grads, DirectionalDerivatives):
+        outcome = compare_directional(name, result.grads, gt, problem.diff_leaves, plan.atol, plan.rtol,
+                                      problem.diff_paths, plan.nans)
+        outcome.seconds = result.seconds
+        return outcome
     try:
         grads = as_gradient_arrays(result.grads, problem.diff_leaves, problem.diff_paths, name)
     except GradientShapeError as exc:

@@ -32,6 +32,7 @@ import numpy as np
 
 from . import _core
 from ._finite_diff import GroundTruth, GroundTruthError
+from ._problem import DirectionalDerivatives
 from .report import Outcome, WorstElement
 
 #: the factor on the finite-difference error bound (the calibration's worst ratio of actual
@@ -269,12 +270,23 @@ def compare_directional(
     fail, names the elements that explain them (confirmed by their own finite differences).
     ``nans`` changes nothing here: the finite-difference derivatives are never NaN."""
     assert gt.derivatives is not None and gt.derivative_errors is not None and gt.scale is not None
-    parts = [np.asarray(x, dtype=np.float64).ravel() for x in grads]
-    g = parts[0] if len(parts) == 1 else np.concatenate(parts)  # no copy of a lone argument
-    rho = max(rounding_allowance(leaf.dtype, x.dtype, gt.dtype) for leaf, x in zip(leaves, grads))
-    rt = rtol if rtol is not None else rho
     k = gt.n_directions
-    got, norms, abssum = _core.direction_products(gt.seed, k, gt.scale, g)
+    if isinstance(grads, DirectionalDerivatives):
+        # the backend differentiated along the directions itself: no gradient, so the rounding
+        # terms take the root mean square of its derivatives for ||g * v_j||_2 (its expectation
+        # over these random-sign directions) and, by Cauchy-Schwarz, sqrt(n) times that for
+        # sum_i |g_i v_ji|; the suspects' elements come from the backend one at a time
+        got = np.asarray(grads.values, dtype=np.float64)
+        norms = np.full(k, math.sqrt(float(np.mean(got * got))) if k else 0.0)
+        abssum = math.sqrt(gt.scale.size) * norms
+        rho = max(rounding_allowance(leaf.dtype, dt, gt.dtype) for leaf, dt in zip(leaves, grads.dtypes))
+        g: Any = _Elements(grads.element)
+    else:
+        parts = [np.asarray(x, dtype=np.float64).ravel() for x in grads]
+        g = parts[0] if len(parts) == 1 else np.concatenate(parts)  # no copy of a lone argument
+        rho = max(rounding_allowance(leaf.dtype, x.dtype, gt.dtype) for leaf, x in zip(leaves, grads))
+        got, norms, abssum = _core.direction_products(gt.seed, k, gt.scale, g)
+    rt = rtol if rtol is not None else rho
     expected = gt.derivatives
     tol = FD_ERROR_FACTOR * gt.derivative_errors + rt * norms + EPS64 * abssum
     if atol is not None:
@@ -309,6 +321,18 @@ def compare_directional(
         backend, "fail" if n_failed else "pass", float(diff.max()), float(rel.max()), worst,
         float(atol or 0.0), rt, message=message, n_failed=n_failed, n_compared=k, notes=notes,
     )
+
+
+class _Elements:
+    """g[i] for a backend that gives single gradient elements on request (cached)."""
+
+    def __init__(self, element: Any) -> None:
+        self._element, self._cache = element, {}
+
+    def __getitem__(self, i: int) -> float:
+        if i not in self._cache:
+            self._cache[i] = float(self._element([int(i)])[0])
+        return self._cache[i]
 
 
 def _localise(g, residual, tol, gt: GroundTruth, leaves, paths, rt, atol):

@@ -171,6 +171,27 @@ class GroundTruth:
     def n_directions(self) -> int:
         return 0 if self.derivatives is None else int(self.derivatives.size)
 
+    @property
+    def directions(self) -> DirectionFamily | None:
+        """Directional mode: the directions the derivatives were taken along."""
+        if self.mode != "directional" or self.scale is None:
+            return None
+        return DirectionFamily(self.seed, self.n_directions, self.scale)
+
+
+@dataclasses.dataclass(frozen=True)
+class DirectionFamily:
+    """The k directions of a directional ground truth, ``v_j = scale * z_j`` (flat over the
+    concatenated differentiated leaves), regenerated from their seed rather than stored."""
+
+    seed: int
+    k: int
+    scale: np.ndarray
+
+    def vector(self, j: int) -> np.ndarray:
+        """Direction j as a new float64 array of the flat size."""
+        return _core.direction(self.seed, j, self.scale)
+
 
 class GroundTruthError(ValueError):
     """The ground truth could not be computed (f failed, or returned non-finite values)."""

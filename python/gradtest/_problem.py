@@ -155,6 +155,11 @@ class GradientProblem:
         Remarks for the report, added by the backend selection (why a backend did not run) and by
         backends (that ``gradient=`` mutated its inputs, the custom rules a framework
         differentiated through).
+    directions : DirectionFamily or None
+        Set while a check runs in directional mode: the directions its ground truth used. A
+        backend that can differentiate along given directions (forward mode) may then return a
+        :class:`DirectionalDerivatives` instead of the gradient, which is all the comparison
+        reads; None otherwise.
     """
 
     f: Callable[..., Any]
@@ -164,6 +169,7 @@ class GradientProblem:
     user_gradient: Callable[..., Any] | None = None
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
     notes: list[str] = dataclasses.field(default_factory=list)
+    directions: Any = None
 
     @property
     def diff_leaves(self) -> list[np.ndarray]:
@@ -201,3 +207,25 @@ class GradientProblem:
     def scalar_output(self, diff_values: list[Any]) -> Any:
         """The checked scalar ``<u, f(x)>`` (or f(x) itself for scalar f) at ``diff_values``."""
         return self.output.reduce(self.call(diff_values))
+
+
+@dataclasses.dataclass
+class DirectionalDerivatives:
+    """A backend's derivatives along the directions of ``problem.directions``, in place of its
+    gradient (a directional check compares nothing else).
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        ``<g, v_j>`` for each direction j, float64.
+    dtypes : list of numpy.dtype
+        The dtype the backend computed each differentiated leaf's derivative in (for the
+        rounding allowance).
+    element : callable
+        ``element(indices)`` returns the gradient's elements at flat indices (over the
+        concatenated leaves) as float64, to confirm the elements a failure is traced to.
+    """
+
+    values: np.ndarray
+    dtypes: list[np.dtype]
+    element: Callable[[list[int]], np.ndarray]
