@@ -29,12 +29,11 @@ from typing import Any
 
 import numpy as np
 
-try:
-    import gradtest
-except ImportError:  # a source checkout without PYTHONPATH=python
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
-    import gradtest
-from gradtest import _core
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import best_interleaved, import_gradtest  # noqa: E402
+
+gradtest = import_gradtest()
+from gradtest import _core  # noqa: E402
 
 TARGET_US = 2.0
 MIN_EVALUATIONS = 50_000  # per timed block
@@ -169,13 +168,14 @@ def _torch_case(n: int, repeat: int) -> list[dict]:
 
     # the first gradcheck pays for torch's lazy initialisation (seconds); keep it out of the timing
     torch.autograd.gradcheck(lambda t: torch.dot(t, t), (x[:3].detach().clone().requires_grad_(True),))
-    t_torch = _best(gradcheck, repeat)
     xn = x.detach().numpy().copy()
-    t_ours = _best(
-        lambda: gradtest.check_gradients(f_dot, xn, gradient=lambda v: 2 * v, mode="full",
-                                         time_budget=600.0),
-        repeat,
-    )
+    # interleaved rounds, so that both sides of the ratio see the same machine load
+    t = best_interleaved({
+        "torch": gradcheck,
+        "ours": lambda: gradtest.check_gradients(f_dot, xn, gradient=lambda v: 2 * v, mode="full",
+                                                 time_budget=600.0),
+    }, min_time=0.0, rounds=repeat)
+    t_torch, t_ours = t["torch"], t["ours"]
     return [
         {
             "benchmark": "fd",

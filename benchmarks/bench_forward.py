@@ -28,16 +28,108 @@ from typing import Any
 
 import numpy as np
 
-try:
-    import gradtest  # noqa: F401
-except ImportError:  # run from a checkout: use the in-place build under python/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import best_interleaved, import_gradtest, load_line, optional  # noqa: E402
 
-from gradtest import forward
-from gradtest.backends import get_backend
-from gradtest.forward import Dual
+gradtest = import_gradtest()
+
+from gradtest import forward  # noqa: E402
+from gradtest.backends import get_backend  # noqa: E402
+from gradtest.forward import Dual  # noqa: E402
 
 BENCH = "forward"
+N_OPS = 20
+
+
+def chain(x: Any, np_: Any = np) -> Any:
+    """20 elementwise ops: 4 rounds of sin, *, tanh, +, exp (the chain of bench_reverse)."""
+    for _ in range(4):
+        x = np_.sin(x)
+        x = x * 1.1
+        x = np_.tanh(x)
+        x = x + 0.3
+        x = np_.exp(x)
+    return x
+
+
+def chain_tangent_numpy(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """A hand-written JVP of chain along t (rows of t: directions), the reference."""
+    for _ in range(4):
+        t = t * np.cos(x)
+        x = np.sin(x)
+        t = t * 1.1
+        x = np.tanh(x * 1.1)
+        t = t * (1.0 - x * x)
+        x = np.exp(x + 0.3)
+        t = t * x
+    return t
+
+
+def chain_contenders(x: np.ndarray, k: int, torch_threads: int | None = None) -> dict[str, Callable[[], Any]]:
+    """The JVP of chain along k directions by each installed tool: gradtest.jvp (k = 1) or a
+    gradtest.Dual with k tangents, torch.func.jvp (vmapped for k > 1), and JAX's jvp un-jitted
+    (vmapped for k > 1), each checked against the hand-written one."""
+    rng = np.random.default_rng(0)
+    t = rng.standard_normal((k,) + x.shape)
+    ref = chain_tangent_numpy(x, t)
+    fns: dict[str, Callable[[], Any]] = {"numpy forward": lambda: chain(x)}
+    if k == 1:
+        fns["gradtest"] = lambda: gradtest.jvp(chain, (x,), (t[0],))[1][None]
+    else:
+        fns["gradtest"] = lambda: chain(gradtest.Dual(x, t)).tangents
+    torch = optional("torch")
+    if torch is not None:
+        from torch.func import jvp as tjvp, vmap as tvmap
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        xt, tt = torch.tensor(x), torch.tensor(t)
+        tchain = lambda v: chain(v, torch)  # noqa: E731
+        if k == 1:
+            fns["torch.func.jvp"] = lambda: tjvp(tchain, (xt,), (tt[0],))[1][None]
+        else:
+            fns["torch vmap(jvp)"] = lambda: tvmap(lambda d: tjvp(tchain, (xt,), (d,))[1])(tt)
+    jax = optional("jax")
+    if jax is not None:
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        xj, tj = jnp.asarray(x), jnp.asarray(t)
+        jchain = lambda v: chain(v, jnp)  # noqa: E731
+        if k == 1:
+            fns["jax.jvp"] = lambda: jax.jvp(jchain, (xj,), (tj[0],))[1][None].block_until_ready()
+        else:
+            fns["jax vmap(jvp)"] = lambda: jax.vmap(lambda d: jax.jvp(jchain, (xj,), (d,))[1])(tj).block_until_ready()
+    for name, fn in fns.items():
+        if name != "numpy forward":
+            np.testing.assert_allclose(np.asarray(fn()), ref, rtol=1e-8, atol=1e-14, err_msg=name)
+    return fns
+
+
+def bench_chain(quick: bool) -> list[dict[str, Any]]:
+    """The 20-op chain: per op at n = 8 (k = 1), and over NumPy's forward at 10^6 (k = 1, 32)."""
+    rows = []
+    small = chain_contenders(np.linspace(0.1, 0.8, 8), 1, torch_threads=1)
+    t = best_interleaved(small, (0.05 if quick else 0.3) * len(small))
+    per_op = {name: v / N_OPS * 1e6 for name, v in t.items()}
+    rows.append(_row("chain-8 jvp: gradtest.jvp per op", per_op["gradtest"], "us", "<= 1.3"))
+    for name in t:
+        if name not in ("gradtest", "numpy forward"):
+            rows.append(_row(f"chain-8 jvp: {name} per op", per_op[name], "us", "info"))
+    n = 100_000 if quick else 1_000_000
+    for k, target in ((1, "<= 2.0"), (32, "<= 40")):
+        fns = chain_contenders(np.linspace(0.1, 0.8, n), k)
+        t = best_interleaved(fns, (0.2 if quick else 1.0) * len(fns), rounds=3 if quick else 5)
+        base = t.pop("numpy forward")
+        what = "gradtest.jvp" if k == 1 else "gradtest.Dual"
+        rows.append(_row(f"chain-{n:.0e} k={k}: {what} / numpy forward", t.pop("gradtest") / base, "x", target))
+        for name, v in t.items():
+            rows.append(_row(f"chain-{n:.0e} k={k}: {name} / numpy forward", v / base, "x", "info"))
+        for name in ("torch", "jax"):
+            if optional(name) is None:
+                rows.append(_row(f"chain-{n:.0e} k={k}: {name} not installed (pip install \".[bench]\")",
+                                 float("nan"), "x", "info"))
+    return rows
 
 
 def _best(fn: Callable[[], Any], min_time: float, repeat: int = 5) -> float:
@@ -272,8 +364,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     # libraries in the process (NumPy's and scipy-openblas32) slow each other down, so record
     # the setting next to the matmul rows
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "")
-    rows = [_row(f"OPENBLAS_NUM_THREADS={threads or 'unset'}, cpus={os.cpu_count()}",
-                 float(threads or 0), "threads", "info")]
+    rows = [_row(f"OPENBLAS_NUM_THREADS={threads or 'unset'}, {load_line()}", float(threads or 0), "threads", "info")]
+    rows += bench_chain(quick)
     rows += small_op_overhead(quick, k)
     rows += large_op_throughput(quick, k)
     rows += matmul(quick, k)

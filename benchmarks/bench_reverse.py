@@ -1,67 +1,46 @@
-"""Reverse mode (gradtest.Tracked and the C tape) against NumPy and other autodiff tools, as ratios.
+"""Reverse mode through the public API (``gradtest.vjp``, ``gradtest.gradient``) against NumPy,
+torch, HIPS autograd and JAX, as ratios taken side by side in one run.
 
-Run alone with ``python benchmarks/bench_reverse.py [--quick]`` (from the repository root, after
-``python setup.py build_ext --inplace``), or through ``benchmarks/run.py``. Rows:
+Run alone with ``python benchmarks/bench_reverse.py [--quick]``, or through ``benchmarks/run.py``.
+torch, autograd and jax are optional (``pip install ".[bench]"``); a missing one gets a row that
+says so. Rows:
 
-* ``chain-8``: a 20-op elementwise chain on 8 elements, forward plus backward. Reported as the
-  overhead per op in microseconds (ours, HIPS autograd, torch autograd where installed) and the
-  ratios against them (targets: per-op overhead at most torch's, at least 5x below autograd's),
-  and against NumPy's forward alone for scale;
-* ``chain-1e6``: the same chain on 1e6 elements, forward plus backward, over NumPy's forward plus
-  a hand-written NumPy backward (the memory traffic the job needs; target: within 1.5x);
-* ``mlp``: the gradient of an MLP loss with about 10^4 parameters, over HIPS autograd and torch
-  (the issue sets no target for these ratios);
-* ``mlp hvp``: a Hessian-vector product of that loss (reverse over reverse), over HIPS autograd's.
+* ``chain-8``: a 20-op elementwise chain on 8 elements, forward plus backward, per op (target: at
+  most 3 us an op), and ``gradient(backend="reverse")`` minus ``vjp`` (target: at most 20 us);
+* ``chain-1e6``: the same chain on 10^6 elements over NumPy's forward pass (target: at most 2.0x),
+  ``gradient`` over ``vjp`` (target: at most 1.1x), and the peak memory of one gradient over the
+  input's size, each contender in a fresh child process (target: ours at most torch's);
+* ``mlp``: the gradient of a 784-256-10 tanh MLP's softmax cross-entropy (batch 64) with the
+  environment as users leave it and with ``OPENBLAS_NUM_THREADS=1``, in alternating child
+  processes, median of back-to-back calls (targets: default at most 1.0x single-threaded, and at
+  most 1.2x torch's time in the default environment); the core's GEMMs with 1 and 2 threads
+  after NumPy's (the measurement behind the core's thread count, docs/performance.rst);
+* ``mlp hvp``: a Hessian-vector product of a small MLP loss (reverse over reverse), over autograd's.
 """
 
 from __future__ import annotations
 
+import json
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-try:
-    import gradtest  # noqa: F401
-except ImportError:  # run from a checkout: use the in-place build under python/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (best_interleaved, import_gradtest, load_line, median_per_call, optional,  # noqa: E402
+                     peak_bytes_of, row, run_child)
 
-from gradtest import _reverse
-from gradtest.reverse import Tracked
+gradtest = import_gradtest()
 
 BENCH = "reverse"
 N_OPS = 20
+HERE = Path(__file__).resolve()
 
 
-
-
-def _best_interleaved(fns: dict[str, Callable[[], Any]], min_time: float,
-                      rounds: int = 7) -> dict[str, float]:
-    """Best seconds per call of each fn, measured in alternating rounds so that a load spike on a
-    shared machine hits all of them alike (their ratios are what the rows report)."""
-    numbers = {}
-    for name, fn in fns.items():
-        fn()
-        number = 1
-        while True:
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            if time.perf_counter() - t0 >= min_time / rounds or number > 1 << 20:
-                break
-            number *= 2
-        numbers[name] = number
-    best = {name: float("inf") for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(numbers[name]):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / numbers[name])
-    return best
+def _row(case: str, value: float, unit: str, target: str = "") -> dict[str, Any]:
+    return row(BENCH, case, value, unit, target)
 
 
 def chain(x: Any, np_: Any = np) -> Any:
@@ -75,8 +54,12 @@ def chain(x: Any, np_: Any = np) -> Any:
     return x
 
 
+def loss_chain(x: Any) -> Any:
+    return np.sum(chain(x))
+
+
 def chain_backward_numpy(x: np.ndarray) -> np.ndarray:
-    """NumPy forward of `chain` plus a hand-written backward (gradient of sum(chain(x)))."""
+    """A hand-written gradient of sum(chain(x)), the reference the rows check against."""
     saved = []
     for _ in range(4):
         saved.append(x)
@@ -95,46 +78,25 @@ def chain_backward_numpy(x: np.ndarray) -> np.ndarray:
     return g
 
 
-def reverse_grad_chain(x: np.ndarray) -> np.ndarray:
-    tape = _reverse.Tape()
-    try:
-        leaf = Tracked.leaf(tape, x)
-        y = np.sum(chain(leaf))
-        tape.backward(y.node, np.ones(1))
-        return tape.adjoint(leaf.node)
-    finally:
-        tape.release()
-
-
-def _row(case: str, value: float, unit: str, target: str = "") -> dict[str, Any]:
-    return {"benchmark": BENCH, "case": case, "value": float(value), "unit": unit, "target": target}
-
-
-def _optional(name: str) -> Any:
-    try:
-        return __import__(name)
-    except ImportError:
-        return None
-
-
-def bench_small(min_time: float) -> list[dict[str, Any]]:
-    x = np.linspace(0.1, 0.8, 8)
-    g = reverse_grad_chain(x)
-    np.testing.assert_allclose(g, chain_backward_numpy(x), rtol=1e-12)
+def chain_contenders(x: np.ndarray, torch_threads: int | None = None,
+                     check: bool = True) -> dict[str, Callable[[], Any]]:
+    """One gradient of sum(chain(x)) per installed tool, each checked against the hand-written one
+    (``check=False``: not called at all, for the peak-memory children, whose first call is the
+    measured one; JAX's function is then compiled ahead of time, without running it)."""
     fns: dict[str, Callable[[], Any]] = {
-        "numpy": lambda: np.sum(chain(x)),
-        "ours": lambda: reverse_grad_chain(x),
+        "numpy forward": lambda: loss_chain(x),
+        "vjp": lambda: gradtest.vjp(loss_chain, (x,), None)[1][0],
+        "gradient": lambda: gradtest.gradient(loss_chain, x, backend="reverse")[0],
     }
-    ag = _optional("autograd")
+    ag = optional("autograd")
     if ag is not None:
         import autograd.numpy as anp
 
-        agrad = ag.grad(lambda v: anp.sum(chain(v, anp)))
-        np.testing.assert_allclose(agrad(x), g, rtol=1e-12)
-        fns["autograd"] = lambda: agrad(x)
-    torch = _optional("torch")
+        fns["autograd"] = lambda grad=ag.grad(lambda v: anp.sum(chain(v, anp))): grad(x)
+    torch = optional("torch")
     if torch is not None:
-        torch.set_num_threads(1)  # 8 elements: threads only add overhead
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
         xt = torch.tensor(x)
 
         def torch_grad() -> Any:
@@ -142,83 +104,96 @@ def bench_small(min_time: float) -> list[dict[str, Any]]:
             torch.sum(chain(v, torch)).backward()
             return v.grad
 
-        np.testing.assert_allclose(torch_grad().numpy(), g, rtol=1e-12)
         fns["torch"] = torch_grad
-    t = _best_interleaved(fns, min_time * len(fns))
-    per_op = {name: v / (N_OPS + 1) * 1e6 for name, v in t.items()}
-    rows = [_row("chain-8: ours, fwd+bwd per op", per_op["ours"], "us"),
-            _row("chain-8: ours / numpy forward", t["ours"] / t["numpy"], "x")]
-    if "autograd" in t:
-        rows.append(_row("chain-8: HIPS autograd, fwd+bwd per op", per_op["autograd"], "us"))
-        rows.append(_row("chain-8: autograd / ours", t["autograd"] / t["ours"], "x", ">= 5"))
-    else:
-        rows.append(_row("chain-8: autograd / ours (autograd not installed)", float("nan"), "x", ">= 5"))
-    if "torch" in t:
-        rows.append(_row("chain-8: torch autograd, fwd+bwd per op", per_op["torch"], "us"))
-        rows.append(_row("chain-8: torch / ours", t["torch"] / t["ours"], "x", ">= 1"))
-    else:
-        rows.append(_row("chain-8: torch / ours (torch not installed)", float("nan"), "x", ">= 1"))
+    jax = optional("jax")
+    if jax is not None:
+        jax.config.update("jax_enable_x64", True)
+        import jax.numpy as jnp
+
+        xj = jnp.asarray(x)
+        jgrad = jax.jit(jax.grad(lambda v: jnp.sum(chain(v, jnp)))).lower(xj).compile()
+        fns["jax.jit(grad)"] = lambda: jgrad(xj).block_until_ready()
+    if not check:
+        return fns
+    ref = chain_backward_numpy(x)
+    for name, fn in fns.items():
+        if name != "numpy forward":
+            np.testing.assert_allclose(np.asarray(fn()), ref, rtol=1e-8, atol=1e-14, err_msg=name)
+    return fns
+
+
+def _missing(rows: list[dict[str, Any]], names: dict[str, Any], what: str) -> None:
+    for name in ("torch", "autograd", "jax.jit(grad)"):
+        if name not in names:
+            rows.append(_row(f"{what}: {name} not installed (pip install \".[bench]\")", float("nan"), "x"))
+
+
+def bench_small(min_time: float) -> list[dict[str, Any]]:
+    # 8 elements: torch's intra-op threads only add overhead there
+    fns = chain_contenders(np.linspace(0.1, 0.8, 8), torch_threads=1)
+    fns.pop("jax.jit(grad)", None)  # a compiled function: not an eager per-op cost
+    t = best_interleaved(fns, min_time * len(fns))
+    per_op = {name: v / (N_OPS + 1) * 1e6 for name, v in t.items()}  # 20 ops and the sum
+    rows = [_row("chain-8: gradtest.vjp, fwd+bwd per op", per_op["vjp"], "us", "<= 3"),
+            _row("chain-8: gradient(backend='reverse') - vjp", (t["gradient"] - t["vjp"]) * 1e6, "us", "<= 20")]
+    for name in ("torch", "autograd"):
+        if name in t:
+            rows.append(_row(f"chain-8: {name}, fwd+bwd per op", per_op[name], "us"))
+            rows.append(_row(f"chain-8: {name} / gradtest.vjp", t[name] / t["vjp"], "x", ">= 1"))
+    _missing(rows, t, "chain-8")
     return rows
 
 
-def bench_large(min_time: float, n: int) -> list[dict[str, Any]]:
-    x = np.linspace(0.1, 0.8, n)
-    np.testing.assert_allclose(reverse_grad_chain(x), chain_backward_numpy(x), rtol=1e-12)
-    t = _best_interleaved({"hand": lambda: chain_backward_numpy(x), "ours": lambda: reverse_grad_chain(x)},
-                          min_time, rounds=5)
-    return [
-        _row(f"chain-{n:.0e}: numpy fwd + hand bwd", t["hand"] * 1e3, "ms"),
-        _row(f"chain-{n:.0e}: ours fwd+bwd", t["ours"] * 1e3, "ms"),
-        _row(f"chain-{n:.0e}: ours / (numpy fwd + hand bwd)", t["ours"] / t["hand"], "x", "<= 1.5"),
-    ]
+def bench_large(min_time: float, n: int, peak: bool) -> list[dict[str, Any]]:
+    fns = chain_contenders(np.linspace(0.1, 0.8, n))
+    t = best_interleaved(fns, min_time * len(fns), rounds=5)
+    base = t["numpy forward"]
+    tag = f"chain-{n:.0e}"
+    rows = [_row(f"{tag}: numpy forward", base * 1e3, "ms"),
+            _row(f"{tag}: gradtest.vjp / numpy forward", t["vjp"] / base, "x", "<= 2.0"),
+            _row(f"{tag}: gradient(backend='reverse') / numpy forward", t["gradient"] / base, "x"),
+            _row(f"{tag}: gradient(backend='reverse') / vjp", t["gradient"] / t["vjp"], "x", "<= 1.1")]
+    for name in ("torch", "autograd", "jax.jit(grad)"):
+        if name in t:
+            rows.append(_row(f"{tag}: {name} / numpy forward", t[name] / base, "x"))
+    _missing(rows, t, tag)
+    if peak:
+        peaks = {}
+        for name in ("vjp", "gradient", "torch", "autograd", "jax.jit(grad)"):
+            if name in fns:
+                peaks[name] = run_child(HERE, ["peak", name, str(n)])["ratio"]
+                rows.append(_row(f"{tag}: peak memory of {name} / input size", peaks[name], "x"))
+        if "torch" in peaks:
+            rows.append(_row(f"{tag}: peak memory gradtest.vjp / torch", peaks["vjp"] / peaks["torch"], "x", "<= 1.0"))
+    return rows
 
 
-def mlp_problem() -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+# ---------------------------------------------------------------------- the MLP and threading
+
+def mlp_problem(d: int = 784, h: int = 256, batch: int = 64) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
     rng = np.random.default_rng(0)
-    sizes = [32, 96, 64, 10]  # 32*96+96 + 96*64+64 + 64*10+10 = 10 026 parameters
-    params = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        params += [rng.standard_normal((a, b)) / np.sqrt(a), np.zeros(b)]
-    x = rng.standard_normal((64, 32))
-    y = rng.standard_normal((64, 10))
+    params = [rng.standard_normal((d, h)) / np.sqrt(d), np.zeros(h), rng.standard_normal((h, 10)) / np.sqrt(h),
+              np.zeros(10)]
+    x = rng.standard_normal((batch, d))
+    y = np.eye(10)[rng.integers(0, 10, batch)]
     return params, x, y
 
 
 def mlp_loss(params: list[Any], x: Any, y: Any, np_: Any = np) -> Any:
-    h = x
-    for i in range(0, len(params) - 2, 2):
-        h = np_.tanh(h @ params[i] + params[i + 1])
-    out = h @ params[-2] + params[-1]
-    return np_.mean((out - y) ** 2)
+    """Softmax cross-entropy of a one-hidden-layer tanh MLP, written once for any array module."""
+    w1, b1, w2, b2 = params
+    z = np_.tanh(x @ w1 + b1) @ w2 + b2
+    z = z - np_.max(z, axis=1, keepdims=True)
+    lse = np_.log(np_.sum(np_.exp(z), axis=1, keepdims=True))
+    return -np_.sum(y * (z - lse)) / x.shape[0]
 
 
-def bench_mlp(min_time: float) -> list[dict[str, Any]]:
+def mlp_child(calls: int) -> dict[str, float]:
+    """Median seconds per gradient in this process's environment: ours, torch, autograd."""
     params, x, y = mlp_problem()
-    n_params = sum(p.size for p in params)
-
-    def ours() -> list[np.ndarray]:
-        tape = _reverse.Tape()
-        try:
-            leaves = [Tracked.leaf(tape, p) for p in params]
-            loss = mlp_loss(leaves, x, y)
-            tape.backward(loss.node, np.ones(1))
-            return [tape.adjoint(p.node) for p in leaves]
-        finally:
-            tape.release()
-
-    g = ours()
-    fns: dict[str, Callable[[], Any]] = {"ours": ours}
-    ag = _optional("autograd")
-    if ag is not None:
-        import autograd.numpy as anp
-
-        agrad = ag.grad(lambda ps: mlp_loss(ps, x, y, anp))
-        for a, b in zip(agrad(params), g):
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14)
-        fns["autograd"] = lambda: agrad(params)
-    torch = _optional("torch")
+    out = {"ours": median_per_call(lambda: gradtest.vjp(lambda ps: mlp_loss(ps, x, y), (params,), None), calls)}
+    torch = optional("torch")
     if torch is not None:
-        torch.set_num_threads(1)
         tp = [torch.tensor(p) for p in params]
         xt, yt = torch.tensor(x), torch.tensor(y)
 
@@ -227,25 +202,67 @@ def bench_mlp(min_time: float) -> list[dict[str, Any]]:
             mlp_loss(ps, xt, yt, torch).backward()
             return [p.grad for p in ps]
 
-        for a, b in zip(torch_grad(), g):
-            np.testing.assert_allclose(a.numpy(), b, rtol=1e-10, atol=1e-14)
-        fns["torch"] = torch_grad
-    t = _best_interleaved(fns, min_time * len(fns))
-    rows = [_row(f"mlp ({n_params} params): ours", t["ours"] * 1e6, "us")]
-    if "autograd" in t:
-        rows.append(_row("mlp: HIPS autograd", t["autograd"] * 1e6, "us"))
-        rows.append(_row("mlp: autograd / ours", t["autograd"] / t["ours"], "x"))
-    if "torch" in t:
-        rows.append(_row("mlp: torch (1 thread)", t["torch"] * 1e6, "us"))
-        rows.append(_row("mlp: torch / ours", t["torch"] / t["ours"], "x"))
+        out["torch"] = median_per_call(torch_grad, calls)
+    ag = optional("autograd")
+    if ag is not None:
+        import autograd.numpy as anp
+
+        grad = ag.grad(lambda ps: mlp_loss(ps, x, y, anp))
+        out["autograd"] = median_per_call(lambda: grad(params), calls)
+    return out
+
+
+def gemm_threads_child(calls: int) -> dict[str, float]:
+    """Median seconds of the MLP's gradient with the core's own OpenBLAS at 1 and 2 threads,
+    alternating in one process with NumPy's pool at its default: what the two pools cost together
+    (each alone is faster with 2 threads)."""
+    from gradtest import _forward
+
+    out = {}
+    for d, h, batch in ((784, 256, 64), (784, 1024, 256)):
+        params, x, y = mlp_problem(d, h, batch)
+        fn = lambda: gradtest.vjp(lambda ps: mlp_loss(ps, x, y), (params,), None)  # noqa: E731
+        times: dict[int, list[float]] = {1: [], 2: []}
+        for _ in range(5):
+            for threads in (1, 2):
+                previous = _forward.blas_threads(threads)
+                times[threads].append(median_per_call(fn, max(3, calls // 5)))
+                _forward.blas_threads(previous)
+        for threads, ts in times.items():
+            out[f"{d}-{h}-10 batch {batch}, {threads}"] = sorted(ts)[len(ts) // 2]
+    return out
+
+
+def bench_mlp(quick: bool) -> list[dict[str, Any]]:
+    calls = 30 if quick else 150
+    runs: dict[str, list[dict[str, float]]] = {"default": [], "single": []}
+    for _ in range(2 if quick else 3):  # alternating children: both see the same load
+        runs["default"].append(run_child(HERE, ["mlp", str(calls)], env={"OPENBLAS_NUM_THREADS": None}))
+        runs["single"].append(run_child(HERE, ["mlp", str(calls)], env={"OPENBLAS_NUM_THREADS": "1"}))
+    best = {env: {k: min(r[k] for r in rs) for k in rs[0]} for env, rs in runs.items()}
+    d, s = best["default"], best["single"]
+    rows = [_row("mlp 784-256-10: gradtest.vjp, default environment", d["ours"] * 1e3, "ms"),
+            _row("mlp: gradtest.vjp, OPENBLAS_NUM_THREADS=1", s["ours"] * 1e3, "ms"),
+            _row("mlp: gradtest.vjp default / OPENBLAS_NUM_THREADS=1", d["ours"] / s["ours"], "x", "<= 1.0")]
+    if "torch" in d:
+        rows += [_row("mlp: torch, default environment", d["torch"] * 1e3, "ms"),
+                 _row("mlp: gradtest.vjp / torch (default environment)", d["ours"] / d["torch"], "x", "<= 1.2")]
+    else:
+        rows.append(_row("mlp: torch not installed (pip install \".[bench]\")", float("nan"), "x"))
+    if "autograd" in d:
+        rows.append(_row("mlp: HIPS autograd, default environment", d["autograd"] * 1e3, "ms"))
+    if not quick:
+        g = run_child(HERE, ["gemm-threads", str(calls)], env={"OPENBLAS_NUM_THREADS": None})
+        for key in sorted({k.rsplit(",", 1)[0] for k in g}):
+            rows.append(_row(f"mlp {key}: core GEMMs on 2 threads / 1 thread", g[f"{key}, 2"] / g[f"{key}, 1"], "x"))
     return rows
 
 
 def bench_hvp(min_time: float) -> list[dict[str, Any]]:
-    """Hessian-vector product of the MLP loss (reverse over reverse) against autograd's."""
+    """Hessian-vector product of a small MLP loss (reverse over reverse) against autograd's."""
     from gradtest.reverse import hvp
 
-    params, x, y = mlp_problem()
+    params, x, y = mlp_problem(32, 64, 32)
     shapes = [p.shape for p in params]
     theta = np.concatenate([p.ravel() for p in params])
     v = np.random.default_rng(1).standard_normal(theta.shape)
@@ -259,36 +276,53 @@ def bench_hvp(min_time: float) -> list[dict[str, Any]]:
         return mlp_loss(ps, x, y, np_)
 
     fns: dict[str, Callable[[], Any]] = {"ours": lambda: hvp(loss, (theta,), (v,))}
-    ag = _optional("autograd")
+    ag = optional("autograd")
     if ag is not None:
         import autograd.numpy as anp
 
         ahvp = ag.hessian_vector_product(lambda th: loss(th, anp))
         np.testing.assert_allclose(ahvp(theta, v), fns["ours"]()[1][0], rtol=1e-8, atol=1e-12)
         fns["autograd"] = lambda: ahvp(theta, v)
-    t = _best_interleaved(fns, min_time * len(fns), rounds=5)
-    rows = [_row("mlp hvp: ours (reverse over reverse)", t["ours"] * 1e6, "us")]
+    t = best_interleaved(fns, min_time * len(fns), rounds=5)
+    rows = [_row("mlp hvp: gradtest.reverse.hvp", t["ours"] * 1e6, "us")]
     if "autograd" in t:
-        rows.append(_row("mlp hvp: HIPS autograd", t["autograd"] * 1e6, "us"))
-        rows.append(_row("mlp hvp: autograd / ours", t["autograd"] / t["ours"], "x"))
+        rows.append(_row("mlp hvp: HIPS autograd / ours", t["autograd"] / t["ours"], "x"))
     return rows
 
 
 def run(quick: bool = False) -> list[dict[str, Any]]:
-    """All rows; ``quick`` shortens the timings and the large chain (for smoke runs)."""
-    min_time = 0.05 if quick else 0.5
-    rows = bench_small(min_time)
-    rows += bench_large(min_time, 100_000 if quick else 1_000_000)
-    rows += bench_mlp(min_time)
+    """All rows; ``quick`` shortens the timings, the large chain and the MLP runs (smoke runs)."""
+    min_time = 0.05 if quick else 0.4
+    rows = [_row(f"machine: {load_line()}", float("nan"), "")]
+    rows += bench_small(min_time)
+    rows += bench_large(min_time, 100_000 if quick else 1_000_000, peak=not quick)
+    rows += bench_mlp(quick)
     rows += bench_hvp(min_time)
     return rows
 
 
+def child(args: list[str]) -> dict[str, float]:
+    kind = args[0]
+    if kind == "peak":
+        name, n = args[1], int(args[2])
+        x = np.linspace(0.1, 0.8, n)
+        fn = chain_contenders(x, check=False)[name]
+        return {"ratio": peak_bytes_of(fn) / x.nbytes}
+    if kind == "mlp":
+        return mlp_child(int(args[1]))
+    if kind == "gemm-threads":
+        return gemm_threads_child(int(args[1]))
+    raise SystemExit(f"unknown child {kind}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    quick = "--quick" in (argv if argv is not None else sys.argv[1:])
-    for row in run(quick):
-        target = f"  (target {row['target']})" if row["target"] else ""
-        print(f"{row['case']:<52} {row['value']:>10.3f} {row['unit']}{target}")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        print(json.dumps(child(argv[1:])))
+        return 0
+    for r in run("--quick" in argv):
+        target = f"  (target {r['target']})" if r["target"] else ""
+        print(f"{r['case']:<60} {r['value']:>10.3f} {r['unit']}{target}")
     return 0
 
 

@@ -6,7 +6,10 @@ row's unit and is checked here; any other text is shown as is. The table also go
 ``benchmarks/results/results.json`` and, when matplotlib is installed, a bar chart per benchmark
 to ``benchmarks/results/benchmarks.png``.
 
-Usage: ``python benchmarks/run.py [--quick] [--only NAME ...]``. The exit status is 1 when a
+Usage: ``python benchmarks/run.py [--quick] [--only NAME ...]``. It needs an importable gradtest:
+installed (``pip install ".[bench]"``, which also brings the optional contenders), or the source
+tree next to this folder with its extensions built in place; a copy of this folder elsewhere
+works against an installed gradtest. The exit status is 1 when a
 module failed to import or run, 0 otherwise (a missed target is reported, not an error: timings
 depend on the machine).
 """
@@ -27,10 +30,9 @@ from types import ModuleType
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-try:
-    import gradtest  # noqa: F401
-except ImportError:  # a source checkout: use the package next to the benchmarks
-    sys.path.insert(0, str(HERE.parent / "python"))
+sys.path.insert(0, str(HERE))
+from _common import import_gradtest  # noqa: E402
+
 RESULTS = HERE / "results"
 ROW_KEYS = ("benchmark", "case", "value", "unit", "target")
 _TARGET_RE = re.compile(r"^\s*(<=|>=|<|>)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
@@ -134,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", metavar="NAME",
                         help="run only this benchmark (e.g. fd or bench_fd); may repeat")
     options = parser.parse_args(argv)
+    # the installed gradtest, else the source tree next to this folder; from a copy of the folder
+    # without an installed gradtest this exits saying what is needed, before any module runs
+    import_gradtest()
 
     modules = discover()
     if options.only:
