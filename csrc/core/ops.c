@@ -193,11 +193,75 @@ const gt_op *gt_op_lookup(const char *name)
     return NULL;
 }
 
+/* The partial loops. Each is instantiated once per op with the table's own rule as a
+ * compile-time constant (gt_op_table[ID].partial[K] below), so the compiler inlines the rule into
+ * the loop and vectorizes it where it can: through the pointer, every element cost an indirect
+ * call (about 3 ns, more than the arithmetic of most partials and of the chain rule after them;
+ * an exp node's VJP over 10^6 elements took 3.8x NumPy's exp). The rules themselves stay in the
+ * table: nothing here knows what any op computes. */
+static inline void loop_f64(gt_partial_fn d, size_t n, const double *a, const double *b, const double *y,
+                            double *out)
+{
+    if (b)
+        for (size_t i = 0; i < n; i++)
+            out[i] = d(a[i], b[i], y[i]);
+    else
+        for (size_t i = 0; i < n; i++)
+            out[i] = d(a[i], 0.0, y[i]);
+}
+
+static inline void loop_f32(gt_partial_fn d, size_t n, const float *a, const float *b, const float *y,
+                            float *out)
+{
+    if (b)
+        for (size_t i = 0; i < n; i++)
+            out[i] = (float)d(a[i], b[i], y[i]);
+    else
+        for (size_t i = 0; i < n; i++)
+            out[i] = (float)d(a[i], 0.0, y[i]);
+}
+
+#define GT_OP_IDS(X)                                                                                 \
+    X(GT_OP_ADD) X(GT_OP_SUBTRACT) X(GT_OP_MULTIPLY) X(GT_OP_DIVIDE) X(GT_OP_POWER) X(GT_OP_NEGATIVE) \
+    X(GT_OP_POSITIVE) X(GT_OP_ABS) X(GT_OP_EXP) X(GT_OP_EXPM1) X(GT_OP_EXP2) X(GT_OP_LOG)           \
+    X(GT_OP_LOG1P) X(GT_OP_LOG2) X(GT_OP_LOG10) X(GT_OP_SQRT) X(GT_OP_CBRT) X(GT_OP_SQUARE)          \
+    X(GT_OP_RECIPROCAL) X(GT_OP_SIN) X(GT_OP_COS) X(GT_OP_TAN) X(GT_OP_ARCSIN) X(GT_OP_ARCCOS)       \
+    X(GT_OP_ARCTAN) X(GT_OP_ARCTAN2) X(GT_OP_SINH) X(GT_OP_COSH) X(GT_OP_TANH) X(GT_OP_ARCSINH)      \
+    X(GT_OP_ARCCOSH) X(GT_OP_ARCTANH) X(GT_OP_HYPOT) X(GT_OP_MAXIMUM) X(GT_OP_MINIMUM) X(GT_OP_FMAX) \
+    X(GT_OP_FMIN) X(GT_OP_LOGADDEXP) X(GT_OP_LOGADDEXP2) X(GT_OP_REMAINDER) X(GT_OP_FMOD)
+
+/* partial k of op `op` (which has one, d != NULL) over n elements; `d` serves ops not listed */
+#define PARTIAL_LOOPS(SUFFIX)                                                                        \
+    switch (op->id) {                                                                                \
+    GT_OP_IDS(CASE_##SUFFIX)                                                                         \
+    default: loop_##SUFFIX(d, n, a, bb, y, out); break;                                              \
+    }
+#define CASE_f64(ID)                                                                                 \
+    case ID:                                                                                         \
+        if (k == 0)                                                                                  \
+            loop_f64(gt_op_table[ID].partial[0], n, a, bb, y, out);                                  \
+        else if (gt_op_table[ID].partial[1])                                                         \
+            loop_f64(gt_op_table[ID].partial[1], n, a, bb, y, out);                                  \
+        break;
+#define CASE_f32(ID)                                                                                 \
+    case ID:                                                                                         \
+        if (k == 0)                                                                                  \
+            loop_f32(gt_op_table[ID].partial[0], n, a, bb, y, out);                                  \
+        else if (gt_op_table[ID].partial[1])                                                         \
+            loop_f32(gt_op_table[ID].partial[1], n, a, bb, y, out);                                  \
+        break;
+
+static int from_table(const gt_op *op)
+{
+    return (unsigned)op->id < GT_OP_COUNT && op == &gt_op_table[op->id];
+}
+
 int gt_op_partials_f64(const gt_op *op, size_t n, const double *a, const double *b,
                        const double *y, double *da, double *db)
 {
     if (!op || !a || !y || (op->arity == 2 && !b) || (op->arity == 1 && db))
         return GT_EINVAL;
+    const double *bb = op->arity == 2 ? b : NULL;
     for (int k = 0; k < op->arity; k++) {
         double *out = k == 0 ? da : db;
         gt_partial_fn d = op->partial[k];
@@ -207,12 +271,11 @@ int gt_op_partials_f64(const gt_op *op, size_t n, const double *a, const double 
             memset(out, 0, n * sizeof *out);
             continue;
         }
-        if (op->arity == 1)
-            for (size_t i = 0; i < n; i++)
-                out[i] = d(a[i], 0.0, y[i]);
-        else
-            for (size_t i = 0; i < n; i++)
-                out[i] = d(a[i], b[i], y[i]);
+        if (!from_table(op)) { /* an op not from the table: its own rule */
+            loop_f64(d, n, a, bb, y, out);
+            continue;
+        }
+        PARTIAL_LOOPS(f64)
     }
     return GT_OK;
 }
@@ -222,6 +285,7 @@ int gt_op_partials_f32(const gt_op *op, size_t n, const float *a, const float *b
 {
     if (!op || !a || !y || (op->arity == 2 && !b) || (op->arity == 1 && db))
         return GT_EINVAL;
+    const float *bb = op->arity == 2 ? b : NULL;
     for (int k = 0; k < op->arity; k++) {
         float *out = k == 0 ? da : db;
         gt_partial_fn d = op->partial[k];
@@ -231,8 +295,11 @@ int gt_op_partials_f32(const gt_op *op, size_t n, const float *a, const float *b
             memset(out, 0, n * sizeof *out);
             continue;
         }
-        for (size_t i = 0; i < n; i++)
-            out[i] = (float)d(a[i], op->arity == 2 ? b[i] : 0.0, y[i]);
+        if (!from_table(op)) {
+            loop_f32(d, n, a, bb, y, out);
+            continue;
+        }
+        PARTIAL_LOOPS(f32)
     }
     return GT_OK;
 }
