@@ -178,3 +178,31 @@ def test_forward_in_directional_mode_with_an_output_that_ignores_the_input():
     report = gradtest.check_gradients(lambda v: np.sum(v) * 0.0 + 1.0, np.ones(50), backends=["forward"],
                                       mode="directional", n_directions=4)
     assert report.outcomes["forward"].status == "pass", report
+
+
+def test_taking_an_adjoint_hands_over_the_buffer_once():
+    from gradtest import _reverse
+    from gradtest.reverse import Tracked
+
+    tape = _reverse.Tape()
+    try:
+        base = _reverse.alloc_live()
+        x = Tracked.leaf(tape, np.linspace(0.1, 1.0, 7))
+        y = np.sum(np.exp(x) * x)
+        tape.backward(y.node, np.ones(()))
+        copy = tape.adjoint(x.node)
+        taken = tape.adjoint(x.node, True)
+        np.testing.assert_array_equal(taken, copy)
+        assert taken.flags.writeable and taken.flags.owndata is False
+        # the tape forgot it: a second take (or read) sees no gradient, until the next sweep
+        assert tape.adjoint(x.node, True) is None
+        assert tape.adjoint(x.node) is None
+        tape.backward(y.node, np.ones(()))
+        np.testing.assert_array_equal(tape.adjoint(x.node), copy)
+        del taken
+        with pytest.raises(TypeError, match="1 or 2 arguments"):
+            tape.adjoint(x.node, True, 3)
+    finally:
+        tape.release()
+    # the taken buffer was freed with its array
+    assert _reverse.alloc_live() <= base

@@ -1033,3 +1033,16 @@ int gt_tape_adjoint(const gt_tape *tape, long id, const void **data)
     *data = tape->nodes[id].adj;
     return GT_OK;
 }
+
+int gt_tape_take_adjoint(gt_tape *tape, long id, void **data)
+{
+    if (!tape || !data || id < 0 || id >= tape->count)
+        return GT_EINVAL;
+    node *n = &tape->nodes[id];
+    *data = n->adj;
+    if (n->adj) {
+        tape->adj_bytes -= n->size * gt_dtype_size((gt_dtype)n->dtype);
+        n->adj = NULL;
+    }
+    return GT_OK;
+}

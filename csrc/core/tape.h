@@ -120,4 +120,10 @@ int gt_tape_backward(gt_tape *tape, long out, const void *seed);
  * size), or is NULL when no gradient reached it (it is zero). Valid until the next sweep or free. */
 int gt_tape_adjoint(const gt_tape *tape, long id, const void **data);
 
+/* Like gt_tape_adjoint, but hands the buffer over: *data (node dtype and size) is the caller's
+ * to release with gt_free, and the tape forgets it (the node's adjoint reads as NULL until the
+ * next sweep). Saves the copy, and the fresh pages a copy needs, when the caller returns the
+ * gradient to its user. *data is NULL when no gradient reached the node. */
+int gt_tape_take_adjoint(gt_tape *tape, long id, void **data);
+
 #endif /* GT_TAPE_H */

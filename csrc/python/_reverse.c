@@ -633,17 +633,55 @@ static PyObject *Tape_backward(TapeObject *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(adjoint_doc, "adjoint(id) -> ndarray or None: a copy of the adjoint of node id after a "
-             "sweep (None when no gradient reached it).");
+#define ADJOINT_CAPSULE "gradtest._reverse.adjoint"
+
+static void free_adjoint_capsule(PyObject *capsule)
+{
+    gt_free(PyCapsule_GetPointer(capsule, ADJOINT_CAPSULE));
+}
+
+/* A new ndarray over `data` (a gt_malloc block the array then owns, freed with it); frees `data`
+ * and returns NULL on failure. */
+static PyObject *array_owning(void *data, int nd, const npy_intp *dims, int typenum)
+{
+    PyObject *capsule = PyCapsule_New(data, ADJOINT_CAPSULE, free_adjoint_capsule);
+    if (!capsule) {
+        gt_free(data);
+        return NULL;
+    }
+    PyObject *arr = PyArray_SimpleNewFromData(nd, dims, typenum, data);
+    if (!arr) {
+        Py_DECREF(capsule);
+        return NULL;
+    }
+    if (PyArray_SetBaseObject((PyArrayObject *)arr, capsule) < 0) { /* steals capsule */
+        Py_DECREF(arr);
+        return NULL;
+    }
+    return arr;
+}
+
+PyDoc_STRVAR(adjoint_doc, "adjoint(id, take=False) -> ndarray or None: the adjoint of node id after a "
+             "sweep (None when no gradient reached it): a copy, or with take true the tape's own buffer, "
+             "which the tape then forgets (a second call returns None).");
 static PyObject *Tape_adjoint(TapeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    gt_tape *t = live_tape(self);
     long id;
     gt_dtype dtype;
     int nd;
     const long *shape;
     const void *data;
-    if (!t || check_nargs(nargs, 1, "adjoint") < 0 || parse_id(args[0], &id) < 0)
+    if (nargs != 1 && nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "adjoint() takes 1 or 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (parse_id(args[0], &id) < 0)
+        return NULL;
+    int take = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
+    if (take < 0)
+        return NULL;
+    gt_tape *t = live_tape(self); /* after the calls that can run Python code */
+    if (!t)
         return NULL;
     if (gt_tape_node_info(t, id, &dtype, &nd, &shape) != GT_OK || gt_tape_adjoint(t, id, &data) != GT_OK) {
         PyErr_Format(PyExc_ValueError, "id: %ld is not a node of this tape", id);
@@ -654,6 +692,14 @@ static PyObject *Tape_adjoint(TapeObject *self, PyObject *const *args, Py_ssize_
     npy_intp dims[64];
     for (int i = 0; i < nd; i++)
         dims[i] = (npy_intp)shape[i];
+    if (take) {
+        void *own = NULL;
+        if (gt_tape_take_adjoint(t, id, &own) != GT_OK || !own) {
+            PyErr_SetString(PyExc_RuntimeError, "adjoint: the buffer could not be taken");
+            return NULL;
+        }
+        return array_owning(own, nd, dims, typenum_of(dtype));
+    }
     PyObject *arr = PyArray_SimpleNew(nd, dims, typenum_of(dtype));
     if (!arr)
         return NULL;

@@ -902,7 +902,8 @@ def _seed_and_read(tape: Any, out: Any, cotangent: np.ndarray | None,
         tape.backward(out.node, seed)
     grads = []
     for leaf in leaves:
-        g = tape.adjoint(leaf.node) if isinstance(out, Tracked) else None
+        # take the tape's buffer rather than a copy: a copy costs a pass and fresh pages
+        g = tape.adjoint(leaf.node, True) if isinstance(out, Tracked) else None
         grads.append(np.zeros(leaf.shape, dtype=leaf.dtype) if g is None else g)
     return grads
 
