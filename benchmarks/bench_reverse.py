@@ -122,8 +122,9 @@ def chain_contenders(x: np.ndarray, torch_threads: int | None = None,
     return fns
 
 
-def _missing(rows: list[dict[str, Any]], names: dict[str, Any], what: str) -> None:
-    for name in ("torch", "autograd", "jax.jit(grad)"):
+def _missing(rows: list[dict[str, Any]], names: dict[str, Any], what: str,
+             wanted: tuple[str, ...] = ("torch", "autograd", "jax.jit(grad)")) -> None:
+    for name in wanted:
         if name not in names:
             rows.append(_row(f"{what}: {name} not installed (pip install \".[bench]\")", float("nan"), "x"))
 
@@ -140,7 +141,7 @@ def bench_small(min_time: float) -> list[dict[str, Any]]:
         if name in t:
             rows.append(_row(f"chain-8: {name}, fwd+bwd per op", per_op[name], "us"))
             rows.append(_row(f"chain-8: {name} / gradtest.vjp", t[name] / t["vjp"], "x", ">= 1"))
-    _missing(rows, t, "chain-8")
+    _missing(rows, t, "chain-8", ("torch", "autograd"))
     return rows
 
 
@@ -183,7 +184,9 @@ def mlp_loss(params: list[Any], x: Any, y: Any, np_: Any = np) -> Any:
     """Softmax cross-entropy of a one-hidden-layer tanh MLP, written once for any array module."""
     w1, b1, w2, b2 = params
     z = np_.tanh(x @ w1 + b1) @ w2 + b2
-    z = z - np_.max(z, axis=1, keepdims=True)
+    # torch's max over an axis returns (values, indices): amax is its NumPy max
+    zmax = z.amax(dim=1, keepdim=True) if hasattr(z, "amax") else np_.max(z, axis=1, keepdims=True)
+    z = z - zmax
     lse = np_.log(np_.sum(np_.exp(z), axis=1, keepdims=True))
     return -np_.sum(y * (z - lse)) / x.shape[0]
 
@@ -214,8 +217,8 @@ def mlp_child(calls: int) -> dict[str, float]:
 
 def gemm_threads_child(calls: int) -> dict[str, float]:
     """Median seconds of the MLP's gradient with the core's own OpenBLAS at 1 and 2 threads,
-    alternating in one process with NumPy's pool at its default: what the two pools cost together
-    (each alone is faster with 2 threads)."""
+    alternating in one process with NumPy's pool at its default (what the two pools cost
+    together), and of sweeps of one GEMM alone (what a second core thread gains by itself)."""
     from gradtest import _forward
 
     out = {}
@@ -230,7 +233,38 @@ def gemm_threads_child(calls: int) -> dict[str, float]:
                 _forward.blas_threads(previous)
         for threads, ts in times.items():
             out[f"{d}-{h}-10 batch {batch}, {threads}"] = sorted(ts)[len(ts) // 2]
+    # the core's pool alone: sweeps of one recorded GEMM, no NumPy GEMM in between
+    rng = np.random.default_rng(1)
+    for m in (128, 512):
+        a, b = rng.standard_normal((m, m)), rng.standard_normal((m, m))
+        tape = _reverse_tape()
+        try:
+            la, lb = tape_leaf(tape, a), tape_leaf(tape, b)
+            y = la @ lb
+            seed = np.ones((m, m))
+            times = {1: [], 2: []}
+            for _ in range(5):
+                for threads in (1, 2):
+                    previous = _forward.blas_threads(threads)
+                    times[threads].append(median_per_call(lambda: tape.backward(y.node, seed), max(3, calls // 10)))
+                    _forward.blas_threads(previous)
+        finally:
+            tape.release()
+        for threads, ts in times.items():
+            out[f"isolated sweep of a {m}x{m}x{m} GEMM, {threads}"] = sorted(ts)[len(ts) // 2]
     return out
+
+
+def _reverse_tape() -> Any:
+    from gradtest import _reverse
+
+    return _reverse.Tape()
+
+
+def tape_leaf(tape: Any, x: np.ndarray) -> Any:
+    from gradtest.reverse import Tracked
+
+    return Tracked.leaf(tape, x)
 
 
 def bench_mlp(quick: bool) -> list[dict[str, Any]]:
@@ -254,7 +288,8 @@ def bench_mlp(quick: bool) -> list[dict[str, Any]]:
     if not quick:
         g = run_child(HERE, ["gemm-threads", str(calls)], env={"OPENBLAS_NUM_THREADS": None})
         for key in sorted({k.rsplit(",", 1)[0] for k in g}):
-            rows.append(_row(f"mlp {key}: core GEMMs on 2 threads / 1 thread", g[f"{key}, 2"] / g[f"{key}, 1"], "x"))
+            label = key if key.startswith("isolated") else f"mlp {key} after NumPy's GEMMs"
+            rows.append(_row(f"{label}: core GEMMs on 2 threads / 1 thread", g[f"{key}, 2"] / g[f"{key}, 1"], "x"))
     return rows
 
 
