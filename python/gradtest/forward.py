@@ -1179,6 +1179,8 @@ def jvp(f: Callable[..., Any], args: Sequence[Any], tangents: Sequence[Any]) -> 
             raise ValueError(f"tangents[{i}]: expected shape {value.shape}, got {t.shape}")
         duals.append(Dual(value, t[None]))
     out = f(*duals)
+    if isinstance(out, Dual):  # the common single-array output: no tree walk (two cost 10 us)
+        return out.value, out.tangents[0]
 
     def primal(leaf: Any) -> Any:
         return leaf.value if isinstance(leaf, Dual) else leaf
