@@ -22,9 +22,9 @@
  * an integer in [1, 1024], else 1. The core's pool is private (NumPy links its own OpenBLAS), so
  * two pools share the cores whenever NumPy's GEMMs and the engines' GEMMs alternate, as they do in
  * every recorded forward pass and its sweep; each pool's idle workers spin while the other one
- * works. Measured on a 2-core machine (docs/performance.rst, benchmarks/bench_threads.py): an
- * MLP's gradient took 1.8x as long with the core's pool at 2 threads as at 1, and no GEMM size up
- * to 2 GFLOP gained from the second thread once NumPy's pool was active. */
+ * works. Measured on a 2-core machine (docs/performance.rst, benchmarks/bench_reverse.py): an
+ * MLP's gradient took 1.7-2.2x as long with the core's pool at 2 threads as at 1, with GEMMs up
+ * to 411 MFLOP, once NumPy's pool was active. */
 static inline int gt_blas_default_threads(void)
 {
     const char *s = getenv("GRADTEST_BLAS_THREADS");
