@@ -32,6 +32,7 @@ use; they are imported at the end of this module when present)::
 from __future__ import annotations
 
 import importlib
+import math
 import string
 from collections.abc import Callable
 from typing import Any
@@ -182,7 +183,7 @@ def _float_target(name: str, dtype: Any) -> np.dtype:
 
 
 def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
-    return int(np.prod([shape[ax] for ax in axes], dtype=np.int64)) if axes else 1
+    return math.prod(shape[ax] for ax in axes)
 
 
 def extreme_weights(x: np.ndarray, peak: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -319,7 +320,8 @@ nondifferentiable(*(getattr(np, name, None) for name in (
 @register(np.sum)
 def _sum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
          initial: Any = None, where: Any = True) -> Any:
-    _refuse("sum", out=out, where=where)
+    if out is not None or where is not True:
+        _refuse("sum", out=out, where=where)
     x = _lift(a)
     if dtype is not None:
         x = P.cast(x, _float_target("sum", dtype))
@@ -333,7 +335,8 @@ def _sum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims:
 @register(np.mean, kink="mean over an empty axis: NaN value and NaN derivative")
 def _mean(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
           where: Any = True) -> Any:
-    _refuse("mean", out=out, where=where)
+    if out is not None or where is not True:
+        _refuse("mean", out=out, where=where)
     x = _lift(a)
     if dtype is not None:
         x = P.cast(x, _float_target("mean", dtype))
@@ -346,12 +349,15 @@ def _mean(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims
 def _extreme(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     def rule(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False,
              initial: Any = None, where: Any = True, dtype: Any = None) -> Any:
-        _refuse(name, out=out, where=where)
+        if out is not None or where is not True:
+            _refuse(name, out=out, where=where)
         x = _lift(a)
         extra = {} if initial is None else {"initial": initial}
-        value = np.asarray(fn(x.value, axis=axis, keepdims=keepdims, **extra))
+        if x.size == 0 and initial is None:
+            fn(x.value, axis=axis, **extra)  # NumPy's error for an empty reduction
         axes = P.normalize_axes(axis, x.ndim)
-        peak = fn(x.value, axis=axes, keepdims=True, **extra)
+        peak = np.asarray(fn(x.value, axis=axes, keepdims=True, **extra))
+        value = peak if keepdims else peak.reshape([s for i, s in enumerate(peak.shape) if i not in axes])
         return P.reduce(x, axes, keepdims, 1.0, extreme_weights(x.value, peak, axes), value)
     rule.__name__ = name
     return rule
@@ -684,6 +690,23 @@ def _diff(a: Any, n: int = 1, axis: int = -1, prepend: Any = np._NoValue,
         hi[ax], lo[ax] = slice(1, None), slice(None, -1)
         x = x[tuple(hi)] - x[tuple(lo)]
     return x
+
+
+def astype(x: Any, dtype: Any) -> Any:
+    """The rule of ``x.astype(dtype)`` (both array types' method): float32/float64 stay
+    differentiated; float16 rounds the values as NumPy does and computes in float32, like every
+    float16 input; integer and boolean casts are piecewise constant (plain values); complex is
+    refused as out of scope."""
+    dt = np.dtype(dtype)
+    if dt.kind == "c":
+        raise TypeError(f"x.astype({dt}) on a gradtest AD array: complex values are out of scope "
+                        "(gradtest differentiates real float32/float64 values)")
+    if dt == np.float16:
+        return P.with_value(P.cast(x, np.dtype(np.float32)),
+                            P.value(x).astype(np.float16).astype(np.float32))
+    if dt.kind == "f":
+        return P.cast(x, dt)
+    return P.value(x).astype(dt)
 
 
 @register(np.copy)

@@ -91,10 +91,11 @@ class Tracked(ArrayLike):
         """
         arr = np.asarray(value)
         if arr.dtype not in _DTYPE_CODE:
-            if arr.dtype == np.float16 or not np.issubdtype(arr.dtype, np.floating):
+            if arr.dtype.kind in "biu" or arr.dtype == np.float16:
                 arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
             else:
-                raise TypeError(f"value: expected a float32 or float64 array, got {arr.dtype}")
+                raise TypeError(f"value: expected a float32 or float64 array, got {arr.dtype}"
+                                + (" (complex values are out of scope)" if arr.dtype.kind == "c" else ""))
         arr = np.array(arr, copy=True, order="C")
         return cls(arr, tape, tape.leaf(_DTYPE_CODE[arr.dtype], arr.shape))
 
@@ -128,10 +129,7 @@ class Tracked(ArrayLike):
 
     def astype(self, dtype: Any, copy: bool = True) -> Any:
         """The array converted to ``dtype``; floating targets stay on the tape."""
-        dtype = np.dtype(dtype)
-        if dtype in _DTYPE_CODE:
-            return _cast(self, dtype)
-        return self.value.astype(dtype)
+        return _rules.astype(self, dtype)
 
     def copy(self) -> Tracked:
         return self
