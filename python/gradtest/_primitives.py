@@ -123,6 +123,14 @@ def engine_of(*args: Any) -> Engine | None:
     NotImplementedError
         For arrays of the two engines mixed (forward over reverse is not supported).
     """
+    for a in args:  # the common case: a flat tuple of arrays and numbers
+        if hasattr(type(a), "_engine"):
+            engine = type(a)._engine
+            if all(type(b)._engine is engine for b in args if hasattr(type(b), "_engine")):
+                return engine
+            break
+        if isinstance(a, (list, tuple)):
+            break
     found: list[Any] = []
     for a in args:
         _engine_arrays(a, found)
@@ -212,7 +220,7 @@ def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
 
 def elementwise(ufunc: np.ufunc, *inputs: Any) -> Any:
     """See :meth:`Engine.elementwise`."""
-    engine = engine_of(inputs)
+    engine = engine_of(*inputs)
     return ufunc(*inputs) if engine is None else engine.elementwise(ufunc, *inputs)
 
 

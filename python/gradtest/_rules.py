@@ -232,7 +232,8 @@ _OP_NAMES = frozenset(_reverse.op_indices())
 
 def _table_rule(ufunc: np.ufunc) -> Callable[..., Any]:
     def rule(*inputs: Any, dtype: Any = None, **kwargs: Any) -> Any:
-        _refuse(ufunc.__name__, **kwargs)
+        if kwargs:
+            _refuse(ufunc.__name__, **kwargs)
         if dtype is not None:
             dt = _float_target(ufunc.__name__, dtype)
             inputs = tuple(P.cast(x, dt) for x in inputs)
@@ -285,10 +286,18 @@ def _conjugate(x: Any, **kwargs: Any) -> Any:
     return x  # real values only
 
 
-@register_ufunc(np.matmul, kink="inf/NaN operands: the chain rule's 0 * inf = 0 per product term")
+_KINK_MATMUL = ("inf/NaN operands: the chain rule's 0 * inf = 0 per product term (up to 2**24 "
+                "products; beyond, BLAS's NaN)")
+
+
+@register_ufunc(np.matmul, kink=_KINK_MATMUL)
 def _matmul_ufunc(a: Any, b: Any, **kwargs: Any) -> Any:
     _refuse("matmul", **kwargs)
     return matmul(a, b)
+
+
+#: The most products matmul's exact path for inf/NaN operands materialises (beyond it BLAS).
+_MATMUL_PRODUCTS_MAX = 1 << 24
 
 
 def matmul(a: Any, b: Any) -> Any:
@@ -297,9 +306,16 @@ def matmul(a: Any, b: Any) -> Any:
     function (BLAS would spread ``0 * inf = NaN`` from every zero tangent or cotangent)."""
     a, b = _lift(a), _lift(b)
     av, bv = P.value(a), P.value(b)
-    if np.isfinite(av).all() and np.isfinite(bv).all():
+    # a finite sum means every element is finite (inf or NaN anywhere makes it inf or NaN); an
+    # overflowing sum only sends a finite operand down the exact path
+    if math.isfinite(np.add.reduce(av, axis=None)) and math.isfinite(np.add.reduce(bv, axis=None)):
         return P.matmul(a, b)
     value = np.asarray(np.matmul(av, bv))  # NumPy's value and NumPy's shape errors
+    if value.size * av.shape[-1] > _MATMUL_PRODUCTS_MAX:
+        # too many products to hold: BLAS, whose 0 * inf = NaN shows as NaN derivatives (never
+        # as a wrong finite one)
+        return P.matmul(a, b)
+
     a2 = np.reshape(a, (1,) + a.shape) if a.ndim == 1 else a
     b2 = np.reshape(b, b.shape + (1,)) if b.ndim == 1 else b
     y = np.sum(np.expand_dims(a2, -1) * np.expand_dims(b2, -3), axis=-2)
@@ -756,7 +772,7 @@ nondifferentiable(*(getattr(np, name, None) for name in (
 # --------------------------------------------------------------------------------------------
 
 
-@register(np.matmul, kink="inf/NaN operands: the chain rule's 0 * inf = 0 per product term")
+@register(np.matmul, kink=_KINK_MATMUL)
 def _matmul(a: Any, b: Any, out: Any = None, **kwargs: Any) -> Any:
     _refuse("matmul", out=out, **kwargs)
     return matmul(a, b)
@@ -865,7 +881,7 @@ def _einsum_parse(operands: tuple[Any, ...]) -> tuple[list[str], str, list[Any]]
 
 @register(np.einsum)
 def _einsum(*operands: Any, out: Any = None, optimize: Any = False, **kwargs: Any) -> Any:
-    _refuse("einsum", out=out, **{k: v for k, v in kwargs.items() if k != "dtype"})
+    _refuse("einsum", out=out, **kwargs)
     terms, output, arrays = _einsum_parse(operands)
     value = np.asarray(np.einsum(",".join(terms) + "->" + output, *[P.value(x) for x in arrays]))
     ops = []
