@@ -134,53 +134,140 @@ static double logaddexp2_d1(double a, double b, double y) { (void)a; return exp2
 static double remainder_d1(double a, double b, double y) { (void)y; return -floor(a / b); }
 static double fmod_d1(double a, double b, double y) { (void)y; return -trunc(a / b); }
 
+/* second partials, as functions of (a, b, y) like the first: the names say which pair, d00 =
+ * d2y/da2, d01 = d2y/dadb, d11 = d2y/db2. Each follows its first partial's kink rule (ops.h). */
+static double mul_d01(double a, double b, double y) { (void)a; (void)b; (void)y; return 1.0; }
+static double div_d01(double a, double b, double y) { (void)a; (void)y; return -1.0 / (b * b); }
+static double div_d11(double a, double b, double y) { (void)a; return 2.0 * y / (b * b); }
+static double pow_d00(double a, double b, double y)
+{
+    (void)y;
+    /* b * (b - 1) is exactly 0 for b in {0, 1}: the partial is locally constant there */
+    return b == 0.0 || b == 1.0 ? 0.0 : b * (b - 1.0) * pow(a, b - 2.0);
+}
+static double pow_d01(double a, double b, double y)
+{
+    (void)y;
+    /* d/db of b * a**(b-1), equally d/da of a**b * log(a); 0 where a == 0, as d/db itself */
+    if (a == 0.0)
+        return 0.0;
+    return b == 0.0 ? 1.0 / a : pow(a, b - 1.0) * (1.0 + b * log(a));
+}
+static double pow_d11(double a, double b, double y)
+{
+    (void)b;
+    if (a == 0.0)
+        return 0.0;
+    double l = log(a);
+    return y * l * l;
+}
+static double expm1_d00(double a, double b, double y) { (void)a; (void)b; return y + 1.0; }
+static double exp2_d00(double a, double b, double y) { (void)a; (void)b; return y * LN2 * LN2; }
+static double log_d00(double a, double b, double y) { (void)b; (void)y; return -1.0 / (a * a); }
+static double log1p_d00(double a, double b, double y) { (void)b; (void)y; return -1.0 / ((1.0 + a) * (1.0 + a)); }
+static double log2_d00(double a, double b, double y) { (void)b; (void)y; return -1.0 / (a * a * LN2); }
+static double log10_d00(double a, double b, double y) { (void)b; (void)y; return -1.0 / (a * a * LN10); }
+static double sqrt_d00(double a, double b, double y) { (void)a; (void)b; return -0.25 / (y * y * y); }
+static double cbrt_d00(double a, double b, double y) { (void)a; (void)b; return -2.0 / (9.0 * y * y * y * y * y); }
+static double two(double a, double b, double y) { (void)a; (void)b; (void)y; return 2.0; }
+static double reciprocal_d00(double a, double b, double y) { (void)a; (void)b; return 2.0 * y * y * y; }
+static double neg_y(double a, double b, double y) { (void)a; (void)b; return -y; }
+static double tan_d00(double a, double b, double y) { (void)a; (void)b; return 2.0 * y * (1.0 + y * y); }
+static double arcsin_d00(double a, double b, double y)
+{
+    (void)b; (void)y;
+    double r = 1.0 - a * a;
+    return a / (r * sqrt(r));
+}
+static double arccos_d00(double a, double b, double y) { return -arcsin_d00(a, b, y); }
+static double arctan_d00(double a, double b, double y)
+{
+    (void)b; (void)y;
+    double r = 1.0 + a * a;
+    return -2.0 * a / (r * r);
+}
+static double arctan2_d00(double a, double b, double y) { (void)y; double r = a * a + b * b; return -2.0 * a * b / (r * r); }
+static double arctan2_d01(double a, double b, double y) { (void)y; double r = a * a + b * b; return (a * a - b * b) / (r * r); }
+static double arctan2_d11(double a, double b, double y) { (void)y; double r = a * a + b * b; return 2.0 * a * b / (r * r); }
+static double tanh_d00(double a, double b, double y) { (void)a; (void)b; return -2.0 * y * (1.0 - y * y); }
+static double arcsinh_d00(double a, double b, double y)
+{
+    (void)b; (void)y;
+    double r = a * a + 1.0;
+    return -a / (r * sqrt(r));
+}
+static double arccosh_d00(double a, double b, double y)
+{
+    (void)b; (void)y;
+    double r = a * a - 1.0;
+    return -a / (r * sqrt(r));
+}
+static double arctanh_d00(double a, double b, double y)
+{
+    (void)b; (void)y;
+    double r = 1.0 - a * a;
+    return 2.0 * a / (r * r);
+}
+/* hypot: 0 where y == 0, as its first partials */
+static double hypot_d00(double a, double b, double y) { (void)a; return y == 0.0 ? 0.0 : b * b / (y * y * y); }
+static double hypot_d01(double a, double b, double y) { return y == 0.0 ? 0.0 : -a * b / (y * y * y); }
+static double hypot_d11(double a, double b, double y) { (void)b; return y == 0.0 ? 0.0 : a * a / (y * y * y); }
+/* logaddexp: with p = exp(a - y) and q = exp(b - y) (p + q = 1), d2y/da2 = d2y/db2 = pq = -d2y/dadb */
+static double logaddexp_pq(double a, double b, double y) { return exp(a - y) * exp(b - y); }
+static double logaddexp_mpq(double a, double b, double y) { return -logaddexp_pq(a, b, y); }
+static double logaddexp2_pq(double a, double b, double y) { return LN2 * exp2(a - y) * exp2(b - y); }
+static double logaddexp2_mpq(double a, double b, double y) { return -logaddexp2_pq(a, b, y); }
+
 #define SMOOTH "smooth on its domain"
-#define OP1(ID, NAME, D0, RULE) [ID] = {ID, #NAME, 1, v_##NAME, {D0, NULL}, RULE}
-#define OP2(ID, NAME, D0, D1, RULE) [ID] = {ID, #NAME, 2, v_##NAME, {D0, D1}, RULE}
+/* OP1(id, name, d/da, d2/da2, rule); OP2(id, name, d/da, d/db, d2/da2, d2/dadb, d2/db2, rule);
+ * NULL: identically zero */
+#define OP1(ID, NAME, D0, D00, RULE) [ID] = {ID, #NAME, 1, v_##NAME, {D0, NULL}, RULE, {D00, NULL, NULL}}
+#define OP2(ID, NAME, D0, D1, D00, D01, D11, RULE) \
+    [ID] = {ID, #NAME, 2, v_##NAME, {D0, D1}, RULE, {D00, D01, D11}}
 
 const gt_op gt_op_table[GT_OP_COUNT] = {
-    OP2(GT_OP_ADD, add, one, one, "linear"),
-    OP2(GT_OP_SUBTRACT, subtract, one, minus_one, "linear"),
-    OP2(GT_OP_MULTIPLY, multiply, mul_d0, mul_d1, "bilinear"),
-    OP2(GT_OP_DIVIDE, divide, div_d0, div_d1, SMOOTH),
-    OP2(GT_OP_POWER, power, pow_d0, pow_d1, "d/da is 0 where b == 0; d/db is 0 where a == 0"),
-    OP1(GT_OP_NEGATIVE, negative, minus_one, "linear"),
-    OP1(GT_OP_POSITIVE, positive, one, "linear"),
-    OP1(GT_OP_ABS, abs, abs_d0, "abs'(0) = 0"),
-    OP1(GT_OP_SIGN, sign, NULL, "piecewise constant: zero gradient"),
-    OP1(GT_OP_EXP, exp, exp_d0, SMOOTH),
-    OP1(GT_OP_EXPM1, expm1, expm1_d0, SMOOTH),
-    OP1(GT_OP_EXP2, exp2, exp2_d0, SMOOTH),
-    OP1(GT_OP_LOG, log, log_d0, "log'(0) = inf"),
-    OP1(GT_OP_LOG1P, log1p, log1p_d0, SMOOTH),
-    OP1(GT_OP_LOG2, log2, log2_d0, SMOOTH),
-    OP1(GT_OP_LOG10, log10, log10_d0, SMOOTH),
-    OP1(GT_OP_SQRT, sqrt, sqrt_d0, "sqrt'(0) = inf"),
-    OP1(GT_OP_CBRT, cbrt, cbrt_d0, "cbrt'(0) = inf"),
-    OP1(GT_OP_SQUARE, square, square_d0, SMOOTH),
-    OP1(GT_OP_RECIPROCAL, reciprocal, reciprocal_d0, SMOOTH),
-    OP1(GT_OP_SIN, sin, sin_d0, SMOOTH),
-    OP1(GT_OP_COS, cos, cos_d0, SMOOTH),
-    OP1(GT_OP_TAN, tan, tan_d0, SMOOTH),
-    OP1(GT_OP_ARCSIN, arcsin, arcsin_d0, SMOOTH),
-    OP1(GT_OP_ARCCOS, arccos, arccos_d0, SMOOTH),
-    OP1(GT_OP_ARCTAN, arctan, arctan_d0, SMOOTH),
-    OP2(GT_OP_ARCTAN2, arctan2, arctan2_d0, arctan2_d1, SMOOTH),
-    OP1(GT_OP_SINH, sinh, sinh_d0, SMOOTH),
-    OP1(GT_OP_COSH, cosh, cosh_d0, SMOOTH),
-    OP1(GT_OP_TANH, tanh, tanh_d0, SMOOTH),
-    OP1(GT_OP_ARCSINH, arcsinh, arcsinh_d0, SMOOTH),
-    OP1(GT_OP_ARCCOSH, arccosh, arccosh_d0, SMOOTH),
-    OP1(GT_OP_ARCTANH, arctanh, arctanh_d0, SMOOTH),
-    OP2(GT_OP_HYPOT, hypot, hypot_d0, hypot_d1, "hypot'(0, 0) = (0, 0)"),
-    OP2(GT_OP_MAXIMUM, maximum, max_d0, max_d1, "ties split the gradient 0.5/0.5; NaN propagates"),
-    OP2(GT_OP_MINIMUM, minimum, min_d0, min_d1, "ties split the gradient 0.5/0.5; NaN propagates"),
-    OP2(GT_OP_FMAX, fmax, fmax_d0, fmax_d1, "ties split 0.5/0.5; the non-NaN argument takes it all"),
-    OP2(GT_OP_FMIN, fmin, fmin_d0, fmin_d1, "ties split 0.5/0.5; the non-NaN argument takes it all"),
-    OP2(GT_OP_LOGADDEXP, logaddexp, logaddexp_d0, logaddexp_d1, SMOOTH),
-    OP2(GT_OP_LOGADDEXP2, logaddexp2, logaddexp2_d0, logaddexp2_d1, SMOOTH),
-    OP2(GT_OP_REMAINDER, remainder, one, remainder_d1, "jumps where floor(a/b) changes are ignored"),
-    OP2(GT_OP_FMOD, fmod, one, fmod_d1, "jumps where trunc(a/b) changes are ignored"),
+    OP2(GT_OP_ADD, add, one, one, NULL, NULL, NULL, "linear"),
+    OP2(GT_OP_SUBTRACT, subtract, one, minus_one, NULL, NULL, NULL, "linear"),
+    OP2(GT_OP_MULTIPLY, multiply, mul_d0, mul_d1, NULL, mul_d01, NULL, "bilinear"),
+    OP2(GT_OP_DIVIDE, divide, div_d0, div_d1, NULL, div_d01, div_d11, SMOOTH),
+    OP2(GT_OP_POWER, power, pow_d0, pow_d1, pow_d00, pow_d01, pow_d11, "d/da is 0 where b == 0; d/db is 0 where a == 0"),
+    OP1(GT_OP_NEGATIVE, negative, minus_one, NULL, "linear"),
+    OP1(GT_OP_POSITIVE, positive, one, NULL, "linear"),
+    OP1(GT_OP_ABS, abs, abs_d0, NULL, "abs'(0) = 0"),
+    OP1(GT_OP_SIGN, sign, NULL, NULL, "piecewise constant: zero gradient"),
+    OP1(GT_OP_EXP, exp, exp_d0, exp_d0, SMOOTH),
+    OP1(GT_OP_EXPM1, expm1, expm1_d0, expm1_d00, SMOOTH),
+    OP1(GT_OP_EXP2, exp2, exp2_d0, exp2_d00, SMOOTH),
+    OP1(GT_OP_LOG, log, log_d0, log_d00, "log'(0) = inf"),
+    OP1(GT_OP_LOG1P, log1p, log1p_d0, log1p_d00, SMOOTH),
+    OP1(GT_OP_LOG2, log2, log2_d0, log2_d00, SMOOTH),
+    OP1(GT_OP_LOG10, log10, log10_d0, log10_d00, SMOOTH),
+    OP1(GT_OP_SQRT, sqrt, sqrt_d0, sqrt_d00, "sqrt'(0) = inf"),
+    OP1(GT_OP_CBRT, cbrt, cbrt_d0, cbrt_d00, "cbrt'(0) = inf"),
+    OP1(GT_OP_SQUARE, square, square_d0, two, SMOOTH),
+    OP1(GT_OP_RECIPROCAL, reciprocal, reciprocal_d0, reciprocal_d00, SMOOTH),
+    OP1(GT_OP_SIN, sin, sin_d0, neg_y, SMOOTH),
+    OP1(GT_OP_COS, cos, cos_d0, neg_y, SMOOTH),
+    OP1(GT_OP_TAN, tan, tan_d0, tan_d00, SMOOTH),
+    OP1(GT_OP_ARCSIN, arcsin, arcsin_d0, arcsin_d00, SMOOTH),
+    OP1(GT_OP_ARCCOS, arccos, arccos_d0, arccos_d00, SMOOTH),
+    OP1(GT_OP_ARCTAN, arctan, arctan_d0, arctan_d00, SMOOTH),
+    OP2(GT_OP_ARCTAN2, arctan2, arctan2_d0, arctan2_d1, arctan2_d00, arctan2_d01, arctan2_d11, SMOOTH),
+    OP1(GT_OP_SINH, sinh, sinh_d0, exp_d0, SMOOTH),
+    OP1(GT_OP_COSH, cosh, cosh_d0, exp_d0, SMOOTH),
+    OP1(GT_OP_TANH, tanh, tanh_d0, tanh_d00, SMOOTH),
+    OP1(GT_OP_ARCSINH, arcsinh, arcsinh_d0, arcsinh_d00, SMOOTH),
+    OP1(GT_OP_ARCCOSH, arccosh, arccosh_d0, arccosh_d00, SMOOTH),
+    OP1(GT_OP_ARCTANH, arctanh, arctanh_d0, arctanh_d00, SMOOTH),
+    OP2(GT_OP_HYPOT, hypot, hypot_d0, hypot_d1, hypot_d00, hypot_d01, hypot_d11, "hypot'(0, 0) = (0, 0)"),
+    OP2(GT_OP_MAXIMUM, maximum, max_d0, max_d1, NULL, NULL, NULL, "ties split the gradient 0.5/0.5; NaN propagates"),
+    OP2(GT_OP_MINIMUM, minimum, min_d0, min_d1, NULL, NULL, NULL, "ties split the gradient 0.5/0.5; NaN propagates"),
+    OP2(GT_OP_FMAX, fmax, fmax_d0, fmax_d1, NULL, NULL, NULL, "ties split 0.5/0.5; the non-NaN argument takes it all"),
+    OP2(GT_OP_FMIN, fmin, fmin_d0, fmin_d1, NULL, NULL, NULL, "ties split 0.5/0.5; the non-NaN argument takes it all"),
+    OP2(GT_OP_LOGADDEXP, logaddexp, logaddexp_d0, logaddexp_d1, logaddexp_pq, logaddexp_mpq, logaddexp_pq, SMOOTH),
+    OP2(GT_OP_LOGADDEXP2, logaddexp2, logaddexp2_d0, logaddexp2_d1, logaddexp2_pq, logaddexp2_mpq, logaddexp2_pq, SMOOTH),
+    OP2(GT_OP_REMAINDER, remainder, one, remainder_d1, NULL, NULL, NULL, "jumps where floor(a/b) changes are ignored"),
+    OP2(GT_OP_FMOD, fmod, one, fmod_d1, NULL, NULL, NULL, "jumps where trunc(a/b) changes are ignored"),
 };
 
 const gt_op *gt_op_lookup(const char *name)

@@ -18,6 +18,16 @@
  *   remainder/fmod: the derivative of the smooth piece, d/da = 1 and d/db = -floor(a/b) (remainder)
  *          or -trunc(a/b) (fmod); the jumps where the quotient changes are ignored.
  *
+ * Second partials (order 2, read by the tape's recorded backward sweep) are the derivatives of the
+ * first partials as written, so they follow the same conventions: a first partial that is locally
+ * constant (abs, sign, maximum/minimum, fmax/fmin, remainder/fmod, the linear ops) has zero second
+ * partials, ties and kinks included; where a first partial is defined as 0 by a kink rule, the
+ * second partials that differentiate it are 0 too:
+ *   power: d2/da2 is 0 where b == 0 or b == 1 (b * (b - 1) == 0); d2/dadb and d2/db2 are 0 where
+ *          a == 0 (d/db is 0 there); d2/dadb = 1/a where b == 0 (no 0 * log(a));
+ *   hypot: all three are 0 where y == 0;
+ *   sqrt''(0) = -inf, log''(0) = -inf, cbrt''(0) = -inf: the one-sided limits, like the first.
+ *
  * The chain rule itself (gt_chain_f64/f32 below, used by both engines for every elementwise
  * product of a partial with a tangent or an adjoint): a zero factor gives exactly 0, even against
  * an infinite or NaN one. A zero tangent (an element that does not move along a direction) or a
@@ -74,10 +84,27 @@ typedef struct gt_op {
      * argument k (its gradient is defined to be zero, as for sign). */
     gt_partial_fn partial[2];
     const char *kink_rule;   /* how ties and kinks are treated, for docs and error messages */
+    /* second partials d2y/da2, d2y/dadb, d2y/db2 at (a, b, y); NULL where identically zero (the
+     * last two are NULL for unary ops) */
+    gt_partial_fn partial2[3];
 } gt_op;
 
 /* The table, indexed by gt_op_id. Static storage; never modified. */
 extern const gt_op gt_op_table[GT_OP_COUNT];
+
+/* d2y/(d arg i)(d arg j) at (a, b, y), i, j in {0, 1}; 0 where the table has NULL. */
+static inline double gt_op_second(const gt_op *op, int i, int j, double a, double b, double y)
+{
+    gt_partial_fn d = op->partial2[i + j];
+    return d ? d(a, b, y) : 0.0;
+}
+
+/* Whether every second partial of `op` is identically zero (its first partials are locally
+ * constant, so a recorded partial needs no derivative of its own). */
+static inline int gt_op_second_is_zero(const gt_op *op)
+{
+    return !op->partial2[0] && !op->partial2[1] && !op->partial2[2];
+}
 
 /* Returns the entry named `name` (a NumPy ufunc name), or NULL if there is none. */
 const gt_op *gt_op_lookup(const char *name);
