@@ -1,5 +1,6 @@
-/* ops.h: the op table, the one place where each elementwise operation's value and derivative
- * rules live. Both the forward (dual-number) and the reverse (tape) engines read it.
+/* ops.h: the op table, the CPU's view of each elementwise operation's value and derivative
+ * rules, which are written once in op_rules.h (shared with the CUDA kernels). Both the forward
+ * (dual-number) and the reverse (tape) engines read it.
  *
  * Design: for an elementwise op y = op(a, b) the table gives the *local partial derivatives*
  * dy/da and dy/db as functions of (a, b, y). One partial serves both modes:
@@ -18,7 +19,7 @@
  *   remainder/fmod: the derivative of the smooth piece, d/da = 1 and d/db = -floor(a/b) (remainder)
  *          or -trunc(a/b) (fmod); the jumps where the quotient changes are ignored.
  *
- * The chain rule itself (gt_chain_f64/f32 below, used by both engines for every elementwise
+ * The chain rule itself (gt_chain_f64/f32 in op_rules.h, used by both engines for every elementwise
  * product of a partial with a tangent or an adjoint): a zero factor gives exactly 0, even against
  * an infinite or NaN one. A zero tangent (an element that does not move along a direction) or a
  * zero adjoint contributes nothing; a zero partial stops an infinite adjoint. So the derivative of
@@ -33,33 +34,10 @@
 #include <stddef.h>
 
 #include "gt_common.h"
+#include "op_rules.h"
 
-typedef enum gt_op_id {
-    GT_OP_ADD, GT_OP_SUBTRACT, GT_OP_MULTIPLY, GT_OP_DIVIDE, GT_OP_POWER,
-    GT_OP_NEGATIVE, GT_OP_POSITIVE, GT_OP_ABS, GT_OP_SIGN,
-    GT_OP_EXP, GT_OP_EXPM1, GT_OP_EXP2, GT_OP_LOG, GT_OP_LOG1P, GT_OP_LOG2, GT_OP_LOG10,
-    GT_OP_SQRT, GT_OP_CBRT, GT_OP_SQUARE, GT_OP_RECIPROCAL,
-    GT_OP_SIN, GT_OP_COS, GT_OP_TAN, GT_OP_ARCSIN, GT_OP_ARCCOS, GT_OP_ARCTAN, GT_OP_ARCTAN2,
-    GT_OP_SINH, GT_OP_COSH, GT_OP_TANH, GT_OP_ARCSINH, GT_OP_ARCCOSH, GT_OP_ARCTANH,
-    GT_OP_HYPOT, GT_OP_MAXIMUM, GT_OP_MINIMUM, GT_OP_FMAX, GT_OP_FMIN,
-    GT_OP_LOGADDEXP, GT_OP_LOGADDEXP2, GT_OP_REMAINDER, GT_OP_FMOD,
-    GT_OP_COUNT
-} gt_op_id;
-
-/* partial * x, with a zero on either side giving 0 (the rule above). The product is taken
- * unconditionally and then selected, so that loops over it vectorize. */
-static inline double gt_chain_f64(double partial, double x)
-{
-    double m = partial * x;
-    return (partial == 0.0) | (x == 0.0) ? 0.0 : m;
-}
-
-static inline float gt_chain_f32(float partial, float x)
-{
-    float m = partial * x;
-    return (partial == 0.0f) | (x == 0.0f) ? 0.0f : m;
-}
-
+/* The op ids (gt_op_id), the chain rule (gt_chain_f64/f32) and the scalar rules themselves
+ * live in op_rules.h, which also compiles for the device; this table is the CPU's view of them. */
 /* Scalar rule: value y = value(a, b); b is ignored by unary ops. */
 typedef double (*gt_value_fn)(double a, double b);
 /* Scalar rule: partial derivative dy/d(arg) at (a, b) with y = value(a, b) already known. */
