@@ -237,7 +237,6 @@ def _cast(x: Tracked, dtype: np.dtype) -> Tracked:
     if x.value.dtype == dtype:
         return x
     out = Tracked(x.value.astype(dtype), x.tape, x.tape.cast(_DTYPE_CODE[dtype], x.node))
-    _log(out, [x], lambda g: [g.astype(x.dtype)])
     return out
 
 
@@ -279,7 +278,6 @@ def _elementwise(ufunc: np.ufunc, opi: int, inputs: tuple[Any, ...]) -> Any:
         b = _operand(vals[1], y) if len(inputs) == 2 else None
         node = tape.elementwise(opi, y, a_id, a, b_id, b)
     out = Tracked(y, tape, node)
-    _log(out, list(inputs), _elementwise_rule(ufunc.__name__, inputs, out))
     return out
 
 
@@ -320,14 +318,12 @@ def _gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
     if tape is None:
         return y
     out = Tracked(y, tape, tape.gather(_DTYPE_CODE[dt], idx, ids, sizes))
-    _log(out, list(xs), lambda g: _scatter_rule(g, idx, vals))
     return out
 
 
 def _reshape_node(x: Tracked, shape: tuple[int, ...]) -> Tracked:
     y = x.value.reshape(shape)
     out = Tracked(y, x.tape, x.tape.reshape(y.shape, x.node))
-    _log(out, [x], lambda g: [np.reshape(g, x.shape)])
     return out
 
 
@@ -345,7 +341,7 @@ def _normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
 
 
 def _reduce(x: Tracked, axis: Any, keepdims: bool, coef: float, w: np.ndarray | None,
-            y: np.ndarray, w_tracked: Callable[[Tracked, tuple[int, ...]], Any] | None = None) -> Tracked:
+            y: np.ndarray) -> Tracked:
     axes = _normalize_axes(axis, x.ndim)
     kshape = tuple(1 if i in axes else s for i, s in enumerate(x.shape))
     y = np.asarray(y, dtype=x.dtype)
@@ -353,13 +349,6 @@ def _reduce(x: Tracked, axis: Any, keepdims: bool, coef: float, w: np.ndarray | 
         y = y.reshape(kshape)
     wbuf = None if w is None else np.ascontiguousarray(w, dtype=x.dtype)
     out = Tracked(y, x.tape, x.tape.reduce(y.shape, kshape, x.node, float(coef), wbuf))
-
-    def rule(g: Any) -> list[Any]:
-        e = np.broadcast_to(np.reshape(g, kshape), x.shape) * coef
-        weights = w_tracked(out, kshape) if w_tracked is not None else w
-        return [e if weights is None else e * weights]
-
-    _log(out, [x], rule)
     return out
 
 
@@ -410,16 +399,10 @@ def _prod(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims
           initial: Any = None, where: Any = None) -> Any:
     _check_reduce_kwargs("prod", {"out": out, "initial": initial, "where": where})
     axes = _normalize_axes(axis, a.ndim)
+    if a.tape.python_recording:
+        return _prod_by_multiplies(a, axes, keepdims)
     w = _exclusive_products(a.value, axes) if axes and a.size else None
-    return _reduce(a, axis, keepdims, 1.0, w, np.prod(a.value, axis=axis, keepdims=keepdims),
-                   w_tracked=lambda y, kshape: _prod_weights(a, y, kshape))
-
-
-def _prod_weights(a: Tracked, y: Tracked, kshape: tuple[int, ...]) -> Any:
-    """Order 2: the exclusive products as a differentiable expression (prod / x)."""
-    if np.any(a.value == 0):
-        raise NotImplementedError("order 2 of numpy.prod over a zero element is not supported")
-    return np.reshape(y, kshape) / a
+    return _reduce(a, axis, keepdims, 1.0, w, np.prod(a.value, axis=axis, keepdims=keepdims))
 
 
 def _extremum(fn: Callable, name: str) -> Callable:
@@ -472,11 +455,13 @@ def _cumulative(kind: str) -> Callable:
         last = axis == x.ndim - 1
         if not last:
             x = np.moveaxis(x, axis, -1)
+        if kind == "prod" and x.tape.python_recording:
+            res = _cumprod_by_multiplies(x)
+            return res if last else np.moveaxis(res, -1, axis)
         fn = np.cumsum if kind == "sum" else np.cumprod
         y = np.ascontiguousarray(fn(x.value, axis=-1))
         xv = None if kind == "sum" else np.ascontiguousarray(x.value)
         res = Tracked(y, x.tape, x.tape.cumulative(kind, x.node, xv, None if kind == "sum" else y))
-        _log(res, [x], lambda g, x=x, res=res: [_cumulative_rule(kind, g, x, res)])
         return res if last else np.moveaxis(res, -1, axis)
     return handler
 
@@ -514,7 +499,6 @@ def _broadcast_to(array: Any, shape: Any, subok: bool = False) -> Any:
     y = np.ascontiguousarray(np.broadcast_to(array.value, shape))
     dt = array.value.dtype
     out = Tracked(y, array.tape, array.tape.linear(_DTYPE_CODE[dt], y.shape, (array.node,), (1.0,)))
-    _log(out, [array], lambda g: [_sum_to(g, array.shape)])
     return out
 
 
@@ -692,9 +676,6 @@ def _matmul_node(a: Any, b: Any, batch: int, m: int, k: int, n: int) -> Any:
     a_id = a.node if isinstance(a, Tracked) else -1
     b_id = b.node if isinstance(b, Tracked) else -1
     out = Tracked(y, tape, tape.matmul(y.shape, a_id, b_id, batch, m, k, n, av, bv))
-    _log(out, [a, b], lambda g: [
-        np.matmul(g, np.swapaxes(b, -1, -2)) if isinstance(a, Tracked) else None,
-        np.matmul(np.swapaxes(a, -1, -2), g) if isinstance(b, Tracked) else None])
     return out
 
 
@@ -1021,135 +1002,43 @@ def _strip(out: Any) -> Any:
 
 # ---------------------------------------------------------------------- order 2
 #
-# Hessian-vector products by reverse over reverse. While a tape is `python_recording` every recording
-# also logs, in Python, how to express the node's VJP with Tracked operations. The first sweep is
-# then *replayed* with those operations on the same tape, so the gradient g(x) is itself a Tracked
-# array, and one C sweep from <g(x), v> gives H v. The VJPs of the replay are expressions of the
-# same primitives; the elementwise ones need the partials as differentiable expressions, which the
-# C op table (numbers only) cannot give: _PARTIAL_EXPRESSIONS holds them, and a test checks every
-# entry against the C table numerically.
-
-_LOGS: dict[int, list[tuple[Tracked, list[Any], Callable[[Any], list[Any]]]]] = {}
-_LN2, _LN10 = float(np.log(2.0)), float(np.log(10.0))
-
-_PARTIAL_EXPRESSIONS: dict[str, Callable[[Any, Any, Any], tuple[Any, ...]]] = {
-    "add": lambda a, b, y: (1.0, 1.0),
-    "subtract": lambda a, b, y: (1.0, -1.0),
-    "multiply": lambda a, b, y: (b, a),
-    "divide": lambda a, b, y: (1.0 / b, -y / b),
-    # log(a) only when the exponent is differentiated (a may be negative for a constant exponent)
-    "power": lambda a, b, y: (b * a ** (b - 1.0), y * np.log(a) if isinstance(b, Tracked) else 0.0),
-    "negative": lambda a, b, y: (-1.0,),
-    "positive": lambda a, b, y: (1.0,),
-    "exp": lambda a, b, y: (y,),
-    "expm1": lambda a, b, y: (y + 1.0,),
-    "exp2": lambda a, b, y: (y * _LN2,),
-    "log": lambda a, b, y: (1.0 / a,),
-    "log1p": lambda a, b, y: (1.0 / (a + 1.0),),
-    "log2": lambda a, b, y: (1.0 / (a * _LN2),),
-    "log10": lambda a, b, y: (1.0 / (a * _LN10),),
-    "sqrt": lambda a, b, y: (0.5 / y,),
-    "cbrt": lambda a, b, y: (1.0 / (3.0 * y * y),),
-    "square": lambda a, b, y: (2.0 * a,),
-    "reciprocal": lambda a, b, y: (-(y * y),),
-    "sin": lambda a, b, y: (np.cos(a),),
-    "cos": lambda a, b, y: (-np.sin(a),),
-    "tan": lambda a, b, y: (1.0 + y * y,),
-    "arcsin": lambda a, b, y: (1.0 / np.sqrt(1.0 - a * a),),
-    "arccos": lambda a, b, y: (-1.0 / np.sqrt(1.0 - a * a),),
-    "arctan": lambda a, b, y: (1.0 / (1.0 + a * a),),
-    "arctan2": lambda a, b, y: (b / (a * a + b * b), -a / (a * a + b * b)),
-    "sinh": lambda a, b, y: (np.cosh(a),),
-    "cosh": lambda a, b, y: (np.sinh(a),),
-    "tanh": lambda a, b, y: (1.0 - y * y,),
-    "arcsinh": lambda a, b, y: (1.0 / np.sqrt(a * a + 1.0),),
-    "arccosh": lambda a, b, y: (1.0 / np.sqrt(a * a - 1.0),),
-    "arctanh": lambda a, b, y: (1.0 / (1.0 - a * a),),
-    "hypot": lambda a, b, y: (a / y, b / y),
-    "logaddexp": lambda a, b, y: (np.exp(a - y), np.exp(b - y)),
-    "logaddexp2": lambda a, b, y: (np.exp2(a - y), np.exp2(b - y)),
-    # the quotient's floor/trunc is piecewise constant: a plain value, as in the op table
-    "remainder": lambda a, b, y: (1.0, -np.floor(_value(a) / _value(b))),
-    "fmod": lambda a, b, y: (1.0, -np.trunc(_value(a) / _value(b))),
-}
-# piecewise-linear ops: their partials are locally constant, so the C table's numbers serve
-_PIECEWISE = frozenset({"abs", "absolute", "sign", "maximum", "minimum", "fmax", "fmin"})
+# Hessian-vector products by reverse over reverse, in C. The tape records its own backward sweep
+# (``Tape.backward_graph``, as PyTorch's create_graph=True does): every VJP becomes nodes on the same
+# tape, the elementwise ones through the second partials of the C op table, so each leaf's gradient
+# g(x) is a node, and one ordinary sweep from <g(x), v> gives H v. No derivative rule is restated
+# here. While order 2 is recorded, ``tape.python_recording`` is set; the two primitives whose
+# first-order VJP reads weights computed from the input (prod's exclusive products, cumprod's
+# quotient) are then recorded as compositions of multiplies instead, which are exact at zeros.
 
 
-def _log(out: Tracked, inputs: list[Any], rule: Callable[[Any], list[Any]]) -> None:
-    log = _LOGS.get(id(out.tape))
-    if log is not None:
-        log.append((out, inputs, rule))
+def _prod_by_multiplies(a: Tracked, axes: tuple[int, ...], keepdims: bool) -> Any:
+    """prod of ``a`` over ``axes`` as a balanced tree of elementwise multiplies (order 2)."""
+    if not axes:
+        return a
+    kshape = tuple(1 if i in axes else s for i, s in enumerate(a.shape))
+    out_shape = kshape if keepdims else tuple(s for i, s in enumerate(a.shape) if i not in axes)
+    rest = [i for i in range(a.ndim) if i not in axes]
+    lead = tuple(a.shape[i] for i in rest)
+    x = np.reshape(np.transpose(a, rest + list(axes)), lead + (-1,) if a.size else lead + (0,))
+    if x.shape[-1] == 0:
+        # the empty product: 1, on the tape with a zero derivative
+        return np.reshape(np.sum(x, axis=-1) + 1.0, out_shape)
+    while x.shape[-1] > 1:
+        if x.shape[-1] % 2:
+            x = np.concatenate([x, np.ones(lead + (1,), dtype=x.dtype)], axis=-1)
+        x = x[..., 0::2] * x[..., 1::2]
+    return np.reshape(x, out_shape)
 
 
-def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
-    """g summed over the dimensions broadcast from `shape` (Python side of order 2 only)."""
-    if np.shape(_value(g)) == tuple(shape):
-        return g
-    lead = len(np.shape(_value(g))) - len(shape)
-    if lead:
-        g = np.sum(g, axis=tuple(range(lead)))
-    axes = tuple(i for i, s in enumerate(shape) if s == 1 and np.shape(_value(g))[i] != 1)
-    return np.sum(g, axis=axes, keepdims=True) if axes else g
-
-
-def _elementwise_rule(name: str, inputs: tuple[Any, ...], out: Tracked) -> Callable[[Any], list[Any]]:
-    def rule(g: Any) -> list[Any]:
-        a = inputs[0]
-        b = inputs[1] if len(inputs) == 2 else None
-        if name in _PIECEWISE:
-            from . import _core
-
-            vals = np.broadcast_arrays(*[np.asarray(_value(x), dtype=np.float64) for x in inputs])
-            parts = _core.op_partials("abs" if name == "absolute" else name, *vals)[1:]
-        else:
-            parts = _PARTIAL_EXPRESSIONS[name](a, b, out)
-        return [None if not isinstance(x, Tracked) else _sum_to(p * g, x.shape)
-                for x, p in zip(inputs, parts)]
-    return rule
-
-
-def _scatter_rule(g: Any, idx: np.ndarray, vals: list[np.ndarray]) -> list[Any]:
-    """The VJP of a gather, y.flat[j] = x.flat[idx[j]], as Tracked operations: a scatter-add, as a
-    segmented sum (sort by target, cumulative sum, difference at the segment ends)."""
-    total = int(sum(v.size for v in vals))
-    flat_idx = idx.ravel()
-    order = np.argsort(flat_idx, kind="stable")
-    counts = np.bincount(flat_idx, minlength=total)
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    z = np.ravel(g)[order]
-    c = np.concatenate([np.zeros(1, dtype=_value(g).dtype), np.cumsum(z)])
-    full = c[ends] - c[starts]
-    out, offset = [], 0
-    for v in vals:
-        out.append(np.reshape(full[offset:offset + v.size], v.shape))
-        offset += v.size
-    return out
-
-
-def _cumulative_rule(kind: str, g: Any, x: Tracked, y: Tracked) -> Any:
-    if kind == "sum":
-        return np.flip(np.cumsum(np.flip(g, -1), axis=-1), -1)
-    if np.any(x.value == 0):
-        raise NotImplementedError("order 2 of numpy.cumprod over a zero element is not supported")
-    return np.flip(np.cumsum(np.flip(g * y, -1), axis=-1), -1) / x
-
-
-def _replay_gradient(log: list[Any], out: Tracked, leaves: list[Tracked]) -> list[Any]:
-    """The gradient of `out` with respect to `leaves`, computed by Tracked operations recorded on
-    the tape (a replay of the backward sweep), so that it can be differentiated again."""
-    adj: dict[int, Any] = {out.node: np.ones(out.shape, dtype=out.dtype)}
-    for y, inputs, rule in reversed(log):
-        g = adj.pop(y.node, None)
-        if g is None:
-            continue
-        for x, c in zip(inputs, rule(g)):
-            if c is None or not isinstance(x, Tracked):
-                continue
-            prev = adj.get(x.node)
-            adj[x.node] = c if prev is None else prev + c
-    return [adj.get(leaf.node) for leaf in leaves]
+def _cumprod_by_multiplies(x: Tracked) -> Any:
+    """cumprod along the last axis of ``x`` as a prefix scan of elementwise multiplies (order 2):
+    after the step with shift s every element holds the product of the 2s elements ending there."""
+    y, s, n = x, 1, x.shape[-1]
+    while s < n:
+        ones = np.ones(x.shape[:-1] + (s,), dtype=x.dtype)
+        y = y * np.concatenate([ones, y[..., : n - s]], axis=-1)
+        s *= 2
+    return y
 
 
 def hvp(f: Callable[..., Any], args: Sequence[Any], tangents: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -1174,7 +1063,16 @@ def hvp(f: Callable[..., Any], args: Sequence[Any], tangents: Any) -> tuple[tupl
     Raises
     ------
     NotImplementedError
-        For prod and cumprod over zero elements, and for functions reverse mode does not support.
+        For functions reverse mode does not support, and for those it supports at first order
+        only (the message names the function).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradtest.reverse import hvp
+    >>> (g,), (hv,) = hvp(lambda x: np.sum(x ** 3), (np.array([1.0, 2.0]),), (np.ones(2),))
+    >>> hv
+    array([ 6., 12.])
     """
     from ._tree import flatten_like
 
@@ -1217,10 +1115,10 @@ def compute_hvp(problem: Any, tangents: Sequence[np.ndarray]) -> tuple[list[np.n
 
 def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray],
               vs: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Records scalar_fn on Tracked leaves holding `values`, replays the sweep, sweeps <g, v>."""
+    """Records scalar_fn on Tracked leaves holding ``values``, records its backward sweep on the
+    same tape, and sweeps from <g, v>."""
     tape = Tape()
     tape.python_recording = True
-    _LOGS[id(tape)] = []
     try:
         leaves = [Tracked.leaf(tape, x) for x in values]
         out = scalar_fn(leaves)
@@ -1228,19 +1126,21 @@ def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray
             return [np.zeros(x.shape) for x in leaves], [np.zeros(x.shape) for x in leaves]
         if out.size != 1:
             raise ValueError(f"f returned an array of shape {out.shape}; hvp needs a scalar")
-        log = _LOGS.pop(id(tape))
-        tape.python_recording = False  # the replay itself is not differentiated a third time
-        grads = _replay_gradient(log, out, leaves)
-        inner = [np.sum(g * v.astype(g.dtype)) for g, v in zip(grads, vs) if isinstance(g, Tracked)]
+        try:
+            entries = tape.backward_graph(out.node, np.ones(out.shape), [x.node for x in leaves])
+        except ValueError as exc:
+            raise NotImplementedError(f"order 2 (a Hessian-vector product) of this function: {exc}") from None
+        tape.python_recording = False  # what follows is swept once, not differentiated again
+        grads = [None if e is None else Tracked(e[1], tape, e[0]) for e in entries]
+        inner = [np.sum(g * v.astype(g.dtype)) for g, v in zip(grads, vs) if g is not None]
         total = inner[0] if inner else None
         for term in inner[1:]:
             total = total + term
         hv = _seed_and_read(tape, total, None, leaves)
-        first = [np.zeros(x.shape) if g is None else np.array(_value(g), dtype=np.float64)
+        first = [np.zeros(x.shape) if g is None else np.array(g.value, dtype=np.float64)
                  for g, x in zip(grads, leaves)]
         return first, [h.astype(np.float64) for h in hv]
     finally:
-        _LOGS.pop(id(tape), None)
         tape.release()
 
 _reverse.set_tracked_type(Tracked)
