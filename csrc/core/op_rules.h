@@ -241,6 +241,19 @@ GT_HD int gt_rule_second_is_zero(int op)
     }
 }
 
+/* 1 when d2y/(d argument i)(d argument j) is identically 0 for `op` (multiply's d2y/da2, a
+ * unary op's mixed one), so that a partial that moves with no other argument is a constant. */
+GT_HD int gt_rule_second_is_zero_at(int op, int i, int j)
+{
+    if (gt_rule_second_is_zero(op) || (i + j > 0 && gt_rule_arity(op) < 2))
+        return 1;
+    switch (op) {
+    case GT_OP_MULTIPLY: return i == j;
+    case GT_OP_DIVIDE: return i + j == 0;
+    default: return 0;
+    }
+}
+
 /* d2y/da2 at (a, b) with y = op(a, b). */
 GT_HD double gt_rule_second00(int op, double a, double b, double y)
 {

@@ -954,13 +954,6 @@ static int vjp_cast(gt_tape *t, node *n)
 
 /* ---------------------------------------------------------------- order 2: the VJPs of the recorded sweep's kinds */
 
-/* Element i of an elementwise operand (n == 1: a scalar broadcast), in double. */
-static double operand_at(gt_dtype dt, const gt_buf *b, size_t i)
-{
-    size_t j = b->n == 1 ? 0 : i;
-    return dt == GT_FLOAT64 ? ((const double *)b->data)[j] : (double)((const float *)b->data)[j];
-}
-
 static void store_at(gt_dtype dt, void *p, size_t i, double v)
 {
     if (dt == GT_FLOAT64)
@@ -974,29 +967,65 @@ static double load_at(gt_dtype dt, const void *p, size_t i)
     return dt == GT_FLOAT64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
 }
 
-/* P = d op / d(arg k)(a, b): abar_j += d2 op / d(arg k) d(arg j) * Pbar, through the chain rule. */
+/* out[i] = R(a[i], b[i], y[i]) for i < n, times g[i] and then h[i] by the chain rule where those
+ * are not NULL, where R is the first partial k of `op` (j < 0) or its second partial (k, j). a and
+ * b may have n == 1 (a broadcast scalar); b is unused by unary ops. Computed in double (the
+ * products in `dt`, as the first-order sweep takes them), stored in `dt`. */
+static void rule_loop(gt_dtype dt, int op, int k, int j, size_t n, const gt_buf *a, const gt_buf *b,
+                      const gt_buf *y, const void *g, const void *h, void *out)
+{
+    size_t sa = a->n == 1 ? 0 : 1, sb = b->data && b->n != 1 ? 1 : 0;
+    if (dt == GT_FLOAT64) {
+        const double *av = a->data, *bv = b->data ? b->data : av, *yv = y->data, *gv = g, *hv = h;
+        double *o = out;
+        for (size_t i = 0; i < n; i++) {
+            double r = j < 0 ? gt_rule_partial(op, k, av[i * sa], bv[i * sb], yv[i])
+                             : gt_rule_second(op, k, j, av[i * sa], bv[i * sb], yv[i]);
+            r = gv ? gt_chain_f64(r, gv[i]) : r;
+            o[i] = hv ? gt_chain_f64(r, hv[i]) : r;
+        }
+    } else {
+        const float *av = a->data, *bv = b->data ? b->data : av, *yv = y->data, *gv = g, *hv = h;
+        float *o = out;
+        for (size_t i = 0; i < n; i++) {
+            double r = j < 0 ? gt_rule_partial(op, k, av[i * sa], bv[i * sb], yv[i])
+                             : gt_rule_second(op, k, j, av[i * sa], bv[i * sb], yv[i]);
+            float q = gv ? gt_chain_f32((float)r, gv[i]) : (float)r;
+            o[i] = hv ? gt_chain_f32(q, hv[i]) : q;
+        }
+    }
+}
+
+/* P = d op / d(arg k)(a, b) * g (g: node mm[0]): gbar += d op / d(arg k) * Pbar, and
+ * abar_j += d2 op / d(arg k) d(arg j) * g * Pbar, through the chain rule. */
 static int vjp_partial(gt_tape *t, node *n)
 {
     const long *in = node_in(n);
     gt_dtype dt = (gt_dtype)n->dtype;
     int k = n->flags, op = (int)n->op->id, st = GT_OK;
-    for (int j = 0; j < n->nin && st == GT_OK; j++) {
-        if (in[j] < 0)
+    const void *g = t->nodes[n->mm[0]].val;
+    size_t bytes = (n->size ? n->size : 1) * gt_dtype_size(dt);
+    long xs[3];
+    for (int j = -1; j < n->nin; j++) {
+        long x = j < 0 ? (n->mm[1] ? n->mm[0] : -1) : in[j];
+        xs[j + 1] = x < 0 || (j >= 0 && gt_rule_second_is_zero_at(op, k, j)) ? -1 : x;
+    }
+    int last = -1;
+    for (int j = -1; j < n->nin; j++)
+        if (xs[j + 1] >= 0)
+            last = j;
+    for (int j = -1; j < n->nin && st == GT_OK; j++) {
+        if (xs[j + 1] < 0)
             continue;
-        void *c = gt_malloc((n->size ? n->size : 1) * gt_dtype_size(dt));
+        /* the last output overwrites Pbar in place (each element is read before it is written)
+         * and hands the buffer on: no fresh pages */
+        void *c = j == last ? n->adj : gt_malloc(bytes);
         if (!c)
             return GT_ENOMEM;
-        for (size_t i = 0; i < n->size; i++) {
-            double a = operand_at(dt, &n->saved[0], i);
-            double b = n->nin == 2 ? operand_at(dt, &n->saved[1], i) : 0.0;
-            double y = operand_at(dt, &n->saved[2], i);
-            double d2 = gt_rule_second(op, k, j, a, b, y);
-            if (dt == GT_FLOAT64)
-                ((double *)c)[i] = gt_chain_f64(d2, ((const double *)n->adj)[i]);
-            else
-                ((float *)c)[i] = gt_chain_f32((float)d2, ((const float *)n->adj)[i]);
-        }
-        st = acc(t, in[j], c, n->ndim, node_shape(t, n), 1);
+        rule_loop(dt, op, k, j, n->size, &n->saved[0], &n->saved[1], &n->saved[2], j < 0 ? NULL : g, n->adj, c);
+        if (j == last)
+            n->adj = NULL; /* acc takes it (and frees it on failure) */
+        st = acc(t, xs[j + 1], c, n->ndim, node_shape(t, n), 1);
     }
     return st;
 }
@@ -1198,7 +1227,7 @@ static int copy_shape(const gt_tape *t, long id, long *buf)
 static int graph_node(gt_tape *t, gt_node_kind kind, gt_dtype dt, int ndim, const long *shape, int nin,
                       const long *in, long *id)
 {
-    int live = 0;
+    int live = kind == GT_NODE_PARTIAL; /* its cotangent input is not among in[] */
     for (int k = 0; k < nin; k++)
         live |= in[k] >= 0;
     if (!live) {
@@ -1315,25 +1344,31 @@ static int g_acc(gt_tape *t, long *adjn, long x, long c)
     return g_linear(t, nd, sh, 2, xs, coef, &adjn[x]);
 }
 
-/* y = a * b elementwise for two recorded nodes of one shape (b < 0: the constant buffer w), as an
- * ELEMWISE multiply; `chain`: the value by the chain rule's product (a zero gives 0). */
-static int g_multiply(gt_tape *t, long a, long b, gt_buf w, int chain, long *id)
+/* y = a * w elementwise for a recorded node a and constant weights w of its size, as an
+ * ELEMWISE multiply (its VJP reads w; w's owner keeps it alive). */
+static int g_weight(gt_tape *t, long a, gt_buf w, long *id)
 {
     long sh[GT_TAPE_MAXDIM];
     int nd = copy_shape(t, a, sh);
-    long in[2] = {dep(t, a), b >= 0 ? dep(t, b) : -1};
+    long in[2] = {dep(t, a), -1};
     int st = graph_node(t, GT_NODE_ELEMWISE, (gt_dtype)t->nodes[a].dtype, nd, sh, 2, in, id);
     if (st != GT_OK)
         return st;
     node *y = &t->nodes[*id];
-    gt_dtype dt = (gt_dtype)y->dtype;
     y->op = &gt_op_table[GT_OP_MULTIPLY];
     y->saved[0] = val_buf(t, a);
-    y->saved[1] = b >= 0 ? val_buf(t, b) : (gt_buf){w.data, w.n, NULL};
+    y->saved[1] = (gt_buf){w.data, w.n, NULL};
     y->saved[2] = val_buf(t, *id);
-    for (size_t i = 0; i < y->size; i++) {
-        double p = load_at(dt, y->saved[0].data, i), g = load_at(dt, y->saved[1].data, i);
-        store_at(dt, y->val, i, chain ? gt_chain_f64(p, g) : p * g);
+    if (y->dtype == GT_FLOAT64) {
+        const double *p = y->saved[0].data, *q = w.data;
+        double *o = y->val;
+        for (size_t i = 0; i < y->size; i++)
+            o[i] = p[i] * q[i]; /* as the first-order sweep weights a reduction */
+    } else {
+        const float *p = y->saved[0].data, *q = w.data;
+        float *o = y->val;
+        for (size_t i = 0; i < y->size; i++)
+            o[i] = p[i] * q[i];
     }
     return GT_OK;
 }
@@ -1359,28 +1394,30 @@ static int g_elementwise(gt_tape *t, long *adjn, long id, long g)
             st = g_acc(t, adjn, x, c);
             continue;
         }
-        /* the partial itself: a node whose VJP reads the second partials, or a constant */
-        long sh[GT_TAPE_MAXDIM], in[2] = {node_in(n)[0], n->nin == 2 ? node_in(n)[1] : -1};
-        int nd = copy_shape(t, id, sh), zero2 = gt_rule_second_is_zero(op);
-        st = graph_node(t, zero2 ? GT_NODE_CONST : GT_NODE_PARTIAL, (gt_dtype)n->dtype, nd, sh,
-                        zero2 ? 0 : n->nin, in, &p);
+        /* the contribution partial * ybar as one node, whose VJP reads the partial again (for
+         * ybar) and the second partials (for a and b; none where they are identically zero) */
+        long sh[GT_TAPE_MAXDIM], in[2] = {-1, -1};
+        int nd = copy_shape(t, id, sh), live = dep(t, g) >= 0;
+        for (int j = 0; j < n->nin; j++) {
+            if (!gt_rule_second_is_zero_at(op, k, j))
+                in[j] = node_in(n)[j];
+            live |= in[j] >= 0;
+        }
+        st = graph_node(t, live ? GT_NODE_PARTIAL : GT_NODE_CONST, (gt_dtype)n->dtype, nd, sh,
+                        live ? n->nin : 0, in, &p);
         if (st != GT_OK)
             return st;
         node *pn = &t->nodes[p];
         n = &t->nodes[id];
-        gt_dtype dt = (gt_dtype)n->dtype;
         pn->op = n->op;
         pn->flags = (unsigned char)k;
+        pn->mm[0] = g;
+        pn->mm[1] = dep(t, g) >= 0;
         for (int j = 0; j < 3; j++)
-            if (!zero2)
-                pn->saved[j] = (gt_buf){n->saved[j].data, n->saved[j].n, NULL}; /* owned by n */
-        for (size_t i = 0; i < pn->size; i++) {
-            double a = operand_at(dt, &n->saved[0], i);
-            double b = n->nin == 2 ? operand_at(dt, &n->saved[1], i) : 0.0;
-            store_at(dt, pn->val, i, gt_rule_partial(op, k, a, b, operand_at(dt, &n->saved[2], i)));
-        }
-        if ((st = g_multiply(t, p, g, (gt_buf){NULL, 0, NULL}, 1, &c)) != GT_OK)
-            return st;
+            pn->saved[j] = (gt_buf){n->saved[j].data, n->saved[j].n, NULL}; /* owned by n */
+        rule_loop((gt_dtype)n->dtype, op, k, -1, pn->size, &n->saved[0], &n->saved[1], &n->saved[2],
+                  t->nodes[g].val, NULL, pn->val);
+        c = p;
         st = g_acc(t, adjn, x, c);
     }
     return st;
@@ -1419,7 +1456,7 @@ static int g_reduce(gt_tape *t, long *adjn, long id, long g)
     gt_buf w = t->nodes[id].saved[0];
     if (!w.data)
         return g_acc(t, adjn, x, b);
-    if ((st = g_multiply(t, b, -1, w, 0, &c)) != GT_OK)
+    if ((st = g_weight(t, b, w, &c)) != GT_OK)
         return st;
     return g_acc(t, adjn, x, c);
 }

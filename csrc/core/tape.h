@@ -35,7 +35,8 @@ typedef enum gt_node_kind {
     GT_NODE_CAST,       /* y = x converted to the node's dtype */
     /* Recorded only by gt_tape_backward_graph (order 2); each holds its own value: */
     GT_NODE_CONST,      /* a value that no adjoint flows through (the seed, a locally constant partial) */
-    GT_NODE_PARTIAL,    /* y = d op / d(argument k) at the ELEMWISE node's (a, b); VJP: second partials */
+    GT_NODE_PARTIAL,    /* y = d op / d(argument k) at an ELEMWISE node's (a, b), times a cotangent
+                         * node g; VJP: the partial again (to g), the second partials (to a, b) */
     GT_NODE_SCATTER,    /* y.flat[idx[j] - off] += x.flat[j] for idx[j] in [off, off + y's size) */
     GT_NODE_REVCUMSUM,  /* reversed cumulative sum along the last axis (the VJP of CUMSUM) */
     GT_NODE_MATMUL_T,   /* y[q] = op(a[q]) @ op(b[q]), op a transpose where the node's flags say */
@@ -129,9 +130,9 @@ int gt_tape_backward(gt_tape *tape, long out, const void *seed);
  * (copied). On success grads[i] is the id of the gradient node of leaves[i] (nleaves ids), or -1
  * when no gradient reaches it (it is zero); each such node holds its value (gt_tape_value).
  *
- * What is recorded for each node kind: ELEMWISE -> a PARTIAL node (its VJP reads the second
- * partials of op_rules.h; a CONST node for ops whose second partials are all zero), a multiply
- * and an accumulation; LINEAR, RESHAPE and CAST -> the same kinds; GATHER -> SCATTER (whose own
+ * What is recorded for each node kind: ELEMWISE -> per differentiated argument one PARTIAL node,
+ * the partial times the cotangent (its VJP reads the second partials of op_rules.h, and skips
+ * those that are identically zero), and an accumulation; LINEAR, RESHAPE and CAST -> the same kinds; GATHER -> SCATTER (whose own
  * VJP is a gather); REDUCE -> a broadcast times the node's weights, which are taken as locally
  * constant (they are for max/min; a caller must not record order 2 through weights that depend on
  * the input); CUMSUM -> REVCUMSUM; MATMUL -> two MATMUL_T. Accumulation is LINEAR; a contribution
