@@ -142,6 +142,22 @@ def test_prod_and_cumprod_at_zero():
               np.array([[0.5, 0.0, 1.5], [0.7, 0.2, 0.0]]))
 
 
+def test_check_gradients_order_2_at_zeros_of_prod():
+    import gradtest
+
+    f = lambda x: np.prod(x) + np.sum(np.cumprod(x[::-1]) * x)  # noqa: E731
+    report = gradtest.check_gradients(f, np.array([2.0, 0.0, 3.0, 0.5]), order=2)
+    assert report.outcomes["reverse:hvp"].status == "pass", report
+
+
+def test_zero_d_programs():
+    # a tape of 0-d nodes only (no shape storage): sum, prod and a product of scalars
+    x = np.array(0.7)
+    (g,), (hv,) = hvp(lambda x: np.sum(np.sin(x) * x) + np.prod(x) ** 3, (x,), (np.array(2.0),))
+    h = 2 * np.cos(0.7) - 0.7 * np.sin(0.7) + 6 * 0.7
+    np.testing.assert_allclose(hv, 2.0 * h, rtol=1e-13)
+
+
 def test_power_at_zero():
     v = np.array([1.0, -2.0])
     _, (hv,) = hvp(lambda x: np.sum(x ** 2), (np.zeros(2),), (v,))

@@ -1446,7 +1446,8 @@ static int g_reduce(gt_tape *t, long *adjn, long id, long g)
     long xsh[GT_TAPE_MAXDIM], ksh[GT_TAPE_MAXDIM], gsh[GT_TAPE_MAXDIM], r = g, b, c;
     long x = node_in(&t->nodes[id])[0];
     int xnd = copy_shape(t, x, xsh), gnd = copy_shape(t, g, gsh), st;
-    memcpy(ksh, t->dims + t->nodes[id].kshape_off, (size_t)xnd * sizeof *ksh);
+    if (xnd) /* a tape of 0-d nodes only has no shape arena */
+        memcpy(ksh, t->dims + t->nodes[id].kshape_off, (size_t)xnd * sizeof *ksh);
     gt_dtype dt = (gt_dtype)t->nodes[id].dtype;
     if (!same_shape(gnd, gsh, xnd, ksh) && (st = g_unary(t, GT_NODE_RESHAPE, dt, xnd, ksh, g, &r)) != GT_OK)
         return st;
