@@ -1129,7 +1129,11 @@ def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray
         try:
             entries = tape.backward_graph(out.node, np.ones(out.shape), [x.node for x in leaves])
         except ValueError as exc:
-            raise NotImplementedError(f"order 2 (a Hessian-vector product) of this function: {exc}") from None
+            raise NotImplementedError(
+                "order 2 (a Hessian-vector product) is not supported for this function: its tape "
+                "holds a node whose backward sweep cannot be recorded (one recorded for first order "
+                f"only, such as numpy.cumprod with tape.python_recording unset; {exc})"
+            ) from None
         tape.python_recording = False  # what follows is swept once, not differentiated again
         grads = [None if e is None else Tracked(e[1], tape, e[0]) for e in entries]
         inner = [np.sum(g * v.astype(g.dtype)) for g, v in zip(grads, vs) if g is not None]
