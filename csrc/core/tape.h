@@ -34,7 +34,7 @@ typedef enum gt_node_kind {
     GT_NODE_MATMUL,     /* y[b] = a[b] @ b[b], batches of (m,k) @ (k,n) through BLAS GEMM */
     GT_NODE_CAST,       /* y = x converted to the node's dtype */
     /* Recorded only by gt_tape_backward_graph (order 2); each holds its own value: */
-    GT_NODE_CONST,      /* a value that no adjoint flows through (the seed, a locally constant partial) */
+    GT_NODE_CONST,      /* a value no adjoint flows through (the seed, a VJP of constants only) */
     GT_NODE_PARTIAL,    /* y = d op / d(argument k) at an ELEMWISE node's (a, b), times a cotangent
                          * node g; VJP: the partial again (to g), the second partials (to a, b) */
     GT_NODE_SCATTER,    /* y.flat[idx[j] - off] += x.flat[j] for idx[j] in [off, off + y's size) */
@@ -132,11 +132,14 @@ int gt_tape_backward(gt_tape *tape, long out, const void *seed);
  *
  * What is recorded for each node kind: ELEMWISE -> per differentiated argument one PARTIAL node,
  * the partial times the cotangent (its VJP reads the second partials of op_rules.h, and skips
- * those that are identically zero), and an accumulation; LINEAR, RESHAPE and CAST -> the same kinds; GATHER -> SCATTER (whose own
- * VJP is a gather); REDUCE -> a broadcast times the node's weights, which are taken as locally
- * constant (they are for max/min; a caller must not record order 2 through weights that depend on
- * the input); CUMSUM -> REVCUMSUM; MATMUL -> two MATMUL_T. Accumulation is LINEAR; a contribution
- * of a broadcast shape is summed back by a REDUCE node (and expanded by a LINEAR one).
+ * those that are identically zero), and an accumulation; LINEAR, RESHAPE and CAST -> the same
+ * kinds; GATHER -> SCATTER (whose own VJP is a gather); REDUCE -> a broadcast times the node's
+ * weights, which are taken as locally constant (they are for max/min; a caller must not record
+ * order 2 through weights that depend on the input, as prod's do); CUMSUM -> REVCUMSUM;
+ * MATMUL -> two MATMUL_T. Accumulation is LINEAR; a contribution of a broadcast shape is summed
+ * back by a REDUCE node (and expanded by a LINEAR one). A recorded node none of whose inputs
+ * carries an adjoint is a CONST. The values of the recorded nodes follow the first-order sweep's
+ * arithmetic (the chain rule's zero rule included), so the gradient nodes hold its numbers.
  * CUMPROD, and nodes recorded by an earlier gt_tape_backward_graph (third order), give
  * GT_EUNSUPPORTED. Returns GT_OK, GT_EINVAL, GT_ENOMEM or GT_EUNSUPPORTED; on failure the tape is
  * as before the call. Adjoints of an earlier gt_tape_backward are left alone. Does not call back
