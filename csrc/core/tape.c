@@ -1051,17 +1051,21 @@ static int vjp_scatter(gt_tape *t, node *n)
     return acc(t, xid, c, x->ndim, node_shape(t, x), 1);
 }
 
-/* Cumulative sums along the last axis of `src` into `dst` (reverse: from the end). */
+/* Cumulative sums along the last axis of `src` into `dst` (reverse: from the end), accumulated
+ * in the dtype, as the first-order CUMSUM VJP does. */
 static void cumsum_lines(gt_dtype dt, const void *src, void *dst, size_t size, long L, int reverse)
 {
     size_t lines = L ? size / (size_t)L : 0;
     for (size_t line = 0; line < lines; line++) {
         size_t off = line * (size_t)L;
         double r = 0.0;
+        float rf = 0.0f;
         for (long s = 0; s < L; s++) {
             size_t i = off + (size_t)(reverse ? L - 1 - s : s);
-            r += load_at(dt, src, i);
-            store_at(dt, dst, i, r);
+            if (dt == GT_FLOAT64)
+                ((double *)dst)[i] = r += ((const double *)src)[i];
+            else
+                ((float *)dst)[i] = rf += ((const float *)src)[i];
         }
     }
 }

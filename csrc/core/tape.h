@@ -139,7 +139,8 @@ int gt_tape_backward(gt_tape *tape, long out, const void *seed);
  * MATMUL -> two MATMUL_T. Accumulation is LINEAR; a contribution of a broadcast shape is summed
  * back by a REDUCE node (and expanded by a LINEAR one). A recorded node none of whose inputs
  * carries an adjoint is a CONST. The values of the recorded nodes follow the first-order sweep's
- * arithmetic (the chain rule's zero rule included), so the gradient nodes hold its numbers.
+ * arithmetic (the chain rule's zero rule included), so the gradient nodes hold its numbers up to
+ * the order of summation where a broadcast contribution meets an earlier one.
  * CUMPROD, and nodes recorded by an earlier gt_tape_backward_graph (third order), give
  * GT_EUNSUPPORTED. Returns GT_OK, GT_EINVAL, GT_ENOMEM or GT_EUNSUPPORTED; on failure the tape is
  * as before the call. Adjoints of an earlier gt_tape_backward are left alone. Does not call back
