@@ -16,6 +16,7 @@ import math
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -193,7 +194,7 @@ def test_broadcast_vjp_then_unbroadcast_matches_the_reverse_engine(emu: cuda.Dev
         assert emu.ew_vjp(None, F64, OP_ID[name], k, n, lay, ptr(a), ptr(b), ptr(y), ptr(u), ptr(full), 0) == 0
         g = np.full(operand.shape, np.nan)
         reduce_lay = layout(out_shape, operand.shape)
-        assert emu.unbroadcast(None, F64, n, operand.size, reduce_lay, ptr(full), ptr(g), 0) == 0
+        assert emu.unbroadcast(None, F64, n, operand.size, reduce_lay, ptr(full), ptr(g), 0, None, 0) == 0
         # the device sums each output in row-major order; NumPy's pairwise sum may round differently
         np.testing.assert_allclose(g, expected[k], rtol=1e-14, atol=0)
         # bit for bit against the same sum in the same order
@@ -212,14 +213,64 @@ def test_unbroadcast_to_a_scalar_and_float32(emu: cuda.DeviceLibrary) -> None:
     src = rng.standard_normal((6, 7)).astype(np.float32)
     out = np.zeros((), np.float32)
     lay = layout(src.shape, ())
-    assert emu.unbroadcast(None, F32, src.size, 1, lay, ptr(src), ptr(out), 0) == 0
+    assert emu.unbroadcast(None, F32, src.size, 1, lay, ptr(src), ptr(out), 0, None, 0) == 0
     seq = np.float32(0)
     for v in src.reshape(-1):
         seq = np.float32(seq + v)
     assert out == seq
     # accumulate
-    assert emu.unbroadcast(None, F32, src.size, 1, lay, ptr(src), ptr(out), 1) == 0
+    assert emu.unbroadcast(None, F32, src.size, 1, lay, ptr(src), ptr(out), 1, None, 0) == 0
     assert out == np.float32(seq + seq)
+
+
+def block_sum(values: np.ndarray, threads: int = 256) -> np.floating:
+    """The block reduction's order: thread t sums values[t::threads] in order, then a binary tree."""
+    zero = values.dtype.type(0)
+    partial = [zero] * threads
+    for t in range(threads):
+        acc = zero
+        for v in values[t::threads]:
+            acc = values.dtype.type(acc + v)
+        partial[t] = acc
+    s = threads // 2
+    while s:
+        for t in range(s):
+            partial[t] = values.dtype.type(partial[t] + partial[t + s])
+        s //= 2
+    return partial[0]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_block_reductions_follow_the_device_order(emu: cuda.DeviceLibrary, dtype: Any) -> None:
+    code = F64 if dtype == np.float64 else F32
+    rng = np.random.default_rng(12)
+    # one block per output (64 <= elements per output < 16384): bit for bit the block order
+    src = rng.standard_normal((3, 1000)).astype(dtype)
+    out = np.full(3, np.nan, dtype)
+    assert emu.unbroadcast(None, code, src.size, 3, layout(src.shape, (3, 1)), ptr(src), ptr(out), 0, None, 0) == 0
+    assert np.array_equal(out, [block_sum(row) for row in src])
+    # a reduced leading axis: the sums run down the columns
+    col = np.full(1000, np.nan, dtype)
+    assert emu.unbroadcast(None, code, src.size, 1000, layout(src.shape, (1000,)), ptr(src), ptr(col), 0, None,
+                           0) == 0
+    assert np.array_equal(col, (src[0] + src[1]) + src[2])  # 3 per output: one thread each, in order
+    # several blocks per output, through scratch: chunks of 8192, then the chunks' sums
+    big = rng.standard_normal(100_000).astype(dtype)
+    scratch = np.full(64, np.nan, dtype)
+    total = np.zeros(1, dtype)
+    lay = layout(big.shape, ())
+    assert emu.unbroadcast(None, code, big.size, 1, lay, ptr(big), ptr(total), 0, ptr(scratch), scratch.size) == 0
+    chunks = 100_000 // 8192  # 12
+    per = -(-100_000 // chunks)
+    parts = np.array([block_sum(big[c * per:(c + 1) * per]) for c in range(chunks)], dtype)
+    assert np.array_equal(scratch[:chunks], parts)
+    assert total[0] == block_sum(parts)
+    rtol = 1e-12 if dtype == np.float64 else 1e-4
+    np.testing.assert_allclose(total[0], math.fsum(big.astype(float)), rtol=rtol)
+    # accumulate, and no scratch: one block
+    one = np.ones(1, dtype)
+    assert emu.unbroadcast(None, code, big.size, 1, lay, ptr(big), ptr(one), 1, None, 0) == 0
+    assert one[0] == dtype(1) + block_sum(big)
 
 
 def test_gather_and_scatter_add(emu: cuda.DeviceLibrary) -> None:

@@ -105,6 +105,19 @@ def test_matches_the_cpu_reverse_engine_bit_for_bit_on_exact_ops(backend: str) -
         assert np.array_equal(d, c)
 
 
+def test_large_sums_take_the_block_reductions(backend: str) -> None:
+    # 40000 elements per sum: the two-launch reduction with scratch (forward) and, for the
+    # column sums, one block per output
+    x = rng().uniform(0.2, 1.2, (200, 200))
+
+    def f(x: Any) -> Any:
+        return np.sum(np.sin(x)) * np.sum(x) + np.sum(np.sum(x * x, axis=0) ** 2)
+
+    (dev,) = gradtest.gradient(f, x, backend=backend)
+    (cpu,) = gradtest.gradient(f, x, backend="reverse")
+    np.testing.assert_allclose(dev, cpu, rtol=1e-12)
+
+
 def test_the_sweep_makes_no_host_round_trip(emu: cuda.DeviceLibrary) -> None:
     memory = CountingMemory(emu)
     x = memory.upload(rng().uniform(0.2, 1.2, (4, 5)))

@@ -69,11 +69,15 @@ GTD_API int gtd_ew_vjp(void *stream, int dtype, int op, int k, size_t n, const g
 
 /* Sums src (contiguous, lay->shape, n elements) back to an operand's shape: dst has m elements
  * and receives, for each of its elements j, the sum of the src elements whose lay->sa offset
- * is j (lay->sa: the operand's contiguous strides, 0 on broadcast dimensions). Each dst element
- * is summed by one thread in row-major order, so the result is deterministic (no atomics).
- * accumulate != 0 adds into dst. */
+ * is j (lay->sa: the operand's contiguous strides, 0 on broadcast dimensions); a full sum is
+ * m = 1. The order of the additions is fixed, so the result is deterministic (no atomics):
+ * under 64 source elements per output, one thread per output sums them in row-major order;
+ * from 64 on, a block of 256 threads per output, each thread a strided sequential sum, then a
+ * binary tree; from 16384 on, when scratch is given (device memory of scratch_len elements of
+ * dtype, caller-owned, >= m * 2 to be used), the same over up to scratch_len / m chunks of 8192
+ * per output, in two launches. accumulate != 0 adds into dst. */
 GTD_API int gtd_unbroadcast(void *stream, int dtype, size_t n, size_t m, const gtd_layout *lay,
-                            const void *src, void *dst, int accumulate);
+                            const void *src, void *dst, int accumulate, void *scratch, size_t scratch_len);
 
 /* dst[i] = src[idx[i]], i < n; idx: device array of n int64 indices, each valid for src. */
 GTD_API int gtd_gather(void *stream, int dtype, size_t n, const long long *idx, const void *src,

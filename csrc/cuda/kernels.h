@@ -8,6 +8,8 @@
 #ifndef GT_KERNELS_H
 #define GT_KERNELS_H
 
+#include <string.h>
+
 #include "gt_device.h"
 
 #ifdef __CUDACC__
@@ -27,6 +29,18 @@
         kernel<<<GTD_BLOCKS(n), GTD_THREADS, 0, (cudaStream_t)(stream)>>>(__VA_ARGS__); \
         return (int)cudaGetLastError(); \
     } while (0)
+/* block-cooperative kernels: a loop over the work items of whole blocks, a loop that each thread
+ * of the block runs once, a barrier, and the block's shared scratch */
+#define GTD_BLOCKS_LOOP(b, count) for (size_t b = blockIdx.x; b < (size_t)(count); b += gridDim.x)
+#define GTD_THREADS_LOOP(t) for (unsigned t = threadIdx.x, t##_once = 1; t##_once; t##_once = 0)
+#define GTD_SYNC() __syncthreads()
+#define GTD_SHARED __shared__
+#define GTD_RUN_BLOCKS(status, kernel, count, stream, ...) \
+    do { \
+        kernel<<<(unsigned)((count) < 65535 ? (count) : 65535), GTD_BLOCK_THREADS, 0, \
+                 (cudaStream_t)(stream)>>>(__VA_ARGS__); \
+        status = (int)cudaGetLastError(); \
+    } while (0)
 #else
 #define GTD_KERNEL static void
 #define GTD_LOOP(i, n) for (size_t i = 0; i < (size_t)(n); i++)
@@ -40,7 +54,22 @@
         kernel(__VA_ARGS__); \
         return 0; \
     } while (0)
+/* the block's threads run one after the other, each phase to its end before the next, which
+ * is what the barrier guarantees on the device: the same sums in the same order */
+#define GTD_BLOCKS_LOOP(b, count) for (size_t b = 0; b < (size_t)(count); b++)
+#define GTD_THREADS_LOOP(t) for (unsigned t = 0; t < GTD_BLOCK_THREADS; t++)
+#define GTD_SYNC() ((void)0)
+#define GTD_SHARED
+#define GTD_RUN_BLOCKS(status, kernel, count, stream, ...) \
+    do { \
+        (void)(stream); \
+        kernel(__VA_ARGS__); \
+        status = 0; \
+    } while (0)
 #endif
+
+/* threads per block of the block-cooperative reductions (a power of two) */
+#define GTD_BLOCK_THREADS 256
 
 /* element i of a buffer of `dtype`, as double */
 GT_HD double gtd_load(const void *p, int dtype, long long i)
@@ -107,42 +136,55 @@ GTD_KERNEL gtk_ew_vjp(int dtype, int op, int k, size_t n, gtd_layout lay, const 
     }
 }
 
-/* One thread per destination element j: the source elements mapping to j are those whose
- * multi-index agrees with j's on the kept dimensions (sa != 0 or extent 1), with every value on
- * the reduced ones (sa == 0 and extent > 1), visited in row-major order. */
+/* The source elements that sum into destination element j are those whose multi-index agrees
+ * with j's on the kept dimensions (sa != 0 or extent 1) and takes every value on the reduced
+ * ones (sa == 0 and extent > 1). gtd_kept writes j's kept coordinates (-1 on reduced dims) and
+ * returns how many source elements map to j; gtd_reduced_offset is the offset, in the source,
+ * of the r-th of them in row-major order. */
+GT_HD long long gtd_kept(const gtd_layout *lay, size_t j, long long *kept)
+{
+    long long count = 1, rest = (long long)j;
+    for (int d = lay->ndim - 1; d >= 0; d--) {
+        if (lay->sa[d] == 0 && lay->shape[d] > 1) {
+            kept[d] = -1;
+            count *= lay->shape[d];
+        } else {
+            kept[d] = rest % lay->shape[d];
+            rest /= lay->shape[d];
+        }
+    }
+    return count;
+}
+
+GT_HD long long gtd_reduced_offset(const gtd_layout *lay, const long long *kept, long long r)
+{
+    long long off = 0, stride = 1;
+    for (int d = lay->ndim - 1; d >= 0; d--) {
+        long long coord = kept[d];
+        if (coord < 0) {
+            coord = r % lay->shape[d];
+            r /= lay->shape[d];
+        }
+        off += coord * stride;
+        stride *= lay->shape[d];
+    }
+    return off;
+}
+
+/* One thread per destination element, summing in row-major order: for few source elements per
+ * output (bit for bit a sequential sum). */
 GTD_KERNEL gtk_unbroadcast(int dtype, size_t n, size_t m, gtd_layout lay, const void *src, void *dst,
                            int accumulate)
 {
     (void)n;
     GTD_LOOP(j, m) {
-        /* the kept coordinates of j: walk the dims from the last, peeling j by the operand's
-         * extents (1 where reduced) */
-        long long kept[GTD_MAXDIM], reduced_count = 1, rest = (long long)j;
-        for (int d = lay.ndim - 1; d >= 0; d--) {
-            if (lay.sa[d] == 0 && lay.shape[d] > 1) {
-                kept[d] = -1;
-                reduced_count *= lay.shape[d];
-            } else {
-                kept[d] = rest % lay.shape[d];
-                rest /= lay.shape[d];
-            }
-        }
+        long long kept[GTD_MAXDIM];
+        long long count = gtd_kept(&lay, j, kept);
         /* the sum, in double for float64 and in float for float32 (as the CPU's sum of float32) */
         double acc64 = 0.0;
         float acc32 = 0.0f;
-        for (long long r = 0; r < reduced_count; r++) {
-            long long rr = r, off = 0, stride = 1;
-            for (int d = lay.ndim - 1; d >= 0; d--) {
-                long long coord;
-                if (kept[d] < 0) {
-                    coord = rr % lay.shape[d];
-                    rr /= lay.shape[d];
-                } else {
-                    coord = kept[d];
-                }
-                off += coord * stride;
-                stride *= lay.shape[d];
-            }
+        for (long long r = 0; r < count; r++) {
+            long long off = gtd_reduced_offset(&lay, kept, r);
             if (dtype == GT_DEVICE_F64)
                 acc64 += ((const double *)src)[off];
             else
@@ -155,6 +197,60 @@ GTD_KERNEL gtk_unbroadcast(int dtype, size_t n, size_t m, gtd_layout lay, const 
             float *dp = (float *)dst;
             dp[j] = accumulate ? dp[j] + acc32 : acc32;
         }
+    }
+}
+
+/* One block per (destination element j, chunk c): thread t sums the chunk's elements t, t + T,
+ * ... (T = GTD_BLOCK_THREADS) in order, then the block adds its T partial sums as a binary tree
+ * (t += t + s for s = T/2, T/4, ..., 1). Work item b = j * chunks + c writes dst[b]: with one
+ * chunk that is the destination itself (accumulate applies); with several, a scratch row that a
+ * second launch reduces. The order is fixed, so the result is deterministic, and the emulation
+ * computes exactly the device's sums. */
+GTD_KERNEL gtk_reduce_blocks(int dtype, size_t m, size_t chunks, long long per_chunk, gtd_layout lay,
+                             const void *src, void *dst, int accumulate)
+{
+    GTD_SHARED double p64[GTD_BLOCK_THREADS];
+    GTD_SHARED float p32[GTD_BLOCK_THREADS];
+    GTD_BLOCKS_LOOP(b, m * chunks) {
+        size_t j = b / chunks, c = b % chunks;
+        long long kept[GTD_MAXDIM];
+        long long count = gtd_kept(&lay, j, kept);
+        long long r0 = (long long)c * per_chunk, r1 = r0 + per_chunk < count ? r0 + per_chunk : count;
+        GTD_THREADS_LOOP(t) {
+            double a64 = 0.0;
+            float a32 = 0.0f;
+            for (long long r = r0 + (long long)t; r < r1; r += GTD_BLOCK_THREADS) {
+                long long off = gtd_reduced_offset(&lay, kept, r);
+                if (dtype == GT_DEVICE_F64)
+                    a64 += ((const double *)src)[off];
+                else
+                    a32 += ((const float *)src)[off];
+            }
+            p64[t] = a64;
+            p32[t] = a32;
+        }
+        GTD_SYNC();
+        for (unsigned s = GTD_BLOCK_THREADS / 2; s > 0; s >>= 1) {
+            GTD_THREADS_LOOP(t) {
+                if (t < s) {
+                    p64[t] += p64[t + s];
+                    p32[t] += p32[t + s];
+                }
+            }
+            GTD_SYNC();
+        }
+        GTD_THREADS_LOOP(t) {
+            if (t == 0) {
+                if (dtype == GT_DEVICE_F64) {
+                    double *dp = (double *)dst;
+                    dp[b] = accumulate ? dp[b] + p64[0] : p64[0];
+                } else {
+                    float *dp = (float *)dst;
+                    dp[b] = accumulate ? dp[b] + p32[0] : p32[0];
+                }
+            }
+        }
+        GTD_SYNC(); /* the next work item reuses the partial sums */
     }
 }
 
@@ -234,6 +330,12 @@ GTD_KERNEL gtk_fd_points(int dtype, size_t count, size_t n, const void *x0, cons
 
 /* ---- launchers ---- */
 
+/* below this many source elements per output, one thread per output sums them; from it on, a
+ * block cooperates on each output, and from 2 * GTD_REDUCE_CHUNK on, given scratch, several
+ * blocks do (two launches) */
+#define GTD_REDUCE_BLOCK_MIN 64
+#define GTD_REDUCE_CHUNK 8192
+
 static int gtd_bad_dtype(int dtype) { return dtype != GT_DEVICE_F64 && dtype != GT_DEVICE_F32; }
 
 GTD_API int gtd_ew_value(void *stream, int dtype, int op, size_t n, const gtd_layout *lay,
@@ -255,11 +357,37 @@ GTD_API int gtd_ew_vjp(void *stream, int dtype, int op, int k, size_t n, const g
 }
 
 GTD_API int gtd_unbroadcast(void *stream, int dtype, size_t n, size_t m, const gtd_layout *lay,
-                            const void *src, void *dst, int accumulate)
+                            const void *src, void *dst, int accumulate, void *scratch, size_t scratch_len)
 {
     if (gtd_bad_dtype(dtype) || !lay || lay->ndim < 0 || lay->ndim > GTD_MAXDIM)
         return -1;
-    GTD_LAUNCH(gtk_unbroadcast, m, stream, dtype, n, m, *lay, src, dst, accumulate);
+    if (m == 0 || n == 0)
+        return m == 0 ? 0 : gtd_fill(stream, dtype, accumulate ? 0 : m, 0.0, dst);
+    size_t per = n / m;
+    if (per < GTD_REDUCE_BLOCK_MIN)
+        GTD_LAUNCH(gtk_unbroadcast, m, stream, dtype, n, m, *lay, src, dst, accumulate);
+    size_t chunks = scratch && per >= 2 * GTD_REDUCE_CHUNK ? per / GTD_REDUCE_CHUNK : 1;
+    if (chunks > scratch_len / m)
+        chunks = scratch_len / m;
+    int st;
+    if (chunks <= 1) {
+        GTD_RUN_BLOCKS(st, gtk_reduce_blocks, m, stream, dtype, m, 1, (long long)per, *lay, src, dst, accumulate);
+        return st;
+    }
+    long long per_chunk = (long long)((per + chunks - 1) / chunks);
+    GTD_RUN_BLOCKS(st, gtk_reduce_blocks, m * chunks, stream, dtype, m, chunks, per_chunk, *lay, src, scratch, 0);
+    if (st)
+        return st;
+    /* the scratch is (m, chunks), row j the partial sums of output j */
+    gtd_layout rows;
+    memset(&rows, 0, sizeof rows);
+    rows.ndim = 2;
+    rows.shape[0] = (long long)m;
+    rows.shape[1] = (long long)chunks;
+    rows.sa[0] = 1;
+    rows.sa[1] = 0;
+    GTD_RUN_BLOCKS(st, gtk_reduce_blocks, m, stream, dtype, m, 1, (long long)chunks, rows, scratch, dst, accumulate);
+    return st;
 }
 
 GTD_API int gtd_gather(void *stream, int dtype, size_t n, const long long *idx, const void *src, void *dst)

@@ -62,7 +62,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "gtd_ew_value": (_int, [_vp, _int, _int, _size_t, ctypes.POINTER(Layout), _vp, _vp, _vp]),
     "gtd_ew_vjp": (_int, [_vp, _int, _int, _int, _size_t, ctypes.POINTER(Layout), _vp, _vp, _vp, _vp, _vp,
                           _int]),
-    "gtd_unbroadcast": (_int, [_vp, _int, _size_t, _size_t, ctypes.POINTER(Layout), _vp, _vp, _int]),
+    "gtd_unbroadcast": (_int, [_vp, _int, _size_t, _size_t, ctypes.POINTER(Layout), _vp, _vp, _int, _vp, _size_t]),
     "gtd_gather": (_int, [_vp, _int, _size_t, _vp, _vp, _vp]),
     "gtd_scatter_add": (_int, [_vp, _int, _size_t, _vp, _vp, _vp]),
     "gtd_cumsum": (_int, [_vp, _int, _size_t, _size_t, _size_t, _vp, _vp, _int, _int]),

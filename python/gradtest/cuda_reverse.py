@@ -32,6 +32,7 @@ from ._arraylike import ArrayLike
 from .backends import register_backend
 
 F64, F32 = 0, 1
+REDUCE_CHUNK = 8192  # source elements per block-chunk of gtd_unbroadcast (kernels.h)
 # the op table's ids and arities, by ufunc name, as the C core reports them (op_rules.h)
 _TABLE = _core.op_table()
 OP_ID = {entry["name"]: i for i, entry in enumerate(_TABLE)}
@@ -210,12 +211,25 @@ class DeviceTape:
         self.shapes: list[tuple[int, ...]] = []
         self.grads: dict[int, Any] = {}
         self.launches = 0
+        # scratch buffers of launches in flight, kept alive with the tape
+        self.keep: list[Any] = []
 
     def launch(self, name: str, *args: Any) -> None:
         """Calls the launcher gtd_<name> on the current stream; raises DeviceError on a failure."""
         code = getattr(self.lib, name)(self.memory.stream(), self.code, *args)
         self.launches += 1
         self.lib.check(code, f"gtd_{name}")
+
+    def reduce(self, n: int, m: int, lay: cuda.Layout, src: Any, dst: Any, accumulate: int) -> None:
+        """dst (m elements) (+)= src (n) summed as lay says (gtd_unbroadcast), with scratch for
+        the two-launch reduction when each output sums many elements."""
+        per = n // m if m else 0
+        chunks = min(per // REDUCE_CHUNK, 4096) if per >= 2 * REDUCE_CHUNK else 0
+        scratch = self.memory.empty((m * chunks,), self.dtype) if chunks else None
+        if scratch is not None:
+            self.keep.append(scratch)
+        self.launch("unbroadcast", n, m, lay, self.memory.ptr(src), self.memory.ptr(dst), accumulate,
+                    None if scratch is None else self.memory.ptr(scratch), m * chunks)
 
     def node(self, value: Any, vjp: Callable[[Any], None] | None) -> DeviceTracked:
         self.vjps.append(vjp)
@@ -297,8 +311,7 @@ def _elementwise(tape: DeviceTape, name: str, inputs: Sequence[Any]) -> DeviceTr
             else:
                 full = m.empty(out_shape, tape.dtype)
                 tape.launch("ew_vjp", op, k, n, lay, pa, pb, m.ptr(y), m.ptr(gy), m.ptr(full), 0)
-                tape.launch("unbroadcast", n, _size(shapes[k]), layout(out_shape, shapes[k]), m.ptr(full),
-                            m.ptr(g), 1)
+                tape.reduce(n, _size(shapes[k]), layout(out_shape, shapes[k]), full, g, 1)
 
     return tape.node(y, vjp)
 
@@ -317,7 +330,7 @@ def _sum(tape: DeviceTape, x: DeviceTracked, axis: Any = None, keepdims: bool = 
     final = kept if keepdims else tuple(s for d, s in enumerate(x.shape) if d not in axes)
     n, k = x.size, _size(kept)
     y = m.empty(kept, tape.dtype)
-    tape.launch("unbroadcast", n, k, layout(x.shape, kept), m.ptr(x.value), m.ptr(y), 0)
+    tape.reduce(n, k, layout(x.shape, kept), x.value, y, 0)
     y = m.reshape(y, final)
 
     def vjp(gy: Any) -> None:
@@ -609,11 +622,12 @@ def _device_leaf_memory(problem: Any, index: int) -> Memory:
 
 
 def _applies(problem: Any) -> bool:
-    """Every differentiated leaf was a device array (CuPy, PyTorch CUDA) and the device path is
-    available."""
+    """By default: every differentiated leaf is a CuPy array and the device path is available.
+    PyTorch CUDA tensors are usually given to torch code, which the device tape cannot run, so
+    for them the backend runs when named in backends=."""
     adapters = problem.flat.adapters
-    on_device = [getattr(adapters.get(i), "device", None) is not None for i in problem.flat.differentiable]
-    return bool(on_device) and all(on_device) and cuda.available()
+    kinds = [getattr(adapters.get(i), "framework", None) for i in problem.flat.differentiable]
+    return bool(kinds) and all(kind == "cupy" for kind in kinds) and cuda.available()
 
 
 register_backend(
@@ -622,6 +636,6 @@ register_backend(
     applies=_applies,
     default=True,
     description="reverse mode on the device: the NumPy code recorded on a device tape and swept by "
-                "gradtest's CUDA kernels",
+                "gradtest's CUDA kernels; by default on CuPy arrays, by name on PyTorch CUDA tensors",
     array_types=("cupy", "torch"),
 )
