@@ -8,6 +8,8 @@ launches, the absence of host round trips in the sweep, the refusals) where ther
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -180,6 +182,51 @@ def test_cuda_reverse_is_registered_and_needs_device_leaves() -> None:
     report = gradtest.check_gradients(lambda x: np.sum(x ** 2), rng().uniform(0.2, 1.2, 5))
     assert report.passed and "cuda_reverse" not in report.outcomes
     assert "cuda_reverse (it runs f on CuPy arrays or torch tensors" in " ".join(report.notes)
+
+
+class _FakeCupyArray:
+    """Just enough of a CuPy array for gradtest's leaf handling (its type's module is "cupy")."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self._data = np.array(data)
+        self.dtype = self._data.dtype
+        self.shape = self._data.shape
+        self.device = types.SimpleNamespace(id=0)
+
+
+_FakeCupyArray.__module__ = "cupy"
+
+
+def test_cupy_leaves_reach_the_device_tape(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hooks: a CuPy leaf is differentiated (its host copy is the ground truth's), the CPU
+    backends do not run on it, and the device tape gets it."""
+    fake = types.ModuleType("cupy")
+    fake.ndarray = _FakeCupyArray
+    fake.asnumpy = lambda a: np.array(a._data, copy=True)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    from gradtest._tree import flatten_args
+
+    leaf = _FakeCupyArray(rng().uniform(0.2, 1.2, 8))
+    flat = flatten_args((leaf, 2.0))
+    assert flat.differentiable == [0]
+    assert flat.adapters[0].framework == "cupy" and flat.adapters[0].device == 0
+    assert isinstance(flat.leaves[0], np.ndarray) and np.array_equal(flat.leaves[0], leaf._data)
+
+    def f(x: Any, c: float) -> Any:
+        return np.sum(np.sin(x) * c)
+
+    report = gradtest.check_gradients(f, leaf, 2.0, backends=[backend])
+    assert report.passed, report
+    if cuda.available():  # a GPU machine (the fake CuPy array is not device memory): stop here
+        return
+    # no GPU: no backend runs on a CuPy array by default, and the check says so
+    from gradtest._check import NoBackendWarning
+
+    with pytest.warns(NoBackendWarning, match="no backend left to test"):
+        default = gradtest.check_gradients(f, leaf, 2.0)
+    notes = " ".join(default.notes)
+    assert "forward, reverse" in notes and "(it runs f on NumPy arrays and args[0] is a CuPy array)" in notes
+    assert "cuda_reverse (not applicable" in notes
 
 
 def test_emulated_library_path_exists(emu: cuda.DeviceLibrary) -> None:
