@@ -7,8 +7,9 @@ comes from the ``scipy-openblas32`` wheel (a build and runtime dependency, as fo
 The CUDA kernels (``csrc/cuda/``) are built into a separate shared library,
 ``gradtest/libgradtest_cuda.so``, loaded with ctypes by ``gradtest.cuda`` only when asked for, so
 the package imports and every CPU feature works with no GPU, no driver and no toolkit.
-``GRADTEST_CUDA=auto`` (the default) builds it when nvcc is found, ``1`` requires nvcc (and fails
-loudly without it), ``0`` skips it. It targets sm_80 and sm_90 and embeds compute_90 PTX, which
+``GRADTEST_CUDA=auto`` (the default) builds it when nvcc is found (and warns, and goes on without
+it, if that build fails), ``1`` requires nvcc and a successful build (and fails loudly
+otherwise), ``0`` skips it. It targets sm_80 and sm_90 and embeds compute_90 PTX, which
 the driver compiles for newer GPUs. The CUDA runtime comes from the toolkit that built it, linked
 statically (nvcc's default), so at run time only the NVIDIA driver is needed; cuBLAS is reached
 through the caller's array library (CuPy or PyTorch, which ship it), so gradtest links no CUDA
@@ -168,7 +169,16 @@ class BuildExt(build_ext):
             return
         out_dir = Path("python/gradtest") if self.inplace else Path(self.build_lib) / "gradtest"
         cc = os.environ.get("CC") or "cc"
-        lib = build_cuda_library(out_dir, Path(self.build_temp) / "cuda", cc)
+        try:
+            lib = build_cuda_library(out_dir, Path(self.build_temp) / "cuda", cc)
+        except (subprocess.CalledProcessError, OSError) as exc:
+            if mode == "1":
+                raise SystemExit(f"GRADTEST_CUDA=1: building the CUDA library failed: {exc}") from None
+            # auto: the package works without it (gradtest.cuda.unavailable_reason() says so);
+            # CI builds with nvcc and checks that the library exists
+            print(f"gradtest: WARNING: the CUDA library failed to build ({exc}); continuing without it "
+                  "(GRADTEST_CUDA=1 makes this an error, GRADTEST_CUDA=0 skips it)")
+            return
         print(f"gradtest: built {lib}")
 
 

@@ -25,7 +25,7 @@ import gradtest
 from gradtest import _core, cuda
 from gradtest.ckernel import KernelError
 
-from _cbuild import CORE, INCLUDE, PROGRAMS, ROOT, compiler
+from _cbuild import CORE, INCLUDE, PROGRAMS, ROOT, compiler, core_sources, run_c_tests
 
 CUDA_SRC = ROOT / "csrc" / "cuda"
 FLAGS = ["-std=c11", "-O2", "-g", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", "-fvisibility=hidden"]
@@ -432,6 +432,14 @@ def test_cuda_kernel_arguments(emu: cuda.DeviceLibrary, kernels: Path) -> None:
         k.finite_differences([1.0, 2.0])
     assert k.batch_size(10) == 20 and k.batch_size(10**8) == 1
     assert "CPU emulation" in repr(k)
+
+
+def test_the_batched_fd_driver_under_the_sanitizers(tmp_path: Path) -> None:
+    """fd_batch.c over the emulation: results, every allocation failing in turn, a failing
+    kernel and bad arguments, under AddressSanitizer (leaks) and UBSan where available."""
+    out = run_c_tests("test_fd_batch.c", [CUDA_SRC / "emulation.c", CUDA_SRC / "fd_batch.c",
+                                          *core_sources("fd", "gt_common")], tmp_path)
+    assert "test_fd_batch:" in out
 
 
 def test_cuda_sources_compile_with_nvcc(tmp_path: Path) -> None:
