@@ -140,7 +140,10 @@ def build_cuda_library(out_dir: Path, temp_dir: Path, cc: str) -> Path:
     warn = [f for f in strict if f.startswith("-W")]
     objects = []
     cu_obj = temp_dir / "gt_cuda.o"
-    subprocess.check_call([nvcc, "-O3", "-std=c++17", *CUDA_ARCHS, f"-I{CORE}", f"-I{CUDA}",
+    # --fmad=false: no fused multiply-adds, so the device evaluates op_rules.h's expressions with
+    # the same roundings as the C build (C11 mode contracts nothing either); the kernels are
+    # memory bound, so this costs little
+    subprocess.check_call([nvcc, "-O3", "-std=c++17", "--fmad=false", *CUDA_ARCHS, f"-I{CORE}", f"-I{CUDA}",
                            "-Xcompiler", ",".join(["-fPIC", "-fvisibility=hidden", *warn]),
                            "-c", f"{CUDA}/gt_cuda.cu", "-o", str(cu_obj)])
     objects.append(cu_obj)

@@ -273,6 +273,18 @@ def test_block_reductions_follow_the_device_order(emu: cuda.DeviceLibrary, dtype
     assert one[0] == dtype(1) + block_sum(big)
 
 
+def test_batched_dot_in_the_block_order(emu: cuda.DeviceLibrary) -> None:
+    rng = np.random.default_rng(14)
+    y = rng.standard_normal((5, 700))
+    u = rng.standard_normal(700)
+    out = np.full(5, np.nan)
+    assert emu.batched_dot(None, F64, 5, 700, ptr(y), ptr(u), ptr(out)) == 0
+    assert np.array_equal(out, [block_sum(u * row) for row in y])
+    y32, out32 = y.astype(np.float32), np.empty(5)
+    assert emu.batched_dot(None, F32, 5, 700, ptr(y32), ptr(u), ptr(out32)) == 0
+    assert np.array_equal(out32, [block_sum(u * row.astype(np.float64)) for row in y32])
+
+
 def test_gather_and_scatter_add(emu: cuda.DeviceLibrary) -> None:
     rng = np.random.default_rng(5)
     src = rng.standard_normal(50)
@@ -401,6 +413,34 @@ def test_a_wrong_device_gradient_is_caught_and_named(emu: cuda.DeviceLibrary, ke
     assert np.all(np.isnan(lazy.gradient(x)))  # unwritten elements show as NaN, never as 0
     with pytest.raises(AssertionError):
         gradtest.test_gradients(lazy, x)
+
+
+def test_a_vector_kernel_and_its_vjp(emu: cuda.DeviceLibrary, kernels: Path) -> None:
+    x = np.random.default_rng(13).uniform(-1.0, 1.5, 30)
+    good = cuda.CudaKernel(f"{kernels}:wave_f64", vjp="wave_vjp_f64", n_out=lambda n: n, library=emu, batch=16)
+    assert good.__gradtest_backends__ == ("user_vjp",)
+    y = good(x)
+    assert y.shape == (30,) and np.allclose(y, np.sin(x) * np.roll(x, -1))
+    # the ground truth of <u, f>, u the CKernel's cotangent: the same rules as the C-kernel check
+    # (the dot of the outputs is summed in the device's block order, so not bit for bit)
+    got = good.finite_differences(x)
+    assert np.array_equal(good.cotangent(30), gradtest.CKernel(f"{kernels}:wave_cpu_f64", n_out=30).cotangent(30))
+    cpu = gradtest.CKernel(f"{kernels}:wave_cpu_f64", n_out=30).run_stage("function", x, isolate=False)
+    assert np.all(np.abs(got["gradient"] - cpu.gradient) <= got["errors"] + cpu.errors + 1e-14)
+    report = gradtest.check_gradients(good, x)
+    assert report.passed, report
+    assert "cotangent" in str(report)
+    bad = cuda.CudaKernel(f"{kernels}:wave_f64", vjp="wave_vjp_wrong_f64", n_out=30, library=emu)
+    with pytest.raises(AssertionError, match=r"\[0\]"):
+        gradtest.test_gradients(bad, x)
+    with pytest.raises(ValueError, match="vector functions"):
+        cuda.CudaKernel(f"{kernels}:wave_f64", vjp="wave_vjp_f64", library=emu)
+    with pytest.raises(ValueError, match="scalar functions"):
+        cuda.CudaKernel(f"{kernels}:wave_f64", gradient="rosen_grad_f64", n_out=30, library=emu)
+    with pytest.raises(ValueError, match="u: expected 30"):
+        good.vjp(x, np.ones(3))
+    with pytest.raises(KernelError, match="stage 'vjp'"):  # the kernel refuses m != n
+        cuda.CudaKernel(f"{kernels}:wave_f64", vjp="wave_vjp_f64", n_out=29, library=emu).vjp(x)
 
 
 def test_a_failing_device_kernel_reports_the_cuda_error(emu: cuda.DeviceLibrary, kernels: Path) -> None:

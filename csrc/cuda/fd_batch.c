@@ -10,7 +10,9 @@
 #include "gt_common.h"
 
 typedef int (*scalar_fn)(void *ctx, void *stream, size_t count, size_t n, const void *x, void *f);
+typedef int (*vector_fn)(void *ctx, void *stream, size_t count, size_t n, const void *x, size_t m, void *y);
 typedef int (*gradient_fn)(void *ctx, void *stream, size_t n, const void *x, void *grad);
+typedef int (*vjp_fn)(void *ctx, void *stream, size_t n, const void *x, size_t m, const void *ybar, void *xbar);
 
 /* one component's cached f values, in the order they were first asked for */
 typedef struct cache {
@@ -24,7 +26,9 @@ typedef struct device_bufs {
     void *pts;  /* batch x n: perturbed points (row 0 also serves the direct evaluations) */
     void *comp; /* batch long long */
     void *val;  /* batch double */
-    void *fout; /* batch of dtype */
+    void *fout; /* batch of dtype (scalar f), or batch doubles (<u, y> of a vector f) */
+    void *y;    /* vector f: batch x m of dtype */
+    void *u;    /* vector f: m doubles */
 } device_bufs;
 
 typedef struct driver {
@@ -128,6 +132,14 @@ static int replay_eval(void *ctx, double *value)
 static int fetch_outputs(driver *dr, size_t count)
 {
     const gtd_fd_kernel *k = dr->k;
+    if (k->m) { /* the dots are doubles already */
+        int cs = gtd_memcpy_sync(k->stream, dr->fhost, dr->d.fout, count * sizeof(double), 0);
+        if (cs) {
+            dr->stats->cuda_status = cs;
+            return GT_ECALLBACK;
+        }
+        return GT_OK;
+    }
     int cs = gtd_memcpy_sync(k->stream, dr->fstage, dr->d.fout, count * dr->es, 0);
     if (cs) {
         dr->stats->cuda_status = cs;
@@ -141,7 +153,15 @@ static int fetch_outputs(driver *dr, size_t count)
 static int launch(driver *dr, size_t count)
 {
     const gtd_fd_kernel *k = dr->k;
-    int cs = ((scalar_fn)k->fn)(k->ctx, k->stream, count, k->n, dr->d.pts, dr->d.fout);
+    int cs;
+    if (k->m) {
+        cs = ((vector_fn)k->fn)(k->ctx, k->stream, count, k->n, dr->d.pts, k->m, dr->d.y);
+        if (!cs)
+            cs = gtd_batched_dot(k->stream, k->dtype, count, k->m, dr->d.y, (const double *)dr->d.u,
+                                 (double *)dr->d.fout);
+    } else {
+        cs = ((scalar_fn)k->fn)(k->ctx, k->stream, count, k->n, dr->d.pts, dr->d.fout);
+    }
     dr->stats->launches++;
     dr->stats->evaluations += count;
     if (cs) {
@@ -207,7 +227,13 @@ static int alloc_device(driver *dr)
     if (!cs)
         cs = gtd_malloc(k->batch * sizeof(double), &dr->d.val);
     if (!cs)
-        cs = gtd_malloc(k->batch * dr->es, &dr->d.fout);
+        cs = gtd_malloc(k->batch * (k->m ? sizeof(double) : dr->es), &dr->d.fout);
+    if (!cs && k->m)
+        cs = gtd_malloc(k->batch * k->m * dr->es, &dr->d.y);
+    if (!cs && k->m)
+        cs = gtd_malloc(k->m * sizeof(double), &dr->d.u);
+    if (!cs && k->m)
+        cs = gtd_memcpy_sync(k->stream, dr->d.u, k->u, k->m * sizeof(double), 1);
     if (cs)
         dr->stats->cuda_status = cs;
     return cs ? GT_ENOMEM : GT_OK;
@@ -220,13 +246,15 @@ static void free_device(driver *dr)
     gtd_free(dr->d.comp);
     gtd_free(dr->d.val);
     gtd_free(dr->d.fout);
+    gtd_free(dr->d.y);
+    gtd_free(dr->d.u);
 }
 
 int gtd_fd_batched(const gtd_fd_kernel *k, const void *x, int method, int richardson, double rel_step,
                    double *f0, double *grad, double *err, gtd_fd_stats *stats)
 {
     if (!k || !k->fn || !x || !f0 || !grad || !err || !stats || k->n == 0 || k->batch == 0 ||
-        (k->dtype != GT_DEVICE_F64 && k->dtype != GT_DEVICE_F32) || method < 0 || method > 2)
+        (k->dtype != GT_DEVICE_F64 && k->dtype != GT_DEVICE_F32) || method < 0 || method > 2 || (k->m && !k->u))
         return GT_EINVAL;
     memset(stats, 0, sizeof *stats);
     driver dr;
@@ -371,5 +399,51 @@ done:
     *cuda_status = cs;
     gtd_free(dx);
     gtd_free(dg);
+    return status;
+}
+
+int gtd_call_vjp(void *vfn, void *ctx, void *stream, int dtype, size_t n, const void *x, size_t m, const double *u,
+                 void *xbar, int *cuda_status)
+{
+    if (!vfn || !x || !u || !xbar || !cuda_status || n == 0 || m == 0 ||
+        (dtype != GT_DEVICE_F64 && dtype != GT_DEVICE_F32))
+        return GT_EINVAL;
+    *cuda_status = 0;
+    size_t es = dtype == GT_DEVICE_F64 ? sizeof(double) : sizeof(float);
+    void *dx = NULL, *dy = NULL, *dg = NULL, *ybar = gt_malloc(m * es);
+    if (!ybar)
+        return GT_ENOMEM;
+    for (size_t j = 0; j < m; j++) {
+        if (dtype == GT_DEVICE_F64)
+            ((double *)ybar)[j] = u[j];
+        else
+            ((float *)ybar)[j] = (float)u[j];
+    }
+    int status = GT_ENOMEM;
+    int cs = gtd_malloc(n * es, &dx);
+    if (!cs)
+        cs = gtd_malloc(m * es, &dy);
+    if (!cs)
+        cs = gtd_malloc(n * es, &dg);
+    if (cs)
+        goto done;
+    status = GT_ECALLBACK;
+    cs = gtd_memcpy_sync(stream, dx, x, n * es, 1);
+    if (!cs)
+        cs = gtd_memcpy_sync(stream, dy, ybar, m * es, 1);
+    if (!cs)
+        cs = gtd_fill(stream, dtype, n, NAN, dg);
+    if (!cs)
+        cs = ((vjp_fn)vfn)(ctx, stream, n, dx, m, dy, dg);
+    if (!cs)
+        cs = gtd_memcpy_sync(stream, xbar, dg, n * es, 0);
+    if (!cs)
+        status = GT_OK;
+done:
+    *cuda_status = cs;
+    gtd_free(dx);
+    gtd_free(dy);
+    gtd_free(dg);
+    gt_free(ybar);
     return status;
 }

@@ -23,10 +23,12 @@
 
 #include "gt_device.h"
 
-/* The kernel: fn is a gradtest_device_scalar_f64/_f32 (by dtype), called as
+/* The kernel: with m == 0, fn is a gradtest_device_scalar_f64/_f32 (by dtype), called as
  * fn(ctx, stream, count, n, x, f) with x a device array of count x n inputs and f of count
- * outputs. batch: the most points one launch evaluates (>= 1). scale: NULL or n step scales
- * (host, > 0), as gt_fd_problem's. */
+ * outputs; with m > 0, a gradtest_device_vector_f64/_f32, fn(ctx, stream, count, n, x, m, y),
+ * and the differentiated scalar of point p is <u, y_p> (gtd_batched_dot; u: m host doubles).
+ * batch: the most points one launch evaluates (>= 1). scale: NULL or n step scales (host, > 0),
+ * as gt_fd_problem's. */
 typedef struct gtd_fd_kernel {
     void *fn;
     void *ctx;
@@ -35,6 +37,8 @@ typedef struct gtd_fd_kernel {
     size_t n;
     size_t batch;
     const double *scale;
+    size_t m;
+    const double *u;
 } gtd_fd_kernel;
 
 /* Counters and the kernel's failure, filled by gtd_fd_batched. */
@@ -60,5 +64,11 @@ GTD_API int gtd_fd_batched(const gtd_fd_kernel *k, const void *x, int method, in
  * element left unwritten shows. Returns GT_OK, GT_ENOMEM or GT_ECALLBACK (*cuda_status set). */
 GTD_API int gtd_call_gradient(void *gfn, void *ctx, void *stream, int dtype, size_t n, const void *x,
                               void *grad, int *cuda_status);
+
+/* xbar (host, n elements) = the VJP kernel vfn (gradtest_device_vjp_f64/_f32) at x (host) with
+ * ybar = u (host, m doubles, rounded to dtype), through device copies (xbar's device copy
+ * NaN-filled first). Returns GT_OK, GT_EINVAL, GT_ENOMEM or GT_ECALLBACK (*cuda_status set). */
+GTD_API int gtd_call_vjp(void *vfn, void *ctx, void *stream, int dtype, size_t n, const void *x, size_t m,
+                         const double *u, void *xbar, int *cuda_status);
 
 #endif /* GT_FD_BATCH_H */

@@ -106,6 +106,12 @@ GTD_API int gtd_fill(void *stream, int dtype, size_t n, double value, void *dst)
 GTD_API int gtd_fd_points(void *stream, int dtype, size_t count, size_t n, const void *x0,
                           const long long *comp, const double *val, void *out);
 
+/* out[p] = sum_j u[j] y[p * m + j] for p < count (y: count x m of dtype; u: m doubles; out:
+ * count doubles): one block per point, in the order of the block reductions (see
+ * gtd_unbroadcast), in double. The checked scalar <u, f> of a batch of vector outputs. */
+GTD_API int gtd_batched_dot(void *stream, int dtype, size_t count, size_t m, const void *y, const double *u,
+                            double *out);
+
 /* ---- memory and streams (what the batched finite differences need; the device tape gets its
  * buffers from the caller's array library instead) ---- */
 

@@ -254,6 +254,32 @@ GTD_KERNEL gtk_reduce_blocks(int dtype, size_t m, size_t chunks, long long per_c
     }
 }
 
+GTD_KERNEL gtk_batched_dot(int dtype, size_t count, size_t m, const void *y, const double *u, double *out)
+{
+    GTD_SHARED double part[GTD_BLOCK_THREADS];
+    GTD_BLOCKS_LOOP(p, count) {
+        GTD_THREADS_LOOP(t) {
+            double acc = 0.0;
+            for (size_t j = t; j < m; j += GTD_BLOCK_THREADS)
+                acc += u[j] * gtd_load(y, dtype, (long long)(p * m + j));
+            part[t] = acc;
+        }
+        GTD_SYNC();
+        for (unsigned s = GTD_BLOCK_THREADS / 2; s > 0; s >>= 1) {
+            GTD_THREADS_LOOP(t) {
+                if (t < s)
+                    part[t] += part[t + s];
+            }
+            GTD_SYNC();
+        }
+        GTD_THREADS_LOOP(t) {
+            if (t == 0)
+                out[p] = part[0];
+        }
+        GTD_SYNC();
+    }
+}
+
 GTD_KERNEL gtk_gather(int dtype, size_t n, const long long *idx, const void *src, void *dst)
 {
     GTD_LOOP(i, n) {
@@ -387,6 +413,18 @@ GTD_API int gtd_unbroadcast(void *stream, int dtype, size_t n, size_t m, const g
     rows.sa[0] = 1;
     rows.sa[1] = 0;
     GTD_RUN_BLOCKS(st, gtk_reduce_blocks, m, stream, dtype, m, 1, (long long)chunks, rows, scratch, dst, accumulate);
+    return st;
+}
+
+GTD_API int gtd_batched_dot(void *stream, int dtype, size_t count, size_t m, const void *y, const double *u,
+                            double *out)
+{
+    if (gtd_bad_dtype(dtype))
+        return -1;
+    if (count == 0)
+        return 0;
+    int st;
+    GTD_RUN_BLOCKS(st, gtk_batched_dot, count, stream, dtype, count, m, y, u, out);
     return st;
 }
 

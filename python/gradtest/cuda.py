@@ -50,7 +50,7 @@ class Layout(ctypes.Structure):
 
 class _FdKernel(ctypes.Structure):
     _fields_ = [("fn", _vp), ("ctx", _vp), ("stream", _vp), ("dtype", _int), ("n", _size_t),
-                ("batch", _size_t), ("scale", ctypes.POINTER(_dbl))]
+                ("batch", _size_t), ("scale", ctypes.POINTER(_dbl)), ("m", _size_t), ("u", ctypes.POINTER(_dbl))]
 
 
 class _FdStats(ctypes.Structure):
@@ -79,11 +79,14 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "gtd_fd_batched": (_int, [ctypes.POINTER(_FdKernel), _vp, _int, _int, _dbl, ctypes.POINTER(_dbl), _vp,
                               _vp, ctypes.POINTER(_FdStats)]),
     "gtd_call_gradient": (_int, [_vp, _vp, _vp, _int, _size_t, _vp, _vp, ctypes.POINTER(_int)]),
+    "gtd_call_vjp": (_int, [_vp, _vp, _vp, _int, _size_t, _vp, _size_t, _vp, _vp, ctypes.POINTER(_int)]),
+    "gtd_batched_dot": (_int, [_vp, _int, _size_t, _size_t, _vp, _vp, _vp]),
 }
 
 
-# gradtest_device_scalar_f64/_f32 (gradtest.h), called through a pointer
+# gradtest_device_scalar_f64/_f32 and _vector_ (gradtest.h), called through a pointer
 _SCALAR_FN = ctypes.CFUNCTYPE(_int, _vp, _vp, _size_t, _size_t, _vp, _vp)
+_VECTOR_FN = ctypes.CFUNCTYPE(_int, _vp, _vp, _size_t, _size_t, _vp, _size_t, _vp)
 
 
 class DeviceError(RuntimeError):
@@ -268,7 +271,13 @@ class CudaKernel:
         pointer, an integer address or ``"path/to/lib.so:symbol"``.
     gradient : function reference, optional
         ``gradtest_device_gradient_f64``/``_f32``, checked as backend ``"user"``; a bare symbol is
-        looked up in f's library.
+        looked up in f's library. Scalar functions only.
+    vjp : function reference, optional
+        ``gradtest_device_vjp_f64``/``_f32`` of a vector function (``n_out`` given), checked as
+        backend ``"user_vjp"`` through the fixed random cotangent u (as :class:`gradtest.CKernel`).
+    n_out : int or callable, optional
+        The number of outputs m of a vector function (``gradtest_device_vector_f64``), or a
+        function of n giving it; None: f is a scalar function.
     ctx : int, optional
         The opaque pointer passed to every call (an address; None for NULL).
     dtype : {"float64", "float32"}
@@ -293,16 +302,30 @@ class CudaKernel:
 
     __gradtest_backends__: tuple[str, ...]
 
-    def __init__(self, f: Any, *, gradient: Any = None, ctx: int | None = None,
-                 dtype: str | np.dtype = "float64", batch: int | None = None, stream: int | None = None,
-                 library: DeviceLibrary | None = None, name: str | None = None) -> None:
+    def __init__(self, f: Any, *, gradient: Any = None, vjp: Any = None, n_out: Any = None,
+                 ctx: int | None = None, dtype: str | np.dtype = "float64", batch: int | None = None,
+                 stream: int | None = None, library: DeviceLibrary | None = None, name: str | None = None) -> None:
         if f is None:
             raise ValueError("f: NULL function pointer (f is required)")
+        if n_out is not None and not callable(n_out):
+            if isinstance(n_out, bool) or not isinstance(n_out, (int, np.integer)) or n_out < 1:
+                raise ValueError(f"n_out: expected an integer >= 1, a function of n or None, got {n_out!r}")
+            n_out = int(n_out)
+        if n_out is not None and gradient is not None:
+            raise ValueError("gradient: applies to scalar functions (n_out=None); check a vector function "
+                             "through vjp=")
+        if n_out is None and vjp is not None:
+            raise ValueError("vjp: applies to vector functions; give n_out (a scalar function's check "
+                             "takes gradient=)")
+        self.n_out = n_out
         self._lib = library if library is not None else device_library()
         self._f, fname, flib = _address(f, "f", None)
         self._gradient, self._gradient_name = 0, "gradient"
         if gradient is not None:
             self._gradient, self._gradient_name, _ = _address(gradient, "gradient", flib)
+        self._vjp, self._vjp_name = 0, "vjp"
+        if vjp is not None:
+            self._vjp, self._vjp_name, _ = _address(vjp, "vjp", flib)
         try:
             dt = np.dtype(dtype)
         except TypeError:
@@ -317,7 +340,7 @@ class CudaKernel:
         self._ctx = int(ctx or 0)
         self._stream = int(stream or 0)
         self.name = name or fname
-        self.__gradtest_backends__ = ("user",) if self._gradient else ()
+        self.__gradtest_backends__ = (("user",) if self._gradient else ()) + (("user_vjp",) if self._vjp else ())
 
     def __repr__(self) -> str:
         where = "CPU emulation" if self._lib.emulated else "CUDA"
@@ -327,6 +350,25 @@ class CudaKernel:
     def __name__(self) -> str:  # reports name checked functions by __name__
         return self.name
 
+    def _m(self, n: int) -> int:
+        """The number of outputs for n inputs; 0 for a scalar function."""
+        if self.n_out is None:
+            return 0
+        m = self.n_out(n) if callable(self.n_out) else self.n_out
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"n_out({n}) returned {m!r}; expected an integer >= 1")
+        return int(m)
+
+    def cotangent(self, n: int, seed: int = 0) -> np.ndarray | None:
+        """The fixed random cotangent u of a vector function (m standard normal values, 1 when
+        m == 1), the one :class:`gradtest.CKernel` uses; None for a scalar function."""
+        m = self._m(n)
+        if m == 0:
+            return None
+        if m == 1:
+            return np.ones(1)
+        return np.random.default_rng(seed).standard_normal(m)
+
     def _flat(self, x: Any) -> np.ndarray:
         host = host_copy(x, self._lib)
         if host.dtype != self.dtype:
@@ -335,8 +377,9 @@ class CudaKernel:
             raise ValueError("x: expected at least one element, got an empty array")
         return np.ascontiguousarray(host).reshape(-1)
 
-    def __call__(self, x: Any) -> float:
-        """f at x (a host or device array), one launch on a device copy.
+    def __call__(self, x: Any) -> float | np.ndarray:
+        """f at x (a host or device array), one launch on a device copy: a float for a scalar
+        function, m values (host, the kernel's dtype) for a vector one.
 
         Raises
         ------
@@ -345,15 +388,17 @@ class CudaKernel:
         """
         flat = self._flat(x)
         lib = self._lib
-        fn = _SCALAR_FN(self._f)
+        m = self._m(flat.size)
         dx, df = _vp(), _vp()
-        out = np.full(1, np.nan, self.dtype)
+        out = np.full(max(m, 1), np.nan, self.dtype)
         try:
             code = lib.malloc(flat.nbytes, ctypes.byref(dx)) or lib.malloc(out.nbytes, ctypes.byref(df))
             if not code:
                 code = lib.memcpy_sync(self._stream or None, dx, flat.ctypes.data, flat.nbytes, 1)
-            if not code:
-                code = fn(self._ctx or None, self._stream or None, 1, flat.size, dx, df)
+            if not code and m:
+                code = _VECTOR_FN(self._f)(self._ctx or None, self._stream or None, 1, flat.size, dx, m, df)
+            elif not code:
+                code = _SCALAR_FN(self._f)(self._ctx or None, self._stream or None, 1, flat.size, dx, df)
             if not code:
                 code = lib.memcpy_sync(self._stream or None, out.ctypes.data, df, out.nbytes, 0)
         finally:
@@ -361,17 +406,51 @@ class CudaKernel:
             lib.free(df)
         if code:
             self._raise(_GT_ECALLBACK, code, "function")
-        return float(out[0])
+        return out if m else float(out[0])
 
-    def batch_size(self, n: int) -> int:
-        """The number of points one launch evaluates for n inputs."""
+    def batch_size(self, n: int, m: int = 0) -> int:
+        """The number of points one launch evaluates for n inputs (and m outputs)."""
         if self.batch is not None:
             return self.batch
-        return int(max(1, min(MAX_BATCH, 2 * n, DEFAULT_BATCH_BYTES // (n * self.dtype.itemsize))))
+        per_point = (n + m) * self.dtype.itemsize
+        return int(max(1, min(MAX_BATCH, 2 * n, DEFAULT_BATCH_BYTES // per_point)))
+
+    def _cotangent_checked(self, n: int, u: np.ndarray | None) -> np.ndarray | None:
+        m = self._m(n)
+        if m == 0:
+            return None
+        u = self.cotangent(n) if u is None else np.ascontiguousarray(u, dtype=np.float64).reshape(-1)
+        if u.size != m:
+            raise ValueError(f"u: expected {m} elements (the kernel's outputs), got {u.size}")
+        return u
+
+    def vjp(self, x: Any, u: np.ndarray | None = None) -> np.ndarray:
+        """The kernel's own VJP at x with ybar = u (default :meth:`cotangent`), as a flat float64
+        host array.
+
+        Raises
+        ------
+        ValueError
+            The kernel has no VJP function.
+        KernelError
+            It returned non-zero or a CUDA call failed.
+        """
+        if not self._vjp:
+            raise ValueError("vjp: the kernel has no vjp function")
+        flat = self._flat(x)
+        u = self._cotangent_checked(flat.size, u)
+        out = np.empty_like(flat)
+        cuda_status = _int(0)
+        status = self._lib.call_vjp(self._vjp, self._ctx or None, self._stream or None, _DTYPES[self.dtype],
+                                    flat.size, flat.ctypes.data, u.size, u.ctypes.data, out.ctypes.data,
+                                    ctypes.byref(cuda_status))
+        self._raise(status, cuda_status.value, "vjp")
+        return out.astype(np.float64)
 
     def finite_differences(self, x: Any, *, method: str = "central", richardson: bool = True,
-                           rel_step: float = 0.0) -> dict[str, Any]:
-        """The batched finite-difference gradient of f at x (host or device array).
+                           rel_step: float = 0.0, u: np.ndarray | None = None) -> dict[str, Any]:
+        """The batched finite-difference gradient of f at x (host or device array); of <u, f> for
+        a vector function (u: default :meth:`cotangent` with seed 0).
 
         Returns
         -------
@@ -390,9 +469,12 @@ class CudaKernel:
             raise ValueError(f"rel_step: expected a number >= 0, got {rel_step!r}")
         flat = self._flat(x)
         n = flat.size
+        m = self._m(n)
+        u = self._cotangent_checked(n, u)
         scale = np.ascontiguousarray(step_scale(flat, [0, n]), dtype=np.float64)
         k = _FdKernel(self._f, self._ctx or None, self._stream or None, _DTYPES[self.dtype], n,
-                      self.batch_size(n), scale.ctypes.data_as(ctypes.POINTER(_dbl)))
+                      self.batch_size(n, m), scale.ctypes.data_as(ctypes.POINTER(_dbl)), m,
+                      None if u is None else u.ctypes.data_as(ctypes.POINTER(_dbl)))
         grad, err = np.empty(n), np.empty(n)
         f0, stats = _dbl(math.nan), _FdStats()
         start = time.perf_counter()
@@ -428,7 +510,7 @@ class CudaKernel:
     def _raise(self, status: int, cuda_status: int, stage: str) -> None:
         if status == _GT_OK:
             return
-        who = self.name if stage == "function" else self._gradient_name
+        who = {"function": self.name, "gradient": self._gradient_name, "vjp": self._vjp_name}[stage]
         if cuda_status:
             raise KernelError(f"{who}: stage {stage!r}: CUDA error {cuda_status}: "
                               f"{self._lib.describe(cuda_status)}", stage=stage, status=cuda_status)
@@ -457,13 +539,17 @@ class CudaKernel:
         method = fd.get("method", "central")
         richardson = bool(fd.get("richardson", True))
         shape = np.shape(x)
-        truth = self.finite_differences(x, method=method, richardson=richardson,
-                                        rel_step=float(fd.get("rel_step", 0.0) or 0.0))
         n = int(np.prod(shape, dtype=np.int64))
+        u = self.cotangent(n, int(fd.get("seed", 0) or 0))
+        truth = self.finite_differences(x, method=method, richardson=richardson,
+                                        rel_step=float(fd.get("rel_step", 0.0) or 0.0), u=u)
         where = "the CPU emulation of the device (tests only)" if self._lib.emulated else "the device"
         notes = [f"CUDA kernel {self.name}: batched finite differences on {where}: "
                  f"{truth['evaluations']} evaluations in {truth['launches']} launches "
-                 f"(batch {self.batch_size(n)}, {truth['rounds']} rounds), the CPU engine's rules"]
+                 f"(batch {self.batch_size(n, self._m(n))}, {truth['rounds']} rounds), the CPU engine's rules"]
+        if u is not None:
+            notes.append("vector function checked through a fixed random cotangent u: gradient of "
+                         "<u, f(x)>, the VJP called with ybar = u")
         if truth["nonfinite"]:
             raise GroundTruthError(f"{self.name}: f returned non-finite values at {truth['nonfinite']} of "
                                    f"{n} perturbed points")
@@ -480,4 +566,9 @@ class CudaKernel:
                 results["user"] = [self.gradient(x).reshape(shape)]
             except KernelError as exc:
                 results["user"] = exc
+        if self._vjp:
+            try:
+                results["user_vjp"] = [self.vjp(x, u).reshape(shape)]
+            except KernelError as exc:
+                results["user_vjp"] = exc
         return gt, results

@@ -103,6 +103,53 @@ EXPORT int rosen_cpu_f32(void *ctx, size_t n, const float *x, float *f)
     return st;
 }
 
+/* A vector function, m = n: y_j = sin(x_j) x_{j+1} (indices mod n), with its VJP
+ * xbar_i = cos(x_i) x_{i+1} ybar_i + sin(x_{i-1}) ybar_{i-1}, and a VJP that forgets the
+ * wrap-around term of xbar_0. */
+EXPORT int wave_f64(void *ctx, void *stream, size_t batch, size_t n, const double *x, size_t m, double *y)
+{
+    (void)ctx;
+    (void)stream;
+    if (m != n)
+        return 1;
+    for (size_t p = 0; p < batch; p++)
+        for (size_t j = 0; j < n; j++)
+            y[p * m + j] = sin(x[p * n + j]) * x[p * n + (j + 1) % n];
+    return 0;
+}
+
+EXPORT int wave_cpu_f64(void *ctx, size_t n, const double *x, size_t m, double *y)
+{
+    return wave_f64(ctx, NULL, 1, n, x, m, y);
+}
+
+static int wave_vjp_impl(size_t n, const double *x, const double *ybar, double *xbar, int wrap)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t prev = (i + n - 1) % n;
+        xbar[i] = cos(x[i]) * x[(i + 1) % n] * ybar[i];
+        if (i > 0 || wrap)
+            xbar[i] += sin(x[prev]) * ybar[prev];
+    }
+    return 0;
+}
+
+EXPORT int wave_vjp_f64(void *ctx, void *stream, size_t n, const double *x, size_t m, const double *ybar,
+                        double *xbar)
+{
+    (void)ctx;
+    (void)stream;
+    return m == n ? wave_vjp_impl(n, x, ybar, xbar, 1) : 1;
+}
+
+EXPORT int wave_vjp_wrong_f64(void *ctx, void *stream, size_t n, const double *x, size_t m, const double *ybar,
+                              double *xbar)
+{
+    (void)ctx;
+    (void)stream;
+    return m == n ? wave_vjp_impl(n, x, ybar, xbar, 0) : 1;
+}
+
 /* a kernel whose launch fails: 700 is cudaErrorIllegalAddress */
 EXPORT int failing_f64(void *ctx, void *stream, size_t batch, size_t n, const double *x, double *f)
 {

@@ -79,7 +79,7 @@ int main(void)
     double x[N], grad[N], err[N], f0 = 0.0;
     for (size_t i = 0; i < N; i++)
         x[i] = 0.1 * (double)(i + 1) - 0.35; /* away from 0: with no scale given the step follows |x_i| */
-    gtd_fd_kernel k = {(void *)quad, NULL, NULL, GT_DEVICE_F64, N, 4, NULL};
+    gtd_fd_kernel k = {(void *)quad, NULL, NULL, GT_DEVICE_F64, N, 4, NULL, 0, NULL};
     gtd_fd_stats st;
 
     calls = 0;
@@ -106,7 +106,7 @@ int main(void)
     float x32[N];
     for (size_t i = 0; i < N; i++)
         x32[i] = (float)x[i];
-    gtd_fd_kernel k32 = {(void *)quad32, NULL, NULL, GT_DEVICE_F32, N, 3, NULL};
+    gtd_fd_kernel k32 = {(void *)quad32, NULL, NULL, GT_DEVICE_F32, N, 3, NULL, 0, NULL};
     CHECK(gtd_fd_batched(&k32, x32, GT_FD_CENTRAL, 1, 0.0, &f0, grad, err, &st) == GT_OK);
     for (size_t i = 0; i < N; i++)
         CHECK(fabs(grad[i] - 2.0 * (double)(i + 1) * (double)x32[i]) < 1e-2);

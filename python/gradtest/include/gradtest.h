@@ -98,6 +98,18 @@ typedef int (*gradtest_device_scalar_f32)(void *ctx, void *stream, size_t batch,
 typedef int (*gradtest_device_gradient_f32)(void *ctx, void *stream, size_t n, const float *x,
                                             float *grad);
 
+/* Batched vector function: y[p * m .. p * m + m - 1] = f(point p), y device memory of batch x m;
+ * and its VJP at one point: xbar = J(x)^T ybar (ybar: m elements, xbar: n, device memory). A
+ * vector function is checked through a fixed random cotangent u, on <u, f(x)>, as for CKernel. */
+typedef int (*gradtest_device_vector_f64)(void *ctx, void *stream, size_t batch, size_t n,
+                                          const double *x, size_t m, double *y);
+typedef int (*gradtest_device_vjp_f64)(void *ctx, void *stream, size_t n, const double *x, size_t m,
+                                       const double *ybar, double *xbar);
+typedef int (*gradtest_device_vector_f32)(void *ctx, void *stream, size_t batch, size_t n,
+                                          const float *x, size_t m, float *y);
+typedef int (*gradtest_device_vjp_f32)(void *ctx, void *stream, size_t n, const float *x, size_t m,
+                                       const float *ybar, float *xbar);
+
 #ifdef __cplusplus
 }
 #endif
