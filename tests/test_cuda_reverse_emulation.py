@@ -107,6 +107,15 @@ def test_matches_the_cpu_reverse_engine_bit_for_bit_on_exact_ops(backend: str) -
         assert np.array_equal(d, c)
 
 
+def test_number_constants_are_uploaded_once_and_keep_their_sign(emu: cuda.DeviceLibrary) -> None:
+    tape = cuda_reverse.DeviceTape(cuda_reverse.Memory(emu), np.float64)
+    leaf = tape.leaf(np.ones(3))
+    plus, minus, again = leaf * 0.0, leaf * -0.0, leaf * 0.0
+    assert not np.signbit(plus.value).any() and np.signbit(minus.value).all()
+    assert np.array_equal(again.value, plus.value)
+    assert len(tape._numbers) == 2  # 0.0 and -0.0, each uploaded once
+
+
 def test_large_sums_take_the_block_reductions(backend: str) -> None:
     # 40000 elements per sum: the two-launch reduction with scratch (forward) and, for the
     # column sums, one block per output

@@ -22,6 +22,7 @@ comparison (:func:`device_gradient` returns them on the device, in the caller's 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -213,6 +214,8 @@ class DeviceTape:
         self.launches = 0
         # scratch buffers of launches in flight, kept alive with the tape
         self.keep: list[Any] = []
+        # Python-number operands, uploaded once per value
+        self._numbers: dict[tuple[float, float], Any] = {}
 
     def launch(self, name: str, *args: Any) -> None:
         """Calls the launcher gtd_<name> on the current stream; raises DeviceError on a failure."""
@@ -241,6 +244,12 @@ class DeviceTape:
 
     def constant(self, x: Any) -> Any:
         """A non-tracked operand as a contiguous device array of the tape's dtype."""
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            value = float(x)
+            key = (value, math.copysign(1.0, value))  # -0.0 is not 0.0 (arctan2, division)
+            if key not in self._numbers or math.isnan(value):
+                self._numbers[key] = self.memory.upload(np.asarray(value, dtype=self.dtype))
+            return self._numbers[key]
         if isinstance(x, np.ndarray) or np.isscalar(x):
             host = np.asarray(x)
             if host.dtype.kind not in "fiub":
@@ -251,8 +260,20 @@ class DeviceTape:
             return self.memory.upload(host.astype(self.dtype))
         raise _unsupported(f"an operand of type {type(x).__name__}")
 
+    def target(self, node: int) -> tuple[Any, int]:
+        """The gradient buffer of a node for a VJP that writes every element, and its
+        accumulate flag: 0 for the first contribution (the buffer is new and is overwritten,
+        which saves the zero fill), 1 after."""
+        g = self.grads.get(node)
+        if g is None:
+            g = self.memory.empty(self.shapes[node], self.dtype)
+            self.grads[node] = g
+            return g, 0
+        return g, 1
+
     def grad(self, node: int) -> Any:
-        """The gradient buffer of a node, zero-filled on first use."""
+        """The gradient buffer of a node, zero-filled on first use (for VJPs that add into some
+        elements only, such as a scatter-add, and for leaves that nothing reached)."""
         g = self.grads.get(node)
         if g is None:
             g = self.memory.empty(self.shapes[node], self.dtype)
@@ -266,7 +287,7 @@ class DeviceTape:
         if out.size != 1:
             raise ValueError(f"f reduced to an array of shape {out.shape}, not a scalar")
         self.grads = {}
-        seed = self.grad(out.node)
+        seed, _ = self.target(out.node)
         self.launch("fill", 1, 1.0, self.memory.ptr(seed))
         for node in range(out.node, -1, -1):
             vjp = self.vjps[node]
@@ -305,13 +326,13 @@ def _elementwise(tape: DeviceTape, name: str, inputs: Sequence[Any]) -> DeviceTr
         for k, (value, node) in enumerate(ops):
             if node is None or name in _NOT_DIFFERENTIABLE:
                 continue  # a constant, or sign: its gradient is zero by definition
-            g = tape.grad(node)
+            g, acc = tape.target(node)
             if shapes[k] == out_shape:
-                tape.launch("ew_vjp", op, k, n, lay, pa, pb, m.ptr(y), m.ptr(gy), m.ptr(g), 1)
+                tape.launch("ew_vjp", op, k, n, lay, pa, pb, m.ptr(y), m.ptr(gy), m.ptr(g), acc)
             else:
                 full = m.empty(out_shape, tape.dtype)
                 tape.launch("ew_vjp", op, k, n, lay, pa, pb, m.ptr(y), m.ptr(gy), m.ptr(full), 0)
-                tape.reduce(n, _size(shapes[k]), layout(out_shape, shapes[k]), full, g, 1)
+                tape.reduce(n, _size(shapes[k]), layout(out_shape, shapes[k]), full, g, acc)
 
     return tape.node(y, vjp)
 
@@ -334,7 +355,10 @@ def _sum(tape: DeviceTape, x: DeviceTracked, axis: Any = None, keepdims: bool = 
     y = m.reshape(y, final)
 
     def vjp(gy: Any) -> None:
-        g = tape.grad(x.node)
+        g, acc = tape.target(x.node)
+        if not acc:  # the broadcast copy straight into the new buffer
+            tape.launch("ew_value", OP_ID["positive"], n, layout(x.shape, kept), m.ptr(gy), None, m.ptr(g))
+            return
         spread = m.empty(x.shape, tape.dtype)
         tape.launch("ew_value", OP_ID["positive"], n, layout(x.shape, kept), m.ptr(gy), None, m.ptr(spread))
         tape.launch("copy", n, m.ptr(spread), m.ptr(g), 1)
@@ -353,7 +377,8 @@ def _cumsum(tape: DeviceTape, x: DeviceTracked, axis: Any = None) -> DeviceTrack
     tape.launch("cumsum", outer, length, inner, m.ptr(x.value), m.ptr(y), 0, 0)
 
     def vjp(gy: Any) -> None:
-        tape.launch("cumsum", outer, length, inner, m.ptr(gy), m.ptr(tape.grad(x.node)), 1, 1)
+        g, acc = tape.target(x.node)
+        tape.launch("cumsum", outer, length, inner, m.ptr(gy), m.ptr(g), 1, acc)
 
     return tape.node(y, vjp)
 
@@ -364,7 +389,8 @@ def _reshape(tape: DeviceTape, x: DeviceTracked, shape: Any) -> DeviceTracked:
     y = m.reshape(x.value, new_shape)  # a view of contiguous memory
 
     def vjp(gy: Any) -> None:
-        tape.launch("copy", x.size, m.ptr(gy), m.ptr(tape.grad(x.node)), 1)
+        g, acc = tape.target(x.node)
+        tape.launch("copy", x.size, m.ptr(gy), m.ptr(g), acc)
 
     return tape.node(y, vjp)
 
@@ -400,12 +426,11 @@ def _matmul(tape: DeviceTape, a_in: Any, b_in: Any) -> DeviceTracked:
     y = m.matmul(a, b)
 
     def vjp(gy: Any) -> None:
-        if na is not None:
-            ga = m.matmul(gy, m.transpose(b))
-            tape.launch("copy", _size(tuple(ga.shape)), m.ptr(ga), m.ptr(tape.grad(na)), 1)
-        if nb is not None:
-            gb = m.matmul(m.transpose(a), gy)
-            tape.launch("copy", _size(tuple(gb.shape)), m.ptr(gb), m.ptr(tape.grad(nb)), 1)
+        for node, product in ((na, lambda: m.matmul(gy, m.transpose(b))), (nb, lambda: m.matmul(m.transpose(a), gy))):
+            if node is not None:
+                contribution = product()
+                g, acc = tape.target(node)
+                tape.launch("copy", _size(tuple(contribution.shape)), m.ptr(contribution), m.ptr(g), acc)
 
     return tape.node(y, vjp)
 
