@@ -84,6 +84,11 @@ class Memory:
     def download(self, a: Any) -> np.ndarray:
         return np.array(a, copy=True)
 
+    def adopt(self, a: Any) -> Any:
+        """The caller's array as a C-contiguous array of this memory, without a copy when it is
+        one already (the tape never writes its leaves)."""
+        return np.ascontiguousarray(np.asarray(a))
+
     def matmul(self, a: Any, b: Any) -> Any:
         """a @ b, C-contiguous (cuBLAS, through the array library, on a device)."""
         return np.ascontiguousarray(np.matmul(a, b))
@@ -125,6 +130,9 @@ class CupyMemory(Memory):
     def download(self, a: Any) -> np.ndarray:
         return self.cupy.asnumpy(a)
 
+    def adopt(self, a: Any) -> Any:
+        return self.cupy.ascontiguousarray(a)
+
     def matmul(self, a: Any, b: Any) -> Any:
         return self.cupy.ascontiguousarray(self.cupy.matmul(a, b))
 
@@ -158,6 +166,9 @@ class TorchMemory(Memory):
 
     def download(self, a: Any) -> np.ndarray:
         return a.detach().cpu().numpy().copy()
+
+    def adopt(self, a: Any) -> Any:
+        return a.detach().to(self.device).contiguous()
 
     def matmul(self, a: Any, b: Any) -> Any:
         return self.torch.matmul(a, b).contiguous()
@@ -608,7 +619,7 @@ def device_gradient(f: Callable[..., Any], *leaves: Any, memory: Memory | None =
     if not leaves:
         raise TypeError("device_gradient: expected at least one leaf")
     mem = memory or memory_for(leaves[0])
-    values = [mem.upload(mem.download(v)) if memory is None else mem.upload(np.asarray(v)) for v in leaves]
+    values = [mem.adopt(v) for v in leaves]  # read in place: no copy, no trip to the host
     dtypes = {np.dtype(str(v.dtype).removeprefix("torch.")) for v in values}
     if len(dtypes) != 1:
         raise _unsupported(f"leaves of several dtypes ({', '.join(sorted(map(str, dtypes)))})")
