@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import ctypes
 import math
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,27 @@ def test_emulation_is_never_reported_as_gpu_support(emu: cuda.DeviceLibrary) -> 
             cuda.device_library()
         with pytest.raises(RuntimeError, match="unavailable"):
             cuda.CudaKernel(1)
+
+
+def test_importing_gradtest_loads_no_cuda_library() -> None:
+    """The device path is lazy: importing gradtest, gradtest.cuda and the cuda_reverse backend
+    (as a check does) opens no CUDA library; only asking for the device does."""
+    code = ("import gradtest, gradtest.cuda, gradtest.cuda_reverse\n"
+            "maps = open('/proc/self/maps').read()\n"
+            "assert 'libgradtest_cuda' not in maps and 'libcuda' not in maps, 'loaded at import'\n"
+            "gradtest.cuda.available()\n"
+            "print('ok')\n")
+    # the gradtest under test (installed in CI, the checkout's python/ in development)
+    here = str(Path(gradtest.__file__).resolve().parent.parent)
+    env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_a_missing_cuda_library_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cuda, "LIBRARY_NAME", "libgradtest_cuda_not_built.so")
+    lib, reason = cuda._probe.__wrapped__()
+    assert lib is None and "built without its CUDA library" in reason and "GRADTEST_CUDA=0" in reason
 
 
 @pytest.mark.parametrize("name", OPS)
