@@ -206,3 +206,45 @@ def test_taking_an_adjoint_hands_over_the_buffer_once():
         tape.release()
     # the taken buffer was freed with its array
     assert _reverse.alloc_live() <= base
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("batch,m,k,n", [(1, 3, 4, 5), (2, 1, 7, 1), (3, 4, 0, 2), (0, 2, 2, 2), (1, 0, 3, 4)])
+def test_core_gemm_is_numpys_matmul(dtype, batch, m, k, n):
+    from gradtest import _reverse
+
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((batch, m, k)).astype(dtype)
+    b = rng.standard_normal((batch, k, n)).astype(dtype)
+    c = _reverse.gemm(a, b, batch, m, k, n).reshape(batch, m, n)
+    assert c.dtype == dtype
+    np.testing.assert_allclose(c, np.matmul(a, b), rtol=1e-5 if dtype == np.float32 else 1e-13,
+                               atol=1e-5 if dtype == np.float32 else 1e-13)
+
+
+def test_core_gemm_refuses_what_it_cannot_multiply():
+    from gradtest import _reverse
+
+    a, b = np.ones((2, 3)), np.ones((3, 4))
+    with pytest.raises(ValueError, match="sizes"):
+        _reverse.gemm(a, b, 1, 2, 3, 5)
+    with pytest.raises(TypeError, match="one dtype"):
+        _reverse.gemm(a, b.astype(np.float32), 1, 2, 3, 4)
+    with pytest.raises(TypeError, match="C-contiguous"):
+        _reverse.gemm(np.ones((3, 2)).T, b, 1, 2, 3, 4)
+    with pytest.raises(ValueError, match=">= 0"):
+        _reverse.gemm(a, b, 1, -2, 3, 4)
+
+
+def test_recorded_matmul_values_and_gradients_match_numpy():
+    rng = np.random.default_rng(5)
+    w = rng.standard_normal((6, 4))
+    x = rng.standard_normal((3, 5, 6))
+
+    def f(w):
+        return np.sum(np.tanh(x @ w) ** 2)
+
+    out, (g,) = gradtest.vjp(f, (w,), None)
+    np.testing.assert_allclose(out, f(w), rtol=1e-13)
+    t = np.tanh(x @ w)
+    np.testing.assert_allclose(g, np.einsum("bmk,bmn->kn", x, 2 * t * (1 - t * t)), rtol=1e-12, atol=1e-12)

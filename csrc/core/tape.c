@@ -454,6 +454,35 @@ int gt_tape_cumulative(gt_tape *tape, gt_node_kind kind, long in, gt_buf x, gt_b
     return st;
 }
 
+int gt_tape_gemm(gt_dtype dtype, long batch, long m, long k, long n, const void *a, const void *b, void *c)
+{
+    if (batch < 0 || m < 0 || k < 0 || n < 0 || !valid_dtype(dtype))
+        return GT_EINVAL;
+    if (m > INT_MAX || k > INT_MAX || n > INT_MAX)
+        return GT_EUNSUPPORTED;
+    size_t es = gt_dtype_size(dtype), out = (size_t)m * (size_t)n;
+    if (!batch || !out)
+        return GT_OK;
+    if (!c || (k && (!a || !b)))
+        return GT_EINVAL;
+    if (!k) { /* an empty sum */
+        memset(c, 0, (size_t)batch * out * es);
+        return GT_OK;
+    }
+    for (long q = 0; q < batch; q++) {
+        size_t ao = (size_t)q * (size_t)m * (size_t)k, bo = (size_t)q * (size_t)k * (size_t)n, co = (size_t)q * out;
+        if (dtype == GT_FLOAT64)
+            GT_BLAS(cblas_dgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0,
+                                 (const double *)a + ao, (int)k, (const double *)b + bo, (int)n, 0.0,
+                                 (double *)c + co, (int)n);
+        else
+            GT_BLAS(cblas_sgemm)(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0f,
+                                 (const float *)a + ao, (int)k, (const float *)b + bo, (int)n, 0.0f,
+                                 (float *)c + co, (int)n);
+    }
+    return GT_OK;
+}
+
 int gt_tape_matmul(gt_tape *tape, gt_dtype dtype, int ndim, const long *shape, const long in[2],
                    long batch, long m, long k, long n_, gt_buf a, gt_buf b, long *id)
 {

@@ -113,6 +113,14 @@ int gt_tape_cumulative(gt_tape *tape, gt_node_kind kind, long in, gt_buf x, gt_b
 int gt_tape_matmul(gt_tape *tape, gt_dtype dtype, int ndim, const long *shape, const long in[2],
                    long batch, long m, long k, long n, gt_buf a, gt_buf b, long *id);
 
+/* The primal of a matmul node through the core's BLAS, so that a recorded forward pass and its
+ * sweep run every GEMM on one pool (NumPy's own pool, alternating with the core's, slowed both):
+ * c[q] = a[q] @ b[q] for q < batch, a: (m, k), b: (k, n), c: (m, n), all C-contiguous blocks of
+ * `dtype`, c caller-owned and fully written. Returns GT_OK, GT_EINVAL (NULL pointer with a
+ * non-empty size, unknown dtype) or GT_EUNSUPPORTED (an extent beyond BLAS's 32-bit integers).
+ * Calls nothing back, so the caller may release a global lock around it. */
+int gt_tape_gemm(gt_dtype dtype, long batch, long m, long k, long n, const void *a, const void *b, void *c);
+
 /* y = x converted to `dtype`, same shape. */
 int gt_tape_cast(gt_tape *tape, gt_dtype dtype, long in, long *id);
 

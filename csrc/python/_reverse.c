@@ -960,7 +960,57 @@ static PyObject *set_tracked_type(PyObject *m, PyObject *cls)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(gemm_doc, "gemm(a, b, batch, m, k, n) -> ndarray: c[q] = a[q] @ b[q] through the core's "
+             "BLAS (the primal of a recorded matmul), for C-contiguous float32/float64 arrays of one "
+             "dtype holding batch*m*k and batch*k*n elements; returns batch*m*n elements, flat.");
+static PyObject *gemm(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    long dims[4];
+    if (check_nargs(nargs, 6, "gemm") < 0)
+        return NULL;
+    for (int i = 0; i < 4; i++) {
+        dims[i] = PyLong_AsLong(args[2 + i]);
+        if (dims[i] == -1 && PyErr_Occurred())
+            return NULL;
+        if (dims[i] < 0) {
+            PyErr_SetString(PyExc_ValueError, "gemm: extents must be >= 0");
+            return NULL;
+        }
+    }
+    /* after the calls that can run Python code (__index__): the arrays are read only below */
+    PyArrayObject *a = (PyArrayObject *)args[0], *b = (PyArrayObject *)args[1];
+    if (!PyArray_Check(args[0]) || !PyArray_Check(args[1]) || !PyArray_IS_C_CONTIGUOUS(a) ||
+        !PyArray_IS_C_CONTIGUOUS(b) || PyArray_TYPE(a) != PyArray_TYPE(b) ||
+        (PyArray_TYPE(a) != NPY_DOUBLE && PyArray_TYPE(a) != NPY_FLOAT)) {
+        PyErr_SetString(PyExc_TypeError, "gemm: expected two C-contiguous arrays of one dtype, float32 or float64");
+        return NULL;
+    }
+    long batch = dims[0], m = dims[1], k = dims[2], n = dims[3];
+    if ((size_t)PyArray_SIZE(a) != (size_t)batch * (size_t)m * (size_t)k ||
+        (size_t)PyArray_SIZE(b) != (size_t)batch * (size_t)k * (size_t)n) {
+        PyErr_SetString(PyExc_ValueError, "gemm: the arrays' sizes do not match batch, m, k, n");
+        return NULL;
+    }
+    npy_intp size = (npy_intp)((size_t)batch * (size_t)m * (size_t)n);
+    int typenum = PyArray_TYPE(a);
+    PyObject *c = PyArray_SimpleNew(1, &size, typenum);
+    if (!c)
+        return NULL;
+    gt_dtype dt = typenum == NPY_DOUBLE ? GT_FLOAT64 : GT_FLOAT32;
+    int st;
+    Py_BEGIN_ALLOW_THREADS
+    st = gt_tape_gemm(dt, batch, m, k, n, PyArray_DATA(a), PyArray_DATA(b), PyArray_DATA((PyArrayObject *)c));
+    Py_END_ALLOW_THREADS
+    if (st != GT_OK) {
+        Py_DECREF(c);
+        return gt_raise_status(st, "gemm");
+    }
+    return c;
+}
+
 static PyMethodDef reverse_methods[] = {
+    {"gemm", (PyCFunction)(void (*)(void))gemm, METH_FASTCALL, gemm_doc},
     {"set_tracked_type", set_tracked_type, METH_O, set_tracked_type_doc},
     {"op_indices", op_indices, METH_NOARGS, op_indices_doc},
     {"alloc_live", alloc_live, METH_NOARGS, alloc_live_doc},

@@ -341,9 +341,14 @@ def _broadcast_any(x: Any, shape: tuple[int, ...]) -> Any:
 def _matmul_node(a: Any, b: Any, batch: int, m: int, k: int, n: int) -> Any:
     tape = _common_tape((a, b))
     av, bv = np.ascontiguousarray(_value(a)), np.ascontiguousarray(_value(b))
-    y = np.matmul(av, bv)
     if tape is None:
-        return y
+        return np.matmul(av, bv)
+    if av.dtype == bv.dtype and av.dtype in _DTYPE_CODE:
+        # the core's GEMM, whose pool the sweep uses too: NumPy's pool, alternating with it,
+        # made a gradient slower than with OPENBLAS_NUM_THREADS=1 (docs/performance.rst)
+        y = _reverse.gemm(av, bv, batch, m, k, n).reshape(av.shape[:-2] + (m, n))
+    else:
+        y = np.matmul(av, bv)
     a_id = a.node if isinstance(a, Tracked) else -1
     b_id = b.node if isinstance(b, Tracked) else -1
     out = Tracked(y, tape, tape.matmul(y.shape, a_id, b_id, batch, m, k, n, av, bv))
