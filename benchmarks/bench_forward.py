@@ -355,6 +355,22 @@ def chunk_sweep(quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def directional_check(quick: bool) -> list[dict[str, Any]]:
+    """A default check of sum(sin(x) * x) with backends=["forward"] at 10^6 elements (10^5 with
+    --quick), which runs in directional mode: the forward backend differentiates along the check's
+    own directions only (it used to compute all n gradient elements, over 300 s at 10^6)."""
+    n = 100_000 if quick else 1_000_000
+    x = np.linspace(0.2, 1.4, n)
+    t0 = time.perf_counter()
+    report = gradtest.check_gradients(lambda v: np.sum(np.sin(v) * v), x, backends=["forward"])
+    total = time.perf_counter() - t0
+    outcome = report.outcomes["forward"]
+    return [_row(f"directional check n={n:.0e}, backends=['forward']: total", total, "s", "info"),
+            _row(f"directional check n={n:.0e}: of it in the forward backend", outcome.seconds, "s", "info"),
+            _row(f"directional check n={n:.0e}: passes ({outcome.n_compared} directions)",
+                 float(outcome.status == "pass"), "yes=1", ">= 1")]
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """All forward-mode benchmark rows; ``quick`` shortens every measurement."""
     import os
@@ -366,6 +382,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     threads = os.environ.get("OPENBLAS_NUM_THREADS", "")
     rows = [_row(f"OPENBLAS_NUM_THREADS={threads or 'unset'}, {load_line()}", float(threads or 0), "threads", "info")]
     rows += bench_chain(quick)
+    rows += directional_check(quick)
     rows += small_op_overhead(quick, k)
     rows += large_op_throughput(quick, k)
     rows += matmul(quick, k)

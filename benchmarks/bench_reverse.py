@@ -14,7 +14,7 @@ says so. Rows:
   environment as users leave it and with ``OPENBLAS_NUM_THREADS=1``, in alternating child
   processes, median of back-to-back calls (targets: default at most 1.0x single-threaded, and at
   most 1.2x torch's time in the default environment); the core's GEMMs with 1 and 2 threads
-  after NumPy's (the measurement behind the core's thread count, docs/performance.rst);
+  (the measurement behind the core's thread count, docs/performance.rst);
 * ``mlp hvp``: a Hessian-vector product of a small MLP loss (reverse over reverse), over autograd's.
 """
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -216,9 +217,9 @@ def mlp_child(calls: int) -> dict[str, float]:
 
 
 def gemm_threads_child(calls: int) -> dict[str, float]:
-    """Median seconds of the MLP's gradient with the core's own OpenBLAS at 1 and 2 threads,
-    alternating in one process with NumPy's pool at its default (what the two pools cost
-    together), and of sweeps of one GEMM alone (what a second core thread gains by itself)."""
+    """Median seconds of the MLP's gradient (every GEMM of it in the core's OpenBLAS) and of
+    sweeps of one recorded GEMM, with the core's pool at 1 and 2 threads, alternating in one
+    process: what a second core thread gains, or costs, on this machine."""
     from gradtest import _forward
 
     out = {}
@@ -288,7 +289,7 @@ def bench_mlp(quick: bool) -> list[dict[str, Any]]:
     if not quick:
         g = run_child(HERE, ["gemm-threads", str(calls)], env={"OPENBLAS_NUM_THREADS": None})
         for key in sorted({k.rsplit(",", 1)[0] for k in g}):
-            label = key if key.startswith("isolated") else f"mlp {key} after NumPy's GEMMs"
+            label = key if key.startswith("isolated") else f"mlp {key}"
             rows.append(_row(f"{label}: core GEMMs on 2 threads / 1 thread", g[f"{key}, 2"] / g[f"{key}, 1"], "x"))
     return rows
 
@@ -325,10 +326,28 @@ def bench_hvp(min_time: float) -> list[dict[str, Any]]:
     return rows
 
 
+def page_fault_cost() -> float:
+    """Seconds per 4 KiB page of writing one byte into each page of a fresh anonymous mapping
+    (median of 20 mappings of 8 MiB): what a buffer in fresh memory costs before any arithmetic,
+    the reason the sweep asks for huge pages and hands its adjoints over instead of copying."""
+    import mmap
+
+    size, times = 8 << 20, []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        region = mmap.mmap(-1, size)
+        np.frombuffer(region, dtype=np.uint8)[::4096] = 1
+        times.append(time.perf_counter() - t0)
+        region.close()
+    times.sort()
+    return times[len(times) // 2] / (size // 4096)
+
+
 def run(quick: bool = False) -> list[dict[str, Any]]:
     """All rows; ``quick`` shortens the timings, the large chain and the MLP runs (smoke runs)."""
     min_time = 0.05 if quick else 0.4
-    rows = [_row(f"machine: {load_line()}", float("nan"), "")]
+    rows = [_row(f"machine: {load_line()}", float("nan"), ""),
+            _row("machine: first write to a fresh 4 KiB page", page_fault_cost() * 1e6, "us")]
     rows += bench_small(min_time)
     rows += bench_large(min_time, 100_000 if quick else 1_000_000, peak=not quick)
     rows += bench_mlp(quick)

@@ -540,8 +540,9 @@ int gt_tape_cast(gt_tape *tape, gt_dtype dtype, long in, long *id)
 
 /* Bytes from which a sweep buffer asks for transparent huge pages, as NumPy does for its arrays
  * (4 MiB): a large adjoint is written once, page by page, so with 4 KiB pages the sweep pays one
- * page fault per 4 KiB (3 us each in a virtual machine measured here: a 10^6-element float64
- * buffer cost 6 ms of faults, more than the arithmetic of the VJP that fills it). */
+ * page fault per 4 KiB (about 3 us each in the virtual machine measured, bench_reverse's machine
+ * row: a 10^6-element float64 buffer cost over 5 ms of faults, more than the arithmetic of the
+ * VJP that fills it). */
 #define HUGE_ADVICE_BYTES ((size_t)4 << 20)
 
 /* Every buffer of the sweep (adjoints, contributions) comes from here: gt_malloc or gt_calloc
