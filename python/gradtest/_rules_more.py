@@ -1,0 +1,534 @@
+"""Derivative rules of NumPy functions that are compositions of other supported NumPy functions.
+
+Each function here has the signature of the NumPy function it stands for and is written with
+NumPy calls only, so that called on an engine's arrays (``Dual``, ``Tracked``) it runs through
+the rules those calls already have, in both engines, and called on plain arrays it computes the
+NumPy result. Nothing here knows a tangent or a cotangent: the derivative follows from the
+composition. Which NumPy function each stands for is the table :data:`COMPOSITIONS`.
+
+Conventions, where the composition decides a kink or an edge (documented once, here):
+
+* the nan-reductions treat NaN elements as absent: their derivative is 0, and an all-NaN slice
+  gives NumPy's value (NaN for nanmean/nanvar/nanstd, 0 for nansum, 1 for nanprod) with a NaN
+  derivative for the mean/var/std (0/0) and 0 for the sum/product;
+* ``nanmax``/``nanmin``/``ptp`` split ties evenly, as ``max``/``min`` do;
+* ``heaviside(x, h0)``: derivative 0 in x everywhere (the jump at 0 is reported by the ground
+  truth as a kink), 1 in h0 where x == 0;
+* ``copysign(x, y)``: ``±1`` in x (the sign of the result's factor), 0 in y;
+* ``sinc``: ``sinc'(0) = 0`` exactly (the removable singularity is taken out before dividing);
+* ``nan_to_num``: 1 where x is finite, 0 where it was replaced;
+* ``partition``: the elements NumPy places at each position get its derivative (ties: the one
+  NumPy's introselect picks);
+* ``select``, ``where``-like functions: the conditions are constants (booleans).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from ._arraylike import ArrayLike
+
+__all__ = ["COMPOSITIONS", "primal"]
+
+
+def primal(x: Any) -> Any:
+    """The plain NumPy value of ``x`` (an engine array's ``.value``; anything else unchanged)."""
+    return x.value if isinstance(x, ArrayLike) else x
+
+
+def _is_tracked(x: Any) -> bool:
+    return isinstance(x, ArrayLike)
+
+
+def _normalize_axis(axis: Any, ndim: int) -> int:
+    axis = operator.index(axis)
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(axis, ndim)
+    return axis % ndim
+
+
+def _unsupported(name: str, what: str) -> NotImplementedError:
+    return NotImplementedError(f"numpy.{name}({what}) is not supported by gradtest's AD engines")
+
+
+def _no_out(name: str, out: Any) -> None:
+    if out is not None:
+        raise _unsupported(name, "..., out=...")
+
+
+# ---- nan-reductions --------------------------------------------------------------------------
+
+
+def _nan_zeroed(a: Any, fill: float) -> tuple[Any, np.ndarray]:
+    mask = np.isnan(primal(a))
+    return np.where(mask, fill, a), mask
+
+
+def _extras(initial: Any, where: Any) -> dict[str, Any]:
+    """The optional reduction arguments, passed on only when given (not every rule takes them)."""
+    extra: dict[str, Any] = {} if initial is None else {"initial": initial}
+    if where is not True:
+        extra["where"] = where
+    return extra
+
+
+def nansum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
+           initial: Any = None, where: Any = True) -> Any:
+    _no_out("nansum", out)
+    x, _ = _nan_zeroed(a, 0.0)
+    return np.sum(x, axis=axis, dtype=dtype, keepdims=keepdims, **_extras(initial, where))
+
+
+def nanprod(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
+            initial: Any = None, where: Any = True) -> Any:
+    _no_out("nanprod", out)
+    x, _ = _nan_zeroed(a, 1.0)
+    return np.prod(x, axis=axis, dtype=dtype, keepdims=keepdims, **_extras(initial, where))
+
+
+def nancumsum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None) -> Any:
+    _no_out("nancumsum", out)
+    x, _ = _nan_zeroed(a, 0.0)
+    return np.cumsum(x, axis=axis, dtype=dtype)
+
+
+def nancumprod(a: Any, axis: Any = None, dtype: Any = None, out: Any = None) -> Any:
+    _no_out("nancumprod", out)
+    x, _ = _nan_zeroed(a, 1.0)
+    return np.cumprod(x, axis=axis, dtype=dtype)
+
+
+def nanmean(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
+            *, where: Any = True) -> Any:
+    _no_out("nanmean", out)
+    if where is not True:
+        raise _unsupported("nanmean", "..., where=...")
+    x, mask = _nan_zeroed(a, 0.0)
+    count = np.sum(~mask, axis=axis, keepdims=keepdims)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sum(x, axis=axis, dtype=dtype, keepdims=keepdims) / count
+
+
+def nanvar(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: float = 0,
+           keepdims: bool = False, *, where: Any = True, mean: Any = None,
+           correction: Any = None) -> Any:
+    _no_out("nanvar", out)
+    if where is not True or mean is not None:
+        raise _unsupported("nanvar", "..., where=/mean=...")
+    ddof = ddof if correction is None else correction
+    x, mask = _nan_zeroed(a, 0.0)
+    count = np.sum(~mask, axis=axis, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        centered = np.where(mask, 0.0, x - np.sum(x, axis=axis, keepdims=True) / count)
+        sq = np.sum(centered * centered, axis=axis, keepdims=keepdims)
+        divisor = np.maximum(count - ddof, 0)
+        if not keepdims:
+            divisor = np.squeeze(divisor, axis=axis) if axis is not None else divisor.reshape(())
+        return sq / divisor
+
+
+def nanstd(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: float = 0,
+           keepdims: bool = False, *, where: Any = True, mean: Any = None,
+           correction: Any = None) -> Any:
+    _no_out("nanstd", out)
+    return np.sqrt(nanvar(a, axis=axis, dtype=dtype, ddof=ddof, keepdims=keepdims, where=where,
+                          mean=mean, correction=correction))
+
+
+def _nan_extreme(name: str, reduce: Callable[..., Any], fill: float) -> Callable[..., Any]:
+    def rule(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False,
+             initial: Any = None, where: Any = True) -> Any:
+        _no_out(name, out)
+        x, mask = _nan_zeroed(a, fill)
+        value = reduce(x, axis=axis, keepdims=keepdims, **_extras(initial, where))
+        # an all-NaN slice is NaN in NumPy (with a RuntimeWarning, which NumPy gives too)
+        empty = np.all(mask, axis=axis, keepdims=keepdims)
+        if np.any(empty):
+            import warnings
+            warnings.warn("All-NaN slice encountered", RuntimeWarning, stacklevel=3)
+            value = np.where(empty, np.nan, value)
+        return value
+
+    rule.__name__ = name
+    return rule
+
+
+nanmax = _nan_extreme("nanmax", np.max, -np.inf)
+nanmin = _nan_extreme("nanmin", np.min, np.inf)
+
+
+def ptp(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False) -> Any:
+    _no_out("ptp", out)
+    return np.max(a, axis=axis, keepdims=keepdims) - np.min(a, axis=axis, keepdims=keepdims)
+
+
+def average(a: Any, axis: Any = None, weights: Any = None, returned: bool = False, *,
+            keepdims: bool = False) -> Any:
+    if weights is None:
+        avg = np.mean(a, axis=axis, keepdims=keepdims)
+        if not returned:
+            return avg
+        count = np.size(primal(a)) / np.size(primal(avg))
+        return avg, np.broadcast_to(np.asarray(count, dtype=np.result_type(primal(avg))), np.shape(primal(avg)))
+    wshape = np.shape(primal(weights))
+    ashape = np.shape(primal(a))
+    if wshape != ashape:
+        if axis is None:
+            raise TypeError("Axis must be specified when shapes of a and weights differ.")
+        if len(wshape) != 1:
+            raise TypeError("1D weights expected when shapes of a and weights differ.")
+        ax = _normalize_axis(axis, len(ashape))
+        if wshape[0] != ashape[ax]:
+            raise ValueError("Length of weights not compatible with specified axis.")
+        shape = [1] * len(ashape)
+        shape[ax] = wshape[0]
+        weights = np.reshape(weights, tuple(shape))
+    total = np.sum(a * weights, axis=axis, keepdims=keepdims)
+    scl = np.sum(np.broadcast_to(weights, ashape) if wshape != ashape else weights, axis=axis,
+                 keepdims=keepdims)
+    if np.any(primal(scl) == 0.0):
+        raise ZeroDivisionError("Weights sum to zero, can't be normalized")
+    avg = total / scl
+    if returned:
+        return avg, np.broadcast_to(scl, np.shape(primal(avg))) if np.shape(primal(scl)) != np.shape(primal(avg)) else scl
+    return avg
+
+
+# ---- elementwise functions -------------------------------------------------------------------
+
+
+def copysign(x1: Any, x2: Any, out: Any = None, **kwargs: Any) -> Any:
+    _no_out("copysign", out)
+    flip = np.signbit(primal(x1)) != np.signbit(primal(x2))
+    # x2 only decides the sign: it is held constant
+    return np.where(flip, -x1, x1)
+
+
+def heaviside(x1: Any, x2: Any, out: Any = None, **kwargs: Any) -> Any:
+    _no_out("heaviside", out)
+    x = primal(x1)
+    step = np.heaviside(x, 0.0)
+    if _is_tracked(x2):
+        return np.where(x == 0, x2, step)
+    return np.heaviside(x, x2)
+
+
+def sinc(x: Any) -> Any:
+    zero = primal(x) == 0
+    safe = np.where(zero, 1.0, x)
+    y = np.pi * safe
+    return np.where(zero, 1.0, np.sin(y) / y)
+
+
+def nan_to_num(x: Any, copy: bool = True, nan: float = 0.0, posinf: Any = None,
+               neginf: Any = None) -> Any:
+    v = primal(x)
+    info = np.finfo(v.dtype if np.asarray(v).dtype.kind == "f" else np.float64)
+    big = info.max if posinf is None else posinf
+    small = -info.max if neginf is None else neginf
+    finite = np.isfinite(v)
+    fill = np.where(np.isnan(v), nan, np.where(v > 0, big, small)).astype(np.asarray(v).dtype)
+    return np.where(finite, x, fill)
+
+
+# ---- moving, selecting and repeating elements -----------------------------------------------
+
+
+def rollaxis(a: Any, axis: int, start: int = 0) -> Any:
+    n = np.ndim(primal(a))
+    axis = _normalize_axis(axis, n)
+    if start < 0:
+        start += n
+    if not 0 <= start < n + 1:
+        raise np.exceptions.AxisError(f"'start' arg requires {-n} <= start < {n + 1}, but {start} was passed in")
+    if axis < start:
+        start -= 1
+    if axis == start:
+        return a[...]
+    order = [i for i in range(n) if i != axis]
+    order.insert(start, axis)
+    return np.transpose(a, order)
+
+
+def diagflat(v: Any, k: int = 0) -> Any:
+    return np.diag(np.ravel(v), k)
+
+
+def _split_points(length: int, indices_or_sections: Any, even: bool) -> list[tuple[int, int]]:
+    """(start, stop) of each piece along an axis of ``length``, as np.split/np.array_split."""
+    if np.ndim(indices_or_sections) == 0:
+        sections = operator.index(indices_or_sections)
+        if sections <= 0:
+            raise ValueError("number sections must be larger than 0.")
+        if even and length % sections:
+            raise ValueError("array split does not result in an equal division")
+        size, extra = divmod(length, sections)
+        bounds = [0]
+        for i in range(sections):
+            bounds.append(bounds[-1] + size + (1 if i < extra else 0))
+    else:
+        bounds = [0] + [int(i) for i in indices_or_sections] + [length]
+    out = []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        lo = min(max(lo + length if lo < 0 else lo, 0), length)
+        hi = min(max(hi + length if hi < 0 else hi, 0), length)
+        out.append((lo, max(lo, hi)))
+    return out
+
+
+def array_split(ary: Any, indices_or_sections: Any, axis: int = 0) -> list[Any]:
+    n = np.ndim(primal(ary))
+    ax = _normalize_axis(axis, n)
+    pieces = []
+    for lo, hi in _split_points(np.shape(primal(ary))[ax], indices_or_sections, even=False):
+        index = (slice(None),) * ax + (slice(lo, hi),)
+        pieces.append(ary[index])
+    return pieces
+
+
+def split(ary: Any, indices_or_sections: Any, axis: int = 0) -> list[Any]:
+    n = np.ndim(primal(ary))
+    ax = _normalize_axis(axis, n)
+    _split_points(np.shape(primal(ary))[ax], indices_or_sections, even=True)  # NumPy's errors
+    return array_split(ary, indices_or_sections, axis)
+
+
+def hsplit(ary: Any, indices_or_sections: Any) -> list[Any]:
+    if np.ndim(primal(ary)) == 0:
+        raise ValueError("hsplit only works on arrays of 1 or more dimensions")
+    return split(ary, indices_or_sections, 1 if np.ndim(primal(ary)) > 1 else 0)
+
+
+def vsplit(ary: Any, indices_or_sections: Any) -> list[Any]:
+    if np.ndim(primal(ary)) < 2:
+        raise ValueError("vsplit only works on arrays of 2 or more dimensions")
+    return split(ary, indices_or_sections, 0)
+
+
+def dsplit(ary: Any, indices_or_sections: Any) -> list[Any]:
+    if np.ndim(primal(ary)) < 3:
+        raise ValueError("dsplit only works on arrays of 3 or more dimensions")
+    return split(ary, indices_or_sections, 2)
+
+
+_PAD_MODES = ("constant", "edge", "reflect", "symmetric", "wrap")
+
+
+def pad(array: Any, pad_width: Any, mode: str = "constant", **kwargs: Any) -> Any:
+    if not isinstance(mode, str) or mode not in _PAD_MODES:
+        raise _unsupported("pad", f"..., mode={mode!r}; supported: {', '.join(_PAD_MODES)}")
+    allowed = {"constant": {"constant_values"}, "reflect": {"reflect_type"},
+               "symmetric": {"reflect_type"}}.get(mode, set())
+    extra = set(kwargs) - allowed
+    if extra:
+        raise ValueError(f"unsupported keyword arguments for mode '{mode}': {sorted(extra)}")
+    if kwargs.get("reflect_type", "even") != "even":
+        raise _unsupported("pad", "..., reflect_type='odd'")
+    value = primal(array)
+    ndim = np.ndim(value)
+    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.intp), (ndim, 2))
+    constants = np.broadcast_to(np.asarray(kwargs.get("constant_values", 0), dtype=object), (ndim, 2)) \
+        if mode == "constant" else None
+    out = array
+    for ax in range(ndim):
+        before, after = int(widths[ax, 0]), int(widths[ax, 1])
+        if before == 0 and after == 0:
+            continue
+        length = np.shape(primal(out))[ax]
+        if mode == "constant":
+            source = np.pad(np.arange(length), (before, after), mode="constant", constant_values=-1)
+            taken = np.take(out, np.maximum(source, 0), axis=ax) if length else None
+            shape = [1] * ndim
+            shape[ax] = source.size
+            lo, hi = constants[ax]
+            fill = np.where(np.arange(source.size) < before, float(lo), float(hi)).reshape(shape)
+            keep = (source >= 0).reshape(shape)
+            if taken is None:
+                full = list(np.shape(primal(out)))
+                full[ax] = source.size
+                out = np.broadcast_to(fill, tuple(full)).astype(np.result_type(value, np.float64))
+                continue
+            out = np.where(keep, taken, fill.astype(np.result_type(primal(taken))))
+        else:
+            if length == 0:
+                raise ValueError(f"can't extend empty axis {ax} using modes other than 'constant' or 'empty'")
+            source = np.pad(np.arange(length), (before, after), mode=mode)
+            out = np.take(out, source, axis=ax)
+    return out
+
+
+def cross(a: Any, b: Any, axisa: int = -1, axisb: int = -1, axisc: int = -1, axis: Any = None) -> Any:
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    a = np.moveaxis(a, axisa, -1)
+    b = np.moveaxis(b, axisb, -1)
+    na, nb = np.shape(primal(a))[-1], np.shape(primal(b))[-1]
+    if na not in (2, 3) or nb not in (2, 3):
+        raise ValueError("incompatible dimensions for cross product\n(dimension must be 2 or 3)")
+    if na == 2 or nb == 2:
+        raise _unsupported("cross", "of 2-element vectors (deprecated by NumPy 2.0)")
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    b0, b1, b2 = b[..., 0], b[..., 1], b[..., 2]
+    parts = [a1 * b2 - a2 * b1, a2 * b0 - a0 * b2, a0 * b1 - a1 * b0]
+    shape = np.broadcast_shapes(*(np.shape(primal(p)) for p in parts))
+    c = np.stack([p if np.shape(primal(p)) == shape else np.broadcast_to(p, shape) for p in parts], axis=-1)
+    return np.moveaxis(c, -1, axisc)
+
+
+def kron(a: Any, b: Any) -> Any:
+    sa, sb = np.shape(primal(a)), np.shape(primal(b))
+    nd = max(len(sa), len(sb))
+    sa, sb = (1,) * (nd - len(sa)) + sa, (1,) * (nd - len(sb)) + sb
+    # interleave: a's axes at even positions, b's at odd ones, then merge each pair
+    a_ = np.reshape(a, tuple(d for s in sa for d in (s, 1)))
+    b_ = np.reshape(b, tuple(d for s in sb for d in (1, s)))
+    return np.reshape(a_ * b_, tuple(x * y for x, y in zip(sa, sb)))
+
+
+def partition(a: Any, kth: Any, axis: Any = -1, kind: str = "introselect", order: Any = None) -> Any:
+    if order is not None:
+        raise _unsupported("partition", "..., order=...")
+    if axis is None:
+        a, axis = np.ravel(a), -1
+    index = np.argpartition(primal(a), kth, axis=axis, kind=kind)
+    return np.take_along_axis(a, index, axis=axis)
+
+
+def select(condlist: Sequence[Any], choicelist: Sequence[Any], default: Any = 0) -> Any:
+    if len(condlist) != len(choicelist):
+        raise ValueError("list of cases must be same length as list of conditions")
+    if len(condlist) == 0:
+        raise ValueError("select with an empty condition list is not possible")
+    conds = [np.asarray(primal(c)) for c in condlist]
+    for i, c in enumerate(conds):
+        if c.dtype != np.bool_:
+            raise TypeError(f"invalid entry {i} in condlist: should be boolean ndarray")
+    out = default
+    # the first true condition wins, so apply them from the last to the first
+    for cond, choice in zip(reversed(conds), reversed(list(choicelist))):
+        out = np.where(cond, choice, out)
+    return out
+
+
+def linspace(start: Any, stop: Any, num: int = 50, endpoint: bool = True, retstep: bool = False,
+             dtype: Any = None, axis: int = 0, *, device: Any = None) -> Any:
+    num = operator.index(num)
+    if num < 0:
+        raise ValueError(f"Number of samples, {num}, must be non-negative.")
+    div = (num - 1) if endpoint else num
+    fraction = np.arange(num, dtype=np.float64)
+    shape = np.broadcast_shapes(np.shape(primal(start)), np.shape(primal(stop)))
+    fraction = fraction.reshape((-1,) + (1,) * len(shape))
+    delta = stop - start
+    if div > 0:
+        step = delta / div
+        y = start + fraction * step
+        if endpoint and num > 1:
+            last = np.reshape(stop * np.ones(shape), (1,) + shape)
+            y = np.concatenate([y[:-1], last], axis=0)
+    else:
+        step = np.nan * delta
+        y = start + fraction * delta
+    if axis != 0:
+        y = np.moveaxis(y, 0, axis)
+    if dtype is not None:
+        y = y.astype(dtype)
+    return (y, step) if retstep else y
+
+
+def gradient(f: Any, *varargs: Any, axis: Any = None, edge_order: int = 1) -> Any:
+    if any(_is_tracked(v) for v in varargs):
+        raise _unsupported("gradient", "with differentiated spacing or coordinates")
+    n = np.ndim(primal(f))
+    if axis is None:
+        axes = list(range(n))
+    elif np.ndim(axis) == 0:
+        axes = [_normalize_axis(axis, n)]
+    else:
+        axes = [_normalize_axis(ax, n) for ax in axis]
+    if len(varargs) == 0:
+        spacing = [1.0] * len(axes)
+    elif len(varargs) == 1 and np.ndim(varargs[0]) == 0:
+        spacing = [varargs[0]] * len(axes)
+    elif len(varargs) == len(axes):
+        spacing = list(varargs)
+    else:
+        raise TypeError("invalid number of arguments")
+    if edge_order not in (1, 2):
+        raise ValueError("'edge_order' greater than 2 not supported")
+    outs = [_gradient_axis(f, ax, s, edge_order, n) for ax, s in zip(axes, spacing)]
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _gradient_axis(f: Any, ax: int, spacing: Any, edge_order: int, n: int) -> Any:
+    """One axis of np.gradient: central differences inside, one-sided ones (first or second
+    order) at the two ends, for a uniform step or for coordinates."""
+    length = np.shape(primal(f))[ax]
+    if length < edge_order + 1:
+        raise ValueError("Shape of array too small to calculate a numerical gradient, "
+                         "at least (edge_order + 1) elements are required.")
+
+    def at(sl: Any) -> Any:
+        return f[(slice(None),) * ax + (sl,)]
+
+    def shaped(c: Any) -> Any:
+        shape = [1] * n
+        shape[ax] = -1
+        return np.reshape(c, shape)
+
+    if np.ndim(spacing) == 0:
+        h = float(spacing)
+        inner = (at(slice(2, None)) - at(slice(None, -2))) / (2.0 * h)
+        if edge_order == 1:
+            first = (at(slice(1, 2)) - at(slice(0, 1))) / h
+            last = (at(slice(-1, None)) - at(slice(-2, -1))) / h
+        else:
+            first = (-1.5 / h) * at(slice(0, 1)) + (2.0 / h) * at(slice(1, 2)) + (-0.5 / h) * at(slice(2, 3))
+            last = (0.5 / h) * at(slice(-3, -2)) + (-2.0 / h) * at(slice(-2, -1)) + (1.5 / h) * at(slice(-1, None))
+    else:
+        x = np.asarray(spacing, dtype=np.float64)
+        if x.ndim != 1 or x.size != length:
+            raise ValueError("when 1d, distances must match the length of the corresponding dimension")
+        dx = np.diff(x)
+        dx1, dx2 = dx[:-1], dx[1:]
+        a = shaped(-dx2 / (dx1 * (dx1 + dx2)))
+        b = shaped((dx2 - dx1) / (dx1 * dx2))
+        c = shaped(dx1 / (dx2 * (dx1 + dx2)))
+        inner = a * at(slice(None, -2)) + b * at(slice(1, -1)) + c * at(slice(2, None))
+        if edge_order == 1:
+            first = (at(slice(1, 2)) - at(slice(0, 1))) / dx[0]
+            last = (at(slice(-1, None)) - at(slice(-2, -1))) / dx[-1]
+        else:
+            d1, d2 = dx[0], dx[1]
+            first = (-(2.0 * d1 + d2) / (d1 * (d1 + d2))) * at(slice(0, 1)) + \
+                ((d1 + d2) / (d1 * d2)) * at(slice(1, 2)) + (-d1 / (d2 * (d1 + d2))) * at(slice(2, 3))
+            d1, d2 = dx[-2], dx[-1]
+            last = (d2 / (d1 * (d1 + d2))) * at(slice(-3, -2)) + \
+                (-(d2 + d1) / (d1 * d2)) * at(slice(-2, -1)) + \
+                ((2.0 * d2 + d1) / (d2 * (d1 + d2))) * at(slice(-1, None))
+    return np.concatenate([first, inner, last], axis=ax)
+
+
+def append(arr: Any, values: Any, axis: Any = None) -> Any:
+    if axis is None:
+        arr = np.ravel(arr) if _is_tracked(arr) else np.ravel(np.asarray(arr))
+        values = np.ravel(values) if _is_tracked(values) else np.ravel(np.asarray(values))
+        axis = 0
+    return np.concatenate((arr, values), axis=axis)
+
+
+#: The NumPy function each composition stands for.
+COMPOSITIONS: dict[Callable[..., Any], Callable[..., Any]] = {
+    np.nansum: nansum, np.nanprod: nanprod, np.nancumsum: nancumsum, np.nancumprod: nancumprod,
+    np.nanmean: nanmean, np.nanvar: nanvar, np.nanstd: nanstd, np.nanmax: nanmax,
+    np.nanmin: nanmin, np.ptp: ptp, np.average: average,
+    np.copysign: copysign, np.heaviside: heaviside, np.sinc: sinc, np.nan_to_num: nan_to_num,
+    np.rollaxis: rollaxis, np.diagflat: diagflat, np.split: split, np.array_split: array_split,
+    np.hsplit: hsplit, np.vsplit: vsplit, np.dsplit: dsplit, np.pad: pad, np.cross: cross,
+    np.kron: kron, np.partition: partition, np.select: select, np.linspace: linspace,
+    np.gradient: gradient, np.append: append,
+}

@@ -1,0 +1,89 @@
+"""The composition rules of gradtest._rules_more reproduce NumPy's values (they are NumPy calls,
+so on plain arrays they must compute what NumPy computes), and refuse what they do not support."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gradtest import _rules_more as M
+
+rng = np.random.default_rng(7)
+X = rng.standard_normal(6)
+A = rng.standard_normal((3, 4))
+NANS = np.where([False, True, False, False, True, False], np.nan, X)
+NANS2 = np.where([[False, True, False, True], [False, False, False, False], [True, True, True, True]],
+                 np.nan, A)
+
+# (NumPy function, composition, args, kwargs)
+SAME = [
+    (np.nansum, M.nansum, (NANS,), {}), (np.nansum, M.nansum, (NANS2,), {"axis": 1}),
+    (np.nanprod, M.nanprod, (NANS2,), {"axis": 0}), (np.nancumsum, M.nancumsum, (NANS2,), {"axis": 1}),
+    (np.nancumprod, M.nancumprod, (NANS,), {}), (np.nanmean, M.nanmean, (NANS2,), {"axis": 1}),
+    (np.nanvar, M.nanvar, (NANS2,), {"axis": 1}), (np.nanvar, M.nanvar, (NANS,), {"ddof": 1}),
+    (np.nanstd, M.nanstd, (NANS2,), {"axis": 0, "keepdims": True}),
+    (np.nanmax, M.nanmax, (NANS2,), {"axis": 1}), (np.nanmin, M.nanmin, (NANS,), {}),
+    (np.ptp, M.ptp, (A,), {"axis": 1}), (np.average, M.average, (A,), {"axis": 1, "weights": np.arange(1.0, 5.0)}),
+    (np.average, M.average, (A,), {"weights": np.abs(A), "returned": True}),
+    (np.copysign, M.copysign, (X, -X[::-1]), {}), (np.heaviside, M.heaviside, (np.r_[X, 0.0], 0.5), {}),
+    (np.sinc, M.sinc, (np.r_[X, 0.0],), {}),
+    (np.nan_to_num, M.nan_to_num, (np.array([1.0, np.nan, np.inf, -np.inf]),), {}),
+    (np.nan_to_num, M.nan_to_num, (np.array([1.0, np.nan, np.inf, -np.inf]),), {"nan": 2.0, "posinf": 9.0}),
+    (np.rollaxis, M.rollaxis, (np.zeros((2, 3, 4)), 2), {}), (np.rollaxis, M.rollaxis, (np.zeros((2, 3, 4)), 0, 3), {}),
+    (np.diagflat, M.diagflat, (A[:2, :2],), {"k": 1}),
+    (np.split, M.split, (X, 3), {}), (np.split, M.split, (X, [1, 4]), {}),
+    (np.array_split, M.array_split, (np.arange(7.0), 3), {}), (np.hsplit, M.hsplit, (A, 2), {}),
+    (np.vsplit, M.vsplit, (A, [1]), {}), (np.dsplit, M.dsplit, (np.zeros((2, 2, 4)), 2), {}),
+    (np.pad, M.pad, (A, ((1, 2), (0, 1))), {"constant_values": ((1.0, 2.0), (3.0, 4.0))}),
+    (np.pad, M.pad, (A, 2), {"mode": "edge"}), (np.pad, M.pad, (A, (2, 3)), {"mode": "reflect"}),
+    (np.pad, M.pad, (A, 1), {"mode": "symmetric"}), (np.pad, M.pad, (X, (4, 1)), {"mode": "wrap"}),
+    (np.cross, M.cross, (A[:, :3], A[::-1, 1:]), {}), (np.cross, M.cross, (A[:, :3].T, A[:, 1:].T), {"axis": 0}),
+    (np.kron, M.kron, (A, A[:2, :2]), {}), (np.kron, M.kron, (X, A), {}),
+    (np.partition, M.partition, (X, 2), {}), (np.partition, M.partition, (A, 1), {"axis": 0}),
+    (np.select, M.select, ([X > 0.5, X < -0.5], [X, X ** 2], 7.0), {}),
+    (np.linspace, M.linspace, (0.5, 2.0, 7), {}), (np.linspace, M.linspace, (X[:2], X[2:4], 4), {"axis": -1}),
+    (np.linspace, M.linspace, (0.0, 1.0, 5), {"endpoint": False, "retstep": True}),
+    (np.gradient, M.gradient, (X,), {}), (np.gradient, M.gradient, (A,), {}),
+    (np.gradient, M.gradient, (A, 0.5), {"axis": 1, "edge_order": 2}),
+    (np.gradient, M.gradient, (X, np.cumsum(np.arange(1.0, 7.0))), {"edge_order": 2}),
+    (np.append, M.append, (A, X), {}), (np.append, M.append, (A, A[:1]), {"axis": 0}),
+]
+
+
+@pytest.mark.parametrize("np_f, rule, args, kwargs", SAME, ids=[f"{s[0].__name__}-{i}" for i, s in enumerate(SAME)])
+def test_composition_value_is_numpys(np_f, rule, args, kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = np_f(*args, **kwargs)
+        got = rule(*args, **kwargs)
+    if isinstance(expected, (list, tuple)):
+        assert len(got) == len(expected)
+        pairs = list(zip(got, expected))
+    else:
+        pairs = [(got, expected)]
+    for g, e in pairs:
+        g, e = np.asarray(g), np.asarray(e)
+        assert g.shape == e.shape
+        np.testing.assert_allclose(g, e, rtol=1e-14, atol=1e-15, equal_nan=True)
+
+
+def test_composition_table_names_numpy_functions():
+    assert all(callable(f) for f in M.COMPOSITIONS)
+    assert M.COMPOSITIONS[np.pad] is M.pad
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda: M.pad(X, 1, mode="mean"), NotImplementedError),
+    (lambda: M.pad(X, 1, mode="reflect", reflect_type="odd"), NotImplementedError),
+    (lambda: M.split(X, 4), ValueError),
+    (lambda: M.vsplit(X, 2), ValueError),
+    (lambda: M.cross(X[:2], X[2:4]), NotImplementedError),
+    (lambda: M.select([X > 0], [X, X]), ValueError),
+    (lambda: M.average(A, weights=np.zeros(4), axis=1), ZeroDivisionError),
+    (lambda: M.gradient(X[:2], edge_order=2), ValueError),
+])
+def test_composition_refusals(call, error):
+    with pytest.raises(error):
+        call()
