@@ -30,18 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from ._arraylike import ArrayLike
+from . import _primitives as P
+from ._rules import register, register_ufunc
 
-__all__ = ["COMPOSITIONS", "primal"]
+__all__ = ["COMPOSITIONS", "KINKS_MORE"]
 
-
-def primal(x: Any) -> Any:
-    """The plain NumPy value of ``x`` (an engine array's ``.value``; anything else unchanged)."""
-    return x.value if isinstance(x, ArrayLike) else x
-
-
-def _is_tracked(x: Any) -> bool:
-    return isinstance(x, ArrayLike)
+primal = P.value
+_is_tracked = P.is_active
 
 
 def _normalize_axis(axis: Any, ndim: int) -> int:
@@ -521,6 +516,16 @@ def append(arr: Any, values: Any, axis: Any = None) -> Any:
     return np.concatenate((arr, values), axis=axis)
 
 
+def real(val: Any) -> Any:
+    # gradtest's arrays are real: the real part is the array itself
+    return val
+
+
+def imag(val: Any) -> Any:
+    # and the imaginary part is the constant 0
+    return np.zeros(np.shape(primal(val)), dtype=np.asarray(primal(val)).dtype)
+
+
 #: The NumPy function each composition stands for.
 COMPOSITIONS: dict[Callable[..., Any], Callable[..., Any]] = {
     np.nansum: nansum, np.nanprod: nanprod, np.nancumsum: nancumsum, np.nancumprod: nancumprod,
@@ -530,5 +535,31 @@ COMPOSITIONS: dict[Callable[..., Any], Callable[..., Any]] = {
     np.rollaxis: rollaxis, np.diagflat: diagflat, np.split: split, np.array_split: array_split,
     np.hsplit: hsplit, np.vsplit: vsplit, np.dsplit: dsplit, np.pad: pad, np.cross: cross,
     np.kron: kron, np.partition: partition, np.select: select, np.linspace: linspace,
-    np.gradient: gradient, np.append: append,
+    np.gradient: gradient, np.append: append, np.real: real, np.imag: imag,
 }
+
+_NAN = "NaN elements are absent (derivative 0)"
+#: The kink and edge rule of each composition, for the shared documentation table.
+KINKS_MORE: dict[Callable[..., Any], str] = {
+    np.nansum: _NAN, np.nanprod: _NAN + "; a tree of multiplies, exact at zeros",
+    np.nancumsum: _NAN, np.nancumprod: _NAN,
+    np.nanmean: _NAN + "; an all-NaN slice: NaN", np.nanvar: _NAN + "; ddof >= count: NaN",
+    np.nanstd: _NAN + "; a constant slice: 0 (the chain rule's 0 * inf)",
+    np.nanmax: _NAN + "; ties split evenly", np.nanmin: _NAN + "; ties split evenly",
+    np.ptp: "max - min: ties split evenly",
+    np.copysign: "+-1 in x1 (0 in x1 at x1 = 0 as abs), 0 in x2",
+    np.heaviside: "0 in x1 (the jump at 0 is a kink); 1 in x2 where x1 == 0",
+    np.sinc: "sinc'(0) = 0", np.nan_to_num: "1 where finite, 0 where replaced",
+    np.partition: "the element NumPy places at each position gets its derivative",
+    np.select: "the conditions are piecewise constant",
+    np.pad: "modes constant, edge, reflect, symmetric, wrap (others: NotImplementedError)",
+    np.cross: "3-vectors (2-vectors, deprecated by NumPy: NotImplementedError)",
+    np.gradient: "linear in f; spacing and coordinates are constants",
+    np.imag: "real inputs: the constant 0",
+}
+
+for _f, _rule in COMPOSITIONS.items():
+    if isinstance(_f, np.ufunc):
+        register_ufunc(_f, kink=KINKS_MORE.get(_f, ""))(_rule)
+    else:
+        register(_f, kink=KINKS_MORE.get(_f, ""))(_rule)
