@@ -111,6 +111,15 @@ la = np.linalg
 case("det", G, la.det, R(3, 3))
 case("det_batched", G, lambda a: S(la.det(a)), R(2, 3, 3))
 case("det_spd", G, la.det, SPD(4))
+case("det_negative", G, la.det, np.array([[0.0, 1.0, 0.3], [1.0, 0.2, 0.0], [0.5, 0.0, 2.0]]))
+case("slogdet_negative_sign", G, lambda a: la.slogdet(a)[1], np.array([[0.0, 1.0], [1.0, 0.5]]))
+case("inv_permutation_like", G, la.inv, np.array([[0.0, 1.0], [1.0, 0.1]]))
+case("svd_negative_entries", G, lambda a: la.svd(a, compute_uv=False), -WELL(3, 3))
+case("eigh_negative_definite", G, lambda a: la.eigh(a)[0], -SPD(3))
+case("cholesky_upper", G, lambda a: la.cholesky(a, upper=True), SPD(3))
+case("qr_mode_r", G, lambda a: la.qr(a, mode="r"), R(4, 3))
+case("norm_nuc_axis", G, lambda a: la.norm(a, "nuc", axis=(1, 2)), np.stack([WELL(2, 3), WELL(2, 3)]))
+case("norm_2_keepdims", G, lambda a: la.norm(a, 2, keepdims=True), WELL(3, 2))
 case("slogdet", G, lambda a: la.slogdet(a)[1], R(3, 3))
 case("slogdet_tuple", G, lambda a: la.slogdet(a)[0] * la.slogdet(a)[1], SPD(3))
 case("slogdet_batched", G, lambda a: S(la.slogdet(a)[1]), SPD(3, (2,)))
@@ -120,6 +129,7 @@ case("inv_batched", G, la.inv, SPD(2, (3,)))
 case("solve_vector", G, la.solve, SPD(3), R(3))
 case("solve_matrix", G, la.solve, R(3, 3) + 3 * np.eye(3), R(3, 2))
 case("solve_batched", G, lambda a, b: la.solve(a, b), SPD(3, (2,)), R(2, 3, 1))
+case("solve_batched_vector", G, lambda a, b: la.solve(a, b), SPD(3, (2,)), R(3))
 case("solve_const_matrix", G, lambda b: S(la.solve(SPD_CONST, b) ** 2), R(3))
 case("cholesky", G, la.cholesky, SPD(3))
 case("cholesky_sym_input", G, lambda a: la.cholesky(a @ a.T + 3 * np.eye(3)), R(3, 3))
@@ -295,6 +305,8 @@ case("cumprod", G, lambda x: np.cumprod(x), R(4))
 case("std_axis", G, lambda a: np.std(a, axis=1), R(3, 4))
 case("var_ddof", G, lambda x: np.var(x, ddof=1), R(5))
 case("logaddexp_reduce", G, lambda x: np.logaddexp.reduce(x), R(4))
+case("logaddexp_reduce_axis", G, lambda a: np.logaddexp.reduce(a, axis=1), R(3, 4))
+case("logaddexp2_reduce", G, lambda x: np.logaddexp2.reduce(x), R(4))
 G = "elementwise"
 case("copysign", G, lambda x: np.copysign(x, -1.0) * x, R(5))
 case("copysign_array", G, lambda x: np.copysign(x ** 2 + 1, np.array([1.0, -1.0, 2.0, -3.0])), R(4))
@@ -419,8 +431,8 @@ SPD_CONST = SPD(3)
 def all_cases() -> list[Case]:
     """Every case, plus a float32 copy of the elementwise, special and structural ones (the
     backend then computes in float32 against the float64 ground truth)."""
-    extra = [c.as_float32() for c in CASES if c.group in ("elementwise", "special", "structural")
-             and "nan" not in c.name]
+    extra = [c.as_float32() for c in CASES if c.group in ("elementwise", "special", "structural", "linalg",
+                                                             "stats", "reductions", "einsum")]
     return CASES + extra
 
 

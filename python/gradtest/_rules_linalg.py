@@ -102,10 +102,13 @@ def _solve(a: Any, b: Any) -> Any:
     ainv = la.inv(av)
     vector = bv.ndim == 1
 
+    # NumPy 2: b is one vector only when it is 1-D; x then broadcasts as a column
+    xm = x[..., None] if vector else x
+
     def jvp(da: Any, db: Any) -> Any:
         if vector:
-            return ainv @ (db - da @ x)
-        return ainv @ (db - da @ x)
+            return (ainv @ (db[..., None] - da @ xm))[..., 0]
+        return ainv @ (db - da @ xm)
 
     return P.linearized(x, [a, b], jvp, "numpy.linalg.solve")
 

@@ -516,6 +516,30 @@ def append(arr: Any, values: Any, axis: Any = None) -> Any:
     return np.concatenate((arr, values), axis=axis)
 
 
+def _logaddexp_reduce(base: float) -> Callable[..., Any]:
+    """``np.logaddexp.reduce`` (base e) or ``np.logaddexp2.reduce`` (base 2): a log-sum-exp
+    shifted by the maximum, which is a constant (it only keeps exp in range)."""
+    scale = np.log(base)
+
+    def rule(array: Any, axis: Any = 0, dtype: Any = None, keepdims: bool = False,
+             initial: Any = None, where: Any = True) -> Any:
+        if initial is not None or where is not True or dtype is not None:
+            raise _unsupported("logaddexp.reduce", "..., dtype=/initial=/where=")
+        v = np.asarray(primal(array))
+        axes = P.normalize_axes(axis, v.ndim)
+        with np.errstate(invalid="ignore"):
+            shift = np.max(v, axis=axes, keepdims=True)
+        shift = np.where(np.isfinite(shift), shift, 0.0)
+        y = np.log(np.sum(np.exp((array - shift) * scale), axis=axes, keepdims=True)) / scale + shift
+        if not keepdims:
+            y = np.squeeze(y, axis=axes)
+        ufunc = np.logaddexp if base != 2.0 else np.logaddexp2
+        value = ufunc.reduce(v, axis=axis, keepdims=keepdims)
+        return P.with_value(y, np.asarray(value)) if P.is_active(y) else value
+
+    return rule
+
+
 def real(val: Any) -> Any:
     # gradtest's arrays are real: the real part is the array itself
     return val
@@ -557,6 +581,11 @@ KINKS_MORE: dict[Callable[..., Any], str] = {
     np.gradient: "linear in f; spacing and coordinates are constants",
     np.imag: "real inputs: the constant 0",
 }
+
+register_ufunc(np.logaddexp, method="reduce", kink="the maximum shift is a constant")(
+    _logaddexp_reduce(np.e))
+register_ufunc(np.logaddexp2, method="reduce", kink="the maximum shift is a constant")(
+    _logaddexp_reduce(2.0))
 
 for _f, _rule in COMPOSITIONS.items():
     if isinstance(_f, np.ufunc):
