@@ -161,7 +161,8 @@ def values(tree: Any) -> Any:
 
 def float_dtype(*xs: Any) -> np.dtype:
     """The floating dtype NumPy's promotion gives ``xs`` (engine arrays by their primal dtype,
-    Python numbers weakly): float16 computes in float32, integers and booleans in float64.
+    Python numbers weakly): float16 computes in float32, integers, booleans and objects in
+    float64.
 
     Raises
     ------
@@ -175,7 +176,9 @@ def float_dtype(*xs: Any) -> np.dtype:
         return dt
     if dt == np.float16:
         return np.dtype(np.float32)
-    if dt.kind in "biu":
+    if dt.kind in "biuO":
+        # an object array (of Python numbers) computes in float64, as NumPy's float() would;
+        # gradtest.check_dispatch reports such operands
         return np.dtype(np.float64)
     if dt.kind == "c":
         raise TypeError("gradtest differentiates real float32/float64 values; complex inputs are "

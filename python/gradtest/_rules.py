@@ -282,10 +282,25 @@ def _conjugate(x: Any, **kwargs: Any) -> Any:
     return x  # real values only
 
 
-@register_ufunc(np.matmul)
+@register_ufunc(np.matmul, kink="inf/NaN operands: the chain rule's 0 * inf = 0 per product term")
 def _matmul_ufunc(a: Any, b: Any, **kwargs: Any) -> Any:
     _refuse("matmul", **kwargs)
-    return P.matmul(_lift(a), _lift(b))
+    return matmul(a, b)
+
+
+def matmul(a: Any, b: Any) -> Any:
+    """``a @ b``: the BLAS primitive, or, when an operand holds inf or NaN, the products and
+    their sum, so that the chain rule's ``0 * inf = 0`` holds per term as for every other
+    function (BLAS would spread ``0 * inf = NaN`` from every zero tangent or cotangent)."""
+    a, b = _lift(a), _lift(b)
+    av, bv = P.value(a), P.value(b)
+    if np.isfinite(av).all() and np.isfinite(bv).all():
+        return P.matmul(a, b)
+    value = np.asarray(np.matmul(av, bv))  # NumPy's value and NumPy's shape errors
+    a2 = np.reshape(a, (1,) + a.shape) if a.ndim == 1 else a
+    b2 = np.reshape(b, b.shape + (1,)) if b.ndim == 1 else b
+    y = np.sum(np.expand_dims(a2, -1) * np.expand_dims(b2, -3), axis=-2)
+    return P.with_value(np.reshape(y, value.shape), value)
 
 
 nondifferentiable(*(getattr(np, name, None) for name in (
@@ -389,9 +404,13 @@ def _var_core(name: str, a: Any, axis: Any, dtype: Any, out: Any, ddof: float, k
     if correction is not None and correction is not np._NoValue:
         ddof = correction
     axes = P.normalize_axes(axis, x.ndim)
-    d = x - np.mean(x, axis=axes, keepdims=True)
     scale = var_scale(_count(x.shape, axes), ddof)
     value = np.asarray(np.var(P.value(x), axis=axis, ddof=ddof, keepdims=keepdims))
+    if not np.isfinite(scale):
+        # ddof >= n: NaN weights make every element's derivative NaN in both modes, whatever
+        # the tangents or cotangents (a NaN coefficient would meet the chain rule's zeros)
+        return P.reduce(x, axes, keepdims, 1.0, np.full(x.shape, np.nan, dtype=x.dtype), value), scale
+    d = x - np.mean(x, axis=axes, keepdims=True)
     return P.reduce(d * d, axes, keepdims, scale, None, value), scale
 
 
@@ -712,10 +731,10 @@ nondifferentiable(*(getattr(np, name, None) for name in (
 # --------------------------------------------------------------------------------------------
 
 
-@register(np.matmul)
+@register(np.matmul, kink="inf/NaN operands: the chain rule's 0 * inf = 0 per product term")
 def _matmul(a: Any, b: Any, out: Any = None, **kwargs: Any) -> Any:
     _refuse("matmul", out=out, **kwargs)
-    return P.matmul(_lift(a), _lift(b))
+    return matmul(a, b)
 
 
 def _tensordot_axes(a: Any, b: Any, axes: Any) -> tuple[list[int], list[int]]:

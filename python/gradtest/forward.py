@@ -137,8 +137,8 @@ class Dual(ArrayLike):
 
     # + - * / ** and unary - + abs(): set below the ufunc rules, one C call each (_operator)
 
-    def __matmul__(self, other: Any) -> Any: return _matmul(self, other)
-    def __rmatmul__(self, other: Any) -> Any: return _matmul(other, self)
+    def __matmul__(self, other: Any) -> Any: return _rules.matmul(self, other)
+    def __rmatmul__(self, other: Any) -> Any: return _rules.matmul(other, self)
 
     def sum(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
             **kw: Any) -> Any:
