@@ -460,7 +460,7 @@ def run_case(c: Case, engine: str) -> tuple[Outcome, str]:
     return "wrong", outcome.message
 
 
-def _scalarized(c: Case) -> Callable[..., Any]:
+def scalarized(c: Case) -> Callable[..., Any]:
     """``c.f`` reduced to a scalar with fixed weights (each output leaf times 1, 2, 3, ...)."""
 
     def leaves(out: Any) -> list[Any]:
@@ -481,7 +481,7 @@ def _scalarized(c: Case) -> Callable[..., Any]:
 def _all_zero_gradient(c: Case, engine: str) -> bool:
     """True when the engine's gradient of some argument is all zeros and the ground truth's is not
     (the engine lost the derivative without saying so)."""
-    f = _scalarized(c)
+    f = scalarized(c)
     try:
         got = gradtest.gradient(f, *c.args, backend=engine)
     except Exception:

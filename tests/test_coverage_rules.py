@@ -87,3 +87,103 @@ def test_composition_table_names_numpy_functions():
 def test_composition_refusals(call, error):
     with pytest.raises(error):
         call()
+
+
+# ---- refusals and degenerate inputs in both engines -----------------------------------------
+
+ENGINES = ("forward", "reverse")
+
+
+def _error(f, *args, engine):
+    """What the engine raises running f on its arrays (every argument differentiated)."""
+    from gradtest.forward import jvp
+    from gradtest.reverse import vjp
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            if engine == "forward":
+                jvp(f, list(args), [np.ones_like(a) for a in args])
+            else:
+                vjp(lambda *a: np.sum(f(*a)), args, None)
+    except Exception as err:
+        return err
+    raise AssertionError(f"{engine} did not raise")
+
+
+ROTATION = np.array([[0.0, -1.0], [1.0, 0.0]]) + 0.1 * np.eye(2)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("f, x, words", [
+    (lambda a: np.linalg.eig(a)[0], ROTATION, "complex eigenvalues"),
+    (lambda a: np.linalg.eigvals(a), ROTATION, "complex eigenvalues"),
+    (lambda a: np.linalg.pinv(a), np.outer([1.0, 2.0, 3.0], [1.0, -1.0]), "rank-deficient"),
+    (lambda a: np.linalg.svd(a)[0], np.arange(6.0).reshape(3, 2) + np.eye(3, 2), "full_matrices=False"),
+    (lambda a: np.linalg.qr(a)[1], np.arange(6.0).reshape(2, 3) + 1, "wide matrix"),
+    (lambda a: np.linalg.qr(a, mode="complete")[0], np.arange(6.0).reshape(3, 2) + 1, "mode='complete'"),
+    (lambda a: np.linalg.svd(a, hermitian=True)[1], np.eye(2) * 2, "hermitian=True"),
+])
+def test_linalg_refusals(f, x, words, engine):
+    err = _error(f, x, engine=engine)
+    assert isinstance(err, NotImplementedError) and words in str(err)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_singular_matrix_raises_numpys_error(engine):
+    err = _error(lambda a: np.linalg.inv(a), np.ones((2, 2)), engine=engine)
+    assert isinstance(err, np.linalg.LinAlgError)
+
+
+def test_repeated_eigenvalues_give_nonfinite_vectors_and_finite_values():
+    from gradtest.forward import jvp
+    a = np.diag([2.0, 2.0, 5.0])
+    da = np.array([[0.1, 0.3, 0.0], [0.3, -0.2, 0.1], [0.0, 0.1, 0.4]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        (_, _), (dw, dv) = jvp(lambda m: tuple(np.linalg.eigh(m)), [a], [da])
+    assert np.all(np.isfinite(dw))
+    assert not np.all(np.isfinite(dv))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("f, words", [
+    (lambda v, x: np.sum(__import__("scipy.special").special.jv(v, x)), "scipy.special.jv: no derivative"),
+    (lambda v, x: np.sum(__import__("scipy.special").special.iv(v, x)), "scipy.special.iv: no derivative"),
+    (lambda v, x: np.sum(__import__("scipy.special").special.polygamma(v, x)), "scipy.special.polygamma"),
+])
+def test_scipy_constant_arguments_refuse_derivatives(f, words, engine):
+    pytest.importorskip("scipy")
+    err = _error(f, np.array([1.5, 2.5]), np.array([0.7, 1.2]), engine=engine)
+    assert isinstance(err, NotImplementedError) and words in str(err)
+
+
+def test_dispatchers_leave_plain_calls_to_scipy():
+    special = pytest.importorskip("scipy.special")
+    stats = pytest.importorskip("scipy.stats")
+    from gradtest import forward  # loads the rules, which install the dispatchers
+    assert forward.Dual
+    x = rng.standard_normal((3, 4))
+    for name in ("logsumexp", "softmax", "log_softmax"):
+        f = getattr(special, name)
+        assert f.__gradtest_original__ is f.__wrapped__
+        np.testing.assert_array_equal(f(x, axis=1), f.__wrapped__(x, axis=1))
+    np.testing.assert_array_equal(stats.norm.logpdf(x, 0.5, 2.0), stats.norm.logpdf.__wrapped__(x, 0.5, 2.0))
+    assert stats.norm.logpdf.__doc__ == stats.norm.logpdf.__wrapped__.__doc__
+
+
+def test_rules_install_when_scipy_is_imported_after_the_engines():
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, gradtest.forward, gradtest.reverse;"
+            "assert 'scipy' not in sys.modules;"
+            "import scipy.special as sc, scipy.stats as st;"
+            "from gradtest.forward import Dual;"
+            "d = Dual(np.array([0.3, 0.9]), np.eye(2));"
+            "y = sc.logsumexp(d) + np.sum(sc.gammaln(d + 1)) + np.sum(st.norm.logpdf(d));"
+            "print(np.round(y.tangents, 12).tolist())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    from scipy.special import digamma, softmax
+    x = np.array([0.3, 0.9])
+    expected = softmax(x) + digamma(x + 1) - x
+    np.testing.assert_allclose(eval(out.stdout), expected, rtol=1e-10)
