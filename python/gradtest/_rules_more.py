@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import _primitives as P
-from ._rules import register, register_ufunc
+from ._rules import UFUNCS, nondifferentiable, register, register_ufunc
 
 __all__ = ["COMPOSITIONS", "KINKS_MORE"]
 
@@ -562,6 +562,410 @@ COMPOSITIONS: dict[Callable[..., Any], Callable[..., Any]] = {
     np.gradient: gradient, np.append: append, np.real: real, np.imag: imag,
 }
 
+
+# ---- more functions users call: signal-like, statistics, polynomials, index tricks ---------
+
+
+def _kept(y: Any, value: Any) -> Any:
+    """y's derivative with NumPy's own value (a composition may round differently)."""
+    value = np.asarray(value)
+    if not P.is_active(y):
+        return value
+    return P.with_value(y, value.astype(P.value(y).dtype, copy=False))
+
+
+def ldexp(x1: Any, x2: Any, out: Any = None, **kwargs: Any) -> Any:
+    _no_out("ldexp", out)
+    if _is_tracked(x2):
+        raise _unsupported("ldexp", "x1, x2) with a differentiated integer exponent x2")
+    # a power of two: exact, so the value is NumPy's
+    return x1 * np.ldexp(1.0, x2).astype(np.asarray(primal(x1)).dtype)
+
+
+def convolve(a: Any, v: Any, mode: str = "full") -> Any:
+    va, vv = np.asarray(primal(a)), np.asarray(primal(v))
+    if va.ndim != 1 or vv.ndim != 1:
+        raise ValueError("object too deep for desired array")
+    n, m = va.size, vv.size
+    if n == 0 or m == 0:
+        raise ValueError("a cannot be empty" if n == 0 else "v cannot be empty")
+    value = np.convolve(va, vv, mode=mode)
+    # full[k] = sum_j v[j] a[k - j]: one shifted copy of a per element of v
+    terms = [np.pad(a, (j, m - 1 - j)) * v[j] for j in range(m)]
+    full = terms[0]
+    for t in terms[1:]:
+        full = full + t
+    short = min(n, m)
+    if mode == "full":
+        y = full
+    elif mode == "same":
+        lo = (short - 1) // 2
+        y = full[lo: lo + max(n, m)]
+    elif mode == "valid":
+        y = full[short - 1: max(n, m)]
+    else:
+        raise ValueError(f"mode must be one of 'full', 'same' or 'valid', got {mode!r}")
+    return _kept(y, value)
+
+
+def correlate(a: Any, v: Any, mode: str = "valid") -> Any:
+    value = np.correlate(np.asarray(primal(a)), np.asarray(primal(v)), mode=mode)
+    return _kept(convolve(a, v[::-1], mode), value)
+
+
+def trapezoid(y: Any, x: Any = None, dx: float = 1.0, axis: int = -1) -> Any:
+    n = np.ndim(primal(y))
+    ax = _normalize_axis(axis, n)
+
+    def at(sl: slice) -> Any:
+        return y[(slice(None),) * ax + (sl,)]
+
+    if x is None:
+        d = dx
+    else:
+        d = np.diff(x)
+        if np.ndim(primal(x)) == 1 and n > 1:
+            shape = [1] * n
+            shape[ax] = -1
+            d = np.reshape(d, shape)
+    value = np.trapezoid(primal(y), x=primal(x), dx=dx, axis=axis)
+    return _kept(np.sum(d * (at(slice(1, None)) + at(slice(None, -1))) / 2.0, axis=ax), value)
+
+
+def interp(x: Any, xp: Any, fp: Any, left: Any = None, right: Any = None, period: Any = None) -> Any:
+    if period is not None or _is_tracked(xp) or _is_tracked(left) or _is_tracked(right):
+        raise _unsupported("interp", "with period= or differentiated xp/left/right")
+    xv, xpv = np.asarray(primal(x)), np.asarray(xp)
+    value = np.interp(xv, xpv, primal(fp), left=left, right=right)
+    i = np.clip(np.searchsorted(xpv, xv, side="right") - 1, 0, xpv.size - 2)
+    w = (x - xpv[i]) / (xpv[i + 1] - xpv[i])
+    y = fp[i] + w * (fp[i + 1] - fp[i]) if _is_tracked(fp) else \
+        np.asarray(fp)[i] + w * (np.asarray(fp)[i + 1] - np.asarray(fp)[i])
+    lo = np.asarray(primal(fp))[0] if left is None else left
+    hi = np.asarray(primal(fp))[-1] if right is None else right
+    fp0 = fp[0] if left is None and _is_tracked(fp) else lo
+    fp1 = fp[-1] if right is None and _is_tracked(fp) else hi
+    y = np.where(xv < xpv[0], fp0, np.where(xv > xpv[-1], fp1, y))
+    return _kept(y, value)
+
+
+def cov(m: Any, y: Any = None, rowvar: bool = True, bias: bool = False, ddof: Any = None,
+        fweights: Any = None, aweights: Any = None, *, dtype: Any = None) -> Any:
+    if fweights is not None or aweights is not None:
+        raise _unsupported("cov", "..., fweights=/aweights=")
+    value = np.cov(primal(m), None if y is None else primal(y), rowvar=rowvar, bias=bias, ddof=ddof)
+    x = np.atleast_2d(m)
+    if not rowvar and np.shape(primal(x))[0] != 1:
+        x = np.transpose(x)
+    if y is not None:
+        yy = np.atleast_2d(y)
+        if not rowvar and np.shape(primal(yy))[0] != 1:
+            yy = np.transpose(yy)
+        x = np.concatenate([x, yy], axis=0)
+    count = np.shape(primal(x))[1]
+    ddof = (0 if bias else 1) if ddof is None else ddof
+    xc = x - np.mean(x, axis=1, keepdims=True)
+    c = (xc @ np.transpose(xc)) / (count - ddof)
+    return _kept(np.squeeze(c), value)
+
+
+def corrcoef(x: Any, y: Any = None, rowvar: bool = True, *, dtype: Any = None) -> Any:
+    value = np.corrcoef(primal(x), None if y is None else primal(y), rowvar=rowvar)
+    c = cov(x, y, rowvar=rowvar)
+    if np.ndim(primal(c)) == 0:
+        return _kept(c / c, value)
+    d = np.sqrt(np.diagonal(c))
+    return _kept(c / d[:, None] / d[None, :], value)
+
+
+def quantile(a: Any, q: Any, axis: Any = None, out: Any = None, overwrite_input: bool = False,
+             method: str = "linear", keepdims: bool = False, *, weights: Any = None) -> Any:
+    _no_out("quantile", out)
+    if method != "linear" or weights is not None or _is_tracked(q):
+        raise _unsupported("quantile", "..., method other than 'linear', weights=, or a differentiated q")
+    v = np.asarray(primal(a))
+    value = np.quantile(v, q, axis=axis, method=method, keepdims=keepdims)
+    if axis is None:
+        x, ax = np.ravel(a), 0
+    else:
+        axes = P.normalize_axes(axis, v.ndim)
+        if len(axes) != 1:
+            raise _unsupported("quantile", "over several axes")
+        x, ax = a, axes[0]
+    s = np.sort(x, axis=ax)
+    n = np.shape(primal(s))[ax]
+    qv = np.asarray(q, dtype=np.float64)
+    pos = qv * (n - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (pos - lo).astype(v.dtype if v.dtype.kind == "f" else np.float64)
+    shape = [1] * np.ndim(primal(s))
+    picks = []
+    for k in np.ravel(np.arange(qv.size)):
+        low = np.take(s, int(np.ravel(lo)[k]), axis=ax)
+        high = np.take(s, int(np.ravel(hi)[k]), axis=ax)
+        f = np.ravel(frac)[k]
+        picks.append(low + f * (high - low))
+    y = picks[0] if qv.ndim == 0 else np.reshape(np.stack(picks), qv.shape + np.shape(primal(picks[0])))
+    if keepdims:
+        if axis is None:
+            y = np.reshape(y, qv.shape + (1,) * v.ndim)
+        else:
+            y = np.expand_dims(y, qv.ndim + ax)
+    del shape
+    return _kept(y, value)
+
+
+def percentile(a: Any, q: Any, axis: Any = None, out: Any = None, overwrite_input: bool = False,
+               method: str = "linear", keepdims: bool = False, *, weights: Any = None) -> Any:
+    return quantile(a, np.asarray(q) / 100.0, axis=axis, out=out, method=method, keepdims=keepdims,
+                    weights=weights)
+
+
+def median(a: Any, axis: Any = None, out: Any = None, overwrite_input: bool = False,
+           keepdims: bool = False) -> Any:
+    value = np.median(primal(a), axis=axis, keepdims=keepdims)
+    return _kept(quantile(a, 0.5, axis=axis, out=out, keepdims=keepdims), value)
+
+
+def polyval(p: Any, x: Any) -> Any:
+    value = np.polyval(primal(p), primal(x))
+    n = np.shape(primal(p))[0]
+    y = p[0] * np.ones(np.shape(primal(x))) if _is_tracked(p) else np.asarray(p)[0] * np.ones(np.shape(primal(x)))
+    for i in range(1, n):
+        y = y * x + p[i]
+    return _kept(y, value)
+
+
+def vander(x: Any, N: Any = None, increasing: bool = False) -> Any:
+    n = np.shape(primal(x))[0] if N is None else operator.index(N)
+    powers = range(n) if increasing else range(n - 1, -1, -1)
+    cols = [x ** k if k else np.ones(np.shape(primal(x))) * (x * 0.0 + 1.0) for k in powers]
+    return _kept(np.stack(cols, axis=1), np.vander(primal(x), N, increasing))
+
+
+def meshgrid(*xi: Any, copy: bool = True, sparse: bool = False, indexing: str = "xy") -> Any:
+    if indexing not in ("xy", "ij"):
+        raise ValueError("Valid values for `indexing` are 'xy' and 'ij'.")
+    ndim = len(xi)
+    shapes = [np.size(primal(x)) for x in xi]
+    out = []
+    for i, x in enumerate(xi):
+        shape = [1] * ndim
+        shape[i] = -1
+        out.append(np.reshape(x, shape))
+    if indexing == "xy" and ndim > 1:
+        out[0] = np.swapaxes(out[0], 0, 1)
+        out[1] = np.swapaxes(out[1], 0, 1)
+        shapes[0], shapes[1] = shapes[1], shapes[0]
+    if not sparse:
+        out = [np.broadcast_to(x, tuple(shapes)) for x in out]
+        if copy:
+            out = [x * 1.0 if _is_tracked(x) else np.array(x) for x in out]
+    return tuple(out)
+
+
+def delete(arr: Any, obj: Any, axis: Any = None) -> Any:
+    if axis is None:
+        arr, axis = np.ravel(arr), 0
+    n = np.shape(primal(arr))[_normalize_axis(axis, np.ndim(primal(arr)))]
+    return np.take(arr, np.delete(np.arange(n), obj), axis=axis)
+
+
+def insert(arr: Any, obj: Any, values: Any, axis: Any = None) -> Any:
+    if axis is not None and np.ndim(primal(arr)) != 1:
+        raise _unsupported("insert", "..., axis=...) of a multidimensional array")
+    flat = np.ravel(arr)
+    n = np.shape(primal(flat))[0]
+    count = np.insert(np.zeros(n), obj, np.ones(np.shape(primal(values)))).size - n
+    vals = np.ravel(np.broadcast_to(values, (count,)) if np.size(primal(values)) != count else values)
+    source = np.concatenate([flat, vals])
+    index = np.insert(np.arange(n), obj, n + np.arange(count))
+    return np.take(source, index)
+
+
+def compress(condition: Any, a: Any, axis: Any = None, out: Any = None) -> Any:
+    _no_out("compress", out)
+    if axis is None:
+        a, axis = np.ravel(a), 0
+    return np.take(a, np.flatnonzero(np.asarray(primal(condition))), axis=axis)
+
+
+def extract(condition: Any, arr: Any) -> Any:
+    return np.take(np.ravel(arr), np.flatnonzero(np.ravel(np.asarray(primal(condition)))))
+
+
+def choose(a: Any, choices: Sequence[Any], out: Any = None, mode: str = "raise") -> Any:
+    _no_out("choose", out)
+    if mode != "raise":
+        raise _unsupported("choose", f"..., mode={mode!r}")
+    index = np.asarray(primal(a))
+    if index.size and (index.min() < 0 or index.max() >= len(choices)):
+        raise ValueError("invalid entry in choice array")
+    out_ = choices[-1]
+    for i in range(len(choices) - 2, -1, -1):
+        out_ = np.where(index == i, choices[i], out_)
+    return out_ if np.shape(primal(out_)) == np.broadcast_shapes(index.shape, *(np.shape(primal(c)) for c in choices)) \
+        else np.broadcast_to(out_, np.broadcast_shapes(index.shape, *(np.shape(primal(c)) for c in choices)))
+
+
+def resize(a: Any, new_shape: Any) -> Any:
+    shape = (operator.index(new_shape),) if np.ndim(new_shape) == 0 else tuple(new_shape)
+    flat = np.ravel(a)
+    n = np.shape(primal(flat))[0]
+    total = int(np.prod(shape, dtype=np.int64))
+    if n == 0 or total == 0:
+        return np.zeros(shape, dtype=np.asarray(primal(a)).dtype)
+    return np.reshape(np.take(flat, np.arange(total) % n), shape)
+
+
+def ediff1d(ary: Any, to_end: Any = None, to_begin: Any = None) -> Any:
+    parts = [np.diff(np.ravel(ary))]
+    if to_begin is not None:
+        parts.insert(0, np.ravel(to_begin) if _is_tracked(to_begin) else np.ravel(np.asarray(to_begin, dtype=float)))
+    if to_end is not None:
+        parts.append(np.ravel(to_end) if _is_tracked(to_end) else np.ravel(np.asarray(to_end, dtype=float)))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
+def _block_depth(x: Any) -> int:
+    return 1 + _block_depth(x[0]) if isinstance(x, list) else 0
+
+
+def block(arrays: Any) -> Any:
+    depth = _block_depth(arrays)
+
+    def leaves(x: Any) -> list[Any]:
+        return [leaf for e in x for leaf in leaves(e)] if isinstance(x, list) else [x]
+
+    ndim = max([depth] + [np.ndim(primal(leaf)) for leaf in leaves(arrays)])
+
+    def build(x: Any, level: int) -> Any:
+        if not isinstance(x, list):
+            v = x if _is_tracked(x) else np.asarray(x, dtype=float)
+            return np.reshape(v, (1,) * (ndim - np.ndim(primal(v))) + np.shape(primal(v)))
+        return np.concatenate([build(e, level + 1) for e in x], axis=-(depth - level))
+
+    return build(arrays, 0)
+
+
+def vector_norm(x: Any, /, *, axis: Any = None, keepdims: bool = False, ord: Any = 2) -> Any:
+    v = np.asarray(primal(x))
+    value = np.linalg.vector_norm(v, axis=axis, keepdims=keepdims, ord=ord)
+    axes = P.normalize_axes(axis, v.ndim)
+    rest = [i for i in range(v.ndim) if i not in axes]
+    moved = np.transpose(x, rest + list(axes))
+    flat = np.reshape(moved, tuple(v.shape[i] for i in rest) + (-1,))
+    y = np.linalg.norm(flat, ord=ord, axis=-1)
+    if keepdims:
+        y = np.reshape(y, tuple(1 if i in axes else v.shape[i] for i in range(v.ndim)))
+    return _kept(y, value)
+
+
+def matrix_norm(x: Any, /, *, keepdims: bool = False, ord: Any = "fro") -> Any:
+    return np.linalg.norm(x, ord=ord, axis=(-2, -1), keepdims=keepdims)
+
+
+def vecdot(x1: Any, x2: Any, /, *, axis: int = -1, **kwargs: Any) -> Any:
+    return np.sum(x1 * x2, axis=axis)
+
+
+def cumulative_sum(x: Any, /, *, axis: Any = None, dtype: Any = None, out: Any = None,
+                   include_initial: bool = False) -> Any:
+    _no_out("cumulative_sum", out)
+    v = np.asarray(primal(x))
+    if axis is None:
+        if v.ndim > 1:
+            raise ValueError("For arrays which have more than one dimension ``axis`` argument is required.")
+        axis = 0
+    y = np.cumsum(x, axis=axis)
+    if include_initial:
+        shape = list(v.shape)
+        shape[_normalize_axis(axis, v.ndim)] = 1
+        y = np.concatenate([np.zeros(shape, dtype=v.dtype), y], axis=axis)
+    return y
+
+
+def i0(x: Any) -> Any:
+    import scipy.special  # i0' = i1, which NumPy does not have
+    xv = np.asarray(primal(x))
+    return P.pointwise(np.asarray(np.i0(xv)), [x], [np.asarray(scipy.special.i1(xv), dtype=np.i0(xv).dtype)],
+                       "numpy.i0")
+
+
+def cond(x: Any, p: Any = None) -> Any:
+    v = np.asarray(primal(x))
+    value = np.linalg.cond(v, p)
+    if p is None or p in (2, -2):
+        s = np.linalg.svd(x, compute_uv=False)
+        y = s[..., 0] / s[..., -1] if p != -2 else s[..., -1] / s[..., 0]
+    else:
+        y = np.linalg.norm(x, ord=p, axis=(-2, -1)) * np.linalg.norm(np.linalg.inv(x), ord=p, axis=(-2, -1))
+    return _kept(y, value)
+
+
+def lstsq(a: Any, b: Any, rcond: Any = None) -> Any:
+    av, bv = np.asarray(primal(a)), np.asarray(primal(b))
+    x0, res0, rank, s0 = np.linalg.lstsq(av, bv, rcond=rcond)
+    m, n = av.shape
+    if rank < n:
+        raise _unsupported("lstsq", "of a rank-deficient matrix (its derivative does not exist where the "
+                           "rank can change)")
+    x = np.linalg.pinv(a) @ b
+    if m > n:
+        r = a @ x - b
+        res = np.reshape(np.sum(r * r, axis=0), np.shape(res0))
+        res = _kept(res, res0) if np.size(res0) else res0
+    else:
+        res = res0
+    return _kept(x, x0), res, rank, _kept(np.linalg.svd(a, compute_uv=False), s0) if _is_tracked(a) else s0
+
+
+def tensorinv(a: Any, ind: int = 2) -> Any:
+    shape = np.shape(primal(a))
+    if ind <= 0:
+        raise ValueError("Invalid ind argument.")
+    rows = int(np.prod(shape[:ind]))
+    inv = np.linalg.inv(np.reshape(a, (rows, -1)))
+    return np.reshape(inv, shape[ind:] + shape[:ind])
+
+
+def tensorsolve(a: Any, b: Any, axes: Any = None) -> Any:
+    if axes is not None:
+        raise _unsupported("tensorsolve", "..., axes=...")
+    bshape = np.shape(primal(b))
+    shape = np.shape(primal(a))[len(bshape):]
+    n = int(np.prod(bshape))
+    x = np.linalg.solve(np.reshape(a, (n, -1)), np.ravel(b))
+    return np.reshape(x, shape)
+
+
+def _outer(ufunc: np.ufunc) -> Callable[..., Any]:
+    def rule(a: Any, b: Any, **kwargs: Any) -> Any:
+        nb = np.ndim(primal(b))
+        return ufunc(np.reshape(a, np.shape(primal(a)) + (1,) * nb), b, **kwargs)
+
+    return rule
+
+
+MORE: dict[Callable[..., Any], Callable[..., Any]] = {
+    np.ldexp: ldexp, np.convolve: convolve, np.correlate: correlate, getattr(np, 'trapezoid', None): trapezoid,
+    np.interp: interp, np.cov: cov, np.corrcoef: corrcoef, np.quantile: quantile,
+    np.percentile: percentile, np.median: median, np.polyval: polyval, np.vander: vander,
+    np.meshgrid: meshgrid, np.delete: delete, np.insert: insert, np.compress: compress,
+    np.extract: extract, np.choose: choose, np.resize: resize, np.ediff1d: ediff1d, np.block: block,
+    getattr(np.linalg, 'vector_norm', None): vector_norm,
+    getattr(np.linalg, 'matrix_norm', None): matrix_norm, getattr(np, 'vecdot', None): vecdot,
+    getattr(np, 'cumulative_sum', None): cumulative_sum, np.i0: i0, np.linalg.cond: cond, np.linalg.lstsq: lstsq,
+    np.linalg.tensorinv: tensorinv, np.linalg.tensorsolve: tensorsolve,
+}
+_KINKS_LATER = {
+    np.interp: "kinks at the xp nodes; xp is a constant", np.quantile: "method='linear': kinks at ties",
+    np.percentile: "method='linear': kinks at ties", np.median: "kinks at ties",
+    np.linalg.lstsq: "full rank only (rank-deficient: NotImplementedError)",
+    np.ldexp: "the exponent is an integer constant",
+}
+
 _NAN = "NaN elements are absent (derivative 0)"
 #: The kink and edge rule of each composition, for the shared documentation table.
 KINKS_MORE: dict[Callable[..., Any], str] = {
@@ -586,6 +990,14 @@ register_ufunc(np.logaddexp, method="reduce", kink="the maximum shift is a const
     _logaddexp_reduce(np.e))
 register_ufunc(np.logaddexp2, method="reduce", kink="the maximum shift is a constant")(
     _logaddexp_reduce(2.0))
+
+KINKS_MORE.update(_KINKS_LATER)
+COMPOSITIONS.update({f: r for f, r in MORE.items() if f is not None})
+nondifferentiable(np.angle, np.linalg.matrix_rank)
+for (_u, _method), _r in list(UFUNCS.items()):
+    if _method == "__call__" and _u.nin == 2 and _u.nout == 1 and _u.signature is None \
+            and (_u, "outer") not in UFUNCS:
+        register_ufunc(_u, method="outer")(_outer(_u))
 
 for _f, _rule in COMPOSITIONS.items():
     if isinstance(_f, np.ufunc):
