@@ -433,7 +433,6 @@ def test_registry_engines_agree(name, g, family, view):
 @pytest.mark.parametrize("func", sorted(__import__("gradtest._rules", fromlist=["_"]).NONDIFFERENTIABLE,
                                         key=lambda f: f.__name__), ids=lambda f: f.__name__)
 def test_nondifferentiable_functions_give_numpy_values(func):
-    from gradtest import _rules  # noqa: F401
     from gradtest.reverse import Tape, Tracked
 
     x = INPUTS["ties"]
@@ -450,3 +449,17 @@ def test_nondifferentiable_functions_give_numpy_values(func):
         assert not isinstance(got, (Dual, Tracked))
         for e, g in zip(_leaves(expected), _leaves(got)):
             np.testing.assert_array_equal(np.asarray(g), np.asarray(e))
+
+
+def test_docs_table_is_generated_from_the_registry():
+    # docs/forward.rst and docs/reverse.rst show this one table; regenerate it with
+    # python -m gradtest._rules > docs/rules_table.inc
+    from pathlib import Path
+
+    from gradtest import _rules
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "rules_table.inc"
+    assert path.read_text() == _rules.rules_table()
+    for page in ("forward.rst", "reverse.rst"):
+        text = (path.parent / page).read_text()
+        assert "rules_table.inc" in text or ":ref:`kink-rules`" in text

@@ -13,7 +13,7 @@ this module holds only the array type, the forward implementation of the primiti
 * a gather applies the element selection to the tangents of all directions at once;
 * matrix products run the ``k`` tangents of an operand as one stacked GEMM.
 
-The kink and edge rules are the registry's (docs/rules_table.rst). A NumPy function without a
+The kink and edge rules are the registry's (docs/rules_table.inc). A NumPy function without a
 rule raises :class:`NotImplementedError` naming it, and so does converting a dual to a plain
 array (``np.asarray``), which would drop its derivatives.
 
