@@ -995,8 +995,9 @@ KINKS_MORE.update(_KINKS_LATER)
 COMPOSITIONS.update({f: r for f, r in MORE.items() if f is not None})
 nondifferentiable(np.angle, np.linalg.matrix_rank)
 for (_u, _method), _r in list(UFUNCS.items()):
+    # NumPy's own ufuncs only: SciPy's rules may install later, and the table must not depend on it
     if _method == "__call__" and _u.nin == 2 and _u.nout == 1 and _u.signature is None \
-            and (_u, "outer") not in UFUNCS:
+            and getattr(np, _u.__name__, None) is _u and (_u, "outer") not in UFUNCS:
         register_ufunc(_u, method="outer")(_outer(_u))
 
 for _f, _rule in COMPOSITIONS.items():

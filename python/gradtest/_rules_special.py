@@ -55,6 +55,36 @@ def installed() -> frozenset[str]:
     return frozenset(_DONE)
 
 
+# ---- the kink and edge rules, for the shared table ------------------------------------------
+# (written here without SciPy, so the table is the same whether or not SciPy is imported)
+
+_ORDER = "the order v is a constant (differentiating it: NotImplementedError)"
+_EXP_KINK = "kink at 0 (the |x| of exp(-|x|)): sign(0) = 0 there"
+#: scipy.special ufunc -> its kink/edge rule ("" for smooth on its domain).
+UFUNC_KINKS: dict[str, str] = {
+    "gammaln": "log|gamma|: digamma, also for negative non-integers", "psi": "", "gamma": "",
+    "loggamma": "real x > 0 (NaN elsewhere, as its value)", "erf": "", "erfc": "",
+    "erfinv": "inf at -1 and 1", "erfcinv": "inf at 0 and 2", "expit": "", "logit": "",
+    "ndtr": "", "log_ndtr": "exp(-x^2/2 - log_ndtr(x)) / sqrt(2 pi): no overflow in the left tail",
+    "ndtri": "", "i0": "", "i1": "", "i0e": _EXP_KINK, "i1e": _EXP_KINK, "entr": "x > 0 (inf at 0)",
+    "log_expit": "", "erfcx": "", "beta": "", "betaln": "",
+    "xlogy": "0 in y where x == 0 (xlogy(0, y) = 0)", "xlog1py": "0 in y where x == 0",
+    "rel_entr": "x, y > 0", "kl_div": "x, y > 0", "iv": _ORDER, "ive": _ORDER + "; " + _EXP_KINK,
+    "jv": _ORDER, "yv": _ORDER, "kv": _ORDER, "kve": _ORDER,
+}
+_SPECIAL_KINKS = {
+    "logsumexp": "the maximum shift is a constant; b and return_sign supported", "softmax": "",
+    "log_softmax": "", "polygamma": "the order n is a constant", "spherical_jn": "the order n is a constant",
+}
+_STATS_KINKS = {
+    **{f"norm.{m}": "x, loc and scale differentiated" for m in ("logpdf", "pdf", "cdf", "logcdf")},
+    **{f"multivariate_normal.{m}": "x, mean and cov differentiated; cov: its lower triangle is read "
+       "(as SciPy's eigh does)" for m in ("logpdf", "pdf")},
+}
+KINKS.update({f"scipy.special.{n}": k for n, k in {**UFUNC_KINKS, **_SPECIAL_KINKS}.items()})
+KINKS.update({f"scipy.stats.{n}": k for n, k in _STATS_KINKS.items()})
+
+
 # ---- ufuncs ----------------------------------------------------------------------------------
 
 
@@ -81,58 +111,50 @@ def _pointwise(ufunc: np.ufunc, inputs: Sequence[Any], partials: Callable[..., S
     return P.pointwise(y, list(inputs), parts, f"scipy.special.{name}")
 
 
-def _unary(name: str, derivative: Callable[[np.ndarray, np.ndarray], Any], kink: str = "") -> None:
+def _unary(name: str, derivative: Callable[[np.ndarray, np.ndarray], Any]) -> None:
     import scipy.special as sc
     ufunc = getattr(sc, name)
 
     def rule(x: Any, **kwargs: Any) -> Any:
         return _pointwise(ufunc, [x], lambda v: [derivative(v, ufunc(v))], kwargs=kwargs)
 
-    register_ufunc(ufunc, kink=kink)(rule)
+    register_ufunc(ufunc, kink=UFUNC_KINKS[name])(rule)
 
 
-def _binary(name: str, partials: Callable[..., Sequence[Any]], constant_args: Sequence[int] = (),
-            kink: str = "") -> None:
+def _binary(name: str, partials: Callable[..., Sequence[Any]], constant_args: Sequence[int] = ()) -> None:
     import scipy.special as sc
     ufunc = getattr(sc, name)
 
     def rule(a: Any, b: Any, **kwargs: Any) -> Any:
         return _pointwise(ufunc, [a, b], partials, constant_args, kwargs)
 
-    register_ufunc(ufunc, kink=kink)(rule)
+    register_ufunc(ufunc, kink=UFUNC_KINKS[name])(rule)
 
 
 def _install_ufuncs() -> None:
     import scipy.special as sc
 
     sqrt_pi = float(np.sqrt(np.pi))
-    _unary("gammaln", lambda x, y: sc.digamma(x), "log|gamma|: digamma, also for negative x")
+    _unary("gammaln", lambda x, y: sc.digamma(x))
     _unary("psi", lambda x, y: sc.polygamma(1, x))  # digamma is the same ufunc object
     _unary("gamma", lambda x, y: y * sc.digamma(x))
-    _unary("loggamma", lambda x, y: sc.digamma(x), "real x > 0 (NaN elsewhere, as its value)")
+    _unary("loggamma", lambda x, y: sc.digamma(x))
     _unary("erf", lambda x, y: (2.0 / sqrt_pi) * np.exp(-x * x))
     _unary("erfc", lambda x, y: (-2.0 / sqrt_pi) * np.exp(-x * x))
-    _unary("erfinv", lambda x, y: (sqrt_pi / 2.0) * np.exp(y * y), "inf at -1 and 1")
-    _unary("erfcinv", lambda x, y: (-sqrt_pi / 2.0) * np.exp(y * y), "inf at 0 and 2")
+    _unary("erfinv", lambda x, y: (sqrt_pi / 2.0) * np.exp(y * y))
+    _unary("erfcinv", lambda x, y: (-sqrt_pi / 2.0) * np.exp(y * y))
     _unary("expit", lambda x, y: y * (1.0 - y))
     _unary("logit", lambda x, y: 1.0 / (x * (1.0 - x)))
     _unary("ndtr", lambda x, y: np.exp(-0.5 * x * x) / _SQRT_2PI)
-    _unary("log_ndtr", lambda x, y: np.exp(-0.5 * x * x - y) / _SQRT_2PI,
-           "exp(-x^2/2 - log_ndtr(x)) / sqrt(2 pi): no overflow in the left tail")
+    _unary("log_ndtr", lambda x, y: np.exp(-0.5 * x * x - y) / _SQRT_2PI)
     _unary("ndtri", lambda p, y: _SQRT_2PI * np.exp(0.5 * y * y))
     _unary("i0", lambda x, y: sc.i1(x))
     _unary("i1", lambda x, y: 0.5 * (sc.i0(x) + sc.iv(2, x)))
-    _unary("i0e", lambda x, y: sc.i1e(x) - np.sign(x) * y, "kink at 0 (|x| in exp(-|x|)): sign(0) = 0")
-    _unary("i1e", lambda x, y: 0.5 * (sc.i0e(x) + sc.ive(2, x)) - np.sign(x) * y,
-           "kink at 0 (|x| in exp(-|x|)): sign(0) = 0")
-    _unary("entr", lambda x, y: -(np.log(x) + 1.0), "x > 0 (inf at 0)")
-    for name in ("log_expit", "erfcx"):
-        if not hasattr(sc, name):
-            continue
-        if name == "log_expit":
-            _unary(name, lambda x, y: sc.expit(-x))
-        else:
-            _unary(name, lambda x, y: 2.0 * x * y - 2.0 / sqrt_pi)
+    _unary("i0e", lambda x, y: sc.i1e(x) - np.sign(x) * y)
+    _unary("i1e", lambda x, y: 0.5 * (sc.i0e(x) + sc.ive(2, x)) - np.sign(x) * y)
+    _unary("entr", lambda x, y: -(np.log(x) + 1.0))
+    _unary("log_expit", lambda x, y: sc.expit(-x))
+    _unary("erfcx", lambda x, y: 2.0 * x * y - 2.0 / sqrt_pi)
 
     def beta_partials(a: Any, b: Any) -> list[Any]:
         y = sc.beta(a, b)
@@ -141,21 +163,19 @@ def _install_ufuncs() -> None:
 
     _binary("beta", beta_partials)
     _binary("betaln", lambda a, b: [sc.digamma(a) - sc.digamma(a + b), sc.digamma(b) - sc.digamma(a + b)])
-    _binary("xlogy", lambda x, y: [np.log(y), np.where(x == 0, 0.0, x / y)],
-            kink="0 in y where x == 0 (xlogy(0, y) = 0)")
-    _binary("xlog1py", lambda x, y: [np.log1p(y), np.where(x == 0, 0.0, x / (1.0 + y))],
-            kink="0 in y where x == 0")
-    _binary("rel_entr", lambda x, y: [np.log(x / y) + 1.0, -x / y], kink="x, y > 0")
-    _binary("kl_div", lambda x, y: [np.log(x / y), 1.0 - x / y], kink="x, y > 0")
+    _binary("xlogy", lambda x, y: [np.log(y), np.where(x == 0, 0.0, x / y)])
+    _binary("xlog1py", lambda x, y: [np.log1p(y), np.where(x == 0, 0.0, x / (1.0 + y))])
+    _binary("rel_entr", lambda x, y: [np.log(x / y) + 1.0, -x / y])
+    _binary("kl_div", lambda x, y: [np.log(x / y), 1.0 - x / y])
     # Bessel functions: derivative in x only; the order v is a constant
-    _binary("iv", lambda v, x: [None, 0.5 * (sc.iv(v - 1, x) + sc.iv(v + 1, x))], (0,), "order v: constant")
+    _binary("iv", lambda v, x: [None, 0.5 * (sc.iv(v - 1, x) + sc.iv(v + 1, x))], (0,))
     _binary("ive", lambda v, x: [None, 0.5 * (sc.ive(v - 1, x) + sc.ive(v + 1, x)) - np.sign(x) * sc.ive(v, x)],
-            (0,), "order v: constant; kink at 0 (|x| in exp(-|x|))")
-    _binary("jv", lambda v, x: [None, 0.5 * (sc.jv(v - 1, x) - sc.jv(v + 1, x))], (0,), "order v: constant")
-    _binary("yv", lambda v, x: [None, 0.5 * (sc.yv(v - 1, x) - sc.yv(v + 1, x))], (0,), "order v: constant")
-    _binary("kv", lambda v, x: [None, -0.5 * (sc.kv(v - 1, x) + sc.kv(v + 1, x))], (0,), "order v: constant")
+            (0,))
+    _binary("jv", lambda v, x: [None, 0.5 * (sc.jv(v - 1, x) - sc.jv(v + 1, x))], (0,))
+    _binary("yv", lambda v, x: [None, 0.5 * (sc.yv(v - 1, x) - sc.yv(v + 1, x))], (0,))
+    _binary("kv", lambda v, x: [None, -0.5 * (sc.kv(v - 1, x) + sc.kv(v + 1, x))], (0,))
     _binary("kve", lambda v, x: [None, -0.5 * (sc.kve(v - 1, x) + sc.kve(v + 1, x)) + np.sign(x) * sc.kve(v, x)],
-            (0,), "order v: constant")
+            (0,))
 
 
 # ---- Python functions of scipy.special (dispatchers) ----------------------------------------
@@ -249,13 +269,6 @@ def _special_functions(sc: Any) -> dict[str, Callable[..., Any]]:
 
     return {"logsumexp": logsumexp, "softmax": softmax, "log_softmax": log_softmax,
             "polygamma": polygamma, "spherical_jn": spherical_jn}
-
-
-_SPECIAL_KINKS = {
-    "logsumexp": "the maximum shift is a constant; b and return_sign supported",
-    "polygamma": "order n: constant",
-    "spherical_jn": "order n: constant",
-}
 
 
 def _install_special() -> None:
@@ -356,8 +369,6 @@ def _install_stats() -> None:
             # the distribution objects are shared (``from scipy.stats import norm``): an
             # instance attribute reaches every user of them
             setattr(dist, name, _dispatcher(original, rule))
-            KINKS[f"scipy.stats.{label}.{name}"] = "loc/mean, scale/cov and x differentiated" \
-                if label == "norm" else "cov: lower triangle read (as SciPy's eigh)"
 
 
 # ---- installation ----------------------------------------------------------------------------
