@@ -130,7 +130,7 @@ def _logabsdet_jvp(av: np.ndarray) -> Any:
     return jvp
 
 
-@register(la.slogdet, kink="singular matrix: LinAlgError (the derivative of log|det| is infinite)")
+@register(la.slogdet, kink="singular matrix: LinAlgError (the derivative of log(abs(det)) is infinite)")
 def _slogdet(a: Any) -> Any:
     av = _square("slogdet", a)
     result = la.slogdet(av)

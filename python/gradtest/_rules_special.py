@@ -59,10 +59,10 @@ def installed() -> frozenset[str]:
 # (written here without SciPy, so the table is the same whether or not SciPy is imported)
 
 _ORDER = "the order v is a constant (differentiating it: NotImplementedError)"
-_EXP_KINK = "kink at 0 (the |x| of exp(-|x|)): sign(0) = 0 there"
+_EXP_KINK = "kink at 0 (the abs(x) of exp(-abs(x))): sign(0) = 0 there"
 #: scipy.special ufunc -> its kink/edge rule ("" for smooth on its domain).
 UFUNC_KINKS: dict[str, str] = {
-    "gammaln": "log|gamma|: digamma, also for negative non-integers", "psi": "", "gamma": "",
+    "gammaln": "log(abs(gamma)): digamma, also for negative non-integers", "psi": "", "gamma": "",
     "loggamma": "real x > 0 (NaN elsewhere, as its value)", "erf": "", "erfc": "",
     "erfinv": "inf at -1 and 1", "erfcinv": "inf at 0 and 2", "expit": "", "logit": "",
     "ndtr": "", "log_ndtr": "exp(-x^2/2 - log_ndtr(x)) / sqrt(2 pi): no overflow in the left tail",
