@@ -343,12 +343,12 @@ def test_non_differentiable_give_plain_values():
 
 
 @pytest.mark.parametrize("call, name", [
-    (lambda d: np.linalg.lstsq(d, d), "numpy.linalg.lstsq"),
-    (lambda d: np.linalg.tensorinv(d), "numpy.linalg.tensorinv"),
+    (lambda d: np.polyfit(d[0], d[1], 1), "numpy.polyfit"),
+    (lambda d: np.trim_zeros(d[0]), "numpy.trim_zeros"),
     (lambda d: np.fft.fft(d), "fft"),
     (lambda d: np.unwrap(d), "numpy.unwrap"),
     (lambda d: np.nextafter(d, d), "numpy.nextafter"),
-    (lambda d: np.add.outer(d, d), "numpy.add.outer"),
+    (lambda d: np.add.reduceat(d, [0, 1]), "numpy.add.reduceat"),
     (lambda d: np.asarray(d), "drop its derivatives"),
     (lambda d: float(d[0, 0]), "drop its derivatives"),
     (lambda d: d.sum().item(), "drop its derivatives"),
