@@ -352,10 +352,10 @@ def _pinv(a: Any, rcond: Any = None, hermitian: bool = False, *, rtol: Any = np.
         kw["rtol"] = rtol
     value = la.pinv(av, **kw)
     s = la.svd(av, compute_uv=False)
-    if rcond is None and rtol is np._NoValue:
-        cut = max(av.shape[-2:]) * np.finfo(av.dtype).eps
-    else:
-        cut = rcond if rcond is not None else (rtol if rtol is not None else max(av.shape[-2:]) * np.finfo(av.dtype).eps)
+    # the relative cutoff below which pinv zeroes a singular value: NumPy's default, or the
+    # one given (rcond, or rtol as the array API names it)
+    given = rcond if rcond is not None else (None if rtol is np._NoValue else rtol)
+    cut = max(av.shape[-2:]) * np.finfo(av.dtype).eps if given is None else given
     if np.any(s <= np.asarray(cut)[..., None] * np.max(s, axis=-1, keepdims=True)):
         raise _refuse("pinv", "of a rank-deficient matrix (its derivative does not exist where the "
                       "rank can change)")

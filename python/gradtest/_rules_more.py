@@ -637,14 +637,13 @@ def interp(x: Any, xp: Any, fp: Any, left: Any = None, right: Any = None, period
         raise _unsupported("interp", "with period= or differentiated xp/left/right")
     xv, xpv = np.asarray(primal(x)), np.asarray(xp)
     value = np.interp(xv, xpv, primal(fp), left=left, right=right)
+    fp = fp if _is_tracked(fp) else np.asarray(fp, dtype=np.float64)
     i = np.clip(np.searchsorted(xpv, xv, side="right") - 1, 0, xpv.size - 2)
     w = (x - xpv[i]) / (xpv[i + 1] - xpv[i])
-    y = fp[i] + w * (fp[i + 1] - fp[i]) if _is_tracked(fp) else \
-        np.asarray(fp)[i] + w * (np.asarray(fp)[i + 1] - np.asarray(fp)[i])
-    lo = np.asarray(primal(fp))[0] if left is None else left
-    hi = np.asarray(primal(fp))[-1] if right is None else right
-    fp0 = fp[0] if left is None and _is_tracked(fp) else lo
-    fp1 = fp[-1] if right is None and _is_tracked(fp) else hi
+    y = fp[i] + w * (fp[i + 1] - fp[i])
+    # outside [xp[0], xp[-1]]: the end values of fp (left/right when given, constants)
+    fp0 = fp[0] if left is None else left
+    fp1 = fp[-1] if right is None else right
     y = np.where(xv < xpv[0], fp0, np.where(xv > xpv[-1], fp1, y))
     return _kept(y, value)
 
@@ -699,7 +698,6 @@ def quantile(a: Any, q: Any, axis: Any = None, out: Any = None, overwrite_input:
     lo = np.floor(pos).astype(np.intp)
     hi = np.minimum(lo + 1, n - 1)
     frac = (pos - lo).astype(v.dtype if v.dtype.kind == "f" else np.float64)
-    shape = [1] * np.ndim(primal(s))
     picks = []
     for k in np.ravel(np.arange(qv.size)):
         low = np.take(s, int(np.ravel(lo)[k]), axis=ax)
@@ -712,7 +710,6 @@ def quantile(a: Any, q: Any, axis: Any = None, out: Any = None, overwrite_input:
             y = np.reshape(y, qv.shape + (1,) * v.ndim)
         else:
             y = np.expand_dims(y, qv.ndim + ax)
-    del shape
     return _kept(y, value)
 
 
@@ -730,9 +727,10 @@ def median(a: Any, axis: Any = None, out: Any = None, overwrite_input: bool = Fa
 
 def polyval(p: Any, x: Any) -> Any:
     value = np.polyval(primal(p), primal(x))
-    n = np.shape(primal(p))[0]
-    y = p[0] * np.ones(np.shape(primal(x))) if _is_tracked(p) else np.asarray(p)[0] * np.ones(np.shape(primal(x)))
-    for i in range(1, n):
+    p = p if _is_tracked(p) else np.asarray(p, dtype=np.float64)
+    # Horner's scheme, as NumPy evaluates it
+    y = p[0] * np.ones(np.shape(primal(x)))
+    for i in range(1, np.shape(primal(p))[0]):
         y = y * x + p[i]
     return _kept(y, value)
 
@@ -740,7 +738,7 @@ def polyval(p: Any, x: Any) -> Any:
 def vander(x: Any, N: Any = None, increasing: bool = False) -> Any:
     n = np.shape(primal(x))[0] if N is None else operator.index(N)
     powers = range(n) if increasing else range(n - 1, -1, -1)
-    cols = [x ** k if k else np.ones(np.shape(primal(x))) * (x * 0.0 + 1.0) for k in powers]
+    cols = [x ** k if k else np.ones(np.shape(primal(x))) for k in powers]
     return _kept(np.stack(cols, axis=1), np.vander(primal(x), N, increasing))
 
 
@@ -802,11 +800,11 @@ def choose(a: Any, choices: Sequence[Any], out: Any = None, mode: str = "raise")
     index = np.asarray(primal(a))
     if index.size and (index.min() < 0 or index.max() >= len(choices)):
         raise ValueError("invalid entry in choice array")
-    out_ = choices[-1]
+    shape = np.broadcast_shapes(index.shape, *(np.shape(primal(c)) for c in choices))
+    picked = choices[-1]
     for i in range(len(choices) - 2, -1, -1):
-        out_ = np.where(index == i, choices[i], out_)
-    return out_ if np.shape(primal(out_)) == np.broadcast_shapes(index.shape, *(np.shape(primal(c)) for c in choices)) \
-        else np.broadcast_to(out_, np.broadcast_shapes(index.shape, *(np.shape(primal(c)) for c in choices)))
+        picked = np.where(index == i, choices[i], picked)
+    return picked if np.shape(primal(picked)) == shape else np.broadcast_to(picked, shape)
 
 
 def resize(a: Any, new_shape: Any) -> Any:
