@@ -463,3 +463,53 @@ def test_docs_table_is_generated_from_the_registry():
     for page in ("forward.rst", "reverse.rst"):
         text = (path.parent / page).read_text()
         assert "rules_table.inc" in text or ":ref:`kink-rules`" in text
+
+
+ORDER2 = [
+    ("prod_zero", lambda x: np.prod(x), np.array([1.5, 0.0, 2.0, -1.0])),
+    ("prod_two_zeros", lambda x: np.prod(x), np.array([0.0, 0.7, 0.0])),
+    ("cumprod_zero", lambda x: np.sum(np.cumprod(x) ** 2), np.array([1.5, 0.0, 2.0, -1.0, 0.5])),
+    ("tril_fill", lambda x: np.sum(np.tril(x) ** 3), np.arange(1.0, 10.0).reshape(3, 3) / 5),
+    ("deg2rad_pointwise", lambda x: np.sum(np.sin(np.deg2rad(x * 40.0))), np.array([0.3, 1.2, -0.7])),
+    ("max_weights", lambda x: np.max(x) * np.sum(x * x), np.array([0.3, 1.2, -0.7])),
+    ("einsum_chain", lambda x: np.einsum("ij,jk,ki->", x, x, x), np.arange(1.0, 5.0).reshape(2, 2) / 3),
+    ("std", lambda x: np.std(x) * np.sum(x), np.array([0.3, 1.2, -0.7, 0.1])),
+]
+
+
+@pytest.mark.parametrize("name, f, x", ORDER2, ids=[c[0] for c in ORDER2])
+def test_rules_second_order(name, f, x):
+    # H v by reverse over reverse equals the central difference of the reverse gradient
+    from gradtest.reverse import hvp
+
+    v = np.random.default_rng(3).standard_normal(x.shape)
+    _, (hv,) = hvp(f, (x,), (v,))
+    h = 1e-6
+    fd = (reverse_gradient(f, x + h * v) - reverse_gradient(f, x - h * v)) / (2 * h)
+    np.testing.assert_allclose(hv, fd, rtol=1e-6, atol=1e-6)
+
+
+def test_pointwise_partials_from_values_refuse_second_order():
+    # a pointwise rule whose partials depend on x cannot be differentiated again: no silent
+    # wrong second derivative, in hvp and in check_gradients at order 2
+    from gradtest import _primitives as P
+    from gradtest.reverse import hvp
+
+    def softplus(x):
+        v = P.value(x)
+        return P.pointwise(np.logaddexp(0.0, v), [x], [1.0 / (1.0 + np.exp(-v))], "my.softplus")
+
+    x = np.array([0.3, -1.2])
+    (g,) = gradtest_gradient(lambda x: np.sum(softplus(x)), x)
+    np.testing.assert_allclose(g, 1.0 / (1.0 + np.exp(-x)), rtol=1e-14)
+    with pytest.raises(NotImplementedError, match="second order of my.softplus is not supported"):
+        hvp(lambda x: np.sum(softplus(x)), (x,), (np.ones(2),))
+
+
+def gradtest_gradient(f, x):
+    import gradtest
+
+    gf = gradtest.gradient(f, x, backend="forward")
+    gr = gradtest.gradient(f, x, backend="reverse")
+    np.testing.assert_allclose(gf[0], gr[0], rtol=1e-12)
+    return gr

@@ -93,6 +93,28 @@ def test_unsupported_functions_are_named_by_their_module(engine, call, name):
     assert name in report.outcomes[engine].message
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("call", [
+    lambda x: np.abs(x * 1j),
+    lambda x: np.abs(np.multiply(x, np.full(3, 1j))),
+    lambda x: np.abs(np.exp(x.astype(complex))),
+], ids=["scalar", "array", "astype"])
+def test_complex_values_are_refused_as_out_of_scope(engine, call):
+    x = np.array([0.5, 1.0, 2.0])
+    with pytest.raises((TypeError, NotImplementedError), match="complex"):
+        gradtest.gradient(lambda x: np.sum(call(x)), x, backend=engine)
+
+
+@pytest.mark.parametrize("make", ["forward", "reverse"])
+def test_complex_leaves_are_refused_as_out_of_scope(make):
+    from gradtest.forward import Dual
+    from gradtest.reverse import Tape, Tracked
+
+    z = np.array([1.0 + 2.0j])
+    with pytest.raises(TypeError, match="complex values are out of scope"):
+        Dual(z, np.ones((1, 1))) if make == "forward" else Tracked.leaf(Tape(), z)
+
+
 def test_public_name():
     from gradtest._arraylike import public_name
 

@@ -123,6 +123,14 @@ def engine_of(*args: Any) -> Engine | None:
     NotImplementedError
         For arrays of the two engines mixed (forward over reverse is not supported).
     """
+    for a in args:  # the common case: a flat tuple of arrays and numbers
+        if hasattr(type(a), "_engine"):
+            engine = type(a)._engine
+            if all(type(b)._engine is engine for b in args if hasattr(type(b), "_engine")):
+                return engine
+            break
+        if isinstance(a, (list, tuple)):
+            break
     found: list[Any] = []
     for a in args:
         _engine_arrays(a, found)
@@ -196,6 +204,8 @@ def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
     """
     if axis is None:
         return tuple(range(ndim))
+    if type(axis) is int and -ndim <= axis < ndim:
+        return (axis % ndim,)  # the common case, without NumPy calls
     axes = (axis,) if np.ndim(axis) == 0 else tuple(axis)
     out = []
     for ax in axes:
@@ -208,16 +218,9 @@ def normalize_axes(axis: Any, ndim: int) -> tuple[int, ...]:
     return tuple(out)
 
 
-def _engine(*args: Any) -> Engine:
-    engine = engine_of(*args)
-    if engine is None:
-        raise TypeError("a primitive was called without any gradtest.Dual or Tracked argument")
-    return engine
-
-
 def elementwise(ufunc: np.ufunc, *inputs: Any) -> Any:
     """See :meth:`Engine.elementwise`."""
-    engine = engine_of(inputs)
+    engine = engine_of(*inputs)
     return ufunc(*inputs) if engine is None else engine.elementwise(ufunc, *inputs)
 
 
@@ -233,6 +236,8 @@ def pointwise(value: Any, inputs: Sequence[Any], partials: Sequence[Any], name: 
 
 def gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
     """See :meth:`Engine.gather`; with no engine array among ``xs`` it returns the plain array."""
+    if len(xs) == 1 and is_active(xs[0]):
+        return type(xs[0])._engine.gather(xs, index_fn)
     engine = engine_of(xs)
     if engine is None:
         return _plain_gather(list(xs), index_fn)
@@ -260,21 +265,21 @@ def reduce(x: Any, axes: tuple[int, ...], keepdims: bool = False, coef: float = 
             return value
         w = np.asarray(x) if weights is None else np.asarray(x) * weights
         return np.sum(w, axis=axes, keepdims=keepdims) * coef
-    return _engine(x).reduce(x, axes, keepdims, coef, weights, value)
+    return type(x)._engine.reduce(x, axes, keepdims, coef, weights, value)
 
 
 def reshape(x: Any, shape: tuple[int, ...]) -> Any:
     """See :meth:`Engine.reshape`."""
     if not is_active(x):
         return np.reshape(x, shape)
-    return _engine(x).reshape(x, tuple(shape))
+    return type(x)._engine.reshape(x, tuple(shape))
 
 
 def cumsum(x: Any, axis: int) -> Any:
     """See :meth:`Engine.cumsum`."""
     if not is_active(x):
         return np.cumsum(x, axis=axis)
-    return _engine(x).cumsum(x, axis)
+    return type(x)._engine.cumsum(x, axis)
 
 
 def matmul(a: Any, b: Any) -> Any:
@@ -288,7 +293,7 @@ def cast(x: Any, dtype: Any) -> Any:
     if not is_active(x):
         return np.asarray(x, dtype=dtype)
     dtype = np.dtype(dtype)
-    return x if x.value.dtype == dtype else _engine(x).cast(x, dtype)
+    return x if x.value.dtype == dtype else type(x)._engine.cast(x, dtype)
 
 
 def with_value(x: Any, value: Any) -> Any:
@@ -298,7 +303,7 @@ def with_value(x: Any, value: Any) -> Any:
     value = np.asarray(value)
     if value.shape != x.shape:
         raise ValueError(f"with_value: expected shape {x.shape}, got {value.shape}")
-    return _engine(x).with_value(x, value.astype(x.value.dtype, copy=False))
+    return type(x)._engine.with_value(x, value.astype(x.value.dtype, copy=False))
 
 
 def linearized(value: Any, inputs: Sequence[Any], jvp: Callable[..., Any], name: str) -> Any:

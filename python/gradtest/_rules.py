@@ -32,6 +32,7 @@ use; they are imported at the end of this module when present)::
 from __future__ import annotations
 
 import importlib
+import math
 import string
 from collections.abc import Callable
 from typing import Any
@@ -182,7 +183,7 @@ def _float_target(name: str, dtype: Any) -> np.dtype:
 
 
 def _count(shape: tuple[int, ...], axes: tuple[int, ...]) -> int:
-    return int(np.prod([shape[ax] for ax in axes], dtype=np.int64)) if axes else 1
+    return math.prod(shape[ax] for ax in axes)
 
 
 def extreme_weights(x: np.ndarray, peak: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
@@ -231,7 +232,8 @@ _OP_NAMES = frozenset(_reverse.op_indices())
 
 def _table_rule(ufunc: np.ufunc) -> Callable[..., Any]:
     def rule(*inputs: Any, dtype: Any = None, **kwargs: Any) -> Any:
-        _refuse(ufunc.__name__, **kwargs)
+        if kwargs:
+            _refuse(ufunc.__name__, **kwargs)
         if dtype is not None:
             dt = _float_target(ufunc.__name__, dtype)
             inputs = tuple(P.cast(x, dt) for x in inputs)
@@ -284,10 +286,18 @@ def _conjugate(x: Any, **kwargs: Any) -> Any:
     return x  # real values only
 
 
-@register_ufunc(np.matmul, kink="inf/NaN operands: the chain rule's 0 * inf = 0 per product term")
+_KINK_MATMUL = ("inf/NaN operands: the chain rule's 0 * inf = 0 per product term (up to 2**24 "
+                "products; beyond, BLAS's NaN)")
+
+
+@register_ufunc(np.matmul, kink=_KINK_MATMUL)
 def _matmul_ufunc(a: Any, b: Any, **kwargs: Any) -> Any:
     _refuse("matmul", **kwargs)
     return matmul(a, b)
+
+
+#: The most products matmul's exact path for inf/NaN operands materialises (beyond it BLAS).
+_MATMUL_PRODUCTS_MAX = 1 << 24
 
 
 def matmul(a: Any, b: Any) -> Any:
@@ -296,9 +306,16 @@ def matmul(a: Any, b: Any) -> Any:
     function (BLAS would spread ``0 * inf = NaN`` from every zero tangent or cotangent)."""
     a, b = _lift(a), _lift(b)
     av, bv = P.value(a), P.value(b)
-    if np.isfinite(av).all() and np.isfinite(bv).all():
+    # a finite sum means every element is finite (inf or NaN anywhere makes it inf or NaN); an
+    # overflowing sum only sends a finite operand down the exact path
+    if math.isfinite(np.add.reduce(av, axis=None)) and math.isfinite(np.add.reduce(bv, axis=None)):
         return P.matmul(a, b)
     value = np.asarray(np.matmul(av, bv))  # NumPy's value and NumPy's shape errors
+    if value.size * av.shape[-1] > _MATMUL_PRODUCTS_MAX:
+        # too many products to hold: BLAS, whose 0 * inf = NaN shows as NaN derivatives (never
+        # as a wrong finite one)
+        return P.matmul(a, b)
+
     a2 = np.reshape(a, (1,) + a.shape) if a.ndim == 1 else a
     b2 = np.reshape(b, b.shape + (1,)) if b.ndim == 1 else b
     y = np.sum(np.expand_dims(a2, -1) * np.expand_dims(b2, -3), axis=-2)
@@ -319,7 +336,8 @@ nondifferentiable(*(getattr(np, name, None) for name in (
 @register(np.sum)
 def _sum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
          initial: Any = None, where: Any = True) -> Any:
-    _refuse("sum", out=out, where=where)
+    if out is not None or where is not True:
+        _refuse("sum", out=out, where=where)
     x = _lift(a)
     if dtype is not None:
         x = P.cast(x, _float_target("sum", dtype))
@@ -333,7 +351,8 @@ def _sum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims:
 @register(np.mean, kink="mean over an empty axis: NaN value and NaN derivative")
 def _mean(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
           where: Any = True) -> Any:
-    _refuse("mean", out=out, where=where)
+    if out is not None or where is not True:
+        _refuse("mean", out=out, where=where)
     x = _lift(a)
     if dtype is not None:
         x = P.cast(x, _float_target("mean", dtype))
@@ -346,12 +365,15 @@ def _mean(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims
 def _extreme(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
     def rule(a: Any, axis: Any = None, out: Any = None, keepdims: bool = False,
              initial: Any = None, where: Any = True, dtype: Any = None) -> Any:
-        _refuse(name, out=out, where=where)
+        if out is not None or where is not True:
+            _refuse(name, out=out, where=where)
         x = _lift(a)
         extra = {} if initial is None else {"initial": initial}
-        value = np.asarray(fn(x.value, axis=axis, keepdims=keepdims, **extra))
+        if x.size == 0 and initial is None:
+            fn(x.value, axis=axis, **extra)  # NumPy's error for an empty reduction
         axes = P.normalize_axes(axis, x.ndim)
-        peak = fn(x.value, axis=axes, keepdims=True, **extra)
+        peak = np.asarray(fn(x.value, axis=axes, keepdims=True, **extra))
+        value = peak if keepdims else peak.reshape([s for i, s in enumerate(peak.shape) if i not in axes])
         return P.reduce(x, axes, keepdims, 1.0, extreme_weights(x.value, peak, axes), value)
     rule.__name__ = name
     return rule
@@ -686,6 +708,23 @@ def _diff(a: Any, n: int = 1, axis: int = -1, prepend: Any = np._NoValue,
     return x
 
 
+def astype(x: Any, dtype: Any) -> Any:
+    """The rule of ``x.astype(dtype)`` (both array types' method): float32/float64 stay
+    differentiated; float16 rounds the values as NumPy does and computes in float32, like every
+    float16 input; integer and boolean casts are piecewise constant (plain values); complex is
+    refused as out of scope."""
+    dt = np.dtype(dtype)
+    if dt.kind == "c":
+        raise TypeError(f"x.astype({dt}) on a gradtest AD array: complex values are out of scope "
+                        "(gradtest differentiates real float32/float64 values)")
+    if dt == np.float16:
+        return P.with_value(P.cast(x, np.dtype(np.float32)),
+                            P.value(x).astype(np.float16).astype(np.float32))
+    if dt.kind == "f":
+        return P.cast(x, dt)
+    return P.value(x).astype(dt)
+
+
 @register(np.copy)
 def _copy(a: Any, order: str = "K", subok: bool = False) -> Any:
     return np.positive(a)  # a new array (forward's Dual is mutable), same values and derivative
@@ -733,7 +772,7 @@ nondifferentiable(*(getattr(np, name, None) for name in (
 # --------------------------------------------------------------------------------------------
 
 
-@register(np.matmul, kink="inf/NaN operands: the chain rule's 0 * inf = 0 per product term")
+@register(np.matmul, kink=_KINK_MATMUL)
 def _matmul(a: Any, b: Any, out: Any = None, **kwargs: Any) -> Any:
     _refuse("matmul", out=out, **kwargs)
     return matmul(a, b)
@@ -842,7 +881,7 @@ def _einsum_parse(operands: tuple[Any, ...]) -> tuple[list[str], str, list[Any]]
 
 @register(np.einsum)
 def _einsum(*operands: Any, out: Any = None, optimize: Any = False, **kwargs: Any) -> Any:
-    _refuse("einsum", out=out, **{k: v for k, v in kwargs.items() if k != "dtype"})
+    _refuse("einsum", out=out, **kwargs)
     terms, output, arrays = _einsum_parse(operands)
     value = np.asarray(np.einsum(",".join(terms) + "->" + output, *[P.value(x) for x in arrays]))
     ops = []

@@ -23,6 +23,7 @@ elements and reads the gradient off the tangents of the scalar output: ``n / k``
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -78,7 +79,8 @@ class Dual(ArrayLike):
         elif value.dtype.kind in "biu":
             value = value.astype(np.float64)
         elif value.dtype not in _FLOAT_DTYPES:
-            raise TypeError(f"value: expected a real floating array, got dtype {value.dtype}")
+            raise TypeError(f"value: expected a real floating array, got dtype {value.dtype}"
+                            + (" (complex values are out of scope)" if value.dtype.kind == "c" else ""))
         tangents = np.array(tangents, dtype=value.dtype, copy=True)
         if tangents.ndim != value.ndim + 1 or tangents.shape[1:] != value.shape:
             raise ValueError(
@@ -115,10 +117,7 @@ class Dual(ArrayLike):
             target[_trailing_index(index)] = np.moveaxis(tangent, 0, -1)
 
     def astype(self, dtype: Any, copy: bool = True) -> Any:
-        dtype = np.dtype(dtype)
-        if dtype not in _FLOAT_DTYPES:
-            return self.value.astype(dtype)  # integer/bool casts are not differentiable
-        return _make(self.value.astype(dtype, copy=copy), self.tangents.astype(dtype, copy=copy))
+        return _rules.astype(self, dtype)
 
     def copy(self, order: str = "C") -> Dual:
         return _make(self.value.copy(), self.tangents.copy())
@@ -357,6 +356,16 @@ class _ForwardEngine:
         return _make(value, np.ascontiguousarray(np.broadcast_to(tangents, (k,) + value.shape)))
 
     def gather(self, xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
+        if len(xs) == 1 and isinstance(xs[0], Dual):
+            # the common case (transpose, flip, take, ...): one dual, no fill
+            x = xs[0]
+            idx = np.asarray(index_fn(np.arange(x.value.size, dtype=np.intp).reshape(x.value.shape)))
+            if idx.dtype != np.intp:
+                idx = idx.astype(np.intp)
+            if not idx.size or idx.min() >= 0:
+                k = x.tangents.shape[0]
+                return _make(np.asarray(x.value.reshape(-1)[idx]),
+                             np.take(x.tangents.reshape(k, x.value.size), idx, axis=1))
         dt = P.float_dtype(*xs)
         k = _common_k(xs)
         flats, tflats, index_arrays, offset = [], [], [], 0
@@ -367,15 +376,16 @@ class _ForwardEngine:
             tflats.append(x.tangents.astype(dt, copy=False).reshape(k, v.size) if isinstance(x, Dual)
                           else np.zeros((k, v.size), dtype=dt))
             offset += v.size
-        idx = np.array(index_fn(*index_arrays), dtype=np.intp)
-        fill = idx == P.FILL
-        if fill.any():
+        idx = np.asarray(index_fn(*index_arrays))
+        if idx.dtype != np.intp:
+            idx = idx.astype(np.intp)
+        if idx.size and idx.min() < 0:  # FILL: the constant 0, appended as one more element
             flats.append(np.zeros(1, dtype=dt))
             tflats.append(np.zeros((k, 1), dtype=dt))
-            idx = np.where(fill, offset, idx)
+            idx = np.where(idx == P.FILL, offset, idx)
         flat = flats[0] if len(flats) == 1 else np.concatenate(flats)
         tflat = tflats[0] if len(tflats) == 1 else np.concatenate(tflats, axis=1)
-        return _make(np.asarray(flat[idx]), tflat[:, idx])
+        return _make(np.asarray(flat[idx]), np.take(tflat, idx, axis=1))
 
     def reduce(self, x: Any, axes: tuple[int, ...], keepdims: bool, coef: float,
                weights: np.ndarray | None, value: np.ndarray | None) -> Any:
@@ -386,9 +396,12 @@ class _ForwardEngine:
             w = x.value if weights is None else x.value * weights
             value = np.add.reduce(w, axis=axes, keepdims=keepdims) * coef
         if coef != 1.0:
-            # a non-finite coefficient (var with ddof >= n) meets a zero tangent as the chain rule says
-            s = s * dt.type(coef) if np.isfinite(coef) else _chain(np.full_like(s, coef), s)
-        return _make(np.asarray(value, dtype=dt), s.astype(dt, copy=False))
+            # a non-finite coefficient (mean over an empty axis) meets a zero tangent as the chain
+            # rule says
+            s = s * dt.type(coef) if math.isfinite(coef) else _chain(np.full_like(s, coef), s)
+        if type(value) is not np.ndarray or value.dtype != dt:
+            value = np.asarray(value, dtype=dt)
+        return _make(value, s if s.dtype == dt else s.astype(dt))
 
     def reshape(self, x: Any, shape: tuple[int, ...]) -> Any:
         value = x.value.reshape(shape)

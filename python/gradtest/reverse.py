@@ -91,10 +91,11 @@ class Tracked(ArrayLike):
         """
         arr = np.asarray(value)
         if arr.dtype not in _DTYPE_CODE:
-            if arr.dtype == np.float16 or not np.issubdtype(arr.dtype, np.floating):
+            if arr.dtype.kind in "biu" or arr.dtype == np.float16:
                 arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
             else:
-                raise TypeError(f"value: expected a float32 or float64 array, got {arr.dtype}")
+                raise TypeError(f"value: expected a float32 or float64 array, got {arr.dtype}"
+                                + (" (complex values are out of scope)" if arr.dtype.kind == "c" else ""))
         arr = np.array(arr, copy=True, order="C")
         return cls(arr, tape, tape.leaf(_DTYPE_CODE[arr.dtype], arr.shape))
 
@@ -128,10 +129,7 @@ class Tracked(ArrayLike):
 
     def astype(self, dtype: Any, copy: bool = True) -> Any:
         """The array converted to ``dtype``; floating targets stay on the tape."""
-        dtype = np.dtype(dtype)
-        if dtype in _DTYPE_CODE:
-            return _cast(self, dtype)
-        return self.value.astype(dtype)
+        return _rules.astype(self, dtype)
 
     def copy(self) -> Tracked:
         return self
@@ -230,11 +228,12 @@ def _gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
     elements: it is applied to arrays of element indices, and y is read through the result
     (:data:`gradtest._primitives.FILL` selects a constant 0)."""
     tape = _common_tape(xs)
-    dt = P.float_dtype(*xs)
+    x0 = xs[0]
+    dt = x0.value.dtype if len(xs) == 1 and isinstance(x0, Tracked) else P.float_dtype(*xs)
     ids, sizes, index_arrays, flats, vals = [], [], [], [], []
     offset = 0
     for x in xs:
-        v = np.asarray(_value(x), dtype=dt)
+        v = x.value if isinstance(x, Tracked) and x.value.dtype == dt else np.asarray(_value(x), dtype=dt)
         vals.append(v)
         ids.append(_node_as(x, dt))
         sizes.append(v.size)
@@ -243,19 +242,22 @@ def _gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         offset += v.size
     # np.array, not ascontiguousarray, which turns the 0-d result of an integer index into 1-d
     idx = np.array(index_fn(*index_arrays), dtype=np.intp, order="C")
-    fill = idx == P.FILL
-    if fill.any():
+    try:
+        # the tape checks every index, so a FILL (negative) costs nothing where there is none
+        node = tape.gather(_DTYPE_CODE[dt], idx, ids, sizes)
+    except ValueError:
+        fill = idx == P.FILL
+        if not fill.any():
+            raise
         zero = np.zeros(1, dtype=dt)
         ids.append(-1)
         sizes.append(1)
         flats.append(zero)
         vals.append(zero)
         idx = np.where(fill, offset, idx)
+        node = tape.gather(_DTYPE_CODE[dt], idx, ids, sizes)
     flat = flats[0] if len(flats) == 1 else np.concatenate(flats)
-    y = np.asarray(flat[idx])
-    if tape is None:
-        return y
-    out = Tracked(y, tape, tape.gather(_DTYPE_CODE[dt], idx, ids, sizes))
+    out = Tracked(np.asarray(flat[idx]), tape, node)
     inputs = list(xs) + ([None] if len(vals) > len(xs) else [])
     _log(out, inputs, lambda g: _scatter_rule(g, idx, vals))
     return out
