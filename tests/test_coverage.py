@@ -155,3 +155,21 @@ def _leaves(out):
     if isinstance(out, (tuple, list)):
         return [leaf for o in out for leaf in _leaves(o)]
     return [out]
+
+
+@pytest.mark.parametrize("case", _AGREE, ids=[c.name for c in _AGREE])
+def test_second_order_is_right_or_refused(case):
+    """Reverse over reverse (order=2): every Hessian-vector product through the coverage rules is
+    right or refused with NotImplementedError naming the function; never silently wrong."""
+    if case.scipy:
+        pytest.importorskip("scipy")
+    import gradtest
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        report = gradtest.check_gradients(case.f, *case.args, backends=["reverse"], order=2,
+                                          kwargs=case.kwargs)
+    outcome = report.outcomes["reverse:hvp"]
+    if outcome.status == "error":
+        assert isinstance(outcome.exception, NotImplementedError), outcome.message
+    else:
+        assert outcome.status == "pass", outcome.message
