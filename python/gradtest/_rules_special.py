@@ -29,6 +29,7 @@ Two kinds of SciPy callables, two ways in:
 from __future__ import annotations
 
 import functools
+import operator
 import importlib.abc
 import importlib.machinery
 import sys
@@ -70,14 +71,24 @@ UFUNC_KINKS: dict[str, str] = {
     "log_expit": "", "erfcx": "", "beta": "", "betaln": "",
     "xlogy": "0 in y where x == 0 (xlogy(0, y) = 0)", "xlog1py": "0 in y where x == 0",
     "rel_entr": "x, y > 0", "kl_div": "x, y > 0", "iv": _ORDER, "ive": _ORDER + "; " + _EXP_KINK,
-    "jv": _ORDER, "yv": _ORDER, "kv": _ORDER, "kve": _ORDER,
+    "jv": _ORDER, "yv": _ORDER, "kv": _ORDER, "kve": _ORDER, "yn": _ORDER,
+    "gammasgn": "piecewise constant: returned as a plain array (no derivative)", "j0": "", "j1": "", "y0": "", "y1": "", "rgamma": "",
+    "gammainc": "in x only (the shape a is a constant)", "gammaincc": "in x only (the shape a is a constant)",
+    "betainc": "in x only (a and b are constants)", "stdtr": "in t only (df is a constant)",
+    "pdtr": "in m only (k is a constant)", "pdtrc": "in m only (k is a constant)",
 }
 _SPECIAL_KINKS = {
     "logsumexp": "the maximum shift is a constant; b and return_sign supported", "softmax": "",
     "log_softmax": "", "polygamma": "the order n is a constant", "spherical_jn": "the order n is a constant",
+    "multigammaln": "the dimension d is a constant",
 }
 _STATS_KINKS = {
     **{f"norm.{m}": "x, loc and scale differentiated" for m in ("logpdf", "pdf", "cdf", "logcdf")},
+    **{f"{d}.{m}": "x, shapes, loc and scale in logpdf/pdf; cdf/logcdf in x, loc and scale only"
+       for d in ("t", "gamma", "beta", "chi2", "expon", "logistic", "laplace", "cauchy")
+       for m in ("logpdf", "pdf", "cdf", "logcdf")},
+    **{f"poisson.{m}": "in mu (k is a constant)" for m in ("logpmf", "pmf", "cdf")},
+    "dirichlet.logpdf": "x and alpha differentiated", "dirichlet.pdf": "x and alpha differentiated",
     **{f"multivariate_normal.{m}": "x, mean and cov differentiated; cov: its lower triangle is read "
        "(as SciPy's eigh does)" for m in ("logpdf", "pdf")},
 }
@@ -91,6 +102,16 @@ KINKS.update({f"scipy.stats.{n}": k for n, k in _STATS_KINKS.items()})
 def _no_derivative(name: str, what: str) -> NotImplementedError:
     return NotImplementedError(f"scipy.special.{name}: no derivative in {what} (it is held to be a "
                                "constant; pass a plain array or number for it)")
+
+
+def _pointwise_call(value: np.ndarray, inputs: Sequence[Any], partials: Sequence[Any], name: str) -> Any:
+    """P.pointwise, with a 0-d result computed as one element and reshaped back (the reverse
+    engine's pointwise gives a 0-d value the shape (1,))."""
+    if value.ndim:
+        return P.pointwise(value, list(inputs), list(partials), name)
+    one = [np.reshape(x, (1,)) if P.is_active(x) and np.ndim(P.value(x)) == 0 else x for x in inputs]
+    parts = [None if p is None else np.reshape(p, (1,)) for p in partials]
+    return np.reshape(P.pointwise(np.reshape(value, (1,)), one, parts, name), ())
 
 
 def _pointwise(ufunc: np.ufunc, inputs: Sequence[Any], partials: Callable[..., Sequence[Any]],
@@ -108,7 +129,7 @@ def _pointwise(ufunc: np.ufunc, inputs: Sequence[Any], partials: Callable[..., S
         y = np.asarray(ufunc(*values, **(kwargs or {})))
         parts = [None if (i in constant_args or not P.is_active(x)) else np.asarray(p, dtype=y.dtype)
                  for i, (x, p) in enumerate(zip(inputs, partials(*values)))]
-    return P.pointwise(y, list(inputs), parts, f"scipy.special.{name}")
+    return _pointwise_call(y, list(inputs), parts, f"scipy.special.{name}")
 
 
 def _unary(name: str, derivative: Callable[[np.ndarray, np.ndarray], Any]) -> None:
@@ -153,6 +174,11 @@ def _install_ufuncs() -> None:
     _unary("i0e", lambda x, y: sc.i1e(x) - np.sign(x) * y)
     _unary("i1e", lambda x, y: 0.5 * (sc.i0e(x) + sc.ive(2, x)) - np.sign(x) * y)
     _unary("entr", lambda x, y: -(np.log(x) + 1.0))
+    _unary("j0", lambda x, y: -sc.j1(x))
+    _unary("j1", lambda x, y: 0.5 * (sc.j0(x) - sc.jv(2, x)))
+    _unary("y0", lambda x, y: -sc.y1(x))
+    _unary("y1", lambda x, y: 0.5 * (sc.y0(x) - sc.yv(2, x)))
+    _unary("rgamma", lambda x, y: -y * sc.digamma(x))
     _unary("log_expit", lambda x, y: sc.expit(-x))
     _unary("erfcx", lambda x, y: 2.0 * x * y - 2.0 / sqrt_pi)
 
@@ -173,9 +199,35 @@ def _install_ufuncs() -> None:
             (0,))
     _binary("jv", lambda v, x: [None, 0.5 * (sc.jv(v - 1, x) - sc.jv(v + 1, x))], (0,))
     _binary("yv", lambda v, x: [None, 0.5 * (sc.yv(v - 1, x) - sc.yv(v + 1, x))], (0,))
+    _binary("yn", lambda n, x: [None, 0.5 * (sc.yn(n - 1, x) - sc.yn(n + 1, x))], (0,))
+    # incomplete gamma and beta functions, regularised: in x, the integrand; shapes are constants
+    _binary("gammainc", lambda a, x: [None, np.exp((a - 1.0) * np.log(x) - x - sc.gammaln(a))], (0,))
+    _binary("gammaincc", lambda a, x: [None, -np.exp((a - 1.0) * np.log(x) - x - sc.gammaln(a))], (0,))
+    _binary("stdtr", lambda df, t: [None, np.exp(_t_logpdf(sc, t, df))], (0,))
+    _binary("pdtr", lambda k, m: [None, -np.exp(sc.xlogy(k, m) - m - sc.gammaln(k + 1.0))], (0,))
+    _binary("pdtrc", lambda k, m: [None, np.exp(sc.xlogy(k, m) - m - sc.gammaln(k + 1.0))], (0,))
+    _ternary_betainc(sc)
     _binary("kv", lambda v, x: [None, -0.5 * (sc.kv(v - 1, x) + sc.kv(v + 1, x))], (0,))
     _binary("kve", lambda v, x: [None, -0.5 * (sc.kve(v - 1, x) + sc.kve(v + 1, x)) + np.sign(x) * sc.kve(v, x)],
             (0,))
+
+
+def _t_logpdf(sc: Any, t: Any, df: Any) -> Any:
+    """log of Student's t density (plain arrays)."""
+    return (sc.gammaln((df + 1.0) / 2.0) - sc.gammaln(df / 2.0) - 0.5 * np.log(df * np.pi)
+            - (df + 1.0) / 2.0 * np.log1p(t * t / df))
+
+
+def _ternary_betainc(sc: Any) -> None:
+    ufunc = sc.betainc
+
+    def partials(a: Any, b: Any, x: Any) -> list[Any]:
+        return [None, None, np.exp(sc.xlogy(a - 1.0, x) + sc.xlog1py(b - 1.0, -x) - sc.betaln(a, b))]
+
+    def rule(a: Any, b: Any, x: Any, **kwargs: Any) -> Any:
+        return _pointwise(ufunc, [a, b, x], partials, (0, 1), kwargs)
+
+    register_ufunc(ufunc, kink=UFUNC_KINKS["betainc"])(rule)
 
 
 # ---- Python functions of scipy.special (dispatchers) ----------------------------------------
@@ -251,7 +303,7 @@ def _special_functions(sc: Any) -> dict[str, Callable[..., Any]]:
         n = np.asarray(n)
         xv = P.value(x)
         value = polygamma_0(n, xv)
-        return P.pointwise(np.asarray(value, dtype=P.float_dtype(xv)), [x],
+        return _pointwise_call(np.asarray(value, dtype=P.float_dtype(xv)), [x],
                            [np.asarray(polygamma_0(n + 1, xv), dtype=P.float_dtype(xv))],
                            "scipy.special.polygamma")
 
@@ -263,17 +315,34 @@ def _special_functions(sc: Any) -> dict[str, Callable[..., Any]]:
                                       "supported by gradtest's AD engines")
         zv = P.value(z)
         dt = P.float_dtype(zv)
-        return P.pointwise(np.asarray(spherical_jn_0(n, zv), dtype=dt), [z],
+        return _pointwise_call(np.asarray(spherical_jn_0(n, zv), dtype=dt), [z],
                            [np.asarray(spherical_jn_0(n, zv, derivative=True), dtype=dt)],
                            "scipy.special.spherical_jn")
 
+    multigammaln_0 = _original(sc.multigammaln)
+
+    def multigammaln(a: Any, d: Any) -> Any:
+        if P.is_active(d):
+            raise _no_derivative("multigammaln", "the dimension d")
+        d = operator.index(d)
+        value = multigammaln_0(P.value(a), d)
+        # log Gamma_d(a) = d(d-1)/4 log(pi) + sum_j gammaln(a - j/2)
+        y = d * (d - 1) / 4.0 * np.log(np.pi)
+        for j in range(d):
+            y = y + sc.gammaln(a - j / 2.0)
+        return _keep_value(y, value)
+
     return {"logsumexp": logsumexp, "softmax": softmax, "log_softmax": log_softmax,
-            "polygamma": polygamma, "spherical_jn": spherical_jn}
+            "polygamma": polygamma, "spherical_jn": spherical_jn, "multigammaln": multigammaln}
 
 
 def _install_special() -> None:
     import scipy.special as sc
     _install_ufuncs()
+    # piecewise constant; registered as a rule rather than as non-differentiable so that its
+    # row of the shared table does not depend on SciPy being imported
+    register_ufunc(sc.gammasgn, kink=UFUNC_KINKS["gammasgn"])(
+        lambda x, **kwargs: sc.gammasgn(P.value(x), **kwargs))
     for name, rule in _special_functions(sc).items():
         original = _original(getattr(sc, name))
         register(original, kink=_SPECIAL_KINKS.get(name, ""))(rule)
@@ -310,6 +379,126 @@ def _norm_rules(norm: Any) -> dict[str, Callable[..., Any]]:
         return _keep_value(sc.log_ndtr(z), plain("logcdf", args, kwargs))
 
     return {"logpdf": logpdf, "pdf": pdf, "cdf": cdf, "logcdf": logcdf}
+
+
+def _location_scale_rules(dist: Any, logpdf_std: Callable[..., Any], cdf_std: Callable[..., Any],
+                          nshapes: int) -> dict[str, Callable[..., Any]]:
+    """logpdf/pdf/cdf/logcdf of a location-scale family from its standard log density and
+    distribution function; the arguments parse as SciPy's do: x, the shapes, loc, scale."""
+    originals = {name: _original(getattr(dist, name)) for name in ("logpdf", "pdf", "cdf", "logcdf")}
+
+    def parse(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Any], Any, Any]:
+        args = list(args)
+        x = args.pop(0) if args else kwargs.pop("x")
+        shapes = [args.pop(0) if args else kwargs.pop(name) for name in dist.shapes.replace(" ", "").split(",")] \
+            if nshapes else []
+        loc = args.pop(0) if args else kwargs.pop("loc", 0.0)
+        scale = args.pop(0) if args else kwargs.pop("scale", 1.0)
+        if args or kwargs:
+            raise TypeError(f"scipy.stats.{dist.name}: unexpected arguments")
+        return x, shapes, loc, scale
+
+    def plain(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        return originals[name](*P.values(args), **P.values(kwargs))
+
+    def logpdf(*args: Any, **kwargs: Any) -> Any:
+        value = plain("logpdf", args, kwargs)
+        x, shapes, loc, scale = parse(args, dict(kwargs))
+        return _keep_value(logpdf_std((x - loc) / scale, *shapes) - np.log(scale), value)
+
+    def pdf(*args: Any, **kwargs: Any) -> Any:
+        value = plain("pdf", args, kwargs)
+        x, shapes, loc, scale = parse(args, dict(kwargs))
+        return _keep_value(np.exp(logpdf_std((x - loc) / scale, *shapes)) / scale, value)
+
+    def cdf(*args: Any, **kwargs: Any) -> Any:
+        value = plain("cdf", args, kwargs)
+        x, shapes, loc, scale = parse(args, dict(kwargs))
+        return _keep_value(cdf_std((x - loc) / scale, *shapes), value)
+
+    def logcdf(*args: Any, **kwargs: Any) -> Any:
+        value = plain("logcdf", args, kwargs)
+        x, shapes, loc, scale = parse(args, dict(kwargs))
+        return _keep_value(np.log(cdf_std((x - loc) / scale, *shapes)), value)
+
+    return {"logpdf": logpdf, "pdf": pdf, "cdf": cdf, "logcdf": logcdf}
+
+
+def _family_rules(st: Any) -> list[tuple[str, Any, dict[str, Callable[..., Any]]]]:
+    import scipy.special as sc
+    half_log_pi = 0.5 * float(np.log(np.pi))
+
+    def t_logpdf(z: Any, df: Any) -> Any:
+        return (sc.gammaln((df + 1.0) / 2.0) - sc.gammaln(df / 2.0) - 0.5 * np.log(df) - half_log_pi
+                - (df + 1.0) / 2.0 * np.log1p(z * z / df))
+
+    families = {
+        "t": (t_logpdf, lambda z, df: sc.stdtr(df, z), 1),
+        "gamma": (lambda z, a: sc.xlogy(a - 1.0, z) - z - sc.gammaln(a), lambda z, a: sc.gammainc(a, z), 1),
+        "beta": (lambda z, a, b: sc.xlogy(a - 1.0, z) + sc.xlog1py(b - 1.0, -z) - sc.betaln(a, b),
+                 lambda z, a, b: sc.betainc(a, b, z), 2),
+        "chi2": (lambda z, df: sc.xlogy(df / 2.0 - 1.0, z) - z / 2.0 - sc.gammaln(df / 2.0) - df / 2.0 * np.log(2.0),
+                 lambda z, df: sc.gammainc(df / 2.0, z / 2.0), 1),
+        "expon": (lambda z: -z, lambda z: -np.expm1(-z), 0),
+        "logistic": (lambda z: -z - 2.0 * np.log1p(np.exp(-z)), lambda z: sc.expit(z), 0),
+        "laplace": (lambda z: -np.abs(z) - np.log(2.0), lambda z: np.where(primal_lt0(z), 0.5 * np.exp(z),
+                                                                          1.0 - 0.5 * np.exp(-z)), 0),
+        "cauchy": (lambda z: -np.log(np.pi) - np.log1p(z * z), lambda z: 0.5 + np.arctan(z) / np.pi, 0),
+    }
+    return [(name, getattr(st, name), _location_scale_rules(getattr(st, name), lp, cdf, n))
+            for name, (lp, cdf, n) in families.items()]
+
+
+def primal_lt0(z: Any) -> np.ndarray:
+    return np.asarray(P.value(z)) < 0
+
+
+def _poisson_rules(poisson: Any) -> dict[str, Callable[..., Any]]:
+    import scipy.special as sc
+    originals = {name: _original(getattr(poisson, name)) for name in ("logpmf", "pmf", "cdf")}
+
+    def parse(k: Any, mu: Any, loc: Any = 0) -> tuple[Any, Any]:
+        if P.is_active(k) or P.is_active(loc):
+            raise NotImplementedError("scipy.stats.poisson: k and loc are integers (no derivative)")
+        return np.asarray(k) - loc, mu
+
+    def logpmf(*args: Any, **kwargs: Any) -> Any:
+        value = originals["logpmf"](*P.values(args), **P.values(kwargs))
+        k, mu = parse(*args, **kwargs)
+        return _keep_value(sc.xlogy(k, mu) - mu - sc.gammaln(k + 1.0), value)
+
+    def pmf(*args: Any, **kwargs: Any) -> Any:
+        value = originals["pmf"](*P.values(args), **P.values(kwargs))
+        k, mu = parse(*args, **kwargs)
+        return _keep_value(np.exp(sc.xlogy(k, mu) - mu - sc.gammaln(k + 1.0)), value)
+
+    def cdf(*args: Any, **kwargs: Any) -> Any:
+        value = originals["cdf"](*P.values(args), **P.values(kwargs))
+        k, mu = parse(*args, **kwargs)
+        return _keep_value(sc.pdtr(np.floor(k), mu), value)
+
+    return {"logpmf": logpmf, "pmf": pmf, "cdf": cdf}
+
+
+def _dirichlet_rules(dirichlet: Any) -> dict[str, Callable[..., Any]]:
+    import scipy.special as sc
+    originals = {name: _original(getattr(dirichlet, name)) for name in ("logpdf", "pdf")}
+
+    def logdensity(x: Any, alpha: Any) -> Any:
+        # SciPy's quantiles run along the first axis: x is (K,) or (K, N)
+        a = alpha if P.is_active(alpha) else np.asarray(alpha, dtype=np.float64)
+        nd = np.ndim(P.value(x))
+        shaped = np.reshape(a, (-1,) + (1,) * (nd - 1))
+        norm = np.sum(sc.gammaln(a)) - sc.gammaln(np.sum(a))
+        return np.sum(sc.xlogy(shaped - 1.0, x), axis=0) - norm
+
+    def logpdf(x: Any, alpha: Any) -> Any:
+        return _keep_value(logdensity(x, alpha), originals["logpdf"](P.value(x), P.value(alpha)))
+
+    def pdf(x: Any, alpha: Any) -> Any:
+        return _keep_value(np.exp(logdensity(x, alpha)), originals["pdf"](P.value(x), P.value(alpha)))
+
+    return {"logpdf": logpdf, "pdf": pdf}
 
 
 def _mvn_rules(mvn: Any) -> dict[str, Callable[..., Any]]:
@@ -361,9 +550,11 @@ def _mvn_rules(mvn: Any) -> dict[str, Callable[..., Any]]:
 
 def _install_stats() -> None:
     import scipy.stats as st
-    for label, dist, rules in (("norm", st.norm, _norm_rules(st.norm)),
+    for label, dist, rules in [("norm", st.norm, _norm_rules(st.norm)),
                                ("multivariate_normal", st.multivariate_normal,
-                                _mvn_rules(st.multivariate_normal))):
+                                _mvn_rules(st.multivariate_normal)),
+                               ("poisson", st.poisson, _poisson_rules(st.poisson)),
+                               ("dirichlet", st.dirichlet, _dirichlet_rules(st.dirichlet))] + _family_rules(st):
         for name, rule in rules.items():
             original = _original(getattr(dist, name))
             # the distribution objects are shared (``from scipy.stats import norm``): an
