@@ -94,6 +94,19 @@ _STATS_KINKS = {
 }
 KINKS.update({f"scipy.special.{n}": k for n, k in {**UFUNC_KINKS, **_SPECIAL_KINKS}.items()})
 KINKS.update({f"scipy.stats.{n}": k for n, k in _STATS_KINKS.items()})
+_MODULE_KINKS = {
+    "scipy.linalg.solve_triangular": "reads the named triangle only", "scipy.linalg.cholesky":
+    "reads the triangle it returns (upper by default)", "scipy.linalg.cho_solve": "reads the factor's triangle",
+    "scipy.linalg.inv": "general matrices (assume_a other than 'gen': NotImplementedError)",
+    "scipy.linalg.det": "", "scipy.linalg.solve": "general matrices (assume_a other than 'gen': NotImplementedError)",
+    "scipy.linalg.eigh": "as numpy.linalg.eigh (standard problem only)", "scipy.linalg.svd": "as numpy.linalg.svd",
+    "scipy.linalg.qr": "as numpy.linalg.qr ('full' of a tall matrix: NotImplementedError)",
+    "scipy.linalg.expm": "Frechet derivative by scaling and squaring",
+    "scipy.linalg.sqrtm": "real square roots only (complex: NotImplementedError)",
+    "scipy.signal.convolve": "", "scipy.signal.correlate": "",
+    "scipy.signal.convolve2d": "zero fill only",
+}
+KINKS.update(_MODULE_KINKS)
 
 
 # ---- ufuncs ----------------------------------------------------------------------------------
@@ -562,9 +575,242 @@ def _install_stats() -> None:
             setattr(dist, name, _dispatcher(original, rule))
 
 
+# ---- scipy.linalg and scipy.signal ------------------------------------------------------------
+
+
+def _linalg_rules(sl: Any) -> dict[str, Callable[..., Any]]:
+    """scipy.linalg functions as compositions of the numpy.linalg rules (values: SciPy's own);
+    expm and sqrtm through their Frechet derivatives."""
+    originals = {name: _original(getattr(sl, name)) for name in
+                 ("solve_triangular", "cholesky", "cho_solve", "inv", "det", "solve", "eigh",
+                  "expm", "sqrtm", "svd", "qr")}
+
+    def refuse(name: str, what: str) -> NotImplementedError:
+        return NotImplementedError(f"scipy.linalg.{name}({what}) is not supported by gradtest's AD engines")
+
+    def triangle(a: Any, lower: bool, unit: bool = False) -> Any:
+        t = np.tril(a) if lower else np.triu(a)
+        if unit:
+            n = np.shape(P.value(a))[-1]
+            eye = np.eye(n)
+            t = t * (1.0 - eye) + eye
+        return t
+
+    def solve_triangular(a: Any, b: Any, trans: Any = 0, lower: bool = False, unit_diagonal: bool = False,
+                         overwrite_b: bool = False, check_finite: bool = True) -> Any:
+        value = originals["solve_triangular"](P.value(a), P.value(b), trans=trans, lower=lower,
+                                              unit_diagonal=unit_diagonal)
+        if trans not in (0, 1, "N", "T"):
+            raise refuse("solve_triangular", f"..., trans={trans!r}")
+        t = triangle(a, lower, unit_diagonal)
+        if trans in (1, "T"):
+            t = np.swapaxes(t, -1, -2)
+        return _keep_value(np.linalg.solve(t, b), value)
+
+    def cholesky(a: Any, lower: bool = False, overwrite_a: bool = False, check_finite: bool = True) -> Any:
+        value = originals["cholesky"](P.value(a), lower=lower)
+        # LAPACK reads the triangle it returns, as numpy.linalg.cholesky(upper=...) does
+        return _keep_value(np.linalg.cholesky(a, upper=not lower), value)
+
+    def cho_solve(c_and_lower: Any, b: Any, overwrite_b: bool = False, check_finite: bool = True) -> Any:
+        c, lower = c_and_lower
+        value = originals["cho_solve"]((P.value(c), lower), P.value(b))
+        t = triangle(c, lower)
+        first, second = (t, np.swapaxes(t, -1, -2)) if lower else (np.swapaxes(t, -1, -2), t)
+        return _keep_value(np.linalg.solve(second, np.linalg.solve(first, b)), value)
+
+    def general(name: str, assume_a: Any) -> None:
+        if assume_a not in (None, "gen", "general"):
+            raise refuse(name, f"..., assume_a={assume_a!r}; only general matrices are supported")
+
+    def inv(a: Any, overwrite_a: bool = False, check_finite: bool = True, *, assume_a: Any = None,
+            lower: bool = False) -> Any:
+        general("inv", assume_a)
+        return _keep_value(np.linalg.inv(a), originals["inv"](P.value(a)))
+
+    def det(a: Any, overwrite_a: bool = False, check_finite: bool = True) -> Any:
+        return _keep_value(np.linalg.det(a), originals["det"](P.value(a)))
+
+    def solve(a: Any, b: Any, lower: bool = False, overwrite_a: bool = False, overwrite_b: bool = False,
+              check_finite: bool = True, assume_a: Any = None, transposed: bool = False) -> Any:
+        general("solve", assume_a)
+        value = originals["solve"](P.value(a), P.value(b), transposed=transposed)
+        return _keep_value(np.linalg.solve(np.swapaxes(a, -1, -2) if transposed else a, b), value)
+
+    def aligned(y: Any, value: np.ndarray, sign: np.ndarray, name: str) -> Any:
+        """y (NumPy's factor, differentiated) times the constant signs that make it SciPy's:
+        the two libraries' LAPACK drivers may choose opposite signs for a singular or eigen
+        vector, and the derivative must be that of the vector SciPy returned."""
+        y = y * sign
+        if not np.allclose(P.value(y), value, rtol=1e-5, atol=1e-6 * max(1.0, float(np.max(np.abs(value), initial=0)))):
+            raise NotImplementedError(f"scipy.linalg.{name}: SciPy's factor differs from NumPy's beyond a "
+                                      "sign (repeated values?); its derivative is not defined here")
+        return _keep_value(y, value)
+
+    def column_signs(mine: np.ndarray, theirs: np.ndarray) -> np.ndarray:
+        s = np.sign(np.sum(mine * theirs, axis=-2, keepdims=True))
+        return np.where(s == 0, 1.0, s)
+
+    def eigh(a: Any, b: Any = None, *, lower: bool = True, eigvals_only: bool = False, **kwargs: Any) -> Any:
+        extra = {k: v for k, v in kwargs.items() if k not in ("overwrite_a", "overwrite_b", "check_finite")
+                 and v not in (None, 1)}
+        if b is not None or extra:
+            raise refuse("eigh", "..., b= or subsets/drivers; the standard problem only")
+        w, v = np.linalg.eigh(a, UPLO="L" if lower else "U")
+        if eigvals_only:
+            return _keep_value(w, originals["eigh"](P.value(a), lower=lower, eigvals_only=True))
+        w0, v0 = originals["eigh"](P.value(a), lower=lower)
+        return _keep_value(w, w0), aligned(v, v0, column_signs(P.value(v), v0), "eigh")
+
+    def svd(a: Any, full_matrices: bool = True, compute_uv: bool = True, overwrite_a: bool = False,
+            check_finite: bool = True, lapack_driver: str = "gesdd") -> Any:
+        value = originals["svd"](P.value(a), full_matrices=full_matrices, compute_uv=compute_uv,
+                                 lapack_driver=lapack_driver)
+        out = np.linalg.svd(a, full_matrices=full_matrices, compute_uv=compute_uv)
+        if not compute_uv:
+            return _keep_value(out, value)
+        u, sv, vt = out
+        sign = column_signs(P.value(u), value[0])
+        k = np.shape(P.value(sv))[-1]
+        row = np.swapaxes(sign[..., :k], -1, -2) if np.shape(P.value(vt))[-2] == k else np.swapaxes(sign, -1, -2)
+        return (aligned(u, value[0], sign, "svd"), _keep_value(sv, value[1]), aligned(vt, value[2], row, "svd"))
+
+    def qr(a: Any, overwrite_a: bool = False, lwork: Any = None, mode: str = "full", pivoting: bool = False,
+           check_finite: bool = True) -> Any:
+        if pivoting or mode not in ("full", "economic", "r"):
+            raise refuse("qr", f"..., mode={mode!r}, pivoting={pivoting!r}")
+        m, n = np.shape(P.value(a))[-2:]
+        value = originals["qr"](P.value(a), mode=mode)
+        if mode == "r":
+            if m != n:
+                raise refuse("qr", "..., mode='r') of a non-square matrix (SciPy's R is the complete one)")
+            r = np.linalg.qr(a, mode="r")
+            sign = np.sign(np.diagonal(P.value(r)) * np.diagonal(value[0]))[:, None]
+            return (aligned(r, value[0], np.where(sign == 0, 1.0, sign), "qr"),)
+        # 'full' of a tall matrix is numpy's 'complete', which is refused (not unique)
+        q, r = np.linalg.qr(a, mode="reduced" if mode == "economic" or m == n else "complete")
+        sign = column_signs(P.value(q), value[0])
+        return aligned(q, value[0], sign, "qr"), aligned(r, value[1], np.swapaxes(sign, -1, -2), "qr")
+
+    def expm(A: Any) -> Any:
+        av = np.asarray(P.value(A), dtype=np.float64)
+        value = originals["expm"](av)
+        if av.ndim != 2 or av.shape[0] != av.shape[1]:
+            raise refuse("expm", "of anything but one square matrix")
+        # Frechet derivative by scaling and squaring: Taylor series of exp(A / 2^s) and of its
+        # derivative, both linear recursions in the tangent with constant powers of A
+        norm = np.max(np.sum(np.abs(av), axis=0)) if av.size else 0.0
+        squarings = max(0, int(np.ceil(np.log2(norm / 0.25)))) if norm > 0.25 else 0
+        b = av / 2.0 ** squarings
+        powers = [np.eye(av.shape[0])]
+        for _ in range(18):
+            powers.append(powers[-1] @ b)
+        x = sum(p / float(np.prod(np.arange(1, k + 1))) for k, p in enumerate(powers))
+        squares = [x]
+        for _ in range(squarings):
+            squares.append(squares[-1] @ squares[-1])
+
+        def jvp(da: Any) -> Any:
+            e = da / 2.0 ** squarings
+            d, total, fact = e, e, 1.0
+            for k in range(2, len(powers)):
+                fact *= k
+                d = b @ d + e @ powers[k - 1]
+                total = total + d / fact
+            for i in range(squarings):
+                total = squares[i] @ total + total @ squares[i]
+            return total
+
+        return P.linearized(np.asarray(value, dtype=av.dtype), [A], jvp, "scipy.linalg.expm")
+
+    def sqrtm(A: Any, **kwargs: Any) -> Any:
+        av = np.asarray(P.value(A))
+        value = np.asarray(originals["sqrtm"](av))
+        if value.dtype.kind == "c":
+            raise NotImplementedError("scipy.linalg.sqrtm of a matrix whose square root is complex: "
+                                      "complex results are out of scope")
+        n = av.shape[-1]
+        # X dX + dX X = dA: a constant linear map on vec(dA)
+        eye = np.eye(n)
+        system = np.kron(eye, value) + np.kron(value.T, eye)
+        solver = np.linalg.inv(system)
+
+        def jvp(da: Any) -> Any:
+            flat = np.reshape(np.swapaxes(da, -1, -2), (n * n,))
+            return np.swapaxes(np.reshape(solver @ flat, (n, n)), -1, -2)
+
+        return P.linearized(value.astype(av.dtype, copy=False), [A], jvp, "scipy.linalg.sqrtm")
+
+    return {"solve_triangular": solve_triangular, "cholesky": cholesky, "cho_solve": cho_solve,
+            "inv": inv, "det": det, "solve": solve, "eigh": eigh, "svd": svd, "qr": qr, "expm": expm,
+            "sqrtm": sqrtm}
+
+
+def _nd_convolve(in1: Any, in2: Any, mode: str) -> Any:
+    """The N-d convolution of SciPy's 'full'/'same'/'valid' modes: one shifted copy of in1 per
+    element of in2."""
+    s1, s2 = np.shape(P.value(in1)), np.shape(P.value(in2))
+    if len(s1) != len(s2):
+        raise ValueError("in1 and in2 should have the same dimensionality")
+    full = None
+    for j in np.ndindex(*s2):
+        shifted = np.pad(in1, [(jd, sd - 1 - jd) for jd, sd in zip(j, s2)]) * in2[j]
+        full = shifted if full is None else full + shifted
+    if mode == "full":
+        return full
+    if mode == "same":
+        starts = [(f - a) // 2 for f, a in zip(np.shape(P.value(full)), s1)]
+        return full[tuple(slice(st, st + a) for st, a in zip(starts, s1))]
+    if mode == "valid":
+        if all(a >= b for a, b in zip(s1, s2)):
+            return full[tuple(slice(b - 1, a) for a, b in zip(s1, s2))]
+        if all(b >= a for a, b in zip(s1, s2)):
+            return full[tuple(slice(a - 1, b) for a, b in zip(s1, s2))]
+        raise ValueError("For 'valid' mode, one must be at least as large as the other in every dimension")
+    raise ValueError("acceptable mode flags are 'valid', 'same', or 'full'")
+
+
+def _signal_rules(ss: Any) -> dict[str, Callable[..., Any]]:
+    originals = {name: _original(getattr(ss, name)) for name in ("convolve", "correlate", "convolve2d")}
+
+    def convolve(in1: Any, in2: Any, mode: str = "full", method: str = "auto") -> Any:
+        return _keep_value(_nd_convolve(in1, in2, mode), originals["convolve"](P.value(in1), P.value(in2), mode))
+
+    def correlate(in1: Any, in2: Any, mode: str = "full", method: str = "auto") -> Any:
+        flipped = np.flip(in2) if P.is_active(in2) else np.flip(np.asarray(in2))
+        return _keep_value(_nd_convolve(in1, flipped, mode),
+                           originals["correlate"](P.value(in1), P.value(in2), mode))
+
+    def convolve2d(in1: Any, in2: Any, mode: str = "full", boundary: str = "fill", fillvalue: Any = 0) -> Any:
+        if boundary != "fill" or fillvalue != 0:
+            raise NotImplementedError("scipy.signal.convolve2d(..., boundary=/fillvalue=) other than "
+                                      "zero fill is not supported by gradtest's AD engines")
+        return _keep_value(_nd_convolve(in1, in2, mode), originals["convolve2d"](P.value(in1), P.value(in2), mode))
+
+    return {"convolve": convolve, "correlate": correlate, "convolve2d": convolve2d}
+
+
+def _install_module_functions(module: Any, label: str, rules: dict[str, Callable[..., Any]]) -> None:
+    for name, rule in rules.items():
+        original = _original(getattr(module, name))
+        register(original, kink=_MODULE_KINKS.get(f"{label}.{name}", ""))(rule)
+        setattr(module, name, _dispatcher(original, rule))
+
+
+def _install_linalg() -> None:
+    import scipy.linalg as sl
+    _install_module_functions(sl, "scipy.linalg", _linalg_rules(sl))
+
+
+def _install_signal() -> None:
+    import scipy.signal as ss
+    _install_module_functions(ss, "scipy.signal", _signal_rules(ss))
+
+
 # ---- installation ----------------------------------------------------------------------------
 
-_INSTALLERS = {"scipy.special": _install_special, "scipy.stats": _install_stats}
+_INSTALLERS = {"scipy.special": _install_special, "scipy.stats": _install_stats,
+               "scipy.linalg": _install_linalg, "scipy.signal": _install_signal}
 
 
 def install(module: str) -> None:
@@ -573,11 +819,10 @@ def install(module: str) -> None:
         if module in _DONE:
             return
         _DONE.add(module)
-        if module == "scipy.stats":
-            install_special = "scipy.special" not in _DONE
-            if install_special:
-                _DONE.add("scipy.special")
-                _install_special()
+        if module != "scipy.special" and "scipy.special" not in _DONE:
+            # the other modules' rules are written with scipy.special's
+            _DONE.add("scipy.special")
+            _install_special()
         _INSTALLERS[module]()
 
 
