@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import functools
 import operator
-import importlib.abc
 import importlib.machinery
 import sys
 import threading
@@ -826,8 +825,9 @@ def install(module: str) -> None:
         _INSTALLERS[module]()
 
 
-class _PostImportHook(importlib.abc.MetaPathFinder):
-    """Installs the rules of a SciPy module right after the program imports it."""
+class _PostImportHook:
+    """Installs the rules of a SciPy module right after the program imports it (a meta path
+    finder: it only wraps the loader the normal path finder returns)."""
 
     def find_spec(self, name: str, path: Any, target: Any = None) -> Any:
         if name not in _INSTALLERS or name in _DONE:
