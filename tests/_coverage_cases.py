@@ -398,6 +398,13 @@ case("hypot_outer", G, lambda x, y: np.hypot.outer(x, y), R(3), R(2))
 case("maximum_outer", G, lambda x, y: np.maximum.outer(x, y), R(3), R(2))
 case("angle_real", G, lambda x: np.angle(x) + x, R(4))
 
+G = "methods"
+case("real_imag_conj", G, lambda a: a.real * 2 + a.imag + a.conj() ** 2, R(3, 3))
+case("diagonal_method", G, lambda a: a.diagonal(1), R(3, 3))
+case("take_method", G, lambda a: a.take([0, 4, 4]) ** 2, R(3, 3))
+case("method_chain", G, lambda a: a.T.dot(a).sum(axis=0).cumsum().max(), R(3, 2))
+case("std_var_methods", G, lambda a: a.std(axis=0) + a.var(ddof=1), R(4, 2))
+
 # ---- scipy.special -------------------------------------------------------------------------
 G = "special"
 
