@@ -169,6 +169,14 @@ case("matrix_power", G, lambda a: la.matrix_power(a, 3), R(3, 3))
 case("matrix_power_neg", G, lambda a: la.matrix_power(a, -2), SPD(3))
 case("multi_dot", G, lambda a, b, c: la.multi_dot([a, b, c]), R(2, 3), R(3, 4), R(4, 2))
 case("trace_inv", G, lambda a: np.trace(la.inv(a)), SPD(3))
+case("inv_4d", G, la.inv, SPD(3, (2, 2)))
+case("solve_4d", G, la.solve, SPD(3, (2, 2)), R(2, 2, 3, 1))
+case("eigh_vectors_batched", G, lambda a: np.abs(la.eigh(a + np.swapaxes(a, -1, -2))[1]), R(2, 3, 3))
+case("svd_vectors_batched", G, lambda a: np.abs(la.svd(a, full_matrices=False)[0]), np.stack([WELL(3, 2), WELL(3, 2)]))
+case("eigvals_batched", G, lambda a: np.real(la.eigvals(a @ np.swapaxes(a, -1, -2) + np.eye(3))), R(2, 3, 3))
+case("pinv_batched", G, la.pinv, np.stack([WELL(3, 2), WELL(3, 2)]))
+case("qr_q_batched", G, lambda a: la.qr(a)[0], R(2, 3, 2))
+case("real_if_close", G, lambda x: np.real_if_close(x) ** 2, R(3))
 case("gaussian_nll", G, lambda a, x: 0.5 * x @ la.solve(a, x) + 0.5 * la.slogdet(a)[1], SPD(3), R(3))
 
 # ---- einsum ----------------------------------------------------------------------------------
@@ -193,6 +201,9 @@ case("einsum_sublist_implicit", G, lambda a, b: es(a, [0, 1], b, [1, 2]), R(2, 3
 case("einsum_sublist_ellipsis", G, lambda a: es(a, [Ellipsis, 0, 0], [Ellipsis, 0]), R(2, 3, 3))
 case("einsum_const_operand", G, lambda a: es("ij,j->i", a, np.arange(3.0)), R(2, 3))
 case("einsum_same_operand", G, lambda a: es("ij,ij->", a, a), R(2, 3))
+case("einsum_repeated_in_operand", G, lambda a, b, c: es("ijk,lji,lli->lki", a, b, c), R(3, 4, 4), R(4, 4, 3),
+     R(4, 4, 3))
+case("einsum_ellipsis_elementwise", G, lambda a, b: es("...,...->...", a, b), R(3, 2), R(3, 2))
 case("einsum_bilinear", G, lambda x, a: es("i,ij,j", x, a, x), R(3), R(3, 3))
 
 # ---- structural ------------------------------------------------------------------------------
