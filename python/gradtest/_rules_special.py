@@ -82,14 +82,15 @@ _SPECIAL_KINKS = {
     "multigammaln": "the dimension d is a constant",
 }
 _STATS_KINKS = {
-    **{f"norm.{m}": "x, loc and scale differentiated" for m in ("logpdf", "pdf", "cdf", "logcdf")},
+    **{f"norm.{m}": "x (or q), loc and scale differentiated"
+       for m in ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf", "ppf", "isf")},
     **{f"{d}.{m}": "x, shapes, loc and scale in logpdf/pdf; cdf/logcdf in x, loc and scale only"
        for d in ("t", "gamma", "beta", "chi2", "expon", "logistic", "laplace", "cauchy")
-       for m in ("logpdf", "pdf", "cdf", "logcdf")},
+       for m in ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf")},
     **{f"poisson.{m}": "in mu (k is a constant)" for m in ("logpmf", "pmf", "cdf")},
     "dirichlet.logpdf": "x and alpha differentiated", "dirichlet.pdf": "x and alpha differentiated",
     **{f"multivariate_normal.{m}": "x, mean and cov differentiated; cov: its lower triangle is read "
-       "(as SciPy's eigh does)" for m in ("logpdf", "pdf")},
+       "(as SciPy's eigh does)" for m in ("logpdf", "pdf", "entropy")},
 }
 KINKS.update({f"scipy.special.{n}": k for n, k in {**UFUNC_KINKS, **_SPECIAL_KINKS}.items()})
 KINKS.update({f"scipy.stats.{n}": k for n, k in _STATS_KINKS.items()})
@@ -102,6 +103,7 @@ _MODULE_KINKS = {
     "scipy.linalg.qr": "as numpy.linalg.qr ('full' of a tall matrix: NotImplementedError)",
     "scipy.linalg.expm": "Frechet derivative by scaling and squaring",
     "scipy.linalg.sqrtm": "real square roots only (complex: NotImplementedError)",
+    "scipy.linalg.solve_sylvester": "the Sylvester operator as a constant linear map",
     "scipy.signal.convolve": "", "scipy.signal.correlate": "",
     "scipy.signal.convolve2d": "zero fill only",
 }
@@ -366,7 +368,8 @@ def _install_special() -> None:
 
 def _norm_rules(norm: Any) -> dict[str, Callable[..., Any]]:
     import scipy.special as sc
-    originals = {name: _original(getattr(norm, name)) for name in ("logpdf", "pdf", "cdf", "logcdf")}
+    originals = {name: _original(getattr(norm, name)) for name in
+                 ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf", "ppf", "isf")}
 
     def parts(x: Any, loc: Any = 0.0, scale: Any = 1.0) -> tuple[Any, Any]:
         return (x - loc) / scale, scale
@@ -390,14 +393,35 @@ def _norm_rules(norm: Any) -> dict[str, Callable[..., Any]]:
         z, _ = parts(*args, **kwargs)
         return _keep_value(sc.log_ndtr(z), plain("logcdf", args, kwargs))
 
-    return {"logpdf": logpdf, "pdf": pdf, "cdf": cdf, "logcdf": logcdf}
+    def sf(*args: Any, **kwargs: Any) -> Any:
+        z, _ = parts(*args, **kwargs)
+        return _keep_value(sc.ndtr(-z), plain("sf", args, kwargs))
+
+    def logsf(*args: Any, **kwargs: Any) -> Any:
+        z, _ = parts(*args, **kwargs)
+        return _keep_value(sc.log_ndtr(-z), plain("logsf", args, kwargs))
+
+    def quantile(q: Any, loc: Any = 0.0, scale: Any = 1.0) -> Any:
+        return loc + scale * sc.ndtri(q)
+
+    def ppf(*args: Any, **kwargs: Any) -> Any:
+        return _keep_value(quantile(*args, **kwargs), plain("ppf", args, kwargs))
+
+    def isf(*args: Any, **kwargs: Any) -> Any:
+        value = plain("isf", args, kwargs)
+        kw = dict(kwargs)
+        q, rest = (args[0], args[1:]) if args else (kw.pop("q"), ())
+        return _keep_value(quantile(1.0 - q, *rest, **kw), value)
+
+    return {"logpdf": logpdf, "pdf": pdf, "cdf": cdf, "logcdf": logcdf, "sf": sf, "logsf": logsf,
+            "ppf": ppf, "isf": isf}
 
 
 def _location_scale_rules(dist: Any, logpdf_std: Callable[..., Any], cdf_std: Callable[..., Any],
                           nshapes: int) -> dict[str, Callable[..., Any]]:
     """logpdf/pdf/cdf/logcdf of a location-scale family from its standard log density and
     distribution function; the arguments parse as SciPy's do: x, the shapes, loc, scale."""
-    originals = {name: _original(getattr(dist, name)) for name in ("logpdf", "pdf", "cdf", "logcdf")}
+    originals = {name: _original(getattr(dist, name)) for name in ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf")}
 
     def parse(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, list[Any], Any, Any]:
         args = list(args)
@@ -433,7 +457,17 @@ def _location_scale_rules(dist: Any, logpdf_std: Callable[..., Any], cdf_std: Ca
         x, shapes, loc, scale = parse(args, dict(kwargs))
         return _keep_value(np.log(cdf_std((x - loc) / scale, *shapes)), value)
 
-    return {"logpdf": logpdf, "pdf": pdf, "cdf": cdf, "logcdf": logcdf}
+    def sf(*args: Any, **kwargs: Any) -> Any:
+        value = plain("sf", args, kwargs)
+        x, shapes, loc, scale = parse(args, dict(kwargs))
+        return _keep_value(1.0 - cdf_std((x - loc) / scale, *shapes), value)
+
+    def logsf(*args: Any, **kwargs: Any) -> Any:
+        value = plain("logsf", args, kwargs)
+        x, shapes, loc, scale = parse(args, dict(kwargs))
+        return _keep_value(np.log1p(-cdf_std((x - loc) / scale, *shapes)), value)
+
+    return {"logpdf": logpdf, "pdf": pdf, "cdf": cdf, "logcdf": logcdf, "sf": sf, "logsf": logsf}
 
 
 def _family_rules(st: Any) -> list[tuple[str, Any, dict[str, Callable[..., Any]]]]:
@@ -514,7 +548,7 @@ def _dirichlet_rules(dirichlet: Any) -> dict[str, Callable[..., Any]]:
 
 
 def _mvn_rules(mvn: Any) -> dict[str, Callable[..., Any]]:
-    originals = {name: _original(getattr(mvn, name)) for name in ("logpdf", "pdf")}
+    originals = {name: _original(getattr(mvn, name)) for name in ("logpdf", "pdf", "entropy")}
 
     def logdensity(x: Any, mean: Any = None, cov: Any = 1, allow_singular: bool = False) -> Any:
         xv = np.asarray(P.value(x))
@@ -557,7 +591,18 @@ def _mvn_rules(mvn: Any) -> dict[str, Callable[..., Any]]:
         value = call("pdf", args, kwargs)
         return _keep_value(np.exp(logdensity(*args, **kwargs)), value)
 
-    return {"logpdf": logpdf, "pdf": pdf}
+    def entropy(mean: Any = None, cov: Any = 1) -> Any:
+        value = originals["entropy"](P.value(mean), P.value(cov))
+        cv = np.asarray(P.value(cov))
+        if cv.ndim != 2:
+            raise NotImplementedError("scipy.stats.multivariate_normal.entropy on gradtest's arrays needs "
+                                      "a full covariance matrix")
+        dim = cv.shape[-1]
+        # SciPy factors cov through its lower triangle, as cholesky does here
+        logdet = 2.0 * np.sum(np.log(np.diagonal(np.linalg.cholesky(cov))))
+        return _keep_value(0.5 * (dim * (1.0 + _LOG_2PI) + logdet), value)
+
+    return {"logpdf": logpdf, "pdf": pdf, "entropy": entropy}
 
 
 def _install_stats() -> None:
@@ -581,7 +626,7 @@ def _linalg_rules(sl: Any) -> dict[str, Callable[..., Any]]:
     """scipy.linalg functions as compositions of the numpy.linalg rules (values: SciPy's own);
     expm and sqrtm through their Frechet derivatives."""
     originals = {name: _original(getattr(sl, name)) for name in
-                 ("solve_triangular", "cholesky", "cho_solve", "inv", "det", "solve", "eigh",
+                 ("solve_sylvester", "solve_triangular", "cholesky", "cho_solve", "inv", "det", "solve", "eigh",
                   "expm", "sqrtm", "svd", "qr")}
 
     def refuse(name: str, what: str) -> NotImplementedError:
@@ -740,7 +785,26 @@ def _linalg_rules(sl: Any) -> dict[str, Callable[..., Any]]:
 
         return P.linearized(value.astype(av.dtype, copy=False), [A], jvp, "scipy.linalg.sqrtm")
 
-    return {"solve_triangular": solve_triangular, "cholesky": cholesky, "cho_solve": cho_solve,
+    def solve_sylvester(a: Any, b: Any, q: Any) -> Any:
+        av, bv, qv = (np.asarray(P.value(m), dtype=np.float64) for m in (a, b, q))
+        value = np.asarray(originals["solve_sylvester"](av, bv, qv))
+        if value.dtype.kind == "c":
+            raise NotImplementedError("scipy.linalg.solve_sylvester with a complex solution: complex "
+                                      "results are out of scope")
+        m, n = value.shape
+        # A dX + dX B = dQ - dA X - X dB: the Sylvester operator, vectorised column-major,
+        # is the constant matrix I (x) A + B^T (x) I
+        solver = np.linalg.inv(np.kron(np.eye(n), av) + np.kron(bv.T, np.eye(m)))
+
+        def jvp(da: Any, db: Any, dq: Any) -> Any:
+            rhs = dq - da @ value - value @ db
+            flat = np.reshape(np.swapaxes(rhs, -1, -2), (m * n,))
+            return np.swapaxes(np.reshape(solver @ flat, (n, m)), -1, -2)
+
+        return P.linearized(value, [a, b, q], jvp, "scipy.linalg.solve_sylvester")
+
+    return {"solve_sylvester": solve_sylvester,
+            "solve_triangular": solve_triangular, "cholesky": cholesky, "cho_solve": cho_solve,
             "inv": inv, "det": det, "solve": solve, "eigh": eigh, "svd": svd, "qr": qr, "expm": expm,
             "sqrtm": sqrtm}
 
