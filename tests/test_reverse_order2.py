@@ -1,14 +1,15 @@
-"""Order 2: Hessian-vector products by reverse over reverse (gradtest.reverse.hvp) against central
-differences of the reverse gradient, the check of jax's check_grads(order=2) and torch's
-gradgradcheck; and the differentiable partials of the order-2 replay against the C op table."""
+"""Order 2: Hessian-vector products by reverse over reverse (gradtest.reverse.hvp: the tape records
+its own backward sweep in C, Tape.backward_graph) against central differences of the reverse
+gradient, the check of jax's check_grads(order=2) and torch's gradgradcheck; exact values at the
+kinks and zeros the op table's conventions define; and clear refusals."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from gradtest import _core
-from gradtest.reverse import _PARTIAL_EXPRESSIONS, _PIECEWISE, gradient_reverse, hvp
+from gradtest import _reverse
+from gradtest.reverse import Tracked, gradient_reverse, hvp
 
 from test_reverse import BINARY, UNARY
 from test_reverse_robust import random_program
@@ -32,23 +33,9 @@ def check_hvp(f, *args, seed=0, rtol=1e-5, atol=1e-6, grad_rtol=1e-10, h=1e-5):
         np.testing.assert_allclose(got, e, rtol=rtol, atol=atol * scale, err_msg=f"argument {i}")
 
 
-def test_partial_expressions_match_the_op_table():
-    rng = np.random.default_rng(0)
-    names = set(_PARTIAL_EXPRESSIONS) | (_PIECEWISE - {"absolute"})
-    assert set(UNARY + BINARY) <= names, "an op of the table has no order-2 expression"
-    for name, expr in _PARTIAL_EXPRESSIONS.items():
-        if name not in UNARY + BINARY:
-            continue
-        lo, hi = (1.2, 2.0) if name == "arccosh" else (0.2, 0.9)
-        a = rng.uniform(lo, hi, 7)
-        b = rng.uniform(0.2, 0.9, 7)
-        binary = name in BINARY
-        y, *parts = _core.op_partials(name, a, b) if binary else _core.op_partials(name, a)
-        got = expr(a, b if binary else None, y)
-        if name == "power":  # d/db is only formed for a differentiated exponent
-            got = (got[0], y * np.log(a))
-        for p, q in zip(parts, got):
-            np.testing.assert_allclose(np.broadcast_to(q, p.shape), p, rtol=1e-13, err_msg=name)
+def test_every_op_of_the_table_is_covered():
+    names = set(_reverse.op_indices())
+    assert names == set(UNARY + BINARY) | {"sign"}, "an op of the table has no order-2 test"
 
 
 @pytest.mark.parametrize("name", UNARY)
@@ -78,6 +65,14 @@ CASES = {
     "einsum_tensordot": lambda x: np.einsum("ij,jk->", x, x.T * x.T) + np.tensordot(x, x, 2) ** 2,
     "norm": lambda x: np.linalg.norm(x) * np.linalg.norm(x, 1),
     "float32_cast": lambda x: np.sum(np.exp(x.astype(np.float32)) * x),
+    "reshape_squeeze": lambda x: np.sum(np.reshape(x, (9, 1)).squeeze() ** 3 * np.ravel(x[::-1])),
+    "cumsum_last_axis": lambda x: np.sum(np.cumsum(x * x, axis=-1) * x),
+    "batched_matmul": lambda x: np.sum(np.sin(np.stack([x, x * x]) @ x) ** 2),
+    "matvec_vecmat": lambda x: np.sum((x @ x[0]) ** 2) + np.sum((x[1] @ x) ** 3),
+    "broadcast_unbroadcast": lambda x: np.sum(np.exp(x[:, :1] * x[None, 0] + x.sum(axis=0))),
+    "sum_of_leaf_and_scalar": lambda x: np.sum(x) * np.sum(x) + np.sum(x[0, 0] * x),
+    "prod_cumprod_axes": lambda x: np.sum(np.prod(x, axis=0) ** 2) + np.sum(np.cumprod(x, axis=0) * x),
+    "where_and_extremes": lambda x: np.sum(np.where(x > 0.5, x ** 3, np.maximum(x, 0.4) ** 2)),
 }
 
 
@@ -112,6 +107,122 @@ def test_hvp_of_a_function_independent_of_an_input():
     np.testing.assert_array_equal(hvs[1], np.zeros(3))
     grads, hvs = hvp(lambda x: 2.0, (np.ones(2),), (np.ones(2),))
     np.testing.assert_array_equal(hvs[0], np.zeros(2))
+
+
+def test_float32_hvp_of_a_smooth_function():
+    x = np.random.default_rng(6).uniform(0.2, 0.9, 5).astype(np.float32)
+    v = np.random.default_rng(7).standard_normal(5)
+    (g,), (hv,) = hvp(lambda x: np.sum(np.sin(x) * x ** 2), (x,), (v,))
+    xd = x.astype(np.float64)
+    h = (2 - xd * xd) * np.sin(xd) + 4 * xd * np.cos(xd)  # the diagonal Hessian
+    np.testing.assert_allclose(hv, h * v, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(g, np.cos(xd) * xd ** 2 + 2 * xd * np.sin(xd), rtol=1e-5)
+
+
+def test_prod_and_cumprod_at_zero():
+    # prod(x) with x = (2, 0, 3): H[i, j] = prod of the others but i and j
+    x = np.array([2.0, 0.0, 3.0])
+    H = np.array([[0.0, 3.0, 0.0], [3.0, 0.0, 2.0], [0.0, 2.0, 0.0]])
+    for v in np.eye(3):
+        (g,), (hv,) = hvp(lambda x: np.prod(x), (x,), (v,))
+        np.testing.assert_array_equal(g, [0.0, 6.0, 0.0])
+        np.testing.assert_allclose(hv, H @ v, rtol=1e-15)
+    # two zeros: the gradient is 0 but the Hessian is not
+    (g,), (hv,) = hvp(lambda x: np.prod(x), (np.array([0.0, 0.0, 5.0]),), (np.array([0.0, 1.0, 0.0]),))
+    np.testing.assert_array_equal(g, np.zeros(3))
+    np.testing.assert_allclose(hv, [5.0, 0.0, 0.0])
+    # sum(cumprod(x)) = x0 + x0 x1 + x0 x1 x2 at x = (1, 0, 2): H = [[0,1+2,0],[3,0,1],[0,1,0]]
+    x = np.array([1.0, 0.0, 2.0])
+    Hc = np.array([[0.0, 3.0, 0.0], [3.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    for v in np.eye(3):
+        (g,), (hv,) = hvp(lambda x: np.sum(np.cumprod(x)), (x,), (v,))
+        np.testing.assert_allclose(g, [1.0, 3.0, 0.0])
+        np.testing.assert_allclose(hv, Hc @ v)
+    check_hvp(lambda x: np.sum(np.prod(x, axis=1) * np.cumprod(x, axis=1)[:, -1]),
+              np.array([[0.5, 0.0, 1.5], [0.7, 0.2, 0.0]]))
+
+
+def test_check_gradients_order_2_at_zeros_of_prod():
+    import gradtest
+
+    f = lambda x: np.prod(x) + np.sum(np.cumprod(x[::-1]) * x)  # noqa: E731
+    report = gradtest.check_gradients(f, np.array([2.0, 0.0, 3.0, 0.5]), order=2)
+    assert report.outcomes["reverse:hvp"].status == "pass", report
+
+
+def test_zero_d_programs():
+    # a tape of 0-d nodes only (no shape storage): sum, prod and a product of scalars
+    x = np.array(0.7)
+    (g,), (hv,) = hvp(lambda x: np.sum(np.sin(x) * x) + np.prod(x) ** 3, (x,), (np.array(2.0),))
+    h = 2 * np.cos(0.7) - 0.7 * np.sin(0.7) + 6 * 0.7
+    np.testing.assert_allclose(hv, 2.0 * h, rtol=1e-13)
+
+
+def test_power_at_zero():
+    v = np.array([1.0, -2.0])
+    _, (hv,) = hvp(lambda x: np.sum(x ** 2), (np.zeros(2),), (v,))
+    np.testing.assert_array_equal(hv, 2 * v)
+    _, (hv,) = hvp(lambda x: np.sum(x ** 3), (np.zeros(2),), (v,))
+    np.testing.assert_array_equal(hv, [0.0, 0.0])
+    _, (hv,) = hvp(lambda x: np.sum(x ** 1.0 * x), (np.zeros(2),), (v,))  # no 0 * inf
+    np.testing.assert_array_equal(hv, 2 * v)
+    # a differentiated exponent at a == 0: d/db and its derivatives are 0 there (ops.h)
+    _, (ha, hb) = hvp(lambda a, b: np.sum(a ** b), (np.zeros(2), np.array([2.0, 3.0])),
+                      (np.ones(2), np.ones(2)))
+    np.testing.assert_array_equal(ha, [2.0, 0.0])
+    np.testing.assert_array_equal(hb, [0.0, 0.0])
+    assert np.all(np.isfinite(ha)) and np.all(np.isfinite(hb))
+
+
+def test_abs_and_max_ties():
+    # |x| x has derivative 2|x| and second derivative 2 sign(x), 0 at the kink (abs'(0) = 0)
+    x = np.array([-0.5, 0.0, 0.5])
+    _, (hv,) = hvp(lambda x: np.sum(np.abs(x) * x), (x,), (np.ones(3),))
+    np.testing.assert_array_equal(hv, [-2.0, 0.0, 2.0])
+    # maximum at a tie splits 0.5/0.5, and the split is locally constant: for m = max(a, b),
+    # d(m^2)/da = m, so H v = 0.5 (va + vb) in both blocks
+    a, b = np.array([1.0, 2.0]), np.array([1.0, 1.0])
+    _, (ha, hb) = hvp(lambda a, b: np.sum(np.maximum(a, b) ** 2), (a, b), (np.ones(2), np.ones(2)))
+    np.testing.assert_array_equal(ha, [1.0, 2.0])
+    np.testing.assert_array_equal(hb, [1.0, 0.0])
+    # np.max with ties: the weights split evenly and are locally constant
+    _, (hv,) = hvp(lambda x: np.max(x) ** 2, (np.array([3.0, 3.0, 1.0]),), (np.array([1.0, 0.0, 0.0]),))
+    np.testing.assert_array_equal(hv, [0.5, 0.5, 0.0])
+
+
+def test_order2_of_an_unsupported_node_is_refused():
+    # a cumulative-product node (the tape's first-order kind; numpy.cumprod itself is a scan of
+    # multiplies): its backward sweep cannot be recorded, and the refusal is an error, never a
+    # silent number
+    def f(x):
+        y = np.cumprod(x.value)
+        node = x.tape.cumulative("prod", x.node, np.ascontiguousarray(x.value), y)
+        return np.sum(Tracked(y, x.tape, node))
+
+    with pytest.raises(NotImplementedError, match="order 2"):
+        hvp(f, (np.array([1.0, 2.0]),), (np.ones(2),))
+    with pytest.raises(NotImplementedError, match="numpy.fft.fft"):
+        hvp(lambda x: np.sum(np.fft.fft(x).real), (np.ones(2),), (np.ones(2),))
+
+
+def test_backward_graph_on_the_tape():
+    tape = _reverse.Tape()
+    try:
+        x = Tracked.leaf(tape, np.array([1.0, 2.0]))
+        y = np.sum(np.exp(x) * x)
+        n = len(tape)
+        (entry,) = tape.backward_graph(y.node, np.ones(()), [x.node])
+        assert len(tape) > n  # the sweep is nodes on the tape
+        gid, gval = entry
+        np.testing.assert_allclose(gval, np.exp(x.value) * (1 + x.value))
+        tape.backward(gid, np.array([1.0, 0.0]))  # d/dx of the first gradient entry
+        np.testing.assert_allclose(tape.adjoint(x.node), [np.e * 3, 0.0])
+        with pytest.raises(ValueError, match="seed"):
+            tape.backward_graph(y.node, np.ones(2), [x.node])
+        other = Tracked.leaf(tape, np.ones(1))
+        assert tape.backward_graph(y.node, np.ones(()), [other.node]) == [None]
+    finally:
+        tape.release()
 
 
 def test_hvp_limits_and_errors():

@@ -4,183 +4,107 @@
 #include <math.h>
 #include <string.h>
 
-#define LN2 0.69314718055994530942
-#define LN10 2.30258509299404568402
+/* The table's function pointers are thin wrappers over the switch in op_rules.h with a constant
+ * op id, so each folds to that op's case; the rules themselves are written only there. */
+#define RULES1(ID, NAME) \
+    static double v_##NAME(double a, double b) { return gt_rule_value(ID, a, b); } \
+    static double d0_##NAME(double a, double b, double y) { return gt_rule_partial0(ID, a, b, y); }
+#define RULES2(ID, NAME) \
+    RULES1(ID, NAME) \
+    static double d1_##NAME(double a, double b, double y) { return gt_rule_partial1(ID, a, b, y); }
 
-/* values */
-static double v_add(double a, double b) { return a + b; }
-static double v_subtract(double a, double b) { return a - b; }
-static double v_multiply(double a, double b) { return a * b; }
-static double v_divide(double a, double b) { return a / b; }
-static double v_power(double a, double b) { return pow(a, b); }
-static double v_negative(double a, double b) { (void)b; return -a; }
-static double v_positive(double a, double b) { (void)b; return a; }
-static double v_abs(double a, double b) { (void)b; return fabs(a); }
-static double v_sign(double a, double b) { (void)b; return isnan(a) ? a : (a > 0) - (a < 0); }
-static double v_exp(double a, double b) { (void)b; return exp(a); }
-static double v_expm1(double a, double b) { (void)b; return expm1(a); }
-static double v_exp2(double a, double b) { (void)b; return exp2(a); }
-static double v_log(double a, double b) { (void)b; return log(a); }
-static double v_log1p(double a, double b) { (void)b; return log1p(a); }
-static double v_log2(double a, double b) { (void)b; return log2(a); }
-static double v_log10(double a, double b) { (void)b; return log10(a); }
-static double v_sqrt(double a, double b) { (void)b; return sqrt(a); }
-static double v_cbrt(double a, double b) { (void)b; return cbrt(a); }
-static double v_square(double a, double b) { (void)b; return a * a; }
-static double v_reciprocal(double a, double b) { (void)b; return 1.0 / a; }
-static double v_sin(double a, double b) { (void)b; return sin(a); }
-static double v_cos(double a, double b) { (void)b; return cos(a); }
-static double v_tan(double a, double b) { (void)b; return tan(a); }
-static double v_arcsin(double a, double b) { (void)b; return asin(a); }
-static double v_arccos(double a, double b) { (void)b; return acos(a); }
-static double v_arctan(double a, double b) { (void)b; return atan(a); }
-static double v_arctan2(double a, double b) { return atan2(a, b); }
-static double v_sinh(double a, double b) { (void)b; return sinh(a); }
-static double v_cosh(double a, double b) { (void)b; return cosh(a); }
-static double v_tanh(double a, double b) { (void)b; return tanh(a); }
-static double v_arcsinh(double a, double b) { (void)b; return asinh(a); }
-static double v_arccosh(double a, double b) { (void)b; return acosh(a); }
-static double v_arctanh(double a, double b) { (void)b; return atanh(a); }
-static double v_hypot(double a, double b) { return hypot(a, b); }
-static double v_maximum(double a, double b) { return (isnan(a) || isnan(b)) ? a + b : (a >= b ? a : b); }
-static double v_minimum(double a, double b) { return (isnan(a) || isnan(b)) ? a + b : (a <= b ? a : b); }
-static double v_fmax(double a, double b) { return fmax(a, b); }
-static double v_fmin(double a, double b) { return fmin(a, b); }
-static double v_logaddexp(double a, double b)
-{
-    if (a == b)
-        return a + LN2; /* also right for a == b == +-inf, where the general form gives NaN */
-    double hi = a > b ? a : b, lo = a > b ? b : a;
-    return hi + log1p(exp(lo - hi));
-}
-static double v_logaddexp2(double a, double b)
-{
-    if (a == b)
-        return a + 1.0;
-    double hi = a > b ? a : b, lo = a > b ? b : a;
-    return hi + log1p(exp2(lo - hi)) / LN2;
-}
-static double v_remainder(double a, double b)
-{
-    /* Python's %: the sign of b */
-    double r = fmod(a, b);
-    if (r != 0.0 && ((r < 0.0) != (b < 0.0)))
-        r += b;
-    return r;
-}
-static double v_fmod(double a, double b) { return fmod(a, b); }
-
-/* partials; the names say which argument: d0 = dy/da, d1 = dy/db */
-static double one(double a, double b, double y) { (void)a; (void)b; (void)y; return 1.0; }
-static double minus_one(double a, double b, double y) { (void)a; (void)b; (void)y; return -1.0; }
-static double mul_d0(double a, double b, double y) { (void)a; (void)y; return b; }
-static double mul_d1(double a, double b, double y) { (void)b; (void)y; return a; }
-static double div_d0(double a, double b, double y) { (void)a; (void)y; return 1.0 / b; }
-static double div_d1(double a, double b, double y) { (void)a; return -y / b; }
-static double pow_d0(double a, double b, double y)
-{
-    (void)y;
-    return b == 0.0 ? 0.0 : b * pow(a, b - 1.0);
-}
-static double pow_d1(double a, double b, double y)
-{
-    (void)b;
-    return a == 0.0 ? 0.0 : y * log(a);
-}
-static double abs_d0(double a, double b, double y) { (void)b; (void)y; return isnan(a) ? a : (a > 0) - (a < 0); }
-static double exp_d0(double a, double b, double y) { (void)a; (void)b; return y; }
-static double expm1_d0(double a, double b, double y) { (void)a; (void)b; return y + 1.0; }
-static double exp2_d0(double a, double b, double y) { (void)a; (void)b; return y * LN2; }
-static double log_d0(double a, double b, double y) { (void)b; (void)y; return 1.0 / a; }
-static double log1p_d0(double a, double b, double y) { (void)b; (void)y; return 1.0 / (1.0 + a); }
-static double log2_d0(double a, double b, double y) { (void)b; (void)y; return 1.0 / (a * LN2); }
-static double log10_d0(double a, double b, double y) { (void)b; (void)y; return 1.0 / (a * LN10); }
-static double sqrt_d0(double a, double b, double y) { (void)a; (void)b; return 0.5 / y; }
-static double cbrt_d0(double a, double b, double y) { (void)a; (void)b; return 1.0 / (3.0 * y * y); }
-static double square_d0(double a, double b, double y) { (void)b; (void)y; return 2.0 * a; }
-static double reciprocal_d0(double a, double b, double y) { (void)a; (void)b; return -y * y; }
-static double sin_d0(double a, double b, double y) { (void)b; (void)y; return cos(a); }
-static double cos_d0(double a, double b, double y) { (void)b; (void)y; return -sin(a); }
-static double tan_d0(double a, double b, double y) { (void)a; (void)b; return 1.0 + y * y; }
-static double arcsin_d0(double a, double b, double y) { (void)b; (void)y; return 1.0 / sqrt(1.0 - a * a); }
-static double arccos_d0(double a, double b, double y) { (void)b; (void)y; return -1.0 / sqrt(1.0 - a * a); }
-static double arctan_d0(double a, double b, double y) { (void)b; (void)y; return 1.0 / (1.0 + a * a); }
-static double arctan2_d0(double a, double b, double y) { (void)y; return b / (a * a + b * b); }
-static double arctan2_d1(double a, double b, double y) { (void)y; return -a / (a * a + b * b); }
-static double sinh_d0(double a, double b, double y) { (void)b; (void)y; return cosh(a); }
-static double cosh_d0(double a, double b, double y) { (void)b; (void)y; return sinh(a); }
-static double tanh_d0(double a, double b, double y) { (void)a; (void)b; return 1.0 - y * y; }
-static double arcsinh_d0(double a, double b, double y) { (void)b; (void)y; return 1.0 / sqrt(a * a + 1.0); }
-static double arccosh_d0(double a, double b, double y) { (void)b; (void)y; return 1.0 / sqrt(a * a - 1.0); }
-static double arctanh_d0(double a, double b, double y) { (void)b; (void)y; return 1.0 / (1.0 - a * a); }
-static double hypot_d0(double a, double b, double y) { (void)b; return y == 0.0 ? 0.0 : a / y; }
-static double hypot_d1(double a, double b, double y) { (void)a; return y == 0.0 ? 0.0 : b / y; }
-/* ties split evenly; a NaN operand propagates NaN into the derivative of maximum/minimum */
-static double max_d0(double a, double b, double y) { (void)y; return isnan(a) || isnan(b) ? NAN : a > b ? 1.0 : a == b ? 0.5 : 0.0; }
-static double max_d1(double a, double b, double y) { (void)y; return isnan(a) || isnan(b) ? NAN : b > a ? 1.0 : a == b ? 0.5 : 0.0; }
-static double min_d0(double a, double b, double y) { (void)y; return isnan(a) || isnan(b) ? NAN : a < b ? 1.0 : a == b ? 0.5 : 0.0; }
-static double min_d1(double a, double b, double y) { (void)y; return isnan(a) || isnan(b) ? NAN : b < a ? 1.0 : a == b ? 0.5 : 0.0; }
-/* fmax/fmin: the non-NaN argument takes the whole gradient */
-static double fmax_d0(double a, double b, double y) { (void)y; return isnan(a) ? 0.0 : isnan(b) ? 1.0 : a > b ? 1.0 : a == b ? 0.5 : 0.0; }
-static double fmax_d1(double a, double b, double y) { (void)y; return isnan(b) ? 0.0 : isnan(a) ? 1.0 : b > a ? 1.0 : a == b ? 0.5 : 0.0; }
-static double fmin_d0(double a, double b, double y) { (void)y; return isnan(a) ? 0.0 : isnan(b) ? 1.0 : a < b ? 1.0 : a == b ? 0.5 : 0.0; }
-static double fmin_d1(double a, double b, double y) { (void)y; return isnan(b) ? 0.0 : isnan(a) ? 1.0 : b < a ? 1.0 : a == b ? 0.5 : 0.0; }
-
-/* logaddexp: d/da = exp(a - y) = a's softmax weight; logaddexp2 the same in base 2 */
-static double logaddexp_d0(double a, double b, double y) { (void)b; return exp(a - y); }
-static double logaddexp_d1(double a, double b, double y) { (void)a; return exp(b - y); }
-static double logaddexp2_d0(double a, double b, double y) { (void)b; return exp2(a - y); }
-static double logaddexp2_d1(double a, double b, double y) { (void)a; return exp2(b - y); }
-static double remainder_d1(double a, double b, double y) { (void)y; return -floor(a / b); }
-static double fmod_d1(double a, double b, double y) { (void)y; return -trunc(a / b); }
+RULES2(GT_OP_ADD, add)
+RULES2(GT_OP_SUBTRACT, subtract)
+RULES2(GT_OP_MULTIPLY, multiply)
+RULES2(GT_OP_DIVIDE, divide)
+RULES2(GT_OP_POWER, power)
+RULES1(GT_OP_NEGATIVE, negative)
+RULES1(GT_OP_POSITIVE, positive)
+RULES1(GT_OP_ABS, abs)
+/* sign has no partial: the table's NULL says its gradient is defined to be zero */
+static double v_sign(double a, double b) { return gt_rule_value(GT_OP_SIGN, a, b); }
+RULES1(GT_OP_EXP, exp)
+RULES1(GT_OP_EXPM1, expm1)
+RULES1(GT_OP_EXP2, exp2)
+RULES1(GT_OP_LOG, log)
+RULES1(GT_OP_LOG1P, log1p)
+RULES1(GT_OP_LOG2, log2)
+RULES1(GT_OP_LOG10, log10)
+RULES1(GT_OP_SQRT, sqrt)
+RULES1(GT_OP_CBRT, cbrt)
+RULES1(GT_OP_SQUARE, square)
+RULES1(GT_OP_RECIPROCAL, reciprocal)
+RULES1(GT_OP_SIN, sin)
+RULES1(GT_OP_COS, cos)
+RULES1(GT_OP_TAN, tan)
+RULES1(GT_OP_ARCSIN, arcsin)
+RULES1(GT_OP_ARCCOS, arccos)
+RULES1(GT_OP_ARCTAN, arctan)
+RULES2(GT_OP_ARCTAN2, arctan2)
+RULES1(GT_OP_SINH, sinh)
+RULES1(GT_OP_COSH, cosh)
+RULES1(GT_OP_TANH, tanh)
+RULES1(GT_OP_ARCSINH, arcsinh)
+RULES1(GT_OP_ARCCOSH, arccosh)
+RULES1(GT_OP_ARCTANH, arctanh)
+RULES2(GT_OP_HYPOT, hypot)
+RULES2(GT_OP_MAXIMUM, maximum)
+RULES2(GT_OP_MINIMUM, minimum)
+RULES2(GT_OP_FMAX, fmax)
+RULES2(GT_OP_FMIN, fmin)
+RULES2(GT_OP_LOGADDEXP, logaddexp)
+RULES2(GT_OP_LOGADDEXP2, logaddexp2)
+RULES2(GT_OP_REMAINDER, remainder)
+RULES2(GT_OP_FMOD, fmod)
 
 #define SMOOTH "smooth on its domain"
-#define OP1(ID, NAME, D0, RULE) [ID] = {ID, #NAME, 1, v_##NAME, {D0, NULL}, RULE}
-#define OP2(ID, NAME, D0, D1, RULE) [ID] = {ID, #NAME, 2, v_##NAME, {D0, D1}, RULE}
+#define OP1(ID, NAME, RULE) [ID] = {ID, #NAME, 1, v_##NAME, {d0_##NAME, NULL}, RULE}
+#define OP0(ID, NAME, RULE) [ID] = {ID, #NAME, 1, v_##NAME, {NULL, NULL}, RULE}
+#define OP2(ID, NAME, RULE) [ID] = {ID, #NAME, 2, v_##NAME, {d0_##NAME, d1_##NAME}, RULE}
 
 const gt_op gt_op_table[GT_OP_COUNT] = {
-    OP2(GT_OP_ADD, add, one, one, "linear"),
-    OP2(GT_OP_SUBTRACT, subtract, one, minus_one, "linear"),
-    OP2(GT_OP_MULTIPLY, multiply, mul_d0, mul_d1, "bilinear"),
-    OP2(GT_OP_DIVIDE, divide, div_d0, div_d1, SMOOTH),
-    OP2(GT_OP_POWER, power, pow_d0, pow_d1, "d/da is 0 where b == 0; d/db is 0 where a == 0"),
-    OP1(GT_OP_NEGATIVE, negative, minus_one, "linear"),
-    OP1(GT_OP_POSITIVE, positive, one, "linear"),
-    OP1(GT_OP_ABS, abs, abs_d0, "abs'(0) = 0"),
-    OP1(GT_OP_SIGN, sign, NULL, "piecewise constant: zero gradient"),
-    OP1(GT_OP_EXP, exp, exp_d0, SMOOTH),
-    OP1(GT_OP_EXPM1, expm1, expm1_d0, SMOOTH),
-    OP1(GT_OP_EXP2, exp2, exp2_d0, SMOOTH),
-    OP1(GT_OP_LOG, log, log_d0, "log'(0) = inf"),
-    OP1(GT_OP_LOG1P, log1p, log1p_d0, SMOOTH),
-    OP1(GT_OP_LOG2, log2, log2_d0, SMOOTH),
-    OP1(GT_OP_LOG10, log10, log10_d0, SMOOTH),
-    OP1(GT_OP_SQRT, sqrt, sqrt_d0, "sqrt'(0) = inf"),
-    OP1(GT_OP_CBRT, cbrt, cbrt_d0, "cbrt'(0) = inf"),
-    OP1(GT_OP_SQUARE, square, square_d0, SMOOTH),
-    OP1(GT_OP_RECIPROCAL, reciprocal, reciprocal_d0, SMOOTH),
-    OP1(GT_OP_SIN, sin, sin_d0, SMOOTH),
-    OP1(GT_OP_COS, cos, cos_d0, SMOOTH),
-    OP1(GT_OP_TAN, tan, tan_d0, SMOOTH),
-    OP1(GT_OP_ARCSIN, arcsin, arcsin_d0, SMOOTH),
-    OP1(GT_OP_ARCCOS, arccos, arccos_d0, SMOOTH),
-    OP1(GT_OP_ARCTAN, arctan, arctan_d0, SMOOTH),
-    OP2(GT_OP_ARCTAN2, arctan2, arctan2_d0, arctan2_d1, SMOOTH),
-    OP1(GT_OP_SINH, sinh, sinh_d0, SMOOTH),
-    OP1(GT_OP_COSH, cosh, cosh_d0, SMOOTH),
-    OP1(GT_OP_TANH, tanh, tanh_d0, SMOOTH),
-    OP1(GT_OP_ARCSINH, arcsinh, arcsinh_d0, SMOOTH),
-    OP1(GT_OP_ARCCOSH, arccosh, arccosh_d0, SMOOTH),
-    OP1(GT_OP_ARCTANH, arctanh, arctanh_d0, SMOOTH),
-    OP2(GT_OP_HYPOT, hypot, hypot_d0, hypot_d1, "hypot'(0, 0) = (0, 0)"),
-    OP2(GT_OP_MAXIMUM, maximum, max_d0, max_d1, "ties split the gradient 0.5/0.5; NaN propagates"),
-    OP2(GT_OP_MINIMUM, minimum, min_d0, min_d1, "ties split the gradient 0.5/0.5; NaN propagates"),
-    OP2(GT_OP_FMAX, fmax, fmax_d0, fmax_d1, "ties split 0.5/0.5; the non-NaN argument takes it all"),
-    OP2(GT_OP_FMIN, fmin, fmin_d0, fmin_d1, "ties split 0.5/0.5; the non-NaN argument takes it all"),
-    OP2(GT_OP_LOGADDEXP, logaddexp, logaddexp_d0, logaddexp_d1, SMOOTH),
-    OP2(GT_OP_LOGADDEXP2, logaddexp2, logaddexp2_d0, logaddexp2_d1, SMOOTH),
-    OP2(GT_OP_REMAINDER, remainder, one, remainder_d1, "jumps where floor(a/b) changes are ignored"),
-    OP2(GT_OP_FMOD, fmod, one, fmod_d1, "jumps where trunc(a/b) changes are ignored"),
+    OP2(GT_OP_ADD, add, "linear"),
+    OP2(GT_OP_SUBTRACT, subtract, "linear"),
+    OP2(GT_OP_MULTIPLY, multiply, "bilinear"),
+    OP2(GT_OP_DIVIDE, divide, SMOOTH),
+    OP2(GT_OP_POWER, power, "d/da is 0 where b == 0; d/db is 0 where a == 0"),
+    OP1(GT_OP_NEGATIVE, negative, "linear"),
+    OP1(GT_OP_POSITIVE, positive, "linear"),
+    OP1(GT_OP_ABS, abs, "abs'(0) = 0"),
+    OP0(GT_OP_SIGN, sign, "piecewise constant: zero gradient"),
+    OP1(GT_OP_EXP, exp, SMOOTH),
+    OP1(GT_OP_EXPM1, expm1, SMOOTH),
+    OP1(GT_OP_EXP2, exp2, SMOOTH),
+    OP1(GT_OP_LOG, log, "log'(0) = inf"),
+    OP1(GT_OP_LOG1P, log1p, SMOOTH),
+    OP1(GT_OP_LOG2, log2, SMOOTH),
+    OP1(GT_OP_LOG10, log10, SMOOTH),
+    OP1(GT_OP_SQRT, sqrt, "sqrt'(0) = inf"),
+    OP1(GT_OP_CBRT, cbrt, "cbrt'(0) = inf"),
+    OP1(GT_OP_SQUARE, square, SMOOTH),
+    OP1(GT_OP_RECIPROCAL, reciprocal, SMOOTH),
+    OP1(GT_OP_SIN, sin, SMOOTH),
+    OP1(GT_OP_COS, cos, SMOOTH),
+    OP1(GT_OP_TAN, tan, SMOOTH),
+    OP1(GT_OP_ARCSIN, arcsin, SMOOTH),
+    OP1(GT_OP_ARCCOS, arccos, SMOOTH),
+    OP1(GT_OP_ARCTAN, arctan, SMOOTH),
+    OP2(GT_OP_ARCTAN2, arctan2, SMOOTH),
+    OP1(GT_OP_SINH, sinh, SMOOTH),
+    OP1(GT_OP_COSH, cosh, SMOOTH),
+    OP1(GT_OP_TANH, tanh, SMOOTH),
+    OP1(GT_OP_ARCSINH, arcsinh, SMOOTH),
+    OP1(GT_OP_ARCCOSH, arccosh, SMOOTH),
+    OP1(GT_OP_ARCTANH, arctanh, SMOOTH),
+    OP2(GT_OP_HYPOT, hypot, "hypot'(0, 0) = (0, 0)"),
+    OP2(GT_OP_MAXIMUM, maximum, "ties split the gradient 0.5/0.5; NaN propagates"),
+    OP2(GT_OP_MINIMUM, minimum, "ties split the gradient 0.5/0.5; NaN propagates"),
+    OP2(GT_OP_FMAX, fmax, "ties split 0.5/0.5; the non-NaN argument takes it all"),
+    OP2(GT_OP_FMIN, fmin, "ties split 0.5/0.5; the non-NaN argument takes it all"),
+    OP2(GT_OP_LOGADDEXP, logaddexp, SMOOTH),
+    OP2(GT_OP_LOGADDEXP2, logaddexp2, SMOOTH),
+    OP2(GT_OP_REMAINDER, remainder, "jumps where floor(a/b) changes are ignored"),
+    OP2(GT_OP_FMOD, fmod, "jumps where trunc(a/b) changes are ignored"),
 };
 
 const gt_op *gt_op_lookup(const char *name)

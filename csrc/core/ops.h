@@ -1,5 +1,6 @@
-/* ops.h: the op table, the one place where each elementwise operation's value and derivative
- * rules live. Both the forward (dual-number) and the reverse (tape) engines read it.
+/* ops.h: the op table, the CPU's view of each elementwise operation's value and derivative
+ * rules, which are written once in op_rules.h (shared with the CUDA kernels). Both the forward
+ * (dual-number) and the reverse (tape) engines read it.
  *
  * Design: for an elementwise op y = op(a, b) the table gives the *local partial derivatives*
  * dy/da and dy/db as functions of (a, b, y). One partial serves both modes:
@@ -18,7 +19,18 @@
  *   remainder/fmod: the derivative of the smooth piece, d/da = 1 and d/db = -floor(a/b) (remainder)
  *          or -trunc(a/b) (fmod); the jumps where the quotient changes are ignored.
  *
- * The chain rule itself (gt_chain_f64/f32 below, used by both engines for every elementwise
+ * Second partials (gt_rule_second in op_rules.h, read by the tape's recorded backward sweep for
+ * order 2) are the derivatives of the first partials as written, so they follow the same
+ * conventions: a first partial that is locally constant (the linear ops, abs, sign,
+ * maximum/minimum, fmax/fmin, remainder/fmod) has zero second partials, ties and kinks included;
+ * where a kink rule defines a first partial as 0, the second partials that differentiate it are 0:
+ *   power: d2/da2 is 0 where b == 0 or b == 1 (b * (b - 1) == 0, so (x**2)'' = 2 and x**1 has no
+ *          0 * inf at x == 0); d2/dadb and d2/db2 are 0 where a == 0 (d/db is 0 there), and
+ *          d2/dadb = 1/a where b == 0;
+ *   hypot: all three are 0 where y == 0;
+ *   sqrt''(0) = log''(0) = cbrt''(0) = -inf: the one-sided limits, as for the first partials.
+ *
+ * The chain rule itself (gt_chain_f64/f32 in op_rules.h, used by both engines for every elementwise
  * product of a partial with a tangent or an adjoint): a zero factor gives exactly 0, even against
  * an infinite or NaN one. A zero tangent (an element that does not move along a direction) or a
  * zero adjoint contributes nothing; a zero partial stops an infinite adjoint. So the derivative of
@@ -33,33 +45,10 @@
 #include <stddef.h>
 
 #include "gt_common.h"
+#include "op_rules.h"
 
-typedef enum gt_op_id {
-    GT_OP_ADD, GT_OP_SUBTRACT, GT_OP_MULTIPLY, GT_OP_DIVIDE, GT_OP_POWER,
-    GT_OP_NEGATIVE, GT_OP_POSITIVE, GT_OP_ABS, GT_OP_SIGN,
-    GT_OP_EXP, GT_OP_EXPM1, GT_OP_EXP2, GT_OP_LOG, GT_OP_LOG1P, GT_OP_LOG2, GT_OP_LOG10,
-    GT_OP_SQRT, GT_OP_CBRT, GT_OP_SQUARE, GT_OP_RECIPROCAL,
-    GT_OP_SIN, GT_OP_COS, GT_OP_TAN, GT_OP_ARCSIN, GT_OP_ARCCOS, GT_OP_ARCTAN, GT_OP_ARCTAN2,
-    GT_OP_SINH, GT_OP_COSH, GT_OP_TANH, GT_OP_ARCSINH, GT_OP_ARCCOSH, GT_OP_ARCTANH,
-    GT_OP_HYPOT, GT_OP_MAXIMUM, GT_OP_MINIMUM, GT_OP_FMAX, GT_OP_FMIN,
-    GT_OP_LOGADDEXP, GT_OP_LOGADDEXP2, GT_OP_REMAINDER, GT_OP_FMOD,
-    GT_OP_COUNT
-} gt_op_id;
-
-/* partial * x, with a zero on either side giving 0 (the rule above). The product is taken
- * unconditionally and then selected, so that loops over it vectorize. */
-static inline double gt_chain_f64(double partial, double x)
-{
-    double m = partial * x;
-    return (partial == 0.0) | (x == 0.0) ? 0.0 : m;
-}
-
-static inline float gt_chain_f32(float partial, float x)
-{
-    float m = partial * x;
-    return (partial == 0.0f) | (x == 0.0f) ? 0.0f : m;
-}
-
+/* The op ids (gt_op_id), the chain rule (gt_chain_f64/f32) and the scalar rules themselves
+ * live in op_rules.h, which also compiles for the device; this table is the CPU's view of them. */
 /* Scalar rule: value y = value(a, b); b is ignored by unary ops. */
 typedef double (*gt_value_fn)(double a, double b);
 /* Scalar rule: partial derivative dy/d(arg) at (a, b) with y = value(a, b) already known. */
@@ -78,6 +67,16 @@ typedef struct gt_op {
 
 /* The table, indexed by gt_op_id. Static storage; never modified. */
 extern const gt_op gt_op_table[GT_OP_COUNT];
+
+/* d2y/(d arg i)(d arg j) of `op` at (a, b, y), i, j in {0, 1} (see op_rules.h). */
+static inline double gt_op_second(const gt_op *op, int i, int j, double a, double b, double y)
+{
+    return gt_rule_second((int)op->id, i, j, a, b, y);
+}
+
+/* Whether every second partial of `op` is identically zero (its first partials are locally
+ * constant, so an order-2 sweep records no derivative for them). */
+static inline int gt_op_second_is_zero(const gt_op *op) { return gt_rule_second_is_zero((int)op->id); }
 
 /* Returns the entry named `name` (a NumPy ufunc name), or NULL if there is none. */
 const gt_op *gt_op_lookup(const char *name);

@@ -26,6 +26,8 @@ typedef struct node {
     const gt_op *op;      /* GT_NODE_ELEMWISE */
     gt_buf saved[3];      /* borrowed values the VJP reads */
     void *adj;            /* adjoint (owned), NULL while zero */
+    unsigned char flags;  /* GT_NODE_PARTIAL: the argument k; GT_NODE_MATMUL_T: 1 a^T, 2 b^T */
+    void *val;            /* nodes of gt_tape_backward_graph: their value (owned); else NULL */
 } node;
 
 struct gt_tape {
@@ -35,6 +37,7 @@ struct gt_tape {
     size_t ndims, dims_cap;
     gt_release_fn release;
     size_t adj_bytes;
+    size_t val_bytes;     /* values of the nodes recorded by gt_tape_backward_graph */
 };
 
 /* ---------------------------------------------------------------- small helpers */
@@ -165,6 +168,11 @@ static void free_node_memory(gt_tape *t, node *n)
         t->adj_bytes -= n->size * gt_dtype_size((gt_dtype)n->dtype);
         n->adj = NULL;
     }
+    if (n->val) {
+        gt_free(n->val);
+        t->val_bytes -= n->size * gt_dtype_size((gt_dtype)n->dtype);
+        n->val = NULL;
+    }
 }
 
 /* ---------------------------------------------------------------- lifetime */
@@ -199,7 +207,7 @@ size_t gt_tape_nbytes(const gt_tape *tape)
     if (!tape)
         return 0;
     size_t bytes = sizeof *tape + (size_t)tape->cap * sizeof(node) + tape->dims_cap * sizeof(long);
-    return bytes + tape->adj_bytes;
+    return bytes + tape->adj_bytes + tape->val_bytes;
 }
 
 int gt_tape_node_info(const gt_tape *tape, long id, gt_dtype *dtype, int *ndim, const long **shape)
@@ -944,6 +952,196 @@ static int vjp_cast(gt_tape *t, node *n)
     return acc(t, xid, c, x->ndim, node_shape(t, x), 1);
 }
 
+/* ---------------------------------------------------------------- order 2: the VJPs of the recorded sweep's kinds */
+
+static void store_at(gt_dtype dt, void *p, size_t i, double v)
+{
+    if (dt == GT_FLOAT64)
+        ((double *)p)[i] = v;
+    else
+        ((float *)p)[i] = (float)v;
+}
+
+static double load_at(gt_dtype dt, const void *p, size_t i)
+{
+    return dt == GT_FLOAT64 ? ((const double *)p)[i] : (double)((const float *)p)[i];
+}
+
+/* out[i] = R(a[i], b[i], y[i]) for i < n, times g[i] and then h[i] by the chain rule where those
+ * are not NULL, where R is the first partial k of `op` (j < 0) or its second partial (k, j). a and
+ * b may have n == 1 (a broadcast scalar); b is unused by unary ops. Computed in double (the
+ * products in `dt`, as the first-order sweep takes them), stored in `dt`. */
+static void rule_loop(gt_dtype dt, int op, int k, int j, size_t n, const gt_buf *a, const gt_buf *b,
+                      const gt_buf *y, const void *g, const void *h, void *out)
+{
+    size_t sa = a->n == 1 ? 0 : 1, sb = b->data && b->n != 1 ? 1 : 0;
+    if (dt == GT_FLOAT64) {
+        const double *av = a->data, *bv = b->data ? b->data : av, *yv = y->data, *gv = g, *hv = h;
+        double *o = out;
+        for (size_t i = 0; i < n; i++) {
+            double r = j < 0 ? gt_rule_partial(op, k, av[i * sa], bv[i * sb], yv[i])
+                             : gt_rule_second(op, k, j, av[i * sa], bv[i * sb], yv[i]);
+            r = gv ? gt_chain_f64(r, gv[i]) : r;
+            o[i] = hv ? gt_chain_f64(r, hv[i]) : r;
+        }
+    } else {
+        const float *av = a->data, *bv = b->data ? b->data : av, *yv = y->data, *gv = g, *hv = h;
+        float *o = out;
+        for (size_t i = 0; i < n; i++) {
+            double r = j < 0 ? gt_rule_partial(op, k, av[i * sa], bv[i * sb], yv[i])
+                             : gt_rule_second(op, k, j, av[i * sa], bv[i * sb], yv[i]);
+            float q = gv ? gt_chain_f32((float)r, gv[i]) : (float)r;
+            o[i] = hv ? gt_chain_f32(q, hv[i]) : q;
+        }
+    }
+}
+
+/* P = d op / d(arg k)(a, b) * g (g: node mm[0]): gbar += d op / d(arg k) * Pbar, and
+ * abar_j += d2 op / d(arg k) d(arg j) * g * Pbar, through the chain rule. */
+static int vjp_partial(gt_tape *t, node *n)
+{
+    const long *in = node_in(n);
+    gt_dtype dt = (gt_dtype)n->dtype;
+    int k = n->flags, op = (int)n->op->id, st = GT_OK;
+    const void *g = t->nodes[n->mm[0]].val;
+    size_t bytes = (n->size ? n->size : 1) * gt_dtype_size(dt);
+    long xs[3];
+    for (int j = -1; j < n->nin; j++) {
+        long x = j < 0 ? (n->mm[1] ? n->mm[0] : -1) : in[j];
+        xs[j + 1] = x < 0 || (j >= 0 && gt_rule_second_is_zero_at(op, k, j)) ? -1 : x;
+    }
+    int last = -1;
+    for (int j = -1; j < n->nin; j++)
+        if (xs[j + 1] >= 0)
+            last = j;
+    for (int j = -1; j < n->nin && st == GT_OK; j++) {
+        if (xs[j + 1] < 0)
+            continue;
+        /* the last output overwrites Pbar in place (each element is read before it is written)
+         * and hands the buffer on: no fresh pages */
+        void *c = j == last ? n->adj : gt_malloc(bytes);
+        if (!c)
+            return GT_ENOMEM;
+        rule_loop(dt, op, k, j, n->size, &n->saved[0], &n->saved[1], &n->saved[2], j < 0 ? NULL : g, n->adj, c);
+        if (j == last)
+            n->adj = NULL; /* acc takes it (and frees it on failure) */
+        st = acc(t, xs[j + 1], c, n->ndim, node_shape(t, n), 1);
+    }
+    return st;
+}
+
+/* The VJP of a scatter-add is a gather: xbar[j] = ybar[idx[j] - off] where idx[j] is in range. */
+static int vjp_scatter(gt_tape *t, node *n)
+{
+    long xid = node_in(n)[0];
+    if (xid < 0)
+        return GT_OK;
+    const node *x = &t->nodes[xid];
+    gt_dtype dt = (gt_dtype)n->dtype;
+    void *c = gt_calloc(x->size ? x->size : 1, gt_dtype_size(dt));
+    if (!c)
+        return GT_ENOMEM;
+    const ptrdiff_t *ix = n->saved[0].data;
+    ptrdiff_t off = (ptrdiff_t)n->mm[0], sz = (ptrdiff_t)n->size;
+    for (size_t j = 0; j < x->size; j++) {
+        ptrdiff_t q = ix[j] - off;
+        if (q >= 0 && q < sz)
+            store_at(dt, c, j, load_at(dt, n->adj, (size_t)q));
+    }
+    return acc(t, xid, c, x->ndim, node_shape(t, x), 1);
+}
+
+/* Cumulative sums along the last axis of `src` into `dst` (reverse: from the end), accumulated
+ * in the dtype, as the first-order CUMSUM VJP does. */
+static void cumsum_lines(gt_dtype dt, const void *src, void *dst, size_t size, long L, int reverse)
+{
+    size_t lines = L ? size / (size_t)L : 0;
+    for (size_t line = 0; line < lines; line++) {
+        size_t off = line * (size_t)L;
+        double r = 0.0;
+        float rf = 0.0f;
+        for (long s = 0; s < L; s++) {
+            size_t i = off + (size_t)(reverse ? L - 1 - s : s);
+            if (dt == GT_FLOAT64)
+                ((double *)dst)[i] = r += ((const double *)src)[i];
+            else
+                ((float *)dst)[i] = rf += ((const float *)src)[i];
+        }
+    }
+}
+
+static int vjp_revcumsum(gt_tape *t, node *n)
+{
+    long xid = node_in(n)[0];
+    gt_dtype dt = (gt_dtype)n->dtype;
+    void *c = gt_malloc((n->size ? n->size : 1) * gt_dtype_size(dt));
+    if (!c)
+        return GT_ENOMEM;
+    cumsum_lines(dt, n->adj, c, n->size, node_shape(t, n)[n->ndim - 1], 0);
+    return acc(t, xid, c, n->ndim, node_shape(t, n), 1);
+}
+
+/* C = op(X) @ op(Y) for one block, C (M, N) overwritten; X and Y stored row-major as given by
+ * their transposition (tx: X stored (K, M)), with extents >= 0 (nothing to do when one is 0). */
+static void gemm_block(gt_dtype dt, int tx, int ty, long M, long N, long K, const void *X, const void *Y,
+                       void *C)
+{
+    if (!M || !N)
+        return;
+    if (!K) {
+        memset(C, 0, (size_t)M * (size_t)N * gt_dtype_size(dt));
+        return;
+    }
+    int ldx = (int)(tx ? M : K), ldy = (int)(ty ? K : N);
+    enum CBLAS_TRANSPOSE ox = tx ? CblasTrans : CblasNoTrans, oy = ty ? CblasTrans : CblasNoTrans;
+    if (dt == GT_FLOAT64)
+        GT_BLAS(cblas_dgemm)(CblasRowMajor, ox, oy, (int)M, (int)N, (int)K, 1.0, X, ldx, Y, ldy, 0.0, C,
+                             (int)N);
+    else
+        GT_BLAS(cblas_sgemm)(CblasRowMajor, ox, oy, (int)M, (int)N, (int)K, 1.0f, X, ldx, Y, ldy, 0.0f, C,
+                             (int)N);
+}
+
+/* y = op(a) @ op(b) with op(a) (m, k), op(b) (k, n):
+ *   abar = ybar @ op(b)^T, stored transposed (op(b) @ ybar^T) when a is;
+ *   bbar = op(a)^T @ ybar, stored transposed (ybar^T @ op(a)) when b is. */
+static int vjp_matmul_t(gt_tape *t, node *n)
+{
+    const long *in = node_in(n);
+    long B = n->mm[0], m = n->mm[1], k = n->mm[2], nn = n->mm[3];
+    int ta = n->flags & 1, tb = (n->flags >> 1) & 1, st = GT_OK;
+    gt_dtype dt = (gt_dtype)n->dtype;
+    size_t es = gt_dtype_size(dt), ab = (size_t)m * (size_t)k, bb = (size_t)k * (size_t)nn,
+           yb = (size_t)m * (size_t)nn;
+    const char *A = n->saved[0].data, *Bv = n->saved[1].data, *G = n->adj;
+    for (int arg = 0; arg < 2 && st == GT_OK; arg++) {
+        if (in[arg] < 0)
+            continue;
+        const node *x = &t->nodes[in[arg]];
+        char *c = gt_calloc(x->size ? x->size : 1, es);
+        if (!c)
+            return GT_ENOMEM;
+        for (long q = 0; q < B; q++) {
+            const char *Aq = A + (size_t)q * ab * es, *Bq = Bv + (size_t)q * bb * es, *Gq = G + (size_t)q * yb * es;
+            if (arg == 0) {
+                char *Cq = c + (size_t)q * ab * es;
+                if (!ta) /* (m, n) @ op(b)^T (n, k); op(b)^T is b's storage transposed back */
+                    gemm_block(dt, 0, !tb, m, k, nn, Gq, Bq, Cq);
+                else /* op(b) (k, n) @ ybar^T (n, m) */
+                    gemm_block(dt, tb, 1, k, m, nn, Bq, Gq, Cq);
+            } else {
+                char *Cq = c + (size_t)q * bb * es;
+                if (!tb) /* op(a)^T (k, m) @ ybar (m, n) */
+                    gemm_block(dt, !ta, 0, k, nn, m, Aq, Gq, Cq);
+                else /* ybar^T (n, m) @ op(a) (m, k) */
+                    gemm_block(dt, 1, ta, nn, k, m, Gq, Aq, Cq);
+            }
+        }
+        st = acc(t, in[arg], c, x->ndim, node_shape(t, x), 1);
+    }
+    return st;
+}
+
 /* ---------------------------------------------------------------- the sweep */
 
 static void clear_adjoints(gt_tape *t)
@@ -980,6 +1178,11 @@ int gt_tape_backward(gt_tape *tape, long out, const void *seed)
         case GT_NODE_CUMPROD: st = vjp_cumulative(t, n); break;
         case GT_NODE_MATMUL: st = vjp_matmul(t, n); break;
         case GT_NODE_CAST: st = vjp_cast(t, n); break;
+        case GT_NODE_CONST: break;
+        case GT_NODE_PARTIAL: st = vjp_partial(t, n); break;
+        case GT_NODE_SCATTER: st = vjp_scatter(t, n); break;
+        case GT_NODE_REVCUMSUM: st = vjp_revcumsum(t, n); break;
+        case GT_NODE_MATMUL_T: st = vjp_matmul_t(t, n); break;
         default: st = GT_EINVAL; break;
         }
         if (n->adj) { /* an inner node's adjoint is not needed once propagated */
@@ -999,4 +1202,405 @@ int gt_tape_adjoint(const gt_tape *tape, long id, const void **data)
         return GT_EINVAL;
     *data = tape->nodes[id].adj;
     return GT_OK;
+}
+
+/* ---------------------------------------------------------------- order 2: the recorded sweep */
+
+int gt_tape_value(const gt_tape *tape, long id, const void **data)
+{
+    if (!tape || !data || id < 0 || id >= tape->count)
+        return GT_EINVAL;
+    *data = tape->nodes[id].val;
+    return GT_OK;
+}
+
+/* Copies node id's shape into buf (GT_TAPE_MAXDIM extents): recording may move the shape arena,
+ * so no shape pointer is held across one. Returns ndim. */
+static int copy_shape(const gt_tape *t, long id, long *buf)
+{
+    const node *n = &t->nodes[id];
+    if (n->ndim)
+        memcpy(buf, node_shape(t, n), (size_t)n->ndim * sizeof *buf);
+    return n->ndim;
+}
+
+/* Appends a node of the recorded sweep with inputs in[0..nin) (nin <= 2) and an uninitialised
+ * value buffer of its size, which the caller fills; *id receives its id. A node none of whose
+ * inputs carries an adjoint (all -1) is recorded as CONST: no VJP ever reads its other fields.
+ * Node pointers taken before the call are invalid after it (the node array may move). */
+static int graph_node(gt_tape *t, gt_node_kind kind, gt_dtype dt, int ndim, const long *shape, int nin,
+                      const long *in, long *id)
+{
+    int live = kind == GT_NODE_PARTIAL; /* its cotangent input is not among in[] */
+    for (int k = 0; k < nin; k++)
+        live |= in[k] >= 0;
+    if (!live) {
+        kind = GT_NODE_CONST;
+        nin = 0;
+    }
+    size_t size = shape_size(ndim, shape), es = gt_dtype_size(dt);
+    void *val = gt_malloc((size ? size : 1) * es);
+    if (!val)
+        return GT_ENOMEM;
+    node *n = reserve_node(t);
+    if (!n) {
+        gt_free(val);
+        return GT_ENOMEM;
+    }
+    n->nin = nin;
+    for (int k = 0; k < nin; k++)
+        n->in_small[k] = in[k];
+    int st = commit_node(t, n, kind, dt, ndim, shape, id);
+    if (st != GT_OK) {
+        gt_free(val);
+        return st;
+    }
+    n->val = val;
+    t->val_bytes += size * es;
+    return GT_OK;
+}
+
+/* An input id for a recorded node: -1 for a CONST node, through which no adjoint flows. */
+static long dep(const gt_tape *t, long id)
+{
+    return id >= 0 && t->nodes[id].kind == GT_NODE_CONST ? -1 : id;
+}
+
+/* A borrowed view of a recorded node's value (the tape owns it: no owner handle). */
+static gt_buf val_buf(const gt_tape *t, long id)
+{
+    gt_buf b = {t->nodes[id].val, t->nodes[id].size, NULL};
+    return b;
+}
+
+/* y = sum_k coef[k] * x_k broadcast to `shape` (nin 1 or 2), recorded as LINEAR. */
+static int g_linear(gt_tape *t, int nd, const long *shape, int nin, const long *xs, const double *coef, long *id)
+{
+    long in[2];
+    for (int k = 0; k < nin; k++)
+        in[k] = dep(t, xs[k]);
+    int st = graph_node(t, GT_NODE_LINEAR, (gt_dtype)t->nodes[xs[0]].dtype, nd, shape, nin, in, id);
+    if (st != GT_OK)
+        return st;
+    node *y = &t->nodes[*id];
+    gt_dtype dt = (gt_dtype)y->dtype;
+    memset(y->val, 0, (y->size ? y->size : 1) * gt_dtype_size(dt));
+    for (int k = 0; k < nin && st == GT_OK; k++) {
+        y->coef_small[k] = coef[k];
+        long xsh[GT_TAPE_MAXDIM];
+        int xnd = copy_shape(t, xs[k], xsh);
+        st = bcast_add(dt, y->val, nd, shape, t->nodes[xs[k]].val, xnd, xsh, coef[k]);
+    }
+    return st; /* GT_EINVAL only for shapes the recording already checked */
+}
+
+/* x summed back to (nd, shape) over its broadcast dimensions, then expanded over the length-1
+ * ones; *id = x itself when the shapes agree. */
+static int g_unbroadcast(gt_tape *t, long x, int nd, const long *shape, long *id)
+{
+    long xsh[GT_TAPE_MAXDIM], ksh[GT_TAPE_MAXDIM];
+    int xnd = copy_shape(t, x, xsh), st = GT_OK;
+    *id = x;
+    if (same_shape(xnd, xsh, nd, shape))
+        return GT_OK;
+    int lead = xnd > nd ? xnd - nd : 0, sum = lead > 0;
+    for (int i = 0; i < xnd; i++) {
+        long target = i < lead ? 1 : (xnd - i <= nd ? shape[nd - (xnd - i)] : 1);
+        ksh[i] = target == 1 && xsh[i] != 1 ? 1 : xsh[i];
+        sum |= ksh[i] != xsh[i];
+    }
+    if (sum) {
+        const long *rsh = ksh + lead;
+        int rnd = xnd - lead;
+        long in[1] = {dep(t, x)}, r;
+        if ((st = graph_node(t, GT_NODE_REDUCE, (gt_dtype)t->nodes[x].dtype, rnd, rsh, 1, in, &r)) != GT_OK)
+            return st;
+        if ((st = push_dims(t, xnd, ksh, &t->nodes[r].kshape_off)) != GT_OK)
+            return st;
+        node *rn = &t->nodes[r];
+        rn->rcoef = 1.0;
+        memset(rn->val, 0, (rn->size ? rn->size : 1) * gt_dtype_size((gt_dtype)rn->dtype));
+        if ((st = bcast_add((gt_dtype)rn->dtype, rn->val, xnd, ksh, t->nodes[x].val, xnd, xsh, 1.0)) != GT_OK)
+            return st;
+        *id = r;
+        if (same_shape(rnd, rsh, nd, shape))
+            return GT_OK;
+    }
+    double one = 1.0;
+    long src = *id;
+    return g_linear(t, nd, shape, 1, &src, &one, id);
+}
+
+/* Adds the contribution node c into the adjoint node of original node x (adjn[x]). */
+static int g_acc(gt_tape *t, long *adjn, long x, long c)
+{
+    long sh[GT_TAPE_MAXDIM], u;
+    int nd = copy_shape(t, x, sh);
+    int st = g_unbroadcast(t, c, nd, sh, &u);
+    if (st != GT_OK)
+        return st;
+    if (adjn[x] < 0) {
+        adjn[x] = u;
+        return GT_OK;
+    }
+    long xs[2] = {adjn[x], u};
+    double coef[2] = {1.0, 1.0};
+    return g_linear(t, nd, sh, 2, xs, coef, &adjn[x]);
+}
+
+/* y = a * w elementwise for a recorded node a and constant weights w of its size, as an
+ * ELEMWISE multiply (its VJP reads w; w's owner keeps it alive). */
+static int g_weight(gt_tape *t, long a, gt_buf w, long *id)
+{
+    long sh[GT_TAPE_MAXDIM];
+    int nd = copy_shape(t, a, sh);
+    long in[2] = {dep(t, a), -1};
+    int st = graph_node(t, GT_NODE_ELEMWISE, (gt_dtype)t->nodes[a].dtype, nd, sh, 2, in, id);
+    if (st != GT_OK)
+        return st;
+    node *y = &t->nodes[*id];
+    y->op = &gt_op_table[GT_OP_MULTIPLY];
+    y->saved[0] = val_buf(t, a);
+    y->saved[1] = (gt_buf){w.data, w.n, NULL};
+    y->saved[2] = val_buf(t, *id);
+    if (y->dtype == GT_FLOAT64) {
+        const double *p = y->saved[0].data, *q = w.data;
+        double *o = y->val;
+        for (size_t i = 0; i < y->size; i++)
+            o[i] = p[i] * q[i]; /* as the first-order sweep weights a reduction */
+    } else {
+        const float *p = y->saved[0].data, *q = w.data;
+        float *o = y->val;
+        for (size_t i = 0; i < y->size; i++)
+            o[i] = p[i] * q[i];
+    }
+    return GT_OK;
+}
+
+/* ELEMWISE y = op(a, b): abar += dy/da * ybar, bbar += dy/db * ybar, with the partials recorded. */
+static int g_elementwise(gt_tape *t, long *adjn, long id, long g)
+{
+    int st = GT_OK;
+    for (int k = 0; k < t->nodes[id].nin && st == GT_OK; k++) {
+        const node *n = &t->nodes[id];
+        long x = node_in(n)[k], c, p;
+        int op = (int)n->op->id;
+        if (x < 0 || !gt_rule_has_partial(op, k))
+            continue;
+        if (is_linear_op(n->op)) {
+            double coef = gt_rule_partial(op, k, 0.0, 0.0, 0.0);
+            long sh[GT_TAPE_MAXDIM];
+            int nd = copy_shape(t, id, sh);
+            if (coef == 1.0)
+                c = g;
+            else if ((st = g_linear(t, nd, sh, 1, &g, &coef, &c)) != GT_OK)
+                return st;
+            st = g_acc(t, adjn, x, c);
+            continue;
+        }
+        /* the contribution partial * ybar as one node, whose VJP reads the partial again (for
+         * ybar) and the second partials (for a and b; none where they are identically zero) */
+        long sh[GT_TAPE_MAXDIM], in[2] = {-1, -1};
+        int nd = copy_shape(t, id, sh), live = dep(t, g) >= 0;
+        for (int j = 0; j < n->nin; j++) {
+            if (!gt_rule_second_is_zero_at(op, k, j))
+                in[j] = node_in(n)[j];
+            live |= in[j] >= 0;
+        }
+        st = graph_node(t, live ? GT_NODE_PARTIAL : GT_NODE_CONST, (gt_dtype)n->dtype, nd, sh,
+                        live ? n->nin : 0, in, &p);
+        if (st != GT_OK)
+            return st;
+        node *pn = &t->nodes[p];
+        n = &t->nodes[id];
+        pn->op = n->op;
+        pn->flags = (unsigned char)k;
+        pn->mm[0] = g;
+        pn->mm[1] = dep(t, g) >= 0;
+        for (int j = 0; j < 3; j++)
+            pn->saved[j] = (gt_buf){n->saved[j].data, n->saved[j].n, NULL}; /* owned by n */
+        rule_loop((gt_dtype)n->dtype, op, k, -1, pn->size, &n->saved[0], &n->saved[1], &n->saved[2],
+                  t->nodes[g].val, NULL, pn->val);
+        c = p;
+        st = g_acc(t, adjn, x, c);
+    }
+    return st;
+}
+
+/* A node of kind RESHAPE, CAST or REVCUMSUM over the recorded node g, of shape (nd, sh). */
+static int g_unary(gt_tape *t, gt_node_kind kind, gt_dtype dt, int nd, const long *sh, long g, long *id)
+{
+    long in[1] = {dep(t, g)};
+    int st = graph_node(t, kind, dt, nd, sh, 1, in, id);
+    if (st != GT_OK)
+        return st;
+    node *y = &t->nodes[*id];
+    const node *x = &t->nodes[g];
+    if (kind == GT_NODE_REVCUMSUM)
+        cumsum_lines(dt, x->val, y->val, y->size, nd ? sh[nd - 1] : 1, 1);
+    else
+        for (size_t i = 0; i < y->size; i++)
+            store_at(dt, y->val, i, load_at((gt_dtype)x->dtype, x->val, i));
+    return GT_OK;
+}
+
+/* REDUCE y = coef * sum(w * x): xbar = coef * w * broadcast(ybar), w taken as locally constant. */
+static int g_reduce(gt_tape *t, long *adjn, long id, long g)
+{
+    long xsh[GT_TAPE_MAXDIM], ksh[GT_TAPE_MAXDIM], gsh[GT_TAPE_MAXDIM], r = g, b, c;
+    long x = node_in(&t->nodes[id])[0];
+    int xnd = copy_shape(t, x, xsh), gnd = copy_shape(t, g, gsh), st;
+    if (xnd) /* a tape of 0-d nodes only has no shape arena */
+        memcpy(ksh, t->dims + t->nodes[id].kshape_off, (size_t)xnd * sizeof *ksh);
+    gt_dtype dt = (gt_dtype)t->nodes[id].dtype;
+    if (!same_shape(gnd, gsh, xnd, ksh) && (st = g_unary(t, GT_NODE_RESHAPE, dt, xnd, ksh, g, &r)) != GT_OK)
+        return st;
+    double coef = t->nodes[id].rcoef;
+    if ((st = g_linear(t, xnd, xsh, 1, &r, &coef, &b)) != GT_OK)
+        return st;
+    gt_buf w = t->nodes[id].saved[0];
+    if (!w.data)
+        return g_acc(t, adjn, x, b);
+    if ((st = g_weight(t, b, w, &c)) != GT_OK)
+        return st;
+    return g_acc(t, adjn, x, c);
+}
+
+/* GATHER: each input's adjoint is a scatter-add of ybar over its slice of the indices. */
+static int g_gather(gt_tape *t, long *adjn, long id, long g)
+{
+    int st = GT_OK;
+    long off = 0;
+    for (int k = 0; k < t->nodes[id].nin && st == GT_OK; k++) {
+        const node *n = &t->nodes[id];
+        long x = node_in(n)[k], size = n->sizes[k], c;
+        if (x >= 0) {
+            long sh[GT_TAPE_MAXDIM], in[1] = {dep(t, g)};
+            int nd = copy_shape(t, x, sh);
+            if ((st = graph_node(t, GT_NODE_SCATTER, (gt_dtype)n->dtype, nd, sh, 1, in, &c)) != GT_OK)
+                return st;
+            node *y = &t->nodes[c];
+            n = &t->nodes[id];
+            gt_dtype dt = (gt_dtype)y->dtype;
+            y->saved[0] = (gt_buf){n->saved[0].data, n->saved[0].n, NULL}; /* owned by n */
+            y->mm[0] = off;
+            memset(y->val, 0, (y->size ? y->size : 1) * gt_dtype_size(dt));
+            const ptrdiff_t *ix = n->saved[0].data;
+            const void *gv = t->nodes[g].val;
+            for (size_t j = 0; j < n->size; j++) {
+                ptrdiff_t q = ix[j] - (ptrdiff_t)off;
+                if (q >= 0 && q < (ptrdiff_t)y->size)
+                    store_at(dt, y->val, (size_t)q, load_at(dt, y->val, (size_t)q) + load_at(dt, gv, j));
+            }
+            st = g_acc(t, adjn, x, c);
+        }
+        off += size;
+    }
+    return st;
+}
+
+/* MATMUL y = a @ b: abar = ybar @ b^T, bbar = a^T @ ybar, as MATMUL_T nodes. */
+static int g_matmul(gt_tape *t, long *adjn, long id, long g)
+{
+    int st = GT_OK;
+    for (int arg = 0; arg < 2 && st == GT_OK; arg++) {
+        const node *n = &t->nodes[id];
+        long x = node_in(n)[arg], c, sh[GT_TAPE_MAXDIM];
+        if (x < 0)
+            continue;
+        long B = n->mm[0], m = n->mm[1], k = n->mm[2], nn = n->mm[3];
+        int nd = copy_shape(t, x, sh);
+        /* abar = ybar (m, n) @ b^T: inputs (ybar, b); bbar = a^T (k, m) @ ybar: inputs (a, ybar) */
+        long in[2] = {arg == 0 ? dep(t, g) : node_in(n)[0], arg == 0 ? node_in(n)[1] : dep(t, g)};
+        if ((st = graph_node(t, GT_NODE_MATMUL_T, (gt_dtype)n->dtype, nd, sh, 2, in, &c)) != GT_OK)
+            return st;
+        node *y = &t->nodes[c];
+        n = &t->nodes[id];
+        gt_buf gb = val_buf(t, g);
+        y->flags = arg == 0 ? 2 : 1;
+        y->mm[0] = B;
+        y->mm[1] = arg == 0 ? m : k;
+        y->mm[2] = arg == 0 ? nn : m;
+        y->mm[3] = arg == 0 ? k : nn;
+        y->saved[0] = arg == 0 ? gb : (gt_buf){n->saved[0].data, n->saved[0].n, NULL};
+        y->saved[1] = arg == 0 ? (gt_buf){n->saved[1].data, n->saved[1].n, NULL} : gb;
+        size_t es = gt_dtype_size((gt_dtype)y->dtype);
+        size_t sa = (size_t)y->mm[1] * (size_t)y->mm[2], sb = (size_t)y->mm[2] * (size_t)y->mm[3],
+               sy = (size_t)y->mm[1] * (size_t)y->mm[3];
+        for (long q = 0; q < B; q++)
+            gemm_block((gt_dtype)y->dtype, y->flags & 1, (y->flags >> 1) & 1, y->mm[1], y->mm[3], y->mm[2],
+                       (const char *)y->saved[0].data + (size_t)q * sa * es,
+                       (const char *)y->saved[1].data + (size_t)q * sb * es, (char *)y->val + (size_t)q * sy * es);
+        st = g_acc(t, adjn, x, c);
+    }
+    return st;
+}
+
+int gt_tape_backward_graph(gt_tape *tape, long out, const void *seed, long nleaves, const long *leaves,
+                           long *grads)
+{
+    if (!tape || !seed || out < 0 || out >= tape->count || nleaves < 0 || (nleaves && (!leaves || !grads)))
+        return GT_EINVAL;
+    for (long i = 0; i < nleaves; i++)
+        if (leaves[i] < 0 || leaves[i] >= tape->count)
+            return GT_EINVAL;
+    gt_tape *t = tape;
+    long count0 = t->count, *adjn = gt_malloc((size_t)(out + 1) * sizeof *adjn);
+    if (!adjn)
+        return GT_ENOMEM;
+    for (long i = 0; i <= out; i++)
+        adjn[i] = -1;
+    long sh[GT_TAPE_MAXDIM];
+    int nd = copy_shape(t, out, sh);
+    int st = graph_node(t, GT_NODE_CONST, (gt_dtype)t->nodes[out].dtype, nd, sh, 0, NULL, &adjn[out]);
+    if (st == GT_OK)
+        memcpy(t->nodes[adjn[out]].val, seed, t->nodes[out].size * gt_dtype_size((gt_dtype)t->nodes[out].dtype));
+    for (long i = out; i >= 0 && st == GT_OK; i--) {
+        long g = adjn[i];
+        if (g < 0 || t->nodes[i].kind == GT_NODE_LEAF)
+            continue;
+        long sh2[GT_TAPE_MAXDIM], c;
+        const node *n = &t->nodes[i];
+        long x = n->nin ? node_in(n)[0] : -1;
+        switch ((gt_node_kind)n->kind) {
+        case GT_NODE_ELEMWISE: st = g_elementwise(t, adjn, i, g); break;
+        case GT_NODE_LINEAR:
+            for (int k = 0; k < t->nodes[i].nin && st == GT_OK; k++) {
+                double coef = node_coef(&t->nodes[i])[k];
+                x = node_in(&t->nodes[i])[k];
+                if (x < 0)
+                    continue;
+                c = g;
+                nd = copy_shape(t, i, sh2);
+                if (coef != 1.0)
+                    st = g_linear(t, nd, sh2, 1, &g, &coef, &c);
+                if (st == GT_OK)
+                    st = g_acc(t, adjn, x, c);
+            }
+            break;
+        case GT_NODE_RESHAPE:
+        case GT_NODE_CAST:
+        case GT_NODE_CUMSUM:
+            nd = copy_shape(t, x, sh2);
+            st = g_unary(t, n->kind == GT_NODE_CUMSUM ? GT_NODE_REVCUMSUM : (gt_node_kind)n->kind,
+                         (gt_dtype)t->nodes[x].dtype, nd, sh2, g, &c);
+            if (st == GT_OK)
+                st = g_acc(t, adjn, x, c);
+            break;
+        case GT_NODE_GATHER: st = g_gather(t, adjn, i, g); break;
+        case GT_NODE_REDUCE: st = g_reduce(t, adjn, i, g); break;
+        case GT_NODE_MATMUL: st = g_matmul(t, adjn, i, g); break;
+        default: st = GT_EUNSUPPORTED; break; /* CUMPROD; nodes of an earlier recorded sweep */
+        }
+    }
+    if (st == GT_OK) {
+        for (long i = 0; i < nleaves; i++)
+            grads[i] = leaves[i] <= out ? adjn[leaves[i]] : -1;
+    } else {
+        /* back to the tape as it was: the recorded nodes own nothing but their values */
+        while (t->count > count0)
+            free_node_memory(t, &t->nodes[--t->count]);
+    }
+    gt_free(adjn);
+    return st;
 }

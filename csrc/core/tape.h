@@ -33,6 +33,13 @@ typedef enum gt_node_kind {
     GT_NODE_CUMPROD,    /* cumulative product along the last axis; saved x, y */
     GT_NODE_MATMUL,     /* y[b] = a[b] @ b[b], batches of (m,k) @ (k,n) through BLAS GEMM */
     GT_NODE_CAST,       /* y = x converted to the node's dtype */
+    /* Recorded only by gt_tape_backward_graph (order 2); each holds its own value: */
+    GT_NODE_CONST,      /* a value no adjoint flows through (the seed, a VJP of constants only) */
+    GT_NODE_PARTIAL,    /* y = d op / d(argument k) at an ELEMWISE node's (a, b), times a cotangent
+                         * node g; VJP: the partial again (to g), the second partials (to a, b) */
+    GT_NODE_SCATTER,    /* y.flat[idx[j] - off] += x.flat[j] for idx[j] in [off, off + y's size) */
+    GT_NODE_REVCUMSUM,  /* reversed cumulative sum along the last axis (the VJP of CUMSUM) */
+    GT_NODE_MATMUL_T,   /* y[q] = op(a[q]) @ op(b[q]), op a transpose where the node's flags say */
     GT_NODE_KIND_COUNT
 } gt_node_kind;
 
@@ -115,6 +122,36 @@ int gt_tape_cast(gt_tape *tape, gt_dtype dtype, long in, long *id);
  * GT_OK, GT_EINVAL, or GT_ENOMEM (the tape stays valid and can be swept again). Does not call
  * back into anything, so the caller may release a global lock around it. */
 int gt_tape_backward(gt_tape *tape, long out, const void *seed);
+
+/* Order 2: the backward sweep from node `out` with cotangent `seed` (as gt_tape_backward), but
+ * *recorded*: every VJP is appended to the tape as new nodes, as PyTorch's create_graph=True does,
+ * so that each leaf's gradient is itself a node, which gt_tape_backward can sweep again (a
+ * Hessian-vector product is the sweep from <gradient, v>). The seed is recorded as a CONST node
+ * (copied). On success grads[i] is the id of the gradient node of leaves[i] (nleaves ids), or -1
+ * when no gradient reaches it (it is zero); each such node holds its value (gt_tape_value).
+ *
+ * What is recorded for each node kind: ELEMWISE -> per differentiated argument one PARTIAL node,
+ * the partial times the cotangent (its VJP reads the second partials of op_rules.h, and skips
+ * those that are identically zero), and an accumulation; LINEAR, RESHAPE and CAST -> the same
+ * kinds; GATHER -> SCATTER (whose own VJP is a gather); REDUCE -> a broadcast times the node's
+ * weights, which are taken as locally constant (they are for max/min; a caller must not record
+ * order 2 through weights that depend on the input, as prod's do); CUMSUM -> REVCUMSUM;
+ * MATMUL -> two MATMUL_T. Accumulation is LINEAR; a contribution of a broadcast shape is summed
+ * back by a REDUCE node (and expanded by a LINEAR one). A recorded node none of whose inputs
+ * carries an adjoint is a CONST. The values of the recorded nodes follow the first-order sweep's
+ * arithmetic (the chain rule's zero rule included), so the gradient nodes hold its numbers up to
+ * the order of summation where a broadcast contribution meets an earlier one.
+ * CUMPROD, and nodes recorded by an earlier gt_tape_backward_graph (third order), give
+ * GT_EUNSUPPORTED. Returns GT_OK, GT_EINVAL, GT_ENOMEM or GT_EUNSUPPORTED; on failure the tape is
+ * as before the call. Adjoints of an earlier gt_tape_backward are left alone. Does not call back
+ * into anything, so the caller may release a global lock around it. */
+int gt_tape_backward_graph(gt_tape *tape, long out, const void *seed, long nleaves, const long *leaves,
+                           long *grads);
+
+/* The value of node `id` when the tape computed it (a node recorded by gt_tape_backward_graph):
+ * *data points into tape-owned memory (node dtype and size), valid until the tape is freed; NULL
+ * for nodes recorded by the caller, who holds their values. */
+int gt_tape_value(const gt_tape *tape, long id, const void **data);
 
 /* The adjoint of leaf `id` after a sweep: *data points into tape-owned memory (node dtype and
  * size), or is NULL when no gradient reached it (it is zero). Valid until the next sweep or free. */

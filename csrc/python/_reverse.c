@@ -19,8 +19,10 @@ typedef struct {
     PyObject_HEAD
     gt_tape *tape;  /* owned; NULL once released */
     int busy;       /* a sweep is running without the GIL */
-    /* Either flag makes the fast path (Tape.ufunc) decline, so that every op goes through Python: */
-    int python_recording; /* order 2: gradtest.reverse records each op with its VJP for the replay */
+        /* order 2 is being recorded (gradtest.reverse.hvp): Python handlers whose rules are not
+     * differentiable twice as recorded take another route or refuse; the fast path stays on, the
+     * tape records its own backward sweep (backward_graph) */
+    int python_recording;
     int observed;         /* dispatch check: each op passes through an observing Tracked subclass */
 } TapeObject;
 
@@ -269,7 +271,7 @@ static PyObject *Tape_ufunc(TapeObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     }
     reverse_state *st = PyType_GetModuleState(Py_TYPE(self));
-    if (!st || !st->tracked || self->python_recording || self->observed)
+    if (!st || !st->tracked || self->observed) /* observed: every op goes through Python */
         Py_RETURN_NONE;
     long opi = PyLong_AsLong(args[1]);
     if (opi == -1 && PyErr_Occurred())
@@ -632,6 +634,90 @@ static PyObject *Tape_backward(TapeObject *self, PyObject *const *args, Py_ssize
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(backward_graph_doc, "backward_graph(out_id, seed, leaves) -> list: order 2. The sweep "
+             "from node out_id with cotangent seed, recorded on the tape as new nodes; for each "
+             "leaf id in leaves, None (no gradient reaches it) or (node id, a copy of its value) of "
+             "the leaf's gradient node, which backward() can sweep again. Runs without the GIL.");
+static PyObject *Tape_backward_graph(TapeObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    gt_tape *t = live_tape(self);
+    long out, *ids = NULL;
+    gt_dtype dtype;
+    int nd;
+    const long *shape;
+    PyArrayObject *seed = NULL;
+    PyObject *items = NULL, *result = NULL;
+    if (!t || check_nargs(nargs, 3, "backward_graph") < 0 || parse_id(args[0], &out) < 0)
+        return NULL;
+    if (gt_tape_node_info(t, out, &dtype, &nd, &shape) != GT_OK) {
+        PyErr_Format(PyExc_ValueError, "out_id: %ld is not a node of this tape", out);
+        return NULL;
+    }
+    size_t size = 1;
+    for (int i = 0; i < nd; i++)
+        size *= (size_t)shape[i];
+    seed = (PyArrayObject *)PyArray_FROMANY(args[1], typenum_of(dtype), 0, 0,
+                                            NPY_ARRAY_CARRAY_RO | NPY_ARRAY_FORCECAST);
+    if (!seed)
+        goto done;
+    if ((size_t)PyArray_SIZE(seed) != size) {
+        PyErr_Format(PyExc_ValueError, "seed: expected %zu values (the output's size), got %zd",
+                     size, (Py_ssize_t)PyArray_SIZE(seed));
+        goto done;
+    }
+    if (!(items = snapshot(args[2], "leaves: expected a sequence of node ids")))
+        goto done;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
+    if (!(ids = PyMem_Malloc((size_t)(2 * n + 1) * sizeof *ids))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (parse_id(PySequence_Fast_GET_ITEM(items, i), &ids[i]) < 0)
+            goto done;
+    int st;
+    self->busy = 1;
+    Py_BEGIN_ALLOW_THREADS
+    st = gt_tape_backward_graph(t, out, PyArray_DATA(seed), (long)n, ids, ids + n);
+    Py_END_ALLOW_THREADS
+    self->busy = 0;
+    if (st != GT_OK) {
+        gt_raise_status(st, "backward_graph");
+        goto done;
+    }
+    if (!(result = PyList_New(n)))
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        long g = ids[n + i];
+        const void *data;
+        PyObject *entry = NULL;
+        if (g < 0) {
+            entry = Py_NewRef(Py_None);
+        } else if (gt_tape_node_info(t, g, &dtype, &nd, &shape) == GT_OK && gt_tape_value(t, g, &data) == GT_OK) {
+            npy_intp dims[64];
+            for (int d = 0; d < nd; d++)
+                dims[d] = (npy_intp)shape[d];
+            PyObject *arr = PyArray_SimpleNew(nd, dims, typenum_of(dtype));
+            if (arr) {
+                memcpy(PyArray_DATA((PyArrayObject *)arr), data, (size_t)PyArray_NBYTES((PyArrayObject *)arr));
+                entry = Py_BuildValue("(lN)", g, arr);
+            }
+        } else {
+            gt_raise_status(GT_EINVAL, "backward_graph");
+        }
+        if (!entry) {
+            Py_CLEAR(result);
+            goto done;
+        }
+        PyList_SET_ITEM(result, i, entry);
+    }
+done:
+    PyMem_Free(ids);
+    Py_XDECREF(items);
+    Py_XDECREF(seed);
+    return result;
+}
+
 PyDoc_STRVAR(adjoint_doc, "adjoint(id) -> ndarray or None: a copy of the adjoint of node id after a "
              "sweep (None when no gradient reached it).");
 static PyObject *Tape_adjoint(TapeObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -728,7 +814,7 @@ static void Tape_dealloc(TapeObject *self)
 #define FAST(name) {#name, (PyCFunction)(void (*)(void))Tape_##name, METH_FASTCALL, name##_doc}
 static PyMethodDef Tape_methods[] = {
     FAST(leaf), FAST(ufunc), FAST(elementwise), FAST(linear), FAST(reshape), FAST(gather), FAST(reduce),
-    FAST(cumulative), FAST(matmul), FAST(cast), FAST(backward), FAST(adjoint),
+    FAST(cumulative), FAST(matmul), FAST(cast), FAST(backward), FAST(backward_graph), FAST(adjoint),
     {"release", (PyCFunction)Tape_release, METH_NOARGS, release_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -737,7 +823,8 @@ static PyGetSetDef Tape_getset[] = {
     {"nbytes", (getter)Tape_get_nbytes, NULL, "bytes of tape-owned memory", NULL},
     {"released", (getter)Tape_get_released, NULL, "whether release() was called", NULL},
     {"python_recording", (getter)Tape_get_flag, (setter)Tape_set_flag,
-     "order 2: when true, Tape.ufunc declines so that gradtest.reverse records every op with its VJP",
+     "order 2 is being recorded: set by gradtest.reverse.hvp, read by handlers that record order 2 "
+     "differently or refuse it",
      (void *)offsetof(TapeObject, python_recording)},
     {"observed", (getter)Tape_get_flag, (setter)Tape_set_flag,
      "dispatch check: when true, Tape.ufunc declines so that every op passes through the observing "

@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "unregister_backend": "backends",
     "CKernel": "ckernel",
     "get_include": "ckernel",
+    "CudaKernel": "cuda",
     "PythonDispatchFinding": "dispatch",
     "PythonDispatchReport": "dispatch",
     "DispatchFinding": "dispatch",
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     from .api import CheckSettings, NoBackendWarning, check_gradients, gradient, test_gradients
     from .backends import Backend, available_backends, get_backend, register_backend, unregister_backend
     from .ckernel import CKernel, get_include
+    from .cuda import CudaKernel
     from .dispatch import (
         DispatchFinding,
         DispatchReport,

@@ -85,7 +85,7 @@ def is_differentiable(leaf: Any) -> bool:
 
 
 # top-level module of an array type -> the framework that owns it (gradtest.frameworks adapts it)
-_FRAMEWORK_MODULES = {"torch": "torch", "jax": "jax", "jaxlib": "jax"}
+_FRAMEWORK_MODULES = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "cupy": "cupy"}
 
 
 def framework_of(obj: Any) -> str | None:

@@ -82,8 +82,10 @@ _REGISTRY: dict[str, Backend] = {}
 # Modules whose import registers the built-in backends; imported on the first look at the
 # registry, so that `import gradtest` (and the pytest plugin) stays cheap. Their order is the
 # order of reports.
-_BUILTIN_MODULES = ("gradtest.api", "gradtest.forward", "gradtest.reverse", "gradtest.frameworks")
-_BUILTIN_ORDER = ("finite_diff", "user", "forward", "reverse", "torch", "torch_fwd", "jax", "jax_fwd", "autograd")
+_BUILTIN_MODULES = ("gradtest.api", "gradtest.forward", "gradtest.reverse", "gradtest.frameworks",
+                    "gradtest.cuda_reverse")
+_BUILTIN_ORDER = ("finite_diff", "user", "forward", "reverse", "torch", "torch_fwd", "jax", "jax_fwd", "autograd",
+                  "cuda_reverse")
 ENTRY_POINT_GROUP = "gradtest.backends"
 _builtins_lock = threading.RLock()
 _builtins_loaded = False
@@ -169,7 +171,7 @@ def register_backend(
 
 # (plural, singular) names of the kinds of differentiated arguments, for the reasons below
 _KIND_NAMES = {"numpy": ("NumPy arrays", "a NumPy array"), "torch": ("torch tensors", "a torch tensor"),
-               "jax": ("JAX arrays", "a JAX array")}
+               "jax": ("JAX arrays", "a JAX array"), "cupy": ("CuPy arrays", "a CuPy array")}
 
 
 def not_run_reason(backend: Backend, problem: GradientProblem) -> str | None:

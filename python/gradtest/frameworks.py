@@ -69,6 +69,8 @@ def is_array(framework: str, obj: Any) -> bool:
         return isinstance(obj, sys.modules["torch"].Tensor)
     if framework == "jax":
         return isinstance(obj, sys.modules["jax"].Array)
+    if framework == "cupy":  # device arrays: gradtest.cuda_reverse
+        return isinstance(obj, sys.modules["cupy"].ndarray)
     return False
 
 
@@ -91,17 +93,23 @@ class ArrayAdapter:
 
     framework: str
     shares_memory: bool
+    #: where a device leaf lives (a torch.device, a CuPy device id); None on the host
+    device: Any = None
 
     def to_numpy(self, leaf: Any) -> np.ndarray:
         """A NumPy copy of ``leaf`` (on the CPU, detached, same dtype); the caller's leaf is untouched."""
         if self.framework == "torch":
             return leaf.detach().resolve_conj().resolve_neg().cpu().numpy().copy()
+        if self.framework == "cupy":
+            return sys.modules["cupy"].asnumpy(leaf)
         return np.array(leaf, copy=True)
 
     def wrap(self, value: np.ndarray) -> Any:
         """``value`` as the framework's CPU array: a shared-memory view for torch, a copy for JAX."""
         if self.framework == "torch":
             return sys.modules["torch"].from_numpy(value)
+        if self.framework == "cupy":  # NumPy is CuPy's host array: f runs on host copies there
+            return value
         jax = sys.modules["jax"]
         with _x64(value.dtype):
             return jax.numpy.asarray(value)
@@ -116,7 +124,10 @@ def adapter_for(framework: str, leaf: Any) -> ArrayAdapter | None:
         return None
     if dtype not in _FLOATING:
         return None
-    return ArrayAdapter(framework, shares_memory=framework == "torch")
+    if framework == "cupy":
+        return ArrayAdapter(framework, shares_memory=False, device=leaf.device.id)
+    device = leaf.device if framework == "torch" and getattr(leaf, "is_cuda", False) else None
+    return ArrayAdapter(framework, shares_memory=framework == "torch", device=device)
 
 
 def _x64(dtype: Any) -> contextlib.AbstractContextManager:

@@ -183,7 +183,6 @@ def _cast(x: Tracked, dtype: np.dtype) -> Tracked:
     if x.value.dtype == dtype:
         return x
     out = Tracked(x.value.astype(dtype), x.tape, x.tape.cast(_DTYPE_CODE[dtype], x.node))
-    _log(out, [x], lambda g: [g.astype(x.dtype)])
     return out
 
 
@@ -219,7 +218,6 @@ def _elementwise(ufunc: np.ufunc, inputs: tuple[Any, ...]) -> Any:
         b = _operand(vals[1], y) if len(inputs) == 2 else None
         node = tape.elementwise(opi, y, a_id, a, b_id, b)
     out = Tracked(y, tape, node)
-    _log(out, list(inputs), _elementwise_rule(ufunc.__name__, inputs, out))
     return out
 
 
@@ -230,11 +228,10 @@ def _gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
     tape = _common_tape(xs)
     x0 = xs[0]
     dt = x0.value.dtype if len(xs) == 1 and isinstance(x0, Tracked) else P.float_dtype(*xs)
-    ids, sizes, index_arrays, flats, vals = [], [], [], [], []
+    ids, sizes, index_arrays, flats = [], [], [], []
     offset = 0
     for x in xs:
         v = x.value if isinstance(x, Tracked) and x.value.dtype == dt else np.asarray(_value(x), dtype=dt)
-        vals.append(v)
         ids.append(_node_as(x, dt))
         sizes.append(v.size)
         index_arrays.append(np.arange(offset, offset + v.size, dtype=np.intp).reshape(v.shape))
@@ -253,20 +250,15 @@ def _gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         ids.append(-1)
         sizes.append(1)
         flats.append(zero)
-        vals.append(zero)
         idx = np.where(fill, offset, idx)
         node = tape.gather(_DTYPE_CODE[dt], idx, ids, sizes)
     flat = flats[0] if len(flats) == 1 else np.concatenate(flats)
-    out = Tracked(np.asarray(flat[idx]), tape, node)
-    inputs = list(xs) + ([None] if len(vals) > len(xs) else [])
-    _log(out, inputs, lambda g: _scatter_rule(g, idx, vals))
-    return out
+    return Tracked(np.asarray(flat[idx]), tape, node)
 
 
 def _reshape_node(x: Tracked, shape: tuple[int, ...]) -> Tracked:
     y = x.value.reshape(shape)
     out = Tracked(y, x.tape, x.tape.reshape(y.shape, x.node))
-    _log(out, [x], lambda g: [np.reshape(g, x.shape)])
     return out
 
 
@@ -277,14 +269,7 @@ def _reduce(x: Tracked, axes: tuple[int, ...], keepdims: bool, coef: float, w: n
     if keepdims:
         y = y.reshape(kshape)
     wbuf = None if w is None else np.ascontiguousarray(w, dtype=x.dtype)
-    out = Tracked(y, x.tape, x.tape.reduce(y.shape, kshape, x.node, float(coef), wbuf))
-
-    def rule(g: Any) -> list[Any]:
-        e = np.broadcast_to(np.reshape(g, kshape), x.shape) * coef
-        return [e if w is None else e * w]
-
-    _log(out, [x], rule)
-    return out
+    return Tracked(y, x.tape, x.tape.reduce(y.shape, kshape, x.node, float(coef), wbuf))
 
 
 def _resolve_shape(a: Any, shape: Any) -> tuple[int, ...]:
@@ -295,7 +280,6 @@ def _broadcast_to(array: Tracked, shape: tuple[int, ...]) -> Tracked:
     y = np.ascontiguousarray(np.broadcast_to(array.value, shape))
     dt = array.value.dtype
     out = Tracked(y, array.tape, array.tape.linear(_DTYPE_CODE[dt], y.shape, (array.node,), (1.0,)))
-    _log(out, [array], lambda g: [_sum_to(g, array.shape)])
     return out
 
 
@@ -363,9 +347,6 @@ def _matmul_node(a: Any, b: Any, batch: int, m: int, k: int, n: int) -> Any:
     a_id = a.node if isinstance(a, Tracked) else -1
     b_id = b.node if isinstance(b, Tracked) else -1
     out = Tracked(y, tape, tape.matmul(y.shape, a_id, b_id, batch, m, k, n, av, bv))
-    _log(out, [a, b], lambda g: [
-        np.matmul(g, np.swapaxes(b, -1, -2)) if isinstance(a, Tracked) else None,
-        np.matmul(np.swapaxes(a, -1, -2), g) if isinstance(b, Tracked) else None])
     return out
 
 
@@ -395,7 +376,7 @@ class _ReverseEngine:
             raise _second_order_error(name)
         y = np.ascontiguousarray(value, dtype=P.float_dtype(value))
         dt = y.dtype
-        nodes, used, parts = [], [], []
+        nodes = []
         one = np.ones(1, dtype=dt)
         for x, p in zip(inputs, partials):
             if not isinstance(x, Tracked) or p is None:
@@ -406,15 +387,11 @@ class _ReverseEngine:
             # y_k = x * p as an elementwise multiply whose partial is the constant p: the op
             # table's chain rule then gives 0 where an infinite p meets a zero cotangent
             nodes.append(tape.elementwise(_MULTIPLY, y, _node_as(x, dt), one, -1, _operand(p, y)))
-            used.append(x)
-            parts.append(p)
         if not nodes:
             return y
         node = nodes[0] if len(nodes) == 1 else tape.linear(_DTYPE_CODE[dt], y.shape, nodes,
                                                             [1.0] * len(nodes))
-        out = Tracked(y, tape, node)
-        _log(out, used, lambda g: [_sum_to(g * p, x.shape) for x, p in zip(used, parts)])
-        return out
+        return Tracked(y, tape, node)
 
     def gather(self, xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         return _gather(xs, index_fn)
@@ -435,7 +412,6 @@ class _ReverseEngine:
             x = np.moveaxis(x, axis, -1)
         y = np.ascontiguousarray(np.cumsum(x.value, axis=-1))
         res = Tracked(y, x.tape, x.tape.cumulative("sum", x.node, None, None))
-        _log(res, [x], lambda g, x=x, res=res: [_cumulative_rule("sum", g, x, res)])
         return res if last else np.moveaxis(res, -1, axis)
 
     def matmul(self, a: Any, b: Any) -> Any:
@@ -445,9 +421,7 @@ class _ReverseEngine:
         return _cast(x, dtype)
 
     def with_value(self, x: Any, value: np.ndarray) -> Any:
-        out = Tracked(value, x.tape, x.tape.reshape(value.shape, x.node))
-        _log(out, [x], lambda g: [g])
-        return out
+        return Tracked(value, x.tape, x.tape.reshape(value.shape, x.node))
 
     def linearized(self, value: Any, inputs: Sequence[Any], jvp: Callable[..., Any],
                    name: str) -> Any:
@@ -610,135 +584,12 @@ def _strip(out: Any) -> Any:
 
 # ---------------------------------------------------------------------- order 2
 #
-# Hessian-vector products by reverse over reverse. While a tape is `python_recording` every recording
-# also logs, in Python, how to express the node's VJP with Tracked operations. The first sweep is
-# then *replayed* with those operations on the same tape, so the gradient g(x) is itself a Tracked
-# array, and one C sweep from <g(x), v> gives H v. The VJPs of the replay are expressions of the
-# same primitives; the elementwise ones need the partials as differentiable expressions, which the
-# C op table (numbers only) cannot give: _PARTIAL_EXPRESSIONS holds them, and a test checks every
-# entry against the C table numerically.
-
-_LOGS: dict[int, list[tuple[Tracked, list[Any], Callable[[Any], list[Any]]]]] = {}
-_LN2, _LN10 = float(np.log(2.0)), float(np.log(10.0))
-
-_PARTIAL_EXPRESSIONS: dict[str, Callable[[Any, Any, Any], tuple[Any, ...]]] = {
-    "add": lambda a, b, y: (1.0, 1.0),
-    "subtract": lambda a, b, y: (1.0, -1.0),
-    "multiply": lambda a, b, y: (b, a),
-    "divide": lambda a, b, y: (1.0 / b, -y / b),
-    # log(a) only when the exponent is differentiated (a may be negative for a constant exponent)
-    "power": lambda a, b, y: (b * a ** (b - 1.0), y * np.log(a) if isinstance(b, Tracked) else 0.0),
-    "negative": lambda a, b, y: (-1.0,),
-    "positive": lambda a, b, y: (1.0,),
-    "exp": lambda a, b, y: (y,),
-    "expm1": lambda a, b, y: (y + 1.0,),
-    "exp2": lambda a, b, y: (y * _LN2,),
-    "log": lambda a, b, y: (1.0 / a,),
-    "log1p": lambda a, b, y: (1.0 / (a + 1.0),),
-    "log2": lambda a, b, y: (1.0 / (a * _LN2),),
-    "log10": lambda a, b, y: (1.0 / (a * _LN10),),
-    "sqrt": lambda a, b, y: (0.5 / y,),
-    "cbrt": lambda a, b, y: (1.0 / (3.0 * y * y),),
-    "square": lambda a, b, y: (2.0 * a,),
-    "reciprocal": lambda a, b, y: (-(y * y),),
-    "sin": lambda a, b, y: (np.cos(a),),
-    "cos": lambda a, b, y: (-np.sin(a),),
-    "tan": lambda a, b, y: (1.0 + y * y,),
-    "arcsin": lambda a, b, y: (1.0 / np.sqrt(1.0 - a * a),),
-    "arccos": lambda a, b, y: (-1.0 / np.sqrt(1.0 - a * a),),
-    "arctan": lambda a, b, y: (1.0 / (1.0 + a * a),),
-    "arctan2": lambda a, b, y: (b / (a * a + b * b), -a / (a * a + b * b)),
-    "sinh": lambda a, b, y: (np.cosh(a),),
-    "cosh": lambda a, b, y: (np.sinh(a),),
-    "tanh": lambda a, b, y: (1.0 - y * y,),
-    "arcsinh": lambda a, b, y: (1.0 / np.sqrt(a * a + 1.0),),
-    "arccosh": lambda a, b, y: (1.0 / np.sqrt(a * a - 1.0),),
-    "arctanh": lambda a, b, y: (1.0 / (1.0 - a * a),),
-    "hypot": lambda a, b, y: (a / y, b / y),
-    "logaddexp": lambda a, b, y: (np.exp(a - y), np.exp(b - y)),
-    "logaddexp2": lambda a, b, y: (np.exp2(a - y), np.exp2(b - y)),
-    # the quotient's floor/trunc is piecewise constant: a plain value, as in the op table
-    "remainder": lambda a, b, y: (1.0, -np.floor(_value(a) / _value(b))),
-    "fmod": lambda a, b, y: (1.0, -np.trunc(_value(a) / _value(b))),
-}
-# piecewise-linear ops: their partials are locally constant, so the C table's numbers serve
-_PIECEWISE = frozenset({"abs", "absolute", "sign", "maximum", "minimum", "fmax", "fmin"})
-
-
-def _log(out: Tracked, inputs: list[Any], rule: Callable[[Any], list[Any]]) -> None:
-    log = _LOGS.get(id(out.tape))
-    if log is not None:
-        log.append((out, inputs, rule))
-
-
-def _sum_to(g: Any, shape: tuple[int, ...]) -> Any:
-    """g summed over the dimensions broadcast from `shape` (Python side of order 2 only)."""
-    if np.shape(_value(g)) == tuple(shape):
-        return g
-    lead = len(np.shape(_value(g))) - len(shape)
-    if lead:
-        g = np.sum(g, axis=tuple(range(lead)))
-    axes = tuple(i for i, s in enumerate(shape) if s == 1 and np.shape(_value(g))[i] != 1)
-    return np.sum(g, axis=axes, keepdims=True) if axes else g
-
-
-def _elementwise_rule(name: str, inputs: tuple[Any, ...], out: Tracked) -> Callable[[Any], list[Any]]:
-    def rule(g: Any) -> list[Any]:
-        a = inputs[0]
-        b = inputs[1] if len(inputs) == 2 else None
-        if name in _PIECEWISE:
-            from . import _core
-
-            vals = np.broadcast_arrays(*[np.asarray(_value(x), dtype=np.float64) for x in inputs])
-            parts = _core.op_partials("abs" if name == "absolute" else name, *vals)[1:]
-        else:
-            parts = _PARTIAL_EXPRESSIONS[name](a, b, out)
-        return [None if not isinstance(x, Tracked) else _sum_to(p * g, x.shape)
-                for x, p in zip(inputs, parts)]
-    return rule
-
-
-def _scatter_rule(g: Any, idx: np.ndarray, vals: list[np.ndarray]) -> list[Any]:
-    """The VJP of a gather, y.flat[j] = x.flat[idx[j]], as Tracked operations: a scatter-add, as a
-    segmented sum (sort by target, cumulative sum, difference at the segment ends)."""
-    total = int(sum(v.size for v in vals))
-    flat_idx = idx.ravel()
-    order = np.argsort(flat_idx, kind="stable")
-    counts = np.bincount(flat_idx, minlength=total)
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    z = np.ravel(g)[order]
-    c = np.concatenate([np.zeros(1, dtype=_value(g).dtype), np.cumsum(z)])
-    full = c[ends] - c[starts]
-    out, offset = [], 0
-    for v in vals:
-        out.append(np.reshape(full[offset:offset + v.size], v.shape))
-        offset += v.size
-    return out
-
-
-def _cumulative_rule(kind: str, g: Any, x: Tracked, y: Tracked) -> Any:
-    if kind == "sum":
-        return np.flip(np.cumsum(np.flip(g, -1), axis=-1), -1)
-    if np.any(x.value == 0):
-        raise NotImplementedError("order 2 of numpy.cumprod over a zero element is not supported")
-    return np.flip(np.cumsum(np.flip(g * y, -1), axis=-1), -1) / x
-
-
-def _replay_gradient(log: list[Any], out: Tracked, leaves: list[Tracked]) -> list[Any]:
-    """The gradient of `out` with respect to `leaves`, computed by Tracked operations recorded on
-    the tape (a replay of the backward sweep), so that it can be differentiated again."""
-    adj: dict[int, Any] = {out.node: np.ones(out.shape, dtype=out.dtype)}
-    for y, inputs, rule in reversed(log):
-        g = adj.pop(y.node, None)
-        if g is None:
-            continue
-        for x, c in zip(inputs, rule(g)):
-            if c is None or not isinstance(x, Tracked):
-                continue
-            prev = adj.get(x.node)
-            adj[x.node] = c if prev is None else prev + c
-    return [adj.get(leaf.node) for leaf in leaves]
+# Hessian-vector products by reverse over reverse, in C. The tape records its own backward sweep
+# (``Tape.backward_graph``, as PyTorch's create_graph=True does): every VJP becomes nodes on the same
+# tape, the elementwise ones through the second partials of the C op table, so each leaf's gradient
+# g(x) is a node, and one ordinary sweep from <g(x), v> gives H v. No derivative rule is restated
+# here. While order 2 is recorded, ``tape.python_recording`` is set, and the primitives whose
+# partials come from values (``pointwise`` with non-constant partials, ``linearized``) refuse.
 
 
 def hvp(f: Callable[..., Any], args: Sequence[Any], tangents: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
@@ -763,7 +614,16 @@ def hvp(f: Callable[..., Any], args: Sequence[Any], tangents: Any) -> tuple[tupl
     Raises
     ------
     NotImplementedError
-        For prod and cumprod over zero elements, and for functions reverse mode does not support.
+        For functions reverse mode does not support, and for those it supports at first order
+        only (the message names the function).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gradtest.reverse import hvp
+    >>> (g,), (hv,) = hvp(lambda x: np.sum(x ** 3), (np.array([1.0, 2.0]),), (np.ones(2),))
+    >>> hv
+    array([ 6., 12.])
     """
     from ._tree import flatten_like
 
@@ -806,10 +666,10 @@ def compute_hvp(problem: Any, tangents: Sequence[np.ndarray]) -> tuple[list[np.n
 
 def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray],
               vs: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Records scalar_fn on Tracked leaves holding `values`, replays the sweep, sweeps <g, v>."""
+    """Records scalar_fn on Tracked leaves holding ``values``, records its backward sweep on the
+    same tape, and sweeps from <g, v>."""
     tape = Tape()
     tape.python_recording = True
-    _LOGS[id(tape)] = []
     try:
         leaves = [Tracked.leaf(tape, x) for x in values]
         out = scalar_fn(leaves)
@@ -817,19 +677,25 @@ def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray
             return [np.zeros(x.shape) for x in leaves], [np.zeros(x.shape) for x in leaves]
         if out.size != 1:
             raise ValueError(f"f returned an array of shape {out.shape}; hvp needs a scalar")
-        log = _LOGS.pop(id(tape))
-        tape.python_recording = False  # the replay itself is not differentiated a third time
-        grads = _replay_gradient(log, out, leaves)
-        inner = [np.sum(g * v.astype(g.dtype)) for g, v in zip(grads, vs) if isinstance(g, Tracked)]
+        try:
+            entries = tape.backward_graph(out.node, np.ones(out.shape), [x.node for x in leaves])
+        except ValueError as exc:
+            raise NotImplementedError(
+                "order 2 (a Hessian-vector product) is not supported for this function: its tape "
+                "holds a node whose backward sweep cannot be recorded (a cumulative product, or a "
+                f"node of an earlier recorded sweep: third order; {exc})"
+            ) from None
+        tape.python_recording = False  # what follows is swept once, not differentiated again
+        grads = [None if e is None else Tracked(e[1], tape, e[0]) for e in entries]
+        inner = [np.sum(g * v.astype(g.dtype)) for g, v in zip(grads, vs) if g is not None]
         total = inner[0] if inner else None
         for term in inner[1:]:
             total = total + term
         hv = _seed_and_read(tape, total, None, leaves)
-        first = [np.zeros(x.shape) if g is None else np.array(_value(g), dtype=np.float64)
+        first = [np.zeros(x.shape) if g is None else np.array(g.value, dtype=np.float64)
                  for g, x in zip(grads, leaves)]
         return first, [h.astype(np.float64) for h in hv]
     finally:
-        _LOGS.pop(id(tape), None)
         tape.release()
 
 _reverse.set_tracked_type(Tracked)

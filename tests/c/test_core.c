@@ -71,6 +71,70 @@ static void test_op_table(void)
     CHECK(gt_op_partials_f64(mx, 3, a, NULL, yv, d, NULL) == GT_EINVAL);
 }
 
+/* first partial k of `op` at (a, b), its y recomputed from the value rule */
+static double first_at(const gt_op *op, int k, double a, double b)
+{
+    return op->partial[k] ? op->partial[k](a, b, op->value(a, b)) : 0.0;
+}
+
+/* every second partial agrees with a central difference of the first partial it differentiates,
+ * at several points per op (inside each domain, away from kinks), in both orders of the mixed
+ * one; the kink conventions of ops.h at their points; unary ops have no mixed or b-b entry */
+static void test_op_second_partials(void)
+{
+    static const double pts[][2] = {{0.37, 0.61}, {-0.42, 1.3}, {0.8, -0.55}, {1.9, 2.4}, {0.05, 0.9}};
+    for (int i = 0; i < GT_OP_COUNT; i++) {
+        const gt_op *op = &gt_op_table[i];
+        if (op->arity == 1)
+            CHECK(gt_op_second(op, 0, 1, 0.3, 0.0, 0.3) == 0.0 && gt_op_second(op, 1, 1, 0.3, 0.0, 0.3) == 0.0);
+        for (size_t p = 0; p < sizeof pts / sizeof pts[0]; p++) {
+            double a = pts[p][0], b = pts[p][1];
+            const char *n = op->name;
+            if (!strcmp(n, "arccosh"))
+                a = 1.2 + fabs(a);
+            if (!strcmp(n, "log") || !strcmp(n, "log2") || !strcmp(n, "log10") || !strcmp(n, "sqrt") ||
+                !strcmp(n, "power") || !strcmp(n, "cbrt"))
+                a = 0.3 + fabs(a);
+            if (!strcmp(n, "arcsin") || !strcmp(n, "arccos") || !strcmp(n, "arctanh"))
+                a = 0.9 * sin(a);
+            if (!strcmp(n, "tan"))
+                a = 0.5 * a;
+            if (!strcmp(n, "remainder") || !strcmp(n, "fmod"))
+                b = 0.77; /* away from the quotient's jumps at these a */
+            if (!strcmp(n, "maximum") || !strcmp(n, "minimum") || !strcmp(n, "fmax") || !strcmp(n, "fmin"))
+                b = a + 0.3;
+            double y = op->value(a, b), h = 1e-5;
+            for (int k = 0; k < op->arity; k++) {
+                for (int j = 0; j < op->arity; j++) {
+                    double fp = j == 0 ? first_at(op, k, a + h, b) : first_at(op, k, a, b + h);
+                    double fm = j == 0 ? first_at(op, k, a - h, b) : first_at(op, k, a, b - h);
+                    double numeric = (fp - fm) / (2 * h);
+                    double analytic = gt_op_second(op, k, j, a, b, y);
+                    int ok = fabs(numeric - analytic) <= 1e-5 * (1 + fabs(numeric));
+                    if (!ok)
+                        fprintf(stderr, "op %s d2/(%d,%d) at (%g, %g): analytic %.10g numeric %.10g\n",
+                                n, k, j, a, b, analytic, numeric);
+                    CHECK(ok);
+                    if (gt_rule_second_is_zero_at(op->id, k, j))
+                        CHECK(analytic == 0.0);
+                }
+            }
+        }
+    }
+    const gt_op *pw = gt_op_lookup("power"), *hy = gt_op_lookup("hypot"), *ab = gt_op_lookup("abs");
+    CHECK(gt_op_second(pw, 0, 0, 0.0, 2.0, 0.0) == 2.0);  /* (x**2)'' = 2 at x = 0 */
+    CHECK(gt_op_second(pw, 0, 0, 0.0, 3.0, 0.0) == 0.0);  /* (x**3)'' = 6x */
+    CHECK(gt_op_second(pw, 0, 0, 0.0, 1.0, 0.0) == 0.0);  /* x**1: no 0 * inf */
+    CHECK(gt_op_second(pw, 0, 1, 0.0, 2.0, 0.0) == 0.0);  /* d/db is 0 where a == 0 */
+    CHECK(gt_op_second(pw, 1, 1, 0.0, 2.0, 0.0) == 0.0);
+    CHECK(gt_op_second(pw, 0, 1, 2.0, 0.0, 1.0) == 0.5);  /* b == 0: 1/a */
+    CHECK(isinf(gt_op_second(pw, 0, 0, 0.0, 0.5, 0.0)));  /* sqrt''(0): the one-sided limit */
+    CHECK(gt_op_second(hy, 0, 0, 0.0, 0.0, 0.0) == 0.0 && gt_op_second(hy, 0, 1, 0.0, 0.0, 0.0) == 0.0);
+    CHECK(gt_op_second_is_zero(ab) && gt_op_second_is_zero(gt_op_lookup("maximum")));
+    CHECK(!gt_op_second_is_zero(gt_op_lookup("multiply")));
+    CHECK(isnan(gt_rule_second(GT_OP_COUNT, 0, 0, 1.0, 1.0, 1.0))); /* an unknown id: never a silent 0 */
+}
+
 /* f(x) = sum_i c_i x_i^3, gradient 3 c_i x_i^2 */
 typedef struct cubic { const double *x; size_t n; int fail_after; int calls; } cubic;
 
@@ -280,6 +344,7 @@ static void test_guard(void)
 int main(void)
 {
     test_op_table();
+    test_op_second_partials();
     test_fd();
     test_fd_adaptive();
     test_fd_float32();

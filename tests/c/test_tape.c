@@ -153,9 +153,115 @@ static void zero_d_cast(void)
     gt_tape_free(t);
 }
 
+/* Order 2: f = sum(sin(x * b)), x (2,3), b (3,) broadcast. The recorded sweep's gradient nodes hold
+ * the gradient; a sweep from <g_x, v> gives H v: for x, -sin(p) b^2 v; for b, the column sums of
+ * (cos(p) - sin(p) x b) v. */
+static int order2_elementwise(int check)
+{
+    gt_tape *t = NULL;
+    int st = gt_tape_new(count_release, &t);
+    if (st) return st;
+    double x[6] = {0.1, 0.2, 0.3, 0.4, 0.5, 0.6}, b[3] = {1.5, -2.0, 0.5};
+    double v[6] = {1.0, -0.5, 0.25, 2.0, 0.0, -1.0};
+    double bb[6], p[6], s[6], one = 1.0;
+    for (int i = 0; i < 6; i++) { bb[i] = b[i % 3]; p[i] = x[i] * bb[i]; s[i] = sin(p[i]); }
+    long sx[2] = {2, 3}, sb[1] = {3}, ix, ib, ip, is, iy, in[2], k[2] = {1, 1}, leaves[2], g[2] = {-9, -9}, ih;
+    if ((st = gt_tape_leaf(t, GT_FLOAT64, 2, sx, &ix))) goto out;
+    if ((st = gt_tape_leaf(t, GT_FLOAT64, 1, sb, &ib))) goto out;
+    in[0] = ix; in[1] = ib;
+    if ((st = gt_tape_elementwise(t, gt_op_lookup("multiply"), GT_FLOAT64, 2, sx, in, borrow(x, 6), borrow(bb, 6), borrow(p, 6), &ip))) goto out;
+    in[0] = ip; in[1] = -1;
+    if ((st = gt_tape_elementwise(t, gt_op_lookup("sin"), GT_FLOAT64, 2, sx, in, borrow(p, 6), none, borrow(s, 6), &is))) goto out;
+    if ((st = gt_tape_reduce(t, 0, NULL, k, is, 1.0, none, &iy))) goto out;
+    leaves[0] = ix; leaves[1] = ib;
+    long before = gt_tape_size(t);
+    if ((st = gt_tape_backward_graph(t, iy, &one, 2, leaves, g))) {
+        CHECK(gt_tape_size(t) == before); /* a failed recording leaves the tape as it was */
+        goto out;
+    }
+    if (check) {
+        const double *gx, *gb;
+        CHECK(g[0] > iy && g[1] > iy);
+        CHECK(gt_tape_value(t, g[0], (const void **)&gx) == GT_OK && gx);
+        CHECK(gt_tape_value(t, g[1], (const void **)&gb) == GT_OK && gb);
+        double eb[3] = {0, 0, 0};
+        for (int i = 0; i < 6; i++) { NEAR(gx[i], cos(p[i]) * bb[i]); eb[i % 3] += cos(p[i]) * x[i]; }
+        for (int j = 0; j < 3; j++) NEAR(gb[j], eb[j]);
+        const void *none_val;
+        CHECK(gt_tape_value(t, ix, &none_val) == GT_OK && none_val == NULL);
+    }
+    if ((st = gt_tape_reduce(t, 0, NULL, k, g[0], 1.0, borrow(v, 6), &ih))) goto out;
+    if ((st = gt_tape_backward(t, ih, &one))) goto out;
+    if (check) {
+        const double *hx, *hb;
+        CHECK(gt_tape_adjoint(t, ix, (const void **)&hx) == GT_OK && hx);
+        CHECK(gt_tape_adjoint(t, ib, (const void **)&hb) == GT_OK && hb);
+        double eb[3] = {0, 0, 0};
+        for (int i = 0; i < 6; i++) {
+            NEAR(hx[i], -sin(p[i]) * bb[i] * bb[i] * v[i]);
+            eb[i % 3] += (cos(p[i]) - sin(p[i]) * x[i] * bb[i]) * v[i];
+        }
+        for (int j = 0; j < 3; j++) NEAR(hb[j], eb[j]);
+    }
+out:
+    gt_tape_free(t);
+    return st;
+}
+
+/* The recorded sweep through gather (two inputs, one a constant), cumsum, reshape, cast and a
+ * float32 matmul gives the same gradient as gt_tape_backward; a cumulative product is refused. */
+static int order2_structural(int check)
+{
+    gt_tape *t = NULL;
+    int st = gt_tape_new(count_release, &t);
+    if (st) return st;
+    float a[6] = {0.5f, -1.0f, 2.0f, 0.25f, 1.5f, -0.75f}, w[6] = {1, 2, 3, 4, 5, 6};
+    double seed[4] = {1.0, -2.0, 0.5, 3.0};
+    ptrdiff_t idx[6] = {5, 0, 6, 2, 0, 7}; /* 6 and 7 index the constant second input */
+    long s6[1] = {6}, s23[2] = {2, 3}, s22[2] = {2, 2}, ia, ig, ic, ir, im, id, in[2];
+    long sizes[2] = {6, 2}, leaf[1], g[1] = {-9};
+    if ((st = gt_tape_leaf(t, GT_FLOAT32, 1, s6, &ia))) goto out;
+    in[0] = ia; in[1] = -1;
+    if ((st = gt_tape_gather(t, GT_FLOAT32, 1, s6, 2, in, sizes, borrow(idx, 6), &ig))) goto out;
+    if ((st = gt_tape_cumulative(t, GT_NODE_CUMSUM, ig, none, none, &ic))) goto out;
+    if ((st = gt_tape_reshape(t, 2, s23, ic, &ir))) goto out;
+    in[0] = ir; in[1] = -1; /* a constant right operand: only its values are saved */
+    if ((st = gt_tape_matmul(t, GT_FLOAT32, 2, s22, in, 1, 2, 3, 2, none, borrow(w, 6), &im))) goto out;
+    if ((st = gt_tape_cast(t, GT_FLOAT64, im, &id))) goto out;
+    leaf[0] = ia;
+    if ((st = gt_tape_backward_graph(t, id, seed, 1, leaf, g))) goto out;
+    if ((st = gt_tape_backward(t, id, seed))) goto out;
+    if (check) {
+        const float *gv, *adj;
+        CHECK(gt_tape_value(t, g[0], (const void **)&gv) == GT_OK && gv);
+        CHECK(gt_tape_adjoint(t, ia, (const void **)&adj) == GT_OK && adj);
+        for (int i = 0; i < 6; i++)
+            CHECK(fabsf(gv[i] - adj[i]) <= 1e-6f * (1.0f + fabsf(adj[i])));
+        long ip;
+        float y[6];
+        y[0] = a[0];
+        for (int i = 1; i < 6; i++) y[i] = y[i - 1] * a[i];
+        if ((st = gt_tape_cumulative(t, GT_NODE_CUMPROD, ia, borrow(a, 6), borrow(y, 6), &ip))) goto out;
+        long before = gt_tape_size(t);
+        float fseed[6] = {1, 1, 1, 1, 1, 1};
+        CHECK(gt_tape_backward_graph(t, ip, fseed, 1, leaf, g) == GT_EUNSUPPORTED);
+        CHECK(gt_tape_size(t) == before);
+        CHECK(gt_tape_backward_graph(t, ip, fseed, 1, (long[]){99}, g) == GT_EINVAL);
+        CHECK(gt_tape_backward_graph(t, -1, fseed, 1, leaf, g) == GT_EINVAL);
+    }
+out:
+    gt_tape_free(t);
+    return st;
+}
+
 int main(void)
 {
     zero_d_cast();
+    CHECK(elementwise_broadcast(1) == GT_OK);
+    CHECK(structural(1) == GT_OK);
+    CHECK(order2_elementwise(1) == GT_OK);
+    CHECK(order2_structural(1) == GT_OK);
+    released = 0; /* the count below is of the two first-order programs */
     CHECK(elementwise_broadcast(1) == GT_OK);
     CHECK(structural(1) == GT_OK);
     invalid_arguments();
@@ -163,12 +269,18 @@ int main(void)
      * empty b of sin has none), 1 + 2 + 2 in structural; rejected calls leave them with the caller */
     CHECK(released == 5 + 5);
     /* allocation failures at every point: an error or success, never a leak or a crash */
-    for (long n = 1; n < 80; n++) {
+    for (long n = 1; n < 160; n++) {
         gt_alloc_fail_after(n);
         int a = elementwise_broadcast(0), b = structural(0);
+        gt_alloc_fail_after(n);
+        int c = order2_elementwise(0);
+        gt_alloc_fail_after(n);
+        int d = order2_structural(0);
         gt_alloc_fail_after(0);
         CHECK(a == GT_OK || a == GT_ENOMEM);
         CHECK(b == GT_OK || b == GT_ENOMEM);
+        CHECK(c == GT_OK || c == GT_ENOMEM);
+        CHECK(d == GT_OK || d == GT_ENOMEM);
     }
     CHECK(gt_alloc_live() == 0);
     printf("%d checks, %d failed\n", checks, failures);

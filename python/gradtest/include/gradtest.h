@@ -72,6 +72,44 @@ typedef int (*gradtest_jvp_f32)(void *ctx, size_t n, const float *x, const float
 /* A scalar function may also be given a vjp/jvp: it is then treated as a vector function with
  * m = 1 for those two (ybar and ydot have one element). */
 
+/* ---- device kernels (CUDA): batched scalar functions over device memory -------------------
+ *
+ * Checked by gradtest.cuda.CudaKernel with batched finite differences. The same rules as above,
+ * with these differences:
+ *  - stream: the cudaStream_t to launch on (a void * here, so this header needs no CUDA header).
+ *    The function is a host function that enqueues its work on that stream and may return
+ *    before the work finishes; gradtest waits for the stream and reads the outputs after it.
+ *  - x is device memory of batch x n elements, row-major: point p is x[p * n .. p * n + n - 1].
+ *    f is device memory of batch elements: f[p] = f(point p). A scalar function must handle any
+ *    batch >= 1 (gradtest picks it from the memory a batch takes).
+ *  - grad is device memory of n elements (filled with NaN by gradtest before the call).
+ *  - return value: 0, or a cudaError_t (for example cudaGetLastError() after the launch).
+ *    gradtest reports a non-zero value, and any error the stream raises, with the CUDA error
+ *    string (cudaGetErrorString).
+ *  - device kernels run in gradtest's process: CUDA contexts do not survive fork(), so there is
+ *    no isolation in a child process, and a kernel that faults leaves the context unusable.
+ */
+typedef int (*gradtest_device_scalar_f64)(void *ctx, void *stream, size_t batch, size_t n,
+                                          const double *x, double *f);
+typedef int (*gradtest_device_gradient_f64)(void *ctx, void *stream, size_t n, const double *x,
+                                            double *grad);
+typedef int (*gradtest_device_scalar_f32)(void *ctx, void *stream, size_t batch, size_t n,
+                                          const float *x, float *f);
+typedef int (*gradtest_device_gradient_f32)(void *ctx, void *stream, size_t n, const float *x,
+                                            float *grad);
+
+/* Batched vector function: y[p * m .. p * m + m - 1] = f(point p), y device memory of batch x m;
+ * and its VJP at one point: xbar = J(x)^T ybar (ybar: m elements, xbar: n, device memory). A
+ * vector function is checked through a fixed random cotangent u, on <u, f(x)>, as for CKernel. */
+typedef int (*gradtest_device_vector_f64)(void *ctx, void *stream, size_t batch, size_t n,
+                                          const double *x, size_t m, double *y);
+typedef int (*gradtest_device_vjp_f64)(void *ctx, void *stream, size_t n, const double *x, size_t m,
+                                       const double *ybar, double *xbar);
+typedef int (*gradtest_device_vector_f32)(void *ctx, void *stream, size_t batch, size_t n,
+                                          const float *x, size_t m, float *y);
+typedef int (*gradtest_device_vjp_f32)(void *ctx, void *stream, size_t n, const float *x, size_t m,
+                                       const float *ybar, float *xbar);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,677 @@
+"""Reverse mode on the device: the ``"cuda_reverse"`` backend.
+
+f is NumPy-API code. Each differentiated leaf becomes a :class:`DeviceTracked`, whose values live
+in device memory; every NumPy call on it launches one of gradtest's device kernels
+(``csrc/cuda/kernels.h``) on the caller's current stream and records a node on a
+:class:`DeviceTape`. The sweep walks the nodes backwards and launches their VJP kernels:
+elementwise VJPs from the shared rules (``op_rules.h``), unbroadcast sums, gather and
+scatter-add for indexing, reverse cumulative sums for ``cumsum`` and matrix products through the
+array library's cuBLAS. The sweep never copies to the host: only kernel launches (which release
+the GIL, through ctypes) and allocations from the array library. What the device tape cannot do
+raises ``NotImplementedError`` naming the function, never a wrong or silent-zero gradient.
+
+Where device memory comes from is a :class:`Memory`: CuPy (:class:`CupyMemory`), PyTorch CUDA
+(:class:`TorchMemory`), or host memory for the CPU emulation of the kernels (:class:`Memory`
+itself, tests only). The driver is the same for all three, so the tests run it end to end where
+there is no GPU, and a GPU run only swaps the memory.
+
+The ground truth stays gradtest's own finite differences, on the CPU in float64 from host copies
+of the device leaves; the gradients are computed on the device and copied back for the
+comparison (:func:`device_gradient` returns them on the device, in the caller's array type).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _core, cuda
+from ._arraylike import ArrayLike
+from .backends import register_backend
+
+F64, F32 = 0, 1
+REDUCE_CHUNK = 8192  # source elements per block-chunk of gtd_unbroadcast (kernels.h)
+# the op table's ids and arities, by ufunc name, as the C core reports them (op_rules.h)
+_TABLE = _core.op_table()
+OP_ID = {entry["name"]: i for i, entry in enumerate(_TABLE)}
+_ARITY = {entry["name"]: entry["arity"] for entry in _TABLE}
+for _alias, _name in (("absolute", "abs"), ("true_divide", "divide")):
+    OP_ID[_alias], _ARITY[_alias] = OP_ID[_name], _ARITY[_name]  # np.abs is the ufunc "absolute"
+_NOT_DIFFERENTIABLE = frozenset({"sign"})
+# functions of the array's shape only: answered without a node
+_SHAPE_FUNCTIONS = {np.shape: lambda x: x.shape, np.ndim: lambda x: x.ndim, np.size: lambda x: x.size}
+
+
+def _unsupported(what: str) -> NotImplementedError:
+    return NotImplementedError(
+        f"{what} is not supported by the device reverse backend (cuda_reverse) yet; it supports the "
+        "op table's ufuncs with broadcasting, sum, mean, cumsum, reshape/ravel, transpose, indexing and 2-D matmul")
+
+
+class Memory:
+    """Device memory for the tape, here host memory: the CPU emulation (tests only).
+
+    Subclasses give the same operations on a device array library. Arrays are always
+    C-contiguous.
+
+    Parameters
+    ----------
+    library : DeviceLibrary
+        The kernels, launched on the buffers this memory hands out.
+    """
+
+    name = "host memory (the CPU emulation of the device kernels, tests only)"
+
+    def __init__(self, library: cuda.DeviceLibrary) -> None:
+        self.lib = library
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        return np.empty(shape, dtype)
+
+    def ptr(self, a: Any) -> int:
+        return a.ctypes.data
+
+    def stream(self) -> int | None:
+        """The caller's current stream (None: the legacy default stream)."""
+        return None
+
+    def upload(self, host: np.ndarray) -> Any:
+        return np.array(host, order="C", copy=True)
+
+    def download(self, a: Any) -> np.ndarray:
+        return np.array(a, copy=True)
+
+    def adopt(self, a: Any) -> Any:
+        """The caller's array as a C-contiguous array of this memory, without a copy when it is
+        one already (the tape never writes its leaves)."""
+        return np.ascontiguousarray(np.asarray(a))
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        """a @ b, C-contiguous (cuBLAS, through the array library, on a device)."""
+        return np.ascontiguousarray(np.matmul(a, b))
+
+    def transpose(self, a: Any) -> Any:
+        return a.swapaxes(-1, -2)
+
+    def reshape(self, a: Any, shape: tuple[int, ...]) -> Any:
+        return a.reshape(shape)
+
+    def wrap_result(self, a: Any) -> Any:
+        """A gradient as the caller's array type."""
+        return a
+
+
+class CupyMemory(Memory):
+    """CuPy device memory; kernels go on CuPy's current stream."""
+
+    name = "CuPy"
+
+    def __init__(self, library: cuda.DeviceLibrary) -> None:
+        super().__init__(library)
+        import cupy
+
+        self.cupy = cupy
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        return self.cupy.empty(shape, dtype)
+
+    def ptr(self, a: Any) -> int:
+        return int(a.data.ptr)
+
+    def stream(self) -> int | None:
+        return int(self.cupy.cuda.get_current_stream().ptr) or None
+
+    def upload(self, host: np.ndarray) -> Any:
+        return self.cupy.ascontiguousarray(self.cupy.asarray(host))
+
+    def download(self, a: Any) -> np.ndarray:
+        return self.cupy.asnumpy(a)
+
+    def adopt(self, a: Any) -> Any:
+        return self.cupy.ascontiguousarray(a)
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return self.cupy.ascontiguousarray(self.cupy.matmul(a, b))
+
+
+class TorchMemory(Memory):
+    """PyTorch CUDA memory on one device; kernels go on torch's current stream there."""
+
+    name = "PyTorch CUDA"
+
+    def __init__(self, library: cuda.DeviceLibrary, device: Any) -> None:
+        super().__init__(library)
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+
+    def _dtype(self, dtype: np.dtype) -> Any:
+        return self.torch.float64 if np.dtype(dtype) == np.float64 else self.torch.float32
+
+    def empty(self, shape: tuple[int, ...], dtype: np.dtype) -> Any:
+        return self.torch.empty(shape, dtype=self._dtype(dtype), device=self.device)
+
+    def ptr(self, a: Any) -> int:
+        return int(a.data_ptr())
+
+    def stream(self) -> int | None:
+        return int(self.torch.cuda.current_stream(self.device).cuda_stream) or None
+
+    def upload(self, host: np.ndarray) -> Any:
+        return self.torch.from_numpy(np.ascontiguousarray(host)).to(self.device).contiguous()
+
+    def download(self, a: Any) -> np.ndarray:
+        return a.detach().cpu().numpy().copy()
+
+    def adopt(self, a: Any) -> Any:
+        return a.detach().to(self.device).contiguous()
+
+    def matmul(self, a: Any, b: Any) -> Any:
+        return self.torch.matmul(a, b).contiguous()
+
+    def transpose(self, a: Any) -> Any:
+        return a.transpose(-1, -2)
+
+    def reshape(self, a: Any, shape: tuple[int, ...]) -> Any:
+        return a.reshape(shape)
+
+
+def _strides(out_shape: tuple[int, ...], shape: tuple[int, ...]) -> list[int]:
+    """Element strides of a contiguous operand of `shape` read at `out_shape` (0: broadcast)."""
+    padded = (1,) * (len(out_shape) - len(shape)) + tuple(shape)
+    st, acc = [0] * len(padded), 1
+    for d in range(len(padded) - 1, -1, -1):
+        st[d] = 0 if padded[d] == 1 and out_shape[d] != 1 else acc
+        acc *= padded[d]
+    return st
+
+
+def layout(out_shape: tuple[int, ...], a_shape: tuple[int, ...], b_shape: tuple[int, ...] = ()) -> cuda.Layout:
+    """The gtd_layout of an op writing `out_shape` from operands of the two shapes."""
+    if len(out_shape) > cuda.GTD_MAXDIM:
+        raise _unsupported(f"an array of {len(out_shape)} dimensions (at most {cuda.GTD_MAXDIM})")
+    lay = cuda.Layout()
+    lay.ndim = len(out_shape)
+    for d, (s, sa, sb) in enumerate(zip(out_shape, _strides(out_shape, a_shape), _strides(out_shape, b_shape))):
+        lay.shape[d], lay.sa[d], lay.sb[d] = s, sa, sb
+    return lay
+
+
+class DeviceTape:
+    """The nodes of one recording and their VJPs, on one :class:`Memory`, in one dtype.
+
+    Parameters
+    ----------
+    memory : Memory
+        Where the buffers live.
+    dtype : numpy.dtype
+        float64 or float32: the dtype of every tracked value.
+    """
+
+    def __init__(self, memory: Memory, dtype: Any) -> None:
+        self.memory = memory
+        self.lib = memory.lib
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
+            raise _unsupported(f"dtype {self.dtype}")
+        self.code = F64 if self.dtype == np.float64 else F32
+        self.vjps: list[Callable[[Any], None] | None] = []
+        self.shapes: list[tuple[int, ...]] = []
+        self.grads: dict[int, Any] = {}
+        self.launches = 0
+        # scratch buffers of launches in flight, kept alive with the tape
+        self.keep: list[Any] = []
+        # Python-number operands, uploaded once per value
+        self._numbers: dict[tuple[float, float], Any] = {}
+
+    def launch(self, name: str, *args: Any) -> None:
+        """Calls the launcher gtd_<name> on the current stream; raises DeviceError on a failure."""
+        code = getattr(self.lib, name)(self.memory.stream(), self.code, *args)
+        self.launches += 1
+        self.lib.check(code, f"gtd_{name}")
+
+    def reduce(self, n: int, m: int, lay: cuda.Layout, src: Any, dst: Any, accumulate: int) -> None:
+        """dst (m elements) (+)= src (n) summed as lay says (gtd_unbroadcast), with scratch for
+        the two-launch reduction when each output sums many elements."""
+        per = n // m if m else 0
+        chunks = min(per // REDUCE_CHUNK, 4096) if per >= 2 * REDUCE_CHUNK else 0
+        scratch = self.memory.empty((m * chunks,), self.dtype) if chunks else None
+        if scratch is not None:
+            self.keep.append(scratch)
+        self.launch("unbroadcast", n, m, lay, self.memory.ptr(src), self.memory.ptr(dst), accumulate,
+                    None if scratch is None else self.memory.ptr(scratch), m * chunks)
+
+    def node(self, value: Any, vjp: Callable[[Any], None] | None) -> DeviceTracked:
+        self.vjps.append(vjp)
+        self.shapes.append(tuple(value.shape))
+        return DeviceTracked(value, self, len(self.vjps) - 1)
+
+    def leaf(self, value: Any) -> DeviceTracked:
+        return self.node(value, None)
+
+    def constant(self, x: Any) -> Any:
+        """A non-tracked operand as a contiguous device array of the tape's dtype."""
+        if isinstance(x, (int, float)) and not isinstance(x, bool):
+            value = float(x)
+            key = (value, math.copysign(1.0, value))  # -0.0 is not 0.0 (arctan2, division)
+            if key not in self._numbers or math.isnan(value):
+                self._numbers[key] = self.memory.upload(np.asarray(value, dtype=self.dtype))
+            return self._numbers[key]
+        if isinstance(x, np.ndarray) or np.isscalar(x):
+            host = np.asarray(x)
+            if host.dtype.kind not in "fiub":
+                raise _unsupported(f"an operand of dtype {host.dtype}")
+            return self.memory.upload(host.astype(self.dtype))
+        if hasattr(x, "__cuda_array_interface__"):
+            host = cuda.host_copy(x, self.lib)  # a device constant: copied once, at record time
+            return self.memory.upload(host.astype(self.dtype))
+        raise _unsupported(f"an operand of type {type(x).__name__}")
+
+    def target(self, node: int) -> tuple[Any, int]:
+        """The gradient buffer of a node for a VJP that writes every element, and its
+        accumulate flag: 0 for the first contribution (the buffer is new and is overwritten,
+        which saves the zero fill), 1 after."""
+        g = self.grads.get(node)
+        if g is None:
+            g = self.memory.empty(self.shapes[node], self.dtype)
+            self.grads[node] = g
+            return g, 0
+        return g, 1
+
+    def grad(self, node: int) -> Any:
+        """The gradient buffer of a node, zero-filled on first use (for VJPs that add into some
+        elements only, such as a scatter-add, and for leaves that nothing reached)."""
+        g = self.grads.get(node)
+        if g is None:
+            g = self.memory.empty(self.shapes[node], self.dtype)
+            self.launch("fill", int(np.prod(self.shapes[node], dtype=np.int64)), 0.0, self.memory.ptr(g))
+            self.grads[node] = g
+        return g
+
+    def backward(self, out: DeviceTracked, leaves: Sequence[DeviceTracked]) -> list[Any]:
+        """The gradients of the scalar ``out`` at ``leaves``, as device arrays (zero where a leaf
+        does not reach out). No host round trip: launches only."""
+        if out.size != 1:
+            raise ValueError(f"f reduced to an array of shape {out.shape}, not a scalar")
+        self.grads = {}
+        seed, _ = self.target(out.node)
+        self.launch("fill", 1, 1.0, self.memory.ptr(seed))
+        for node in range(out.node, -1, -1):
+            vjp = self.vjps[node]
+            g = self.grads.get(node)
+            if vjp is not None and g is not None:
+                vjp(g)
+        return [self.grad(leaf.node) for leaf in leaves]
+
+
+def _operand(tape: DeviceTape, x: Any) -> tuple[Any, int | None]:
+    if isinstance(x, DeviceTracked):
+        if x.tape is not tape:
+            raise _unsupported("mixing values of two device tapes")
+        return x.value, x.node
+    return tape.constant(x), None
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _elementwise(tape: DeviceTape, name: str, inputs: Sequence[Any]) -> DeviceTracked:
+    op = OP_ID[name]
+    m = tape.memory
+    ops = [_operand(tape, x) for x in inputs]
+    shapes = [tuple(v.shape) for v, _ in ops]
+    out_shape = tuple(np.broadcast_shapes(*shapes))
+    n = _size(out_shape)
+    a, b = ops[0][0], ops[1][0] if len(ops) == 2 else None
+    lay = layout(out_shape, shapes[0], shapes[1] if len(ops) == 2 else ())
+    y = m.empty(out_shape, tape.dtype)
+    pa, pb = m.ptr(a), (m.ptr(b) if b is not None else None)
+    tape.launch("ew_value", op, n, lay, pa, pb, m.ptr(y))
+
+    def vjp(gy: Any) -> None:
+        for k, (value, node) in enumerate(ops):
+            if node is None or name in _NOT_DIFFERENTIABLE:
+                continue  # a constant, or sign: its gradient is zero by definition
+            g, acc = tape.target(node)
+            if shapes[k] == out_shape:
+                tape.launch("ew_vjp", op, k, n, lay, pa, pb, m.ptr(y), m.ptr(gy), m.ptr(g), acc)
+            else:
+                full = m.empty(out_shape, tape.dtype)
+                tape.launch("ew_vjp", op, k, n, lay, pa, pb, m.ptr(y), m.ptr(gy), m.ptr(full), 0)
+                tape.reduce(n, _size(shapes[k]), layout(out_shape, shapes[k]), full, g, acc)
+
+    return tape.node(y, vjp)
+
+
+def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(sorted(int(a) % ndim if ndim else 0 for a in axes))
+
+
+def _sum(tape: DeviceTape, x: DeviceTracked, axis: Any = None, keepdims: bool = False) -> DeviceTracked:
+    m = tape.memory
+    axes = _axes(axis, x.ndim)
+    kept = tuple(1 if d in axes else s for d, s in enumerate(x.shape))
+    final = kept if keepdims else tuple(s for d, s in enumerate(x.shape) if d not in axes)
+    n, k = x.size, _size(kept)
+    y = m.empty(kept, tape.dtype)
+    tape.reduce(n, k, layout(x.shape, kept), x.value, y, 0)
+    y = m.reshape(y, final)
+
+    def vjp(gy: Any) -> None:
+        g, acc = tape.target(x.node)
+        if not acc:  # the broadcast copy straight into the new buffer
+            tape.launch("ew_value", OP_ID["positive"], n, layout(x.shape, kept), m.ptr(gy), None, m.ptr(g))
+            return
+        spread = m.empty(x.shape, tape.dtype)
+        tape.launch("ew_value", OP_ID["positive"], n, layout(x.shape, kept), m.ptr(gy), None, m.ptr(spread))
+        tape.launch("copy", n, m.ptr(spread), m.ptr(g), 1)
+
+    return tape.node(y, vjp)
+
+
+def _cumsum(tape: DeviceTape, x: DeviceTracked, axis: Any = None) -> DeviceTracked:
+    m = tape.memory
+    if axis is None:
+        x = _reshape(tape, x, (x.size,))
+        axis = 0
+    axis = int(axis) % x.ndim
+    outer, length, inner = _size(x.shape[:axis]), x.shape[axis], _size(x.shape[axis + 1:])
+    y = m.empty(x.shape, tape.dtype)
+    tape.launch("cumsum", outer, length, inner, m.ptr(x.value), m.ptr(y), 0, 0)
+
+    def vjp(gy: Any) -> None:
+        g, acc = tape.target(x.node)
+        tape.launch("cumsum", outer, length, inner, m.ptr(gy), m.ptr(g), 1, acc)
+
+    return tape.node(y, vjp)
+
+
+def _reshape(tape: DeviceTape, x: DeviceTracked, shape: Any) -> DeviceTracked:
+    m = tape.memory
+    new_shape = tuple(np.empty(x.shape, dtype=np.int8).reshape(shape).shape)
+    y = m.reshape(x.value, new_shape)  # a view of contiguous memory
+
+    def vjp(gy: Any) -> None:
+        g, acc = tape.target(x.node)
+        tape.launch("copy", x.size, m.ptr(gy), m.ptr(g), acc)
+
+    return tape.node(y, vjp)
+
+
+def _index(tape: DeviceTape, x: DeviceTracked, key: Any) -> DeviceTracked:
+    """x[key] as a gather of flat indices computed on the host at record time; its VJP is a
+    scatter-add (repeated indices accumulate)."""
+    if isinstance(key, DeviceTracked) or hasattr(key, "__cuda_array_interface__"):
+        raise _unsupported("indexing with a device array (index with NumPy arrays or integers)")
+    return _gather(tape, x, np.arange(x.size, dtype=np.int64).reshape(x.shape)[key])
+
+
+def _gather(tape: DeviceTape, x: DeviceTracked, flat: Any) -> DeviceTracked:
+    """y = x.flat[flat] (flat: host int64 indices of y's shape); the VJP scatter-adds."""
+    m = tape.memory
+    out_shape = tuple(np.shape(flat))
+    idx = m.upload(np.ascontiguousarray(flat, dtype=np.int64).reshape(-1))
+    n = int(np.size(flat))
+    y = m.empty(out_shape, tape.dtype)
+    tape.launch("gather", n, m.ptr(idx), m.ptr(x.value), m.ptr(y))
+
+    def vjp(gy: Any) -> None:
+        tape.launch("scatter_add", n, m.ptr(idx), m.ptr(gy), m.ptr(tape.grad(x.node)))
+
+    return tape.node(y, vjp)
+
+
+def _matmul(tape: DeviceTape, a_in: Any, b_in: Any) -> DeviceTracked:
+    m = tape.memory
+    (a, na), (b, nb) = _operand(tape, a_in), _operand(tape, b_in)
+    if a.ndim != 2 or b.ndim != 2:
+        raise _unsupported(f"numpy.matmul of {a.ndim}-d and {b.ndim}-d arrays (2-d only)")
+    y = m.matmul(a, b)
+
+    def vjp(gy: Any) -> None:
+        for node, product in ((na, lambda: m.matmul(gy, m.transpose(b))), (nb, lambda: m.matmul(m.transpose(a), gy))):
+            if node is not None:
+                contribution = product()
+                g, acc = tape.target(node)
+                tape.launch("copy", _size(tuple(contribution.shape)), m.ptr(contribution), m.ptr(g), acc)
+
+    return tape.node(y, vjp)
+
+
+def _public(func: Any) -> str:
+    module = getattr(func, "__module__", None) or "numpy"
+    return f"{module.split('.')[0]}.{getattr(func, '__name__', repr(func))}"
+
+
+class DeviceTracked(ArrayLike):
+    """A value on the device, recorded on a :class:`DeviceTape`. NumPy functions on it launch
+    device kernels; see the module docstring for what is supported."""
+
+    __slots__ = ("value", "tape", "node")
+
+    def __init__(self, value: Any, tape: DeviceTape, node: int) -> None:
+        self.value = value
+        self.tape = tape
+        self.node = node
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.tape.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.value.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.value.shape)
+
+    @property
+    def size(self) -> int:
+        return _size(tuple(self.value.shape))
+
+    def __repr__(self) -> str:
+        return f"DeviceTracked(shape={self.shape}, dtype={self.dtype}, on {self.tape.memory.name})"
+
+    def __bool__(self) -> bool:
+        raise _unsupported("bool() of a device value (control flow on device values)")
+
+    def __array_ufunc__(self, ufunc: np.ufunc, method: str, *inputs: Any, **kwargs: Any) -> Any:
+        name = ufunc.__name__
+        if ufunc is np.matmul and method == "__call__" and not kwargs and len(inputs) == 2:
+            return _matmul(self.tape, *inputs)
+        if method != "__call__" or kwargs or name not in OP_ID:
+            what = f"numpy.{name}" + ("" if method == "__call__" else f".{method}")
+            raise _unsupported(what + (f" with {', '.join(sorted(kwargs))}=" if kwargs else ""))
+        if len(inputs) != _ARITY[name]:
+            raise _unsupported(f"numpy.{name} with {len(inputs)} inputs")
+        return _elementwise(self.tape, name, inputs)
+
+    def __array_function__(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+        if func in _SHAPE_FUNCTIONS and len(args) == 1 and not kwargs:
+            return _SHAPE_FUNCTIONS[func](args[0])
+        handler = _FUNCTIONS.get(func)
+        if handler is None:
+            raise _unsupported(_public(func))
+        return handler(self.tape, *args, **kwargs)
+
+    def __getitem__(self, key: Any) -> DeviceTracked:
+        return _index(self.tape, self, key)
+
+
+def _np_sum(tape: DeviceTape, x: Any, axis: Any = None, keepdims: bool = False, **kw: Any) -> DeviceTracked:
+    if kw or not isinstance(x, DeviceTracked):
+        raise _unsupported("numpy.sum" + (f" with {', '.join(sorted(kw))}=" if kw else " of a constant"))
+    return _sum(tape, x, axis, keepdims)
+
+
+def _np_mean(tape: DeviceTape, x: Any, axis: Any = None, keepdims: bool = False, **kw: Any) -> DeviceTracked:
+    if kw or not isinstance(x, DeviceTracked):
+        raise _unsupported("numpy.mean" + (f" with {', '.join(sorted(kw))}=" if kw else " of a constant"))
+    count = _size(tuple(x.shape[a] for a in _axes(axis, x.ndim)))
+    return _elementwise(tape, "divide", [_sum(tape, x, axis, keepdims), float(count)])
+
+
+def _np_cumsum(tape: DeviceTape, x: Any, axis: Any = None, **kw: Any) -> DeviceTracked:
+    if kw or not isinstance(x, DeviceTracked):
+        raise _unsupported("numpy.cumsum" + (f" with {', '.join(sorted(kw))}=" if kw else " of a constant"))
+    return _cumsum(tape, x, axis)
+
+
+def _np_reshape(tape: DeviceTape, x: Any, shape: Any = None, order: str = "C", **kw: Any) -> DeviceTracked:
+    if kw or order != "C" or not isinstance(x, DeviceTracked):
+        raise _unsupported("numpy.reshape with order= other than 'C'" if order != "C" else "numpy.reshape")
+    return _reshape(tape, x, shape)
+
+
+def _np_ravel(tape: DeviceTape, x: Any, order: str = "C") -> DeviceTracked:
+    if order != "C" or not isinstance(x, DeviceTracked):
+        raise _unsupported("numpy.ravel with order= other than 'C'")
+    return _reshape(tape, x, (x.size,))
+
+
+def _np_transpose(tape: DeviceTape, x: Any, axes: Any = None) -> DeviceTracked:
+    if not isinstance(x, DeviceTracked):
+        raise _unsupported("numpy.transpose of a constant")
+    return _gather(tape, x, np.transpose(np.arange(x.size, dtype=np.int64).reshape(x.shape), axes))
+
+
+def _np_swapaxes(tape: DeviceTape, x: Any, axis1: int, axis2: int) -> DeviceTracked:
+    if not isinstance(x, DeviceTracked):
+        raise _unsupported("numpy.swapaxes of a constant")
+    return _gather(tape, x, np.swapaxes(np.arange(x.size, dtype=np.int64).reshape(x.shape), axis1, axis2))
+
+
+def _np_matmul(tape: DeviceTape, a: Any, b: Any, **kw: Any) -> DeviceTracked:
+    if kw:
+        raise _unsupported(f"numpy.matmul with {', '.join(sorted(kw))}=")
+    return _matmul(tape, a, b)
+
+
+_FUNCTIONS: dict[Any, Callable[..., Any]] = {
+    np.sum: _np_sum, np.mean: _np_mean, np.cumsum: _np_cumsum, np.reshape: _np_reshape,
+    np.ravel: _np_ravel, np.matmul: _np_matmul, np.dot: _np_matmul, np.transpose: _np_transpose,
+    np.swapaxes: _np_swapaxes,
+}
+
+
+# -- drivers -----------------------------------------------------------------------------------
+
+def tape_gradient(scalar: Callable[[list[DeviceTracked]], Any], values: Sequence[Any], memory: Memory,
+                  dtype: Any) -> tuple[list[Any], DeviceTape]:
+    """Records ``scalar(leaves)`` with a :class:`DeviceTracked` leaf per device array in
+    ``values`` and sweeps; returns the gradients (device arrays of ``memory``) and the tape."""
+    tape = DeviceTape(memory, dtype)
+    leaves = [tape.leaf(v) for v in values]
+    out = scalar(leaves)
+    if not isinstance(out, DeviceTracked):
+        raise ValueError(f"f returned {type(out).__name__}, which does not depend on the device leaves "
+                         "through the device tape (a conversion to a host value?)")
+    grads = tape.backward(out, leaves)
+    memory.lib.check(memory.lib.stream_synchronize(memory.stream()), "the device sweep")
+    return grads, tape
+
+
+def memory_for(leaf: Any, library: cuda.DeviceLibrary | None = None) -> Memory:
+    """The :class:`Memory` of a device array: CuPy or PyTorch CUDA.
+
+    Raises
+    ------
+    NotImplementedError
+        Another kind of device array (Numba, JAX): its host copy is checked on the CPU instead.
+    """
+    lib = library or cuda.device_library()
+    module = type(leaf).__module__.partition(".")[0]
+    if module == "cupy":
+        return CupyMemory(lib)
+    if module == "torch" and getattr(leaf, "is_cuda", False):
+        return TorchMemory(lib, leaf.device)
+    raise _unsupported(f"device arrays of type {type(leaf).__module__}.{type(leaf).__name__}")
+
+
+def device_gradient(f: Callable[..., Any], *leaves: Any, memory: Memory | None = None) -> tuple[Any, ...]:
+    """The gradient of a scalar NumPy-API ``f`` at device arrays ``leaves`` by the device tape, as
+    device arrays of the leaves' own type.
+
+    Parameters
+    ----------
+    f : callable
+        ``f(*leaves)`` returns a scalar.
+    *leaves
+        CuPy arrays or PyTorch CUDA tensors (float32 or float64, one dtype), or host NumPy arrays
+        with ``memory`` a :class:`Memory` (the CPU emulation).
+    memory : Memory, optional
+        Where the tape's buffers live; default from the first leaf (:func:`memory_for`).
+
+    Returns
+    -------
+    tuple
+        One gradient per leaf, on the device.
+    """
+    if not leaves:
+        raise TypeError("device_gradient: expected at least one leaf")
+    mem = memory or memory_for(leaves[0])
+    values = [mem.adopt(v) for v in leaves]  # read in place: no copy, no trip to the host
+    dtypes = {np.dtype(str(v.dtype).removeprefix("torch.")) for v in values}
+    if len(dtypes) != 1:
+        raise _unsupported(f"leaves of several dtypes ({', '.join(sorted(map(str, dtypes)))})")
+    grads, _ = tape_gradient(lambda xs: f(*xs), values, mem, dtypes.pop())
+    return tuple(mem.wrap_result(g) for g in grads)
+
+
+def compute_with(memory_of: Callable[[Any, int], Memory]) -> Callable[[Any], list[np.ndarray]]:
+    """A backend's compute function running the device tape on the memory ``memory_of(problem,
+    leaf index)`` names; the gradients come back to the host for the comparison."""
+
+    def compute(problem: Any) -> list[np.ndarray]:
+        leaves = problem.diff_leaves
+        if not leaves:
+            return []
+        memory = memory_of(problem, problem.flat.differentiable[0])
+        dtypes = {np.dtype(x.dtype) for x in leaves}
+        if len(dtypes) != 1:
+            raise _unsupported(f"differentiated leaves of several dtypes ({', '.join(sorted(map(str, dtypes)))})")
+        values = [memory.upload(x) for x in leaves]
+        grads, _ = tape_gradient(problem.scalar_output, values, memory, dtypes.pop())
+        return [memory.download(g).astype(x.dtype, copy=False) for g, x in zip(grads, leaves)]
+
+    return compute
+
+
+def _device_leaf_memory(problem: Any, index: int) -> Memory:
+    adapter = problem.flat.adapters.get(index)
+    device = getattr(adapter, "device", None)
+    if adapter is None or device is None:
+        raise _unsupported("a host argument (cuda_reverse differentiates CuPy arrays and PyTorch CUDA tensors)")
+    lib = cuda.device_library()
+    if adapter.framework == "cupy":
+        return CupyMemory(lib)
+    return TorchMemory(lib, device)
+
+
+def _applies(problem: Any) -> bool:
+    """By default: every differentiated leaf is a CuPy array and the device path is available.
+    PyTorch CUDA tensors are usually given to torch code, which the device tape cannot run, so
+    for them the backend runs when named in backends=."""
+    adapters = problem.flat.adapters
+    kinds = [getattr(adapters.get(i), "framework", None) for i in problem.flat.differentiable]
+    return bool(kinds) and all(kind == "cupy" for kind in kinds) and cuda.available()
+
+
+register_backend(
+    "cuda_reverse",
+    compute_with(_device_leaf_memory),
+    applies=_applies,
+    default=True,
+    description="reverse mode on the device: the NumPy code recorded on a device tape and swept by "
+                "gradtest's CUDA kernels; by default on CuPy arrays, by name on PyTorch CUDA tensors",
+    array_types=("cupy", "torch"),
+)

@@ -1,0 +1,242 @@
+"""The device reverse backend (gradtest.cuda_reverse) end to end on the CPU emulation.
+
+The driver that records the device tape and sweeps it is the one a GPU runs; only its Memory
+differs (host memory and the emulated kernels here, CuPy or PyTorch CUDA there). So these tests
+check the host-side logic (what each NumPy call records, broadcasting, which kernels a VJP
+launches, the absence of host round trips in the sweep, the refusals) where there is no GPU.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import gradtest
+from gradtest import cuda, cuda_reverse
+from gradtest.backends import get_backend, register_backend, unregister_backend
+
+from test_cuda_emulation import CORE, CUDA_SRC, _shared_library
+
+BACKEND = "cuda_reverse_emulated"
+
+
+@pytest.fixture(scope="module")
+def emu(tmp_path_factory: pytest.TempPathFactory) -> cuda.DeviceLibrary:
+    d = tmp_path_factory.mktemp("cuda_reverse_emulation")
+    path = _shared_library(d / "libgradtest_cuda_emulation.so",
+                           [CUDA_SRC / "emulation.c", CUDA_SRC / "fd_batch.c", CORE / "fd.c", CORE / "gt_common.c"])
+    return cuda.DeviceLibrary(path)
+
+
+class CountingMemory(cuda_reverse.Memory):
+    """Host memory that counts copies to the host, to show the sweep makes none."""
+
+    def __init__(self, library: cuda.DeviceLibrary) -> None:
+        super().__init__(library)
+        self.downloads = 0
+
+    def download(self, a: Any) -> np.ndarray:
+        self.downloads += 1
+        return super().download(a)
+
+
+@pytest.fixture(scope="module")
+def backend(emu: cuda.DeviceLibrary) -> Any:
+    """The cuda_reverse driver on emulated memory, as a backend named in backends=."""
+    register_backend(BACKEND, cuda_reverse.compute_with(lambda problem, i: cuda_reverse.Memory(emu)),
+                     default=False, description="cuda_reverse on the CPU emulation (tests only)")
+    yield BACKEND
+    unregister_backend(BACKEND)
+
+
+def rng() -> np.random.Generator:
+    return np.random.default_rng(11)
+
+
+FUNCTIONS = {
+    "chain": lambda x: np.sum(np.tanh(np.sin(x) * 2.0 + np.exp(-x)) / (1.0 + x ** 2)),
+    "broadcast": lambda x, y: np.sum(np.hypot(x[:, None], y) * np.arctan2(y, 1.5)),
+    "axes": lambda x: np.sum(np.sum(x * x, axis=1, keepdims=True) * np.mean(x, axis=(0, 2))[None, :, None] ** 0),
+    "mean": lambda x: np.mean(np.log1p(x * x)) + np.sum(x.sum(axis=0)),
+    "cumsum": lambda x: np.sum(np.cos(np.cumsum(x, axis=1)) * np.cumsum(x.ravel())[: x.shape[1]].sum()),
+    "indexing": lambda x: np.sum(x[np.array([0, 2, 2, 5])] ** 3) + np.sum(x[1:4] * x[::-1][:3]),
+    "reshape": lambda x: np.sum(np.sqrt(x.reshape(2, -1) + 2.0).T[0] * 3.0),
+    "matmul": lambda a, b: np.sum(np.tanh(a @ b) * (b.T @ a.T).T),
+    "maximum": lambda x, y: np.sum(np.maximum(x, y) + np.minimum(x, 0.3) + np.logaddexp(x, y)),
+}
+
+
+def args_for(name: str, dtype: Any = np.float64) -> tuple[np.ndarray, ...]:
+    r = rng()
+    shapes = {"broadcast": [(4,), (3, 1, 5)], "axes": [(3, 4, 2)], "cumsum": [(3, 4)], "indexing": [(6,)],
+              "reshape": [(2, 3)], "matmul": [(3, 4), (4, 3)], "maximum": [(5,), (5,)]}.get(name, [(7,)])
+    return tuple(r.uniform(0.2, 1.2, s).astype(dtype) for s in shapes)
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTIONS))
+def test_device_tape_gradients_pass_test_gradients(backend: str, name: str) -> None:
+    args = args_for(name)
+    gradtest.test_gradients(FUNCTIONS[name], *args, backends=[backend, "reverse"])
+
+
+@pytest.mark.parametrize("name", ["chain", "broadcast", "indexing", "matmul"])
+def test_device_tape_float32(backend: str, name: str) -> None:
+    gradtest.test_gradients(FUNCTIONS[name], *args_for(name, np.float32), backends=[backend])
+
+
+def test_array_outputs_go_through_the_cotangent(backend: str) -> None:
+    x = rng().uniform(0.2, 1.2, (3, 4))
+    gradtest.test_gradients(lambda x: np.sin(x) * x[0], x, backends=[backend])
+
+
+def test_matches_the_cpu_reverse_engine_bit_for_bit_on_exact_ops(backend: str) -> None:
+    # + - * / sqrt and square are correctly rounded in NumPy and libm alike, and the sweep's
+    # arithmetic is the CPU tape's, so the two gradients agree to the bit
+    def f(x: Any, y: Any) -> Any:
+        return np.sum(np.sqrt(x * y + 1.0) / (x - 3.0) + np.square(y) * 0.25)
+
+    x, y = rng().uniform(0.2, 1.2, (2, 50))
+    dev = gradtest.gradient(f, x, y, backend=backend)
+    cpu = gradtest.gradient(f, x, y, backend="reverse")
+    for d, c in zip(dev, cpu):
+        assert np.array_equal(d, c)
+
+
+def test_number_constants_are_uploaded_once_and_keep_their_sign(emu: cuda.DeviceLibrary) -> None:
+    tape = cuda_reverse.DeviceTape(cuda_reverse.Memory(emu), np.float64)
+    leaf = tape.leaf(np.ones(3))
+    plus, minus, again = leaf * 0.0, leaf * -0.0, leaf * 0.0
+    assert not np.signbit(plus.value).any() and np.signbit(minus.value).all()
+    assert np.array_equal(again.value, plus.value)
+    assert len(tape._numbers) == 2  # 0.0 and -0.0, each uploaded once
+
+
+def test_large_sums_take_the_block_reductions(backend: str) -> None:
+    # 40000 elements per sum: the two-launch reduction with scratch (forward) and, for the
+    # column sums, one block per output
+    x = rng().uniform(0.2, 1.2, (200, 200))
+
+    def f(x: Any) -> Any:
+        return np.sum(np.sin(x)) * np.sum(x) + np.sum(np.sum(x * x, axis=0) ** 2)
+
+    (dev,) = gradtest.gradient(f, x, backend=backend)
+    (cpu,) = gradtest.gradient(f, x, backend="reverse")
+    np.testing.assert_allclose(dev, cpu, rtol=1e-12)
+
+
+def test_the_sweep_makes_no_host_round_trip(emu: cuda.DeviceLibrary) -> None:
+    memory = CountingMemory(emu)
+    x = memory.upload(rng().uniform(0.2, 1.2, (4, 5)))
+    tape = cuda_reverse.DeviceTape(memory, np.float64)
+    leaf = tape.leaf(x)
+    out = np.sum(np.exp(leaf) * leaf[1:3].sum(axis=0) + np.cumsum(leaf, axis=0))
+    before = tape.launches
+    memory.downloads = 0
+    (g,) = tape.backward(out, [leaf])
+    assert memory.downloads == 0
+    assert tape.launches > before  # the VJPs were launches
+    (expected,) = gradtest.gradient(
+        lambda x: np.sum(np.exp(x) * x[1:3].sum(axis=0) + np.cumsum(x, axis=0)), memory.download(x),
+        backend="reverse")
+    np.testing.assert_allclose(g, expected, rtol=1e-13)
+
+
+def test_device_gradient_returns_one_gradient_per_leaf(emu: cuda.DeviceLibrary) -> None:
+    x, y = rng().uniform(0.2, 1.2, (2, 6))
+    gx, gy = cuda_reverse.device_gradient(lambda x, y: np.sum(x * y * y), x, y, memory=cuda_reverse.Memory(emu))
+    np.testing.assert_allclose(gx, y * y)
+    np.testing.assert_allclose(gy, 2 * x * y)
+    # a leaf that does not reach the output gets zeros, computed, not assumed
+    g0, g1 = cuda_reverse.device_gradient(lambda x, y: np.sum(x), x, y, memory=cuda_reverse.Memory(emu))
+    assert np.array_equal(g1, np.zeros(6)) and np.array_equal(g0, np.ones(6))
+
+
+@pytest.mark.parametrize("f, name", [
+    (lambda x: np.sum(np.sort(x)), "numpy.sort"),
+    (lambda x: np.sum(np.add.reduce(x)), "numpy.add.reduce"),
+    (lambda x: np.sum(np.sin(x, dtype=np.float64)), "numpy.sin with dtype="),
+    (lambda x: np.sum(np.floor(x)), "numpy.floor"),
+    (lambda x: np.sum(x[x > 0.5]), "numpy.greater"),
+    (lambda x: np.sum(x) if x.sum() else 0.0, "bool()"),
+    (lambda x: np.prod(x), "numpy.prod"),
+])
+def test_unsupported_functions_raise_naming_the_function(emu: cuda.DeviceLibrary, backend: str, f: Any,
+                                                         name: str) -> None:
+    x = rng().uniform(0.2, 1.2, 6)
+    with pytest.raises(NotImplementedError, match=name.replace("(", r"\(").replace(")", r"\)")):
+        cuda_reverse.device_gradient(f, x, memory=cuda_reverse.Memory(emu))
+    report = gradtest.check_gradients(f, x, backends=[backend])
+    assert not report.passed
+
+
+def test_leaving_the_tape_is_refused(emu: cuda.DeviceLibrary) -> None:
+    x = rng().uniform(0.2, 1.2, 4)
+    with pytest.raises(NotImplementedError, match="float"):
+        cuda_reverse.device_gradient(lambda x: float(np.sum(x)), x, memory=cuda_reverse.Memory(emu))
+    with pytest.raises(NotImplementedError, match="several dtypes"):
+        cuda_reverse.device_gradient(lambda x, y: np.sum(x * y), x, x.astype(np.float32),
+                                     memory=cuda_reverse.Memory(emu))
+
+
+def test_cuda_reverse_is_registered_and_needs_device_leaves() -> None:
+    from gradtest.backends import available_backends
+
+    assert "cuda_reverse" in available_backends()
+    assert get_backend("cuda_reverse").array_types == ("cupy", "torch")
+    report = gradtest.check_gradients(lambda x: np.sum(x ** 2), rng().uniform(0.2, 1.2, 5))
+    assert report.passed and "cuda_reverse" not in report.outcomes
+    assert "cuda_reverse (it runs f on CuPy arrays or torch tensors" in " ".join(report.notes)
+
+
+class _FakeCupyArray:
+    """Just enough of a CuPy array for gradtest's leaf handling (its type's module is "cupy")."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self._data = np.array(data)
+        self.dtype = self._data.dtype
+        self.shape = self._data.shape
+        self.device = types.SimpleNamespace(id=0)
+
+
+_FakeCupyArray.__module__ = "cupy"
+
+
+def test_cupy_leaves_reach_the_device_tape(backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hooks: a CuPy leaf is differentiated (its host copy is the ground truth's), the CPU
+    backends do not run on it, and the device tape gets it."""
+    fake = types.ModuleType("cupy")
+    fake.ndarray = _FakeCupyArray
+    fake.asnumpy = lambda a: np.array(a._data, copy=True)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    from gradtest._tree import flatten_args
+
+    leaf = _FakeCupyArray(rng().uniform(0.2, 1.2, 8))
+    flat = flatten_args((leaf, 2.0))
+    assert flat.differentiable == [0]
+    assert flat.adapters[0].framework == "cupy" and flat.adapters[0].device == 0
+    assert isinstance(flat.leaves[0], np.ndarray) and np.array_equal(flat.leaves[0], leaf._data)
+
+    def f(x: Any, c: float) -> Any:
+        return np.sum(np.sin(x) * c)
+
+    report = gradtest.check_gradients(f, leaf, 2.0, backends=[backend])
+    assert report.passed, report
+    if cuda.available():  # a GPU machine (the fake CuPy array is not device memory): stop here
+        return
+    # no GPU: no backend runs on a CuPy array by default, and the check says so
+    from gradtest._check import NoBackendWarning
+
+    with pytest.warns(NoBackendWarning, match="no backend left to test"):
+        default = gradtest.check_gradients(f, leaf, 2.0)
+    notes = " ".join(default.notes)
+    assert "forward, reverse" in notes and "(it runs f on NumPy arrays and args[0] is a CuPy array)" in notes
+    assert "cuda_reverse (not applicable" in notes
+
+
+def test_emulated_library_path_exists(emu: cuda.DeviceLibrary) -> None:
+    assert Path(emu.path).exists() and emu.emulated
