@@ -118,20 +118,34 @@ def _no_derivative(name: str, what: str) -> NotImplementedError:
                                "constant; pass a plain array or number for it)")
 
 
-def _pointwise_call(value: np.ndarray, inputs: Sequence[Any], partials: Sequence[Any], name: str) -> Any:
+def _pointwise_call(value: np.ndarray, inputs: Sequence[Any], partials: Sequence[Any], name: str,
+                    constant: bool = False) -> Any:
     """P.pointwise, with a 0-d result computed as one element and reshaped back (the reverse
     engine's pointwise gives a 0-d value the shape (1,))."""
     if value.ndim:
-        return P.pointwise(value, list(inputs), list(partials), name)
+        return P.pointwise(value, list(inputs), list(partials), name, constant)
     one = [np.reshape(x, (1,)) if P.is_active(x) and np.ndim(P.value(x)) == 0 else x for x in inputs]
     parts = [None if p is None else np.reshape(p, (1,)) for p in partials]
-    return np.reshape(P.pointwise(np.reshape(value, (1,)), one, parts, name), ())
+    return np.reshape(P.pointwise(np.reshape(value, (1,)), one, parts, name, constant), ())
+
+
+def _twice(value: np.ndarray, x: Any, slope: np.ndarray, curvature: np.ndarray, name: str) -> Any:
+    """``value`` with first derivative ``slope`` and second derivative ``curvature`` in x, at x,
+    from primitives whose second order the engines have: ``value + (x - x0) * h`` with
+    ``h = slope`` in value and ``curvature / 2`` as a constant partial. At x = x0 its first
+    derivative is h = slope and its second 2 h' = curvature, exactly; the primal is kept."""
+    h = _pointwise_call(slope, [x], [0.5 * curvature], name, constant=True)
+    y = value + (x - np.asarray(P.value(x))) * h
+    return P.with_value(y, value) if value.ndim else np.reshape(P.with_value(np.reshape(y, (1,)), np.reshape(value, (1,))), ())
 
 
 def _pointwise(ufunc: np.ufunc, inputs: Sequence[Any], partials: Callable[..., Sequence[Any]],
-               constant_args: Sequence[int] = (), kwargs: dict[str, Any] | None = None) -> Any:
+               constant_args: Sequence[int] = (), kwargs: dict[str, Any] | None = None,
+               second: Callable[..., Any] | None = None) -> Any:
     """``ufunc(*inputs)`` with the partials ``partials(*primal inputs)``; the inputs at
-    ``constant_args`` must not carry a derivative."""
+    ``constant_args`` must not carry a derivative. ``second(*primal inputs, value, slope)``, when
+    given, is the second derivative in the one input that carries a derivative, and gives the
+    rule a second order."""
     name = ufunc.__name__
     for i in constant_args:
         if P.is_active(inputs[i]):
@@ -143,25 +157,39 @@ def _pointwise(ufunc: np.ufunc, inputs: Sequence[Any], partials: Callable[..., S
         y = np.asarray(ufunc(*values, **(kwargs or {})))
         parts = [None if (i in constant_args or not P.is_active(x)) else np.asarray(p, dtype=y.dtype)
                  for i, (x, p) in enumerate(zip(inputs, partials(*values)))]
+        active = [i for i, x in enumerate(inputs) if P.is_active(x)]
+        if second is not None and len(active) == 1:
+            i = active[0]
+            slope = np.broadcast_to(parts[i], y.shape)
+            curvature = np.broadcast_to(np.asarray(second(*values, y, slope), dtype=y.dtype), y.shape)
+    if second is not None and len(active) == 1:
+        return _twice(y, inputs[i], np.ascontiguousarray(slope), np.ascontiguousarray(curvature),
+                      f"scipy.special.{name}")
     return _pointwise_call(y, list(inputs), parts, f"scipy.special.{name}")
 
 
-def _unary(name: str, derivative: Callable[[np.ndarray, np.ndarray], Any]) -> None:
+def _unary(name: str, derivative: Callable[[np.ndarray, np.ndarray], Any],
+           second: Callable[[np.ndarray, np.ndarray, np.ndarray], Any] | None = None) -> None:
+    """A one-argument ufunc: ``derivative(x, y)`` its first derivative, ``second(x, y, g)`` its
+    second (g the first)."""
     import scipy.special as sc
     ufunc = getattr(sc, name)
 
     def rule(x: Any, **kwargs: Any) -> Any:
-        return _pointwise(ufunc, [x], lambda v: [derivative(v, ufunc(v))], kwargs=kwargs)
+        return _pointwise(ufunc, [x], lambda v: [derivative(v, ufunc(v))], kwargs=kwargs, second=second)
 
     register_ufunc(ufunc, kink=UFUNC_KINKS[name])(rule)
 
 
-def _binary(name: str, partials: Callable[..., Sequence[Any]], constant_args: Sequence[int] = ()) -> None:
+def _binary(name: str, partials: Callable[..., Sequence[Any]], constant_args: Sequence[int] = (),
+            second: Callable[..., Any] | None = None) -> None:
+    """A two-argument ufunc; ``second(a, b, y, g)``: the second derivative in its one
+    differentiated argument (for the functions whose other argument is a constant)."""
     import scipy.special as sc
     ufunc = getattr(sc, name)
 
     def rule(a: Any, b: Any, **kwargs: Any) -> Any:
-        return _pointwise(ufunc, [a, b], partials, constant_args, kwargs)
+        return _pointwise(ufunc, [a, b], partials, constant_args, kwargs, second)
 
     register_ufunc(ufunc, kink=UFUNC_KINKS[name])(rule)
 
@@ -170,31 +198,31 @@ def _install_ufuncs() -> None:
     import scipy.special as sc
 
     sqrt_pi = float(np.sqrt(np.pi))
-    _unary("gammaln", lambda x, y: sc.digamma(x))
-    _unary("psi", lambda x, y: sc.polygamma(1, x))  # digamma is the same ufunc object
-    _unary("gamma", lambda x, y: y * sc.digamma(x))
-    _unary("loggamma", lambda x, y: sc.digamma(x))
-    _unary("erf", lambda x, y: (2.0 / sqrt_pi) * np.exp(-x * x))
-    _unary("erfc", lambda x, y: (-2.0 / sqrt_pi) * np.exp(-x * x))
-    _unary("erfinv", lambda x, y: (sqrt_pi / 2.0) * np.exp(y * y))
-    _unary("erfcinv", lambda x, y: (-sqrt_pi / 2.0) * np.exp(y * y))
-    _unary("expit", lambda x, y: y * (1.0 - y))
-    _unary("logit", lambda x, y: 1.0 / (x * (1.0 - x)))
-    _unary("ndtr", lambda x, y: np.exp(-0.5 * x * x) / _SQRT_2PI)
-    _unary("log_ndtr", lambda x, y: np.exp(-0.5 * x * x - y) / _SQRT_2PI)
-    _unary("ndtri", lambda p, y: _SQRT_2PI * np.exp(0.5 * y * y))
-    _unary("i0", lambda x, y: sc.i1(x))
-    _unary("i1", lambda x, y: 0.5 * (sc.i0(x) + sc.iv(2, x)))
+    _unary("gammaln", lambda x, y: sc.digamma(x), lambda x, y, g: sc.polygamma(1, x))
+    _unary("psi", lambda x, y: sc.polygamma(1, x), lambda x, y, g: sc.polygamma(2, x))  # digamma is the same ufunc object
+    _unary("gamma", lambda x, y: y * sc.digamma(x), lambda x, y, g: y * (sc.digamma(x) ** 2 + sc.polygamma(1, x)))
+    _unary("loggamma", lambda x, y: sc.digamma(x), lambda x, y, g: sc.polygamma(1, x))
+    _unary("erf", lambda x, y: (2.0 / sqrt_pi) * np.exp(-x * x), lambda x, y, g: -2.0 * x * g)
+    _unary("erfc", lambda x, y: (-2.0 / sqrt_pi) * np.exp(-x * x), lambda x, y, g: -2.0 * x * g)
+    _unary("erfinv", lambda x, y: (sqrt_pi / 2.0) * np.exp(y * y), lambda x, y, g: 2.0 * y * g * g)
+    _unary("erfcinv", lambda x, y: (-sqrt_pi / 2.0) * np.exp(y * y), lambda x, y, g: 2.0 * y * g * g)
+    _unary("expit", lambda x, y: y * (1.0 - y), lambda x, y, g: g * (1.0 - 2.0 * y))
+    _unary("logit", lambda x, y: 1.0 / (x * (1.0 - x)), lambda x, y, g: (2.0 * x - 1.0) * g * g)
+    _unary("ndtr", lambda x, y: np.exp(-0.5 * x * x) / _SQRT_2PI, lambda x, y, g: -x * g)
+    _unary("log_ndtr", lambda x, y: np.exp(-0.5 * x * x - y) / _SQRT_2PI, lambda x, y, g: -g * (x + g))
+    _unary("ndtri", lambda p, y: _SQRT_2PI * np.exp(0.5 * y * y), lambda p, y, g: y * g * g)
+    _unary("i0", lambda x, y: sc.i1(x), lambda x, y, g: 0.5 * (sc.i0(x) + sc.iv(2, x)))
+    _unary("i1", lambda x, y: 0.5 * (sc.i0(x) + sc.iv(2, x)), lambda x, y, g: 0.25 * (3.0 * sc.i1(x) + sc.iv(3, x)))
     _unary("i0e", lambda x, y: sc.i1e(x) - np.sign(x) * y)
     _unary("i1e", lambda x, y: 0.5 * (sc.i0e(x) + sc.ive(2, x)) - np.sign(x) * y)
-    _unary("entr", lambda x, y: -(np.log(x) + 1.0))
-    _unary("j0", lambda x, y: -sc.j1(x))
-    _unary("j1", lambda x, y: 0.5 * (sc.j0(x) - sc.jv(2, x)))
-    _unary("y0", lambda x, y: -sc.y1(x))
-    _unary("y1", lambda x, y: 0.5 * (sc.y0(x) - sc.yv(2, x)))
-    _unary("rgamma", lambda x, y: -y * sc.digamma(x))
-    _unary("log_expit", lambda x, y: sc.expit(-x))
-    _unary("erfcx", lambda x, y: 2.0 * x * y - 2.0 / sqrt_pi)
+    _unary("entr", lambda x, y: -(np.log(x) + 1.0), lambda x, y, g: -1.0 / x)
+    _unary("j0", lambda x, y: -sc.j1(x), lambda x, y, g: -0.5 * (sc.j0(x) - sc.jv(2, x)))
+    _unary("j1", lambda x, y: 0.5 * (sc.j0(x) - sc.jv(2, x)), lambda x, y, g: 0.25 * (sc.jv(3, x) - 3.0 * sc.j1(x)))
+    _unary("y0", lambda x, y: -sc.y1(x), lambda x, y, g: -0.5 * (sc.y0(x) - sc.yv(2, x)))
+    _unary("y1", lambda x, y: 0.5 * (sc.y0(x) - sc.yv(2, x)), lambda x, y, g: 0.25 * (sc.yv(3, x) - 3.0 * sc.y1(x)))
+    _unary("rgamma", lambda x, y: -y * sc.digamma(x), lambda x, y, g: y * (sc.digamma(x) ** 2 - sc.polygamma(1, x)))
+    _unary("log_expit", lambda x, y: sc.expit(-x), lambda x, y, g: -g * (1.0 - g))
+    _unary("erfcx", lambda x, y: 2.0 * x * y - 2.0 / sqrt_pi, lambda x, y, g: 2.0 * y + 2.0 * x * g)
 
     def beta_partials(a: Any, b: Any) -> list[Any]:
         y = sc.beta(a, b)
@@ -208,20 +236,30 @@ def _install_ufuncs() -> None:
     _binary("rel_entr", lambda x, y: [np.log(x / y) + 1.0, -x / y])
     _binary("kl_div", lambda x, y: [np.log(x / y), 1.0 - x / y])
     # Bessel functions: derivative in x only; the order v is a constant
-    _binary("iv", lambda v, x: [None, 0.5 * (sc.iv(v - 1, x) + sc.iv(v + 1, x))], (0,))
+    _binary("iv", lambda v, x: [None, 0.5 * (sc.iv(v - 1, x) + sc.iv(v + 1, x))], (0,),
+            lambda v, x, y, g: 0.25 * (sc.iv(v - 2, x) + 2.0 * y + sc.iv(v + 2, x)))
     _binary("ive", lambda v, x: [None, 0.5 * (sc.ive(v - 1, x) + sc.ive(v + 1, x)) - np.sign(x) * sc.ive(v, x)],
             (0,))
-    _binary("jv", lambda v, x: [None, 0.5 * (sc.jv(v - 1, x) - sc.jv(v + 1, x))], (0,))
-    _binary("yv", lambda v, x: [None, 0.5 * (sc.yv(v - 1, x) - sc.yv(v + 1, x))], (0,))
-    _binary("yn", lambda n, x: [None, 0.5 * (sc.yn(n - 1, x) - sc.yn(n + 1, x))], (0,))
+    _binary("jv", lambda v, x: [None, 0.5 * (sc.jv(v - 1, x) - sc.jv(v + 1, x))], (0,),
+            lambda v, x, y, g: 0.25 * (sc.jv(v - 2, x) - 2.0 * y + sc.jv(v + 2, x)))
+    _binary("yv", lambda v, x: [None, 0.5 * (sc.yv(v - 1, x) - sc.yv(v + 1, x))], (0,),
+            lambda v, x, y, g: 0.25 * (sc.yv(v - 2, x) - 2.0 * y + sc.yv(v + 2, x)))
+    _binary("yn", lambda n, x: [None, 0.5 * (sc.yn(n - 1, x) - sc.yn(n + 1, x))], (0,),
+            lambda n, x, y, g: 0.25 * (sc.yn(n - 2, x) - 2.0 * y + sc.yn(n + 2, x)))
     # incomplete gamma and beta functions, regularised: in x, the integrand; shapes are constants
-    _binary("gammainc", lambda a, x: [None, np.exp((a - 1.0) * np.log(x) - x - sc.gammaln(a))], (0,))
-    _binary("gammaincc", lambda a, x: [None, -np.exp((a - 1.0) * np.log(x) - x - sc.gammaln(a))], (0,))
-    _binary("stdtr", lambda df, t: [None, np.exp(_t_logpdf(sc, t, df))], (0,))
-    _binary("pdtr", lambda k, m: [None, -np.exp(sc.xlogy(k, m) - m - sc.gammaln(k + 1.0))], (0,))
-    _binary("pdtrc", lambda k, m: [None, np.exp(sc.xlogy(k, m) - m - sc.gammaln(k + 1.0))], (0,))
+    _binary("gammainc", lambda a, x: [None, np.exp((a - 1.0) * np.log(x) - x - sc.gammaln(a))], (0,),
+            lambda a, x, y, g: g * ((a - 1.0) / x - 1.0))
+    _binary("gammaincc", lambda a, x: [None, -np.exp((a - 1.0) * np.log(x) - x - sc.gammaln(a))], (0,),
+            lambda a, x, y, g: g * ((a - 1.0) / x - 1.0))
+    _binary("stdtr", lambda df, t: [None, np.exp(_t_logpdf(sc, t, df))], (0,),
+            lambda df, t, y, g: -g * (df + 1.0) * t / (df + t * t))
+    _binary("pdtr", lambda k, m: [None, -np.exp(sc.xlogy(k, m) - m - sc.gammaln(k + 1.0))], (0,),
+            lambda k, m, y, g: g * (k / m - 1.0))
+    _binary("pdtrc", lambda k, m: [None, np.exp(sc.xlogy(k, m) - m - sc.gammaln(k + 1.0))], (0,),
+            lambda k, m, y, g: g * (k / m - 1.0))
     _ternary_betainc(sc)
-    _binary("kv", lambda v, x: [None, -0.5 * (sc.kv(v - 1, x) + sc.kv(v + 1, x))], (0,))
+    _binary("kv", lambda v, x: [None, -0.5 * (sc.kv(v - 1, x) + sc.kv(v + 1, x))], (0,),
+            lambda v, x, y, g: 0.25 * (sc.kv(v - 2, x) + 2.0 * y + sc.kv(v + 2, x)))
     _binary("kve", lambda v, x: [None, -0.5 * (sc.kve(v - 1, x) + sc.kve(v + 1, x)) + np.sign(x) * sc.kve(v, x)],
             (0,))
 
@@ -238,8 +276,11 @@ def _ternary_betainc(sc: Any) -> None:
     def partials(a: Any, b: Any, x: Any) -> list[Any]:
         return [None, None, np.exp(sc.xlogy(a - 1.0, x) + sc.xlog1py(b - 1.0, -x) - sc.betaln(a, b))]
 
+    def second(a: Any, b: Any, x: Any, y: Any, g: Any) -> Any:
+        return g * ((a - 1.0) / x - (b - 1.0) / (1.0 - x))
+
     def rule(a: Any, b: Any, x: Any, **kwargs: Any) -> Any:
-        return _pointwise(ufunc, [a, b, x], partials, (0, 1), kwargs)
+        return _pointwise(ufunc, [a, b, x], partials, (0, 1), kwargs, second)
 
     register_ufunc(ufunc, kink=UFUNC_KINKS["betainc"])(rule)
 
@@ -316,10 +357,12 @@ def _special_functions(sc: Any) -> dict[str, Callable[..., Any]]:
             raise _no_derivative("polygamma", "the order n")
         n = np.asarray(n)
         xv = P.value(x)
-        value = polygamma_0(n, xv)
-        return _pointwise_call(np.asarray(value, dtype=P.float_dtype(xv)), [x],
-                           [np.asarray(polygamma_0(n + 1, xv), dtype=P.float_dtype(xv))],
-                           "scipy.special.polygamma")
+        dt = P.float_dtype(xv)
+        value = np.asarray(polygamma_0(n, xv), dtype=dt)
+        shape = value.shape
+        return _twice(value, x, np.broadcast_to(np.asarray(polygamma_0(n + 1, xv), dtype=dt), shape).copy(),
+                      np.broadcast_to(np.asarray(polygamma_0(n + 2, xv), dtype=dt), shape).copy(),
+                      "scipy.special.polygamma")
 
     def spherical_jn(n: Any, z: Any, derivative: bool = False) -> Any:
         if P.is_active(n):
@@ -329,9 +372,14 @@ def _special_functions(sc: Any) -> dict[str, Callable[..., Any]]:
                                       "supported by gradtest's AD engines")
         zv = P.value(z)
         dt = P.float_dtype(zv)
-        return _pointwise_call(np.asarray(spherical_jn_0(n, zv), dtype=dt), [z],
-                           [np.asarray(spherical_jn_0(n, zv, derivative=True), dtype=dt)],
-                           "scipy.special.spherical_jn")
+        y = np.asarray(spherical_jn_0(n, zv), dtype=dt)
+        g = np.asarray(spherical_jn_0(n, zv, derivative=True), dtype=dt)
+        # the spherical Bessel equation: z^2 y'' + 2 z y' + (z^2 - n(n+1)) y = 0
+        nn = np.asarray(n, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            curvature = np.asarray(-2.0 * g / zv - (1.0 - nn * (nn + 1.0) / (zv * zv)) * y, dtype=dt)
+        return _twice(y, z, np.broadcast_to(g, y.shape).copy(), np.broadcast_to(curvature, y.shape).copy(),
+                      "scipy.special.spherical_jn")
 
     multigammaln_0 = _original(sc.multigammaln)
 
