@@ -317,8 +317,8 @@ def test_non_differentiable_functions_return_plain_values(rng):
 
 
 @pytest.mark.parametrize("f, name", [
-    (lambda x: np.ldexp(x, 2), "ldexp"),
-    (lambda x: np.linalg.inv(x), "linalg.inv"),
+    (lambda x: np.frexp(x)[0], "frexp"),
+    (lambda x: np.polyfit(x, x, 1), "polyfit"),
     (lambda x: np.fft.fft(x), "fft"),
     (lambda x: np.fft.rfft(x), "fft.rfft"),
 ])

@@ -190,6 +190,18 @@ class ArrayLike:
     def dot(self, other): return np.dot(self, other)
     def trace(self, offset=0, axis1=0, axis2=1): return np.trace(self, offset, axis1, axis2)
     def round(self, decimals=0): return np.round(self, decimals)
+    def diagonal(self, offset=0, axis1=0, axis2=1): return np.diagonal(self, offset, axis1, axis2)
+    def take(self, indices, axis=None): return np.take(self, indices, axis=axis)
+    # the engines' arrays are real: the real part and the conjugate are the array, the
+    # imaginary part the constant 0 (np.real/np.imag/np.conj give the same)
+    def conj(self): return np.real(self)
+    def conjugate(self): return np.real(self)
+
+    @property
+    def real(self): return np.real(self)
+
+    @property
+    def imag(self): return np.imag(self)
     def item(self, *args):
         raise leaving_error(self, ".item()", "index instead (x[()] or x[i]), or use x.value.item() "
                             "for a deliberately constant primal")
