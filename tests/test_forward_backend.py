@@ -148,8 +148,11 @@ def test_unsupported_function_is_an_error_outcome(rng):
         test_gradients(f, rng.standard_normal((3, 3)) + 3 * np.eye(3), backends=["forward"])
 
 
-def test_asarray_inside_f_is_an_error_outcome(rng):
-    report = check_gradients(lambda x: np.sum(np.asarray(x) ** 2), rng.standard_normal(3), backends=["forward"])
+def test_asarray_inside_f_keeps_tracking_and_float_is_an_error_outcome(rng):
+    x = rng.standard_normal(3)
+    report = check_gradients(lambda x: np.sum(np.asarray(x) ** 2), x, backends=["forward"])
+    assert report.outcomes["forward"].status == "pass"
+    report = check_gradients(lambda x: float(x[0]) * np.sum(x), x, backends=["forward"])
     assert report.outcomes["forward"].status == "error"
     assert "drop its derivatives" in report.outcomes["forward"].message
 

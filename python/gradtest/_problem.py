@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ._building import building_arrays
 from ._tree import Constant, FlatArgs, output_leaves
 
 
@@ -202,7 +203,9 @@ class GradientProblem:
             raise ValueError(
                 f"diff_values: expected {len(self.flat.differentiable)} values, got {len(diff_values)}"
             )
-        return self.f(*self.fresh_args(dict(zip(self.flat.differentiable, diff_values))), **self.kwargs)
+        args = self.fresh_args(dict(zip(self.flat.differentiable, diff_values)))
+        with building_arrays():  # np.array([...]) of engine values keeps tracking
+            return self.f(*args, **self.kwargs)
 
     def scalar_output(self, diff_values: list[Any]) -> Any:
         """The checked scalar ``<u, f(x)>`` (or f(x) itself for scalar f) at ``diff_values``."""

@@ -31,6 +31,7 @@ import numpy as np
 from . import _primitives as P
 from . import _reverse, _rules
 from ._arraylike import ArrayLike
+from ._building import building_arrays
 from ._tree import flatten_args, output_leaves
 from .backends import register_backend
 
@@ -553,7 +554,8 @@ def vjp(f: Callable[..., Any], args: Sequence[Any], cotangent: Any) -> tuple[Any
     tape = Tape()
     try:
         leaves = [Tracked.leaf(tape, flat.leaves[i]) for i in flat.differentiable]
-        out = f(*flat.call_args(dict(zip(flat.differentiable, leaves))))
+        with building_arrays():
+            out = f(*flat.call_args(dict(zip(flat.differentiable, leaves))))
         outs = output_leaves(out)
         primal = _strip(out)
         if cotangent is None:
@@ -678,7 +680,8 @@ def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray
     tape.python_recording = True
     try:
         leaves = [Tracked.leaf(tape, x) for x in values]
-        out = scalar_fn(leaves)
+        with building_arrays():
+            out = scalar_fn(leaves)
         if not isinstance(out, Tracked):
             return [np.zeros(x.shape) for x in leaves], [np.zeros(x.shape) for x in leaves]
         if out.size != 1:

@@ -1,0 +1,104 @@
+"""Arrays built from engine values: ``np.array([x[0], 2 * x[1]])``, ``np.asarray(t)``, ``np.r_``, ``np.c_``.
+
+NumPy builds these in C without dispatching to ``__array_function__``, so an engine array would
+meet ``__array__`` and be refused (its derivative would silently become 0 otherwise). While an
+engine runs the user's function, :func:`building_arrays` replaces ``numpy.array``,
+``numpy.asarray`` and ``numpy.asanyarray`` (and the ``array`` that ``np.r_``/``np.c_`` call) by
+wrappers that keep tracking:
+
+* a list or tuple holding engine arrays becomes ``np.stack`` of its (recursively built) items,
+  which the one rule registry differentiates;
+* an engine array itself stays an engine array (cast to a requested float dtype, ``ndmin``
+  applied), since engine arrays are immutable and a copy is never observable;
+* everything else, and any request that would drop the derivative (an integer, complex or object
+  dtype), goes to NumPy unchanged, which refuses engine arrays with the usual clear error.
+
+The replacement is process-wide while any engine computation runs (counted, under a lock), so
+plain calls from other threads meanwhile go to NumPy through one type check. Code that bound
+``from numpy import array`` before the engine ran keeps NumPy's own function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import numpy.lib._index_tricks_impl as _index_tricks
+
+from . import _primitives as P
+
+_ORIGINAL = {"array": np.array, "asarray": np.asarray, "asanyarray": np.asanyarray}
+_LOCK = threading.Lock()
+_ACTIVE = [0]
+
+
+def _holds_engine_array(obj: Any) -> bool:
+    if P.is_active(obj):
+        return True
+    if isinstance(obj, (list, tuple)):
+        return any(_holds_engine_array(item) for item in obj)
+    return False
+
+
+def _build(obj: Any) -> Any:
+    """obj (an engine array, a number, an ndarray, or a list/tuple of those) as one array."""
+    if isinstance(obj, (list, tuple)):
+        if not obj:
+            return _ORIGINAL["array"](obj, dtype=np.float64)
+        return np.stack([_build(item) for item in obj])
+    if P.is_active(obj):
+        return obj
+    return _ORIGINAL["asarray"](obj)
+
+
+def _wrapper(name: str) -> Any:
+    original = _ORIGINAL[name]
+
+    def build(obj: Any, dtype: Any = None, *args: Any, ndmin: int = 0, **kwargs: Any) -> Any:
+        if type(obj) is np.ndarray or not _holds_engine_array(obj):
+            if ndmin:
+                kwargs["ndmin"] = ndmin
+            return original(obj, dtype, *args, **kwargs)
+        if dtype is not None and np.dtype(dtype).kind != "f":
+            # would drop the derivative: NumPy's own call raises the engines' clear error
+            return original(obj, dtype, *args, **kwargs)
+        out = _build(obj)
+        if dtype is not None:
+            out = out.astype(dtype)
+        if out.ndim < ndmin:
+            out = np.reshape(out, (1,) * (ndmin - out.ndim) + out.shape)
+        return out
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = original.__doc__
+    build.__wrapped__ = original  # type: ignore[attr-defined]
+    return build
+
+
+_WRAPPERS = {name: _wrapper(name) for name in _ORIGINAL}
+
+
+def _install(table: dict[str, Any]) -> None:
+    for name, fn in table.items():
+        setattr(np, name, fn)
+    _index_tricks.array = table["array"]
+
+
+@contextlib.contextmanager
+def building_arrays() -> Iterator[None]:
+    """While active, ``np.array``/``np.asarray``/``np.asanyarray``/``np.r_``/``np.c_`` keep engine
+    arrays tracked (see the module docstring). Re-entrant and thread-safe."""
+    with _LOCK:
+        if _ACTIVE[0] == 0:
+            _install(_WRAPPERS)
+        _ACTIVE[0] += 1
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _ACTIVE[0] -= 1
+            if _ACTIVE[0] == 0:
+                _install(_ORIGINAL)
