@@ -18,9 +18,10 @@
 /* A zero tangent contributes zero even where the partial is infinite or NaN (sqrt'(0) = inf):
  * with one-hot seeding every other direction has a zero tangent at that element, and 0 * inf
  * must not turn their derivatives into NaN (ForwardDiff's "NaN-safe" rule). The guarded form,
- * gt_chain (ops.h, the rule the reverse sweep applies too), only runs on blocks whose partials are
- * not all finite; the others take the plain, vectorized loop (the select costs 1.5x on large
- * binary ops), so a zero partial meeting an already infinite tangent stays NaN here. */
+ * gt_chain (ops.h, the rule the reverse sweep applies too), runs on blocks whose partials are not
+ * all finite; the others take the plain, vectorized loop (the select costs 1.5x on large binary
+ * ops) and are redone with gt_chain only when their result is not finite, which is where a zero
+ * partial can have met an infinite or NaN tangent. Both engines then agree on 0 * inf = 0. */
 #define GT_TERM(d, t) gt_chain_f64(d, t)
 #define GT_PLAIN(d, t) ((d) * (t))
 
@@ -64,6 +65,25 @@
 
 GT_DEFINE_COMBINE(combine_f64, double)
 GT_DEFINE_COMBINE(combine_f32, float)
+
+/* One block through the plain loop when `safe` is 0 and its result is finite, else through
+ * gt_chain (see above). */
+#define GT_DEFINE_COMBINE_BLOCK(NAME, T)                                                            \
+    static void NAME(int safe, size_t n, T *out, const char *at, ptrdiff_t as, const double *da,   \
+                     const char *bt, ptrdiff_t bs, const double *db)                               \
+    {                                                                                              \
+        if (!safe) {                                                                               \
+            NAME##_plain(n, out, at, as, da, bt, bs, db);                                          \
+            T acc = 0;                                                                             \
+            for (size_t i = 0; i < n; i++)                                                         \
+                acc += out[i] * (T)0; /* NaN exactly when some out[i] is infinite or NaN */        \
+            if (acc == 0)                                                                          \
+                return;                                                                            \
+        }                                                                                          \
+        NAME##_safe(n, out, at, as, da, bt, bs, db);                                               \
+    }
+GT_DEFINE_COMBINE_BLOCK(combine_f64, double)
+GT_DEFINE_COMBINE_BLOCK(combine_f32, float)
 
 /* Copies n strided elements of `dtype` starting at p (byte stride s) into dst as doubles. */
 static void gather(gt_dtype dtype, size_t n, const char *p, ptrdiff_t s, double *dst)
@@ -314,16 +334,10 @@ static int elementwise_contiguous(const gt_op *op, gt_dtype dtype, int nd, const
             ptrdiff_t s = (ptrdiff_t)es;
             if (dtype == GT_FLOAT64) {
                 double *out = (double *)yt + d * n + j0;
-                if (safe)
-                    combine_f64_safe(len, out, x, s, da, z, s, db);
-                else
-                    combine_f64_plain(len, out, x, s, da, z, s, db);
+                combine_f64(safe, len, out, x, s, da, z, s, db);
             } else {
                 float *out = (float *)yt + d * n + j0;
-                if (safe)
-                    combine_f32_safe(len, out, x, s, da, z, s, db);
-                else
-                    combine_f32_plain(len, out, x, s, da, z, s, db);
+                combine_f32(safe, len, out, x, s, da, z, s, db);
             }
         }
     }
@@ -400,16 +414,10 @@ int gt_dual_elementwise(const gt_op *op, gt_dtype dtype, int nd, const size_t *s
                 const char *bp = bt ? bt + dd * btk + bto + j * bts : NULL;
                 if (dtype == GT_FLOAT64) {
                     double *out = (double *)yt + d * n + flat;
-                    if (safe)
-                        combine_f64_safe(bl, out, ap, ats, da, bp, bts, db);
-                    else
-                        combine_f64_plain(bl, out, ap, ats, da, bp, bts, db);
+                    combine_f64(safe, bl, out, ap, ats, da, bp, bts, db);
                 } else {
                     float *out = (float *)yt + d * n + flat;
-                    if (safe)
-                        combine_f32_safe(bl, out, ap, ats, da, bp, bts, db);
-                    else
-                        combine_f32_plain(bl, out, ap, ats, da, bp, bts, db);
+                    combine_f32(safe, bl, out, ap, ats, da, bp, bts, db);
                 }
             }
         }

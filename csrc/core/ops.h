@@ -36,8 +36,8 @@
  * zero adjoint contributes nothing; a zero partial stops an infinite adjoint. So the derivative of
  * std at a constant slice and of norm at 0 is 0 in both modes, where plain IEEE 0 * inf = NaN
  * would make forward and reverse disagree (each meets the infinity on a different side).
- * (The forward kernel takes a plain multiply on blocks whose partials are all finite, for speed;
- * see dual.c: there a zero partial meeting an already infinite tangent stays NaN.)
+ * (The forward kernel takes a plain multiply on blocks whose partials and results are all
+ * finite, for speed, and redoes the others with this rule; see dual.c.)
  */
 #ifndef GT_OPS_H
 #define GT_OPS_H
