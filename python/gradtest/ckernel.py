@@ -332,7 +332,39 @@ class StageResult:
     error: KernelError | None
 
 
-class CKernel:
+class _KernelOutputs:
+    """What CKernel and CudaKernel share about a kernel's outputs: the reported name, the output
+    count ``n_out`` gives for n inputs, and the fixed cotangent a vector function is checked
+    through. Subclasses set ``name`` and ``n_out``."""
+
+    name: str
+    n_out: Any
+
+    @property
+    def __name__(self) -> str:  # reports name checked functions by __name__
+        return self.name
+
+    def _m(self, n: int) -> int:
+        """The number of outputs for n inputs; 0 for a scalar function."""
+        if self.n_out is None:
+            return 0
+        m = self.n_out(n) if callable(self.n_out) else self.n_out
+        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
+            raise ValueError(f"n_out({n}) returned {m!r}; expected an integer >= 1")
+        return int(m)
+
+    def cotangent(self, n: int, seed: int = 0) -> np.ndarray | None:
+        """The fixed random cotangent u (m standard normal values; one output gets 1) through which
+        a vector function is checked, or None for a scalar function."""
+        m = self._m(n)
+        if m == 0:
+            return None
+        if m == 1:
+            return np.ones(1)
+        return np.random.default_rng(seed).standard_normal(m)
+
+
+class CKernel(_KernelOutputs):
     """A native kernel written against ``gradtest.h``, checkable with no Python in the loop.
 
     Parameters
@@ -438,20 +470,7 @@ class CKernel:
         return (f"CKernel({self.name!r}, {kind}, dtype={self.dtype.name}, "
                 f"backends={self.__gradtest_backends__})")
 
-    @property
-    def __name__(self) -> str:  # reports name checked functions by __name__
-        return self.name
-
     # -- sizes and arrays ------------------------------------------------------------------
-
-    def _m(self, n: int) -> int:
-        """The number of outputs for n inputs; 0 for a scalar function."""
-        if self.n_out is None:
-            return 0
-        m = self.n_out(n) if callable(self.n_out) else self.n_out
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-            raise ValueError(f"n_out({n}) returned {m!r}; expected an integer >= 1")
-        return int(m)
 
     def _flat_x(self, x: Any) -> np.ndarray:
         """A private, flat, contiguous copy of x after checking its type and size."""
@@ -493,16 +512,6 @@ class CKernel:
             raise KernelError(f"{self.name}: f returned status {kernel_status}", stage="function",
                               status=kernel_status)
         return float(y[0]) if m == 0 else y
-
-    def cotangent(self, n: int, seed: int = 0) -> np.ndarray | None:
-        """The fixed random cotangent u (m standard normal values; one output gets 1) through which
-        a vector function is checked, or None for a scalar function."""
-        m = self._m(n)
-        if m == 0:
-            return None
-        if m == 1:
-            return np.ones(1)
-        return np.random.default_rng(seed).standard_normal(m)
 
     def run_stage(
         self,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from ._finite_diff import GroundTruth, GroundTruthError, step_scale
-from .ckernel import KernelError, KernelLoadError
+from .ckernel import KernelError, KernelLoadError, _KernelOutputs
 
 LIBRARY_NAME = "libgradtest_cuda.so"
 # the memory one batch of perturbed points may take on the device, by default
@@ -255,7 +255,7 @@ def host_copy(x: Any, library: DeviceLibrary | None = None) -> np.ndarray:
     return out
 
 
-class CudaKernel:
+class CudaKernel(_KernelOutputs):
     """A device kernel written against the device section of ``gradtest.h``, checked with batched
     finite differences: the CUDA counterpart of :class:`gradtest.CKernel`.
 
@@ -345,29 +345,6 @@ class CudaKernel:
     def __repr__(self) -> str:
         where = "CPU emulation" if self._lib.emulated else "CUDA"
         return f"CudaKernel({self.name!r}, dtype={self.dtype.name}, {where}, backends={self.__gradtest_backends__})"
-
-    @property
-    def __name__(self) -> str:  # reports name checked functions by __name__
-        return self.name
-
-    def _m(self, n: int) -> int:
-        """The number of outputs for n inputs; 0 for a scalar function."""
-        if self.n_out is None:
-            return 0
-        m = self.n_out(n) if callable(self.n_out) else self.n_out
-        if isinstance(m, bool) or not isinstance(m, (int, np.integer)) or m < 1:
-            raise ValueError(f"n_out({n}) returned {m!r}; expected an integer >= 1")
-        return int(m)
-
-    def cotangent(self, n: int, seed: int = 0) -> np.ndarray | None:
-        """The fixed random cotangent u of a vector function (m standard normal values, 1 when
-        m == 1), the one :class:`gradtest.CKernel` uses; None for a scalar function."""
-        m = self._m(n)
-        if m == 0:
-            return None
-        if m == 1:
-            return np.ones(1)
-        return np.random.default_rng(seed).standard_normal(m)
 
     def _flat(self, x: Any) -> np.ndarray:
         host = host_copy(x, self._lib)
