@@ -458,6 +458,8 @@ def test_docs_table_is_generated_from_the_registry():
     from gradtest import _rules
 
     path = Path(__file__).resolve().parents[1] / "docs" / "rules_table.inc"
+    if not path.parent.is_dir():
+        pytest.skip("this copy of the tests has no docs/ next to it")
     assert path.read_text() == _rules.rules_table()
     for page in ("forward.rst", "reverse.rst"):
         text = (path.parent / page).read_text()

@@ -1022,13 +1022,12 @@ def rules_table() -> str:
     return "\n".join(lines)
 
 
-# colleagues' rule modules register more functions through the API above
+# the rules of numpy.linalg, SciPy and the remaining compositions register through the API above
 for _module in ("_rules_linalg", "_rules_special", "_rules_more"):
-    try:
-        importlib.import_module(f"{__package__}.{_module}")
-    except ModuleNotFoundError as _err:
-        if _err.name != f"{__package__}.{_module}":
-            raise
+    importlib.import_module(f"gradtest.{_module}")
 
 if __name__ == "__main__":
-    print(rules_table(), end="")
+    # run as a script this module is __main__, a second copy; the table is the package's registry's
+    from gradtest import _rules as _registry
+
+    print(_registry.rules_table(), end="")
