@@ -58,10 +58,16 @@ def _wrapper(name: str) -> Any:
     original = _ORIGINAL[name]
 
     def build(obj: Any, dtype: Any = None, *args: Any, ndmin: int = 0, **kwargs: Any) -> Any:
-        if type(obj) is np.ndarray or not _holds_engine_array(obj):
-            if ndmin:
-                kwargs["ndmin"] = ndmin
-            return original(obj, dtype, *args, **kwargs)
+        if ndmin:
+            kwargs["ndmin"] = ndmin
+        if not P.is_active(obj):
+            # NumPy first: a list of plain numbers is not scanned in Python; an engine array
+            # inside it makes NumPy call its __array__, which refuses (NotImplementedError)
+            try:
+                return original(obj, dtype, *args, **kwargs)
+            except NotImplementedError:
+                if not _holds_engine_array(obj):
+                    raise
         if dtype is not None and np.dtype(dtype).kind != "f":
             # would drop the derivative: NumPy's own call raises the engines' clear error
             return original(obj, dtype, *args, **kwargs)
