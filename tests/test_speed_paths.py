@@ -248,3 +248,90 @@ def test_recorded_matmul_values_and_gradients_match_numpy():
     np.testing.assert_allclose(out, f(w), rtol=1e-13)
     t = np.tanh(x @ w)
     np.testing.assert_allclose(g, np.einsum("bmk,bmn->kn", x, 2 * t * (1 - t * t)), rtol=1e-12, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- operands the tape keeps
+
+def _op_inputs(name: str) -> tuple[np.ndarray, np.ndarray]:
+    a = np.linspace(0.2, 0.7, 7)
+    b = np.linspace(0.35, 0.95, 7)
+    return (a + 1.5 if name == "arccosh" else a), b
+
+
+def _grads_on_tape(name: str, args: tuple, order2: bool) -> list[np.ndarray]:
+    from gradtest._reverse import Tape
+    from gradtest.reverse import Tracked
+
+    tape = Tape()
+    tape.python_recording = order2
+    try:
+        leaves = [Tracked.leaf(tape, v) if track else None for v, track in args]
+        vals = [leaf if leaf is not None else v for leaf, (v, _) in zip(leaves, args)]
+        out = np.sum(getattr(np, name)(*vals) * np.linspace(1.0, 2.0, 7))
+        tape.backward(out.node, np.ones(()))
+        return [tape.adjoint(leaf.node) for leaf in leaves if leaf is not None]
+    finally:
+        tape.release()
+
+
+@pytest.mark.parametrize("name", [n for n in _forward.op_names() if n != "sign"])
+def test_operands_the_tape_drops_are_never_read(name):
+    # A node keeps only the operands its partials read (the op table's GT_READS_* bits); with
+    # python_recording it keeps those of the second partials too, a superset. A dropped operand
+    # reads as NaN, so a missing bit shows as a NaN or a difference between the two tapes.
+    a, b = _op_inputs(name)
+    arity = getattr(np, name).nin
+    cases = [((a, True),)] if arity == 1 else [((a, True), (b, True)), ((a, True), (b, False)),
+                                               ((a, False), (b, True))]
+    for args in cases:
+        trimmed, kept = _grads_on_tape(name, args, False), _grads_on_tape(name, args, True)
+        for g, h in zip(trimmed, kept):
+            assert np.all(np.isfinite(g)), (name, args)
+            np.testing.assert_array_equal(g, h)
+
+
+@pytest.mark.parametrize("name", [n for n in _forward.op_names() if n != "sign"])
+def test_order2_keeps_what_the_second_partials_read(name):
+    from gradtest.reverse import gradient_reverse, hvp
+
+    a, b = _op_inputs(name)
+    fn = getattr(np, name)
+    w = np.linspace(1.0, 2.0, 7)
+    if fn.nin == 1:
+        f = lambda x: np.sum(fn(x) * w)  # noqa: E731
+        x0, v = a, np.linspace(-1.0, 1.0, 7)
+    else:
+        f = lambda x: np.sum(fn(x[:7], x[7:]) * w)  # noqa: E731
+        x0, v = np.concatenate([a, b]), np.linspace(-1.0, 1.0, 14)
+    _, (h,) = hvp(f, (x0,), (v,))
+    eps = 1e-6
+    fd = (gradient_reverse(f, x0 + eps * v)[0] - gradient_reverse(f, x0 - eps * v)[0]) / (2 * eps)
+    assert np.all(np.isfinite(h))
+    np.testing.assert_allclose(h, fd, rtol=1e-5, atol=1e-6)
+
+
+def test_a_recorded_chain_releases_the_operands_its_sweep_does_not_read():
+    import gc
+    import weakref
+
+    from gradtest._reverse import Tape
+    from gradtest.reverse import Tracked
+
+    for order2, kept in ((False, False), (True, True)):
+        tape = Tape()
+        tape.python_recording = order2
+        try:
+            x = Tracked.leaf(tape, np.linspace(0.1, 0.8, 5))
+            s = np.sin(x * 1.1)  # sin's partial reads its input; its second partial its output
+            out_ref = weakref.ref(s.value)
+            z = np.tanh(s)
+            del s
+            gc.collect()
+            assert (out_ref() is not None) is kept
+            total = np.sum(z)
+            tape.backward(total.node, np.ones(()))
+            u = 1.1 * x.value
+            np.testing.assert_allclose(tape.adjoint(x.node), (1 - np.tanh(np.sin(u)) ** 2) * np.cos(u) * 1.1,
+                                       rtol=1e-13)
+        finally:
+            tape.release()

@@ -66,6 +66,24 @@
 GT_DEFINE_COMBINE(combine_f64, double)
 GT_DEFINE_COMBINE(combine_f32, float)
 
+/* The sum of v[i] * 0 over a block: 0 when every v[i] is finite, NaN otherwise. Summed in 8
+ * independent lanes: one running sum was a chain of dependent additions, 4 cycles an element,
+ * which cost a one-tangent JVP over 10^6 elements more than its multiplications did. */
+#define GT_DEFINE_PROBE(NAME, T)                                                                    \
+    static T NAME(size_t n, const T *v)                                                            \
+    {                                                                                              \
+        T s[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                                         \
+        size_t i = 0;                                                                              \
+        for (; i + 8 <= n; i += 8)                                                                 \
+            for (int j = 0; j < 8; j++)                                                            \
+                s[j] += v[i + j] * (T)0;                                                           \
+        for (; i < n; i++)                                                                         \
+            s[0] += v[i] * (T)0;                                                                   \
+        return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));                  \
+    }
+GT_DEFINE_PROBE(nonfinite_probe_f64, double)
+GT_DEFINE_PROBE(nonfinite_probe_f32, float)
+
 /* One block through the plain loop when `safe` is 0 and its result is finite, else through
  * gt_chain (see above). */
 #define GT_DEFINE_COMBINE_BLOCK(NAME, T)                                                            \
@@ -74,14 +92,13 @@ GT_DEFINE_COMBINE(combine_f32, float)
     {                                                                                              \
         if (!safe) {                                                                               \
             NAME##_plain(n, out, at, as, da, bt, bs, db);                                          \
-            T acc = 0;                                                                             \
-            for (size_t i = 0; i < n; i++)                                                         \
-                acc += out[i] * (T)0; /* NaN exactly when some out[i] is infinite or NaN */        \
-            if (acc == 0)                                                                          \
+            if (nonfinite_probe_##NAME(n, out) == 0) /* NaN when some out[i] is not finite */     \
                 return;                                                                            \
         }                                                                                          \
         NAME##_safe(n, out, at, as, da, bt, bs, db);                                               \
     }
+#define nonfinite_probe_combine_f64 nonfinite_probe_f64
+#define nonfinite_probe_combine_f32 nonfinite_probe_f32
 GT_DEFINE_COMBINE_BLOCK(combine_f64, double)
 GT_DEFINE_COMBINE_BLOCK(combine_f32, float)
 
@@ -100,11 +117,8 @@ static void gather(gt_dtype dtype, size_t n, const char *p, ptrdiff_t s, double 
 /* 1 when every one of the n partials (in the buffers that are used) is finite. */
 static int all_finite(size_t n, const double *da, const double *db)
 {
-    double acc = 0.0;
     /* x * 0 is NaN exactly for infinite or NaN x: one vectorizable pass instead of a branch each */
-    for (size_t i = 0; i < n; i++)
-        acc += (da ? da[i] * 0.0 : 0.0) + (db ? db[i] * 0.0 : 0.0);
-    return acc == 0.0;
+    return (da ? nonfinite_probe_f64(n, da) : 0.0) + (db ? nonfinite_probe_f64(n, db) : 0.0) == 0.0;
 }
 
 /* Per-thread scratch for gt_dual_matmul and the large-array elementwise kernel, kept between calls: writing into freshly mapped pages

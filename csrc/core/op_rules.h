@@ -24,6 +24,11 @@
 
 #ifdef __CUDACC__
 #define GT_HD __host__ __device__ inline
+#elif defined(__GNUC__)
+/* forced: each rule is a switch that folds to one case where the op is a constant (the CPU's
+ * partial loops), but GCC judged the unfolded switch too large to inline, which left a call per
+ * element in loops that otherwise vectorize */
+#define GT_HD static inline __attribute__((always_inline))
 #else
 #define GT_HD static inline
 #endif
@@ -223,6 +228,54 @@ GT_HD double gt_rule_partial(int op, int k, double a, double b, double y)
     return k == 0 ? gt_rule_partial0(op, a, b, y) : gt_rule_partial1(op, a, b, y);
 }
 
+/* Which of (a, b, y) a rule reads, so that the tape can keep only those operands: a recorded
+ * multiplication by a constant needs neither array, tanh only its output. A bit set for a value
+ * the rule does not read only costs memory; a bit missing would make the sweep read a value it
+ * did not keep, so each case below follows its rule above line by line. */
+#define GT_READS_A 1
+#define GT_READS_B 2
+#define GT_READS_Y 4
+#define GT_READS_ALL (GT_READS_A | GT_READS_B | GT_READS_Y)
+
+/* What gt_rule_partial(op, k, ...) reads; 0 for a constant partial or k not an argument. */
+GT_HD int gt_rule_partial_reads(int op, int k)
+{
+    if (k == 1) {
+        switch (op) {
+        case GT_OP_ADD: case GT_OP_SUBTRACT: return 0;
+        case GT_OP_MULTIPLY: return GT_READS_A;
+        case GT_OP_DIVIDE: case GT_OP_HYPOT: case GT_OP_LOGADDEXP: case GT_OP_LOGADDEXP2:
+            return GT_READS_B | GT_READS_Y;
+        case GT_OP_POWER: return GT_READS_A | GT_READS_Y;
+        case GT_OP_ARCTAN2: case GT_OP_MAXIMUM: case GT_OP_MINIMUM: case GT_OP_FMAX: case GT_OP_FMIN:
+        case GT_OP_REMAINDER: case GT_OP_FMOD:
+            return GT_READS_A | GT_READS_B;
+        default: return gt_rule_arity(op) == 2 ? GT_READS_ALL : 0;
+        }
+    }
+    if (k != 0)
+        return 0;
+    switch (op) {
+    case GT_OP_ADD: case GT_OP_SUBTRACT: case GT_OP_POSITIVE: case GT_OP_REMAINDER: case GT_OP_FMOD:
+    case GT_OP_NEGATIVE: case GT_OP_SIGN:
+        return 0;
+    case GT_OP_MULTIPLY: case GT_OP_DIVIDE: return GT_READS_B;
+    case GT_OP_POWER: case GT_OP_ARCTAN2: case GT_OP_MAXIMUM: case GT_OP_MINIMUM: case GT_OP_FMAX:
+    case GT_OP_FMIN:
+        return GT_READS_A | GT_READS_B;
+    case GT_OP_EXP: case GT_OP_EXPM1: case GT_OP_EXP2: case GT_OP_SQRT: case GT_OP_CBRT:
+    case GT_OP_RECIPROCAL: case GT_OP_TAN: case GT_OP_TANH:
+        return GT_READS_Y;
+    case GT_OP_ABS: case GT_OP_LOG: case GT_OP_LOG1P: case GT_OP_LOG2: case GT_OP_LOG10:
+    case GT_OP_SQUARE: case GT_OP_SIN: case GT_OP_COS: case GT_OP_ARCSIN: case GT_OP_ARCCOS:
+    case GT_OP_ARCTAN: case GT_OP_SINH: case GT_OP_COSH: case GT_OP_ARCSINH: case GT_OP_ARCCOSH:
+    case GT_OP_ARCTANH:
+        return GT_READS_A;
+    case GT_OP_HYPOT: case GT_OP_LOGADDEXP: case GT_OP_LOGADDEXP2: return GT_READS_A | GT_READS_Y;
+    default: return GT_READS_ALL;
+    }
+}
+
 /* Second partials, as the first are, functions of (a, b, y): gt_rule_second(op, i, j, a, b, y) is
  * d2y/(d argument i)(d argument j), i, j in {0, 1} (symmetric). They are the derivatives of the
  * first partials as written above, so they keep the same kink conventions (listed in ops.h): a
@@ -326,6 +379,25 @@ GT_HD double gt_rule_second11(int op, double a, double b, double y)
     case GT_OP_LOGADDEXP: return exp(a - y) * exp(b - y);
     case GT_OP_LOGADDEXP2: return GT_LN2 * exp2(a - y) * exp2(b - y);
     default: return gt_rule_arity(op) ? 0.0 : NAN;
+    }
+}
+
+/* What any of gt_rule_second(op, i, j, ...) reads, over all i, j (what an order-2 sweep needs
+ * besides the first partials' operands). */
+GT_HD int gt_rule_second_reads(int op)
+{
+    switch (op) {
+    case GT_OP_MULTIPLY: case GT_OP_SQUARE: return 0;
+    case GT_OP_DIVIDE: return GT_READS_B | GT_READS_Y;
+    case GT_OP_EXP: case GT_OP_EXPM1: case GT_OP_EXP2: case GT_OP_SINH: case GT_OP_COSH:
+    case GT_OP_SQRT: case GT_OP_CBRT: case GT_OP_RECIPROCAL: case GT_OP_SIN: case GT_OP_COS:
+    case GT_OP_TAN: case GT_OP_TANH:
+        return GT_READS_Y;
+    case GT_OP_LOG: case GT_OP_LOG1P: case GT_OP_LOG2: case GT_OP_LOG10: case GT_OP_ARCSIN:
+    case GT_OP_ARCCOS: case GT_OP_ARCTAN: case GT_OP_ARCSINH: case GT_OP_ARCCOSH: case GT_OP_ARCTANH:
+        return GT_READS_A;
+    case GT_OP_ARCTAN2: return GT_READS_A | GT_READS_B;
+    default: return gt_rule_second_is_zero(op) ? 0 : GT_READS_ALL; /* power, hypot, logaddexp */
     }
 }
 

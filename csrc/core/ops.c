@@ -3,6 +3,9 @@
 
 #include <math.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 /* The table's function pointers are thin wrappers over the switch in op_rules.h with a constant
  * op id, so each folds to that op's case; the rules themselves are written only there. */
@@ -123,7 +126,15 @@ const gt_op *gt_op_lookup(const char *name)
  * call (about 3 ns, more than the arithmetic of most partials and of the chain rule after them;
  * an exp node's VJP over 10^6 elements took 3.8x NumPy's exp). The rules themselves stay in the
  * table: nothing here knows what any op computes. */
-static inline void loop_f64(gt_partial_fn d, size_t n, const double *a, const double *b, const double *y,
+/* GCC declined to inline the 41 instances of each loop (only their callers' size grew), which
+ * left every element an indirect call again: the instances are forced inline. */
+#if defined(__GNUC__)
+#define GT_FORCE_INLINE static inline __attribute__((always_inline))
+#else
+#define GT_FORCE_INLINE static inline
+#endif
+
+GT_FORCE_INLINE void loop_f64(gt_partial_fn d, size_t n, const double *a, const double *b, const double *y,
                             double *out)
 {
     if (b)
@@ -134,7 +145,7 @@ static inline void loop_f64(gt_partial_fn d, size_t n, const double *a, const do
             out[i] = d(a[i], 0.0, y[i]);
 }
 
-static inline void loop_f32(gt_partial_fn d, size_t n, const float *a, const float *b, const float *y,
+GT_FORCE_INLINE void loop_f32(gt_partial_fn d, size_t n, const float *a, const float *b, const float *y,
                             float *out)
 {
     if (b)
@@ -226,4 +237,41 @@ int gt_op_partials_f32(const gt_op *op, size_t n, const float *a, const float *b
         PARTIAL_LOOPS(f32)
     }
     return GT_OK;
+}
+
+void gt_chain_block_f64(size_t n, double *d, const double *p, const double *g, int accumulate)
+{
+    size_t i = 0;
+#if defined(__SSE2__)
+    /* a zero on either side selects 0 (andnot with the mask), as gt_chain_f64 does */
+    const __m128d zero = _mm_setzero_pd();
+    for (; i + 2 <= n; i += 2) {
+        __m128d pv = _mm_loadu_pd(p + i), gv = _mm_loadu_pd(g + i);
+        __m128d z = _mm_or_pd(_mm_cmpeq_pd(pv, zero), _mm_cmpeq_pd(gv, zero));
+        __m128d r = _mm_andnot_pd(z, _mm_mul_pd(pv, gv));
+        if (accumulate)
+            r = _mm_add_pd(_mm_loadu_pd(d + i), r);
+        _mm_storeu_pd(d + i, r);
+    }
+#endif
+    for (; i < n; i++)
+        d[i] = accumulate ? d[i] + gt_chain_f64(p[i], g[i]) : gt_chain_f64(p[i], g[i]);
+}
+
+void gt_chain_block_f32(size_t n, float *d, const float *p, const float *g, int accumulate)
+{
+    size_t i = 0;
+#if defined(__SSE2__)
+    const __m128 zero = _mm_setzero_ps();
+    for (; i + 4 <= n; i += 4) {
+        __m128 pv = _mm_loadu_ps(p + i), gv = _mm_loadu_ps(g + i);
+        __m128 z = _mm_or_ps(_mm_cmpeq_ps(pv, zero), _mm_cmpeq_ps(gv, zero));
+        __m128 r = _mm_andnot_ps(z, _mm_mul_ps(pv, gv));
+        if (accumulate)
+            r = _mm_add_ps(_mm_loadu_ps(d + i), r);
+        _mm_storeu_ps(d + i, r);
+    }
+#endif
+    for (; i < n; i++)
+        d[i] = accumulate ? d[i] + gt_chain_f32(p[i], g[i]) : gt_chain_f32(p[i], g[i]);
 }

@@ -93,4 +93,12 @@ int gt_op_partials_f64(const gt_op *op, size_t n, const double *a, const double 
 int gt_op_partials_f32(const gt_op *op, size_t n, const float *a, const float *b,
                        const float *y, float *da, float *db);
 
+/* The chain rule over a block, d[i] = gt_chain(p[i], g[i]) (accumulate == 0) or
+ * d[i] += gt_chain(p[i], g[i]), the rule of op_rules.h element for element. d may be g itself
+ * (in place) but must not overlap p or g otherwise. Written with SSE2 where the compiler has it:
+ * GCC does not vectorize the rule's select while comparisons may trap (-ftrapping-math, its
+ * default), and the scalar loop cost an elementwise VJP more than its memory traffic. */
+void gt_chain_block_f64(size_t n, double *d, const double *p, const double *g, int accumulate);
+void gt_chain_block_f32(size_t n, float *d, const float *p, const float *g, int accumulate);
+
 #endif /* GT_OPS_H */

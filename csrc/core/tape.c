@@ -41,6 +41,7 @@ struct gt_tape {
     gt_release_fn release;
     size_t adj_bytes;
     size_t val_bytes;     /* values of the nodes recorded by gt_tape_backward_graph */
+    int order2;           /* gt_tape_set_order2: keep what a recorded sweep's second partials read */
 };
 
 /* ---------------------------------------------------------------- small helpers */
@@ -247,6 +248,27 @@ static int is_linear_op(const gt_op *op)
            op->id == GT_OP_POSITIVE;
 }
 
+void gt_tape_set_order2(gt_tape *tape, int on)
+{
+    if (tape)
+        tape->order2 = on != 0;
+}
+
+/* The operands (GT_READS_* bits) an elementwise node's sweeps read: the first partials of its
+ * differentiated arguments, and with `order2` also their second partials (gt_tape_backward_graph). */
+static int elem_reads(const gt_op *op, int nin, const long *in, int order2)
+{
+    int op_id = (int)op->id, reads = 0, any = 0;
+    for (int k = 0; k < nin; k++)
+        if (in[k] >= 0 && gt_rule_has_partial(op_id, k)) {
+            reads |= gt_rule_partial_reads(op_id, k);
+            any = 1;
+        }
+    if (order2 && any)
+        reads |= gt_rule_second_reads(op_id);
+    return reads;
+}
+
 int gt_tape_elementwise(gt_tape *tape, const gt_op *op, gt_dtype dtype, int ndim, const long *shape,
                         const long in[2], gt_buf a, gt_buf b, gt_buf y, long *id)
 {
@@ -273,16 +295,18 @@ int gt_tape_elementwise(gt_tape *tape, const gt_op *op, gt_dtype dtype, int ndim
     st = commit_node(tape, n, GT_NODE_ELEMWISE, dtype, ndim, shape, id);
     if (st != GT_OK)
         return st;
-    /* the tape owns the handles from here on; drop the ones the sweep will not read */
+    /* the tape owns the handles from here on; drop the ones the sweeps will not read, so that a
+     * recorded forward pass holds no more arrays than its gradient needs (a chain of ops whose
+     * partials read only their outputs then frees each input as NumPy's own chain would) */
     n->saved[0] = a;
     n->saved[1] = b;
     n->saved[2] = y;
-    if (is_linear_op(op) || nin == 1)
-        release_buf(tape, &n->saved[1]);
-    if (is_linear_op(op)) {
-        release_buf(tape, &n->saved[0]);
-        release_buf(tape, &n->saved[2]);
-    }
+    int reads = is_linear_op(op) ? 0 : elem_reads(op, nin, n->in_small, tape->order2);
+    if (nin == 1)
+        reads &= ~GT_READS_B;
+    for (int j = 0; j < 3; j++)
+        if (!(reads & (1 << j)))
+            release_buf(tape, &n->saved[j]);
     return GT_OK;
 }
 
@@ -708,14 +732,17 @@ static int acc_scaled(gt_tape *t, long id, void *ybar, int cnd, const long *csha
     return acc(t, id, tmp, cnd, cshape, 1);
 }
 
-/* Fills `out[0..len)` with the partial d(op)/d(arg k) for output positions [i0, i0+len). */
-static int partial_block(const node *n, int k, size_t i0, size_t len, void *out, void *abuf, void *bbuf)
+/* Fills `out[0..len)` with the partial d(op)/d(arg k) for output positions [i0, i0+len).
+ * abuf, bbuf, ybuf: blocks standing in for a scalar operand, or for one the node did not keep
+ * (fill_scalar). */
+static int partial_block(const node *n, int k, size_t i0, size_t len, void *out, void *abuf, void *bbuf,
+                         void *ybuf)
 {
     const gt_buf *a = &n->saved[0], *b = &n->saved[1], *y = &n->saved[2];
     size_t es = gt_dtype_size((gt_dtype)n->dtype);
-    const char *ap = a->n == 1 ? abuf : (const char *)a->data + i0 * es;
-    const char *bp = n->nin == 2 ? (b->n == 1 ? bbuf : (const char *)b->data + i0 * es) : NULL;
-    const char *yp = (const char *)y->data + i0 * es;
+    const char *ap = a->n == 1 || !a->data ? abuf : (const char *)a->data + i0 * es;
+    const char *bp = n->nin == 2 ? (b->n == 1 || !b->data ? bbuf : (const char *)b->data + i0 * es) : NULL;
+    const char *yp = !y->data ? ybuf : (const char *)y->data + i0 * es;
     if (n->dtype == GT_FLOAT64)
         return gt_op_partials_f64(n->op, len, (const double *)ap, (const double *)bp,
                                   (const double *)yp, k == 0 ? out : NULL, k == 1 ? out : NULL);
@@ -723,15 +750,17 @@ static int partial_block(const node *n, int k, size_t i0, size_t len, void *out,
                               k == 0 ? out : NULL, k == 1 ? out : NULL);
 }
 
+/* Fills a block with a scalar operand's value, or with NaN for an operand the node did not keep
+ * (the rule does not read it; NaN, not 0, so that a wrong GT_READS_* bit shows in the gradient). */
 static void fill_scalar(const node *n, const gt_buf *b, void *buf)
 {
-    if (!b->data || b->n != 1)
+    if (b->data && b->n != 1)
         return;
     for (int i = 0; i < CHUNK; i++) {
         if (n->dtype == GT_FLOAT64)
-            ((double *)buf)[i] = *(const double *)b->data;
+            ((double *)buf)[i] = b->data ? *(const double *)b->data : NAN;
         else
-            ((float *)buf)[i] = *(const float *)b->data;
+            ((float *)buf)[i] = b->data ? *(const float *)b->data : NAN;
     }
 }
 
@@ -742,10 +771,12 @@ static int vjp_elementwise(gt_tape *t, node *n)
     void *ybar = n->adj;
     int stolen = 0, st = GT_OK;
     size_t es = gt_dtype_size((gt_dtype)n->dtype);
-    double pbuf[CHUNK], abuf[CHUNK], bbuf[CHUNK]; /* float blocks fit in double storage */
+    double pbuf[CHUNK], abuf[CHUNK], bbuf[CHUNK], ybuf[CHUNK]; /* float blocks fit in double storage */
     if (!is_linear_op(n->op)) {
         fill_scalar(n, &n->saved[0], abuf);
-        fill_scalar(n, &n->saved[1], bbuf);
+        if (n->nin == 2)
+            fill_scalar(n, &n->saved[1], bbuf);
+        fill_scalar(n, &n->saved[2], ybuf);
     }
     for (int k = 0; k < n->nin && st == GT_OK; k++) {
         if (in[k] < 0 || !n->op->partial[k])
@@ -769,27 +800,12 @@ static int vjp_elementwise(gt_tape *t, node *n)
             stolen = 1;
         for (size_t i0 = 0; i0 < n->size && st == GT_OK; i0 += CHUNK) {
             size_t len = n->size - i0 < CHUNK ? n->size - i0 : CHUNK;
-            st = partial_block(n, k, i0, len, pbuf, abuf, bbuf);
-            if (n->dtype == GT_FLOAT64) {
-                double *d = (double *)dst + i0;
-                const double *g = (const double *)ybar + i0;
-                if (assign)
-                    for (size_t i = 0; i < len; i++)
-                        d[i] = gt_chain_f64(pbuf[i], g[i]);
-                else
-                    for (size_t i = 0; i < len; i++)
-                        d[i] += gt_chain_f64(pbuf[i], g[i]);
-            } else {
-                float *d = (float *)dst + i0;
-                const float *g = (const float *)ybar + i0;
-                const float *p = (const float *)pbuf;
-                if (assign)
-                    for (size_t i = 0; i < len; i++)
-                        d[i] = gt_chain_f32(p[i], g[i]);
-                else
-                    for (size_t i = 0; i < len; i++)
-                        d[i] += gt_chain_f32(p[i], g[i]);
-            }
+            st = partial_block(n, k, i0, len, pbuf, abuf, bbuf, ybuf);
+            if (n->dtype == GT_FLOAT64)
+                gt_chain_block_f64(len, (double *)dst + i0, pbuf, (const double *)ybar + i0, !assign);
+            else
+                gt_chain_block_f32(len, (float *)dst + i0, (const float *)pbuf, (const float *)ybar + i0,
+                                   !assign);
         }
         if (st != GT_OK) {
             if (assign && !reuse)
@@ -1037,22 +1053,27 @@ static double load_at(gt_dtype dt, const void *p, size_t i)
 static void rule_loop(gt_dtype dt, int op, int k, int j, size_t n, const gt_buf *a, const gt_buf *b,
                       const gt_buf *y, const void *g, const void *h, void *out)
 {
-    size_t sa = a->n == 1 ? 0 : 1, sb = b->data && b->n != 1 ? 1 : 0;
+    /* an operand the node did not keep (the rule does not read it) reads as a NaN scalar */
+    static const double nan64 = NAN;
+    static const float nan32 = NAN;
+    size_t sa = a->data && a->n != 1 ? 1 : 0, sb = b->data && b->n != 1 ? 1 : 0, sy = y->data ? 1 : 0;
     if (dt == GT_FLOAT64) {
-        const double *av = a->data, *bv = b->data ? b->data : av, *yv = y->data, *gv = g, *hv = h;
+        const double *av = a->data ? a->data : &nan64, *bv = b->data ? b->data : av;
+        const double *yv = y->data ? y->data : &nan64, *gv = g, *hv = h;
         double *o = out;
         for (size_t i = 0; i < n; i++) {
-            double r = j < 0 ? gt_rule_partial(op, k, av[i * sa], bv[i * sb], yv[i])
-                             : gt_rule_second(op, k, j, av[i * sa], bv[i * sb], yv[i]);
+            double r = j < 0 ? gt_rule_partial(op, k, av[i * sa], bv[i * sb], yv[i * sy])
+                             : gt_rule_second(op, k, j, av[i * sa], bv[i * sb], yv[i * sy]);
             r = gv ? gt_chain_f64(r, gv[i]) : r;
             o[i] = hv ? gt_chain_f64(r, hv[i]) : r;
         }
     } else {
-        const float *av = a->data, *bv = b->data ? b->data : av, *yv = y->data, *gv = g, *hv = h;
+        const float *av = a->data ? a->data : &nan32, *bv = b->data ? b->data : av;
+        const float *yv = y->data ? y->data : &nan32, *gv = g, *hv = h;
         float *o = out;
         for (size_t i = 0; i < n; i++) {
-            double r = j < 0 ? gt_rule_partial(op, k, av[i * sa], bv[i * sb], yv[i])
-                             : gt_rule_second(op, k, j, av[i * sa], bv[i * sb], yv[i]);
+            double r = j < 0 ? gt_rule_partial(op, k, av[i * sa], bv[i * sb], yv[i * sy])
+                             : gt_rule_second(op, k, j, av[i * sa], bv[i * sb], yv[i * sy]);
             float q = gv ? gt_chain_f32((float)r, gv[i]) : (float)r;
             o[i] = hv ? gt_chain_f32(q, hv[i]) : q;
         }
@@ -1457,6 +1478,14 @@ static int g_weight(gt_tape *t, long a, gt_buf w, long *id)
 static int g_elementwise(gt_tape *t, long *adjn, long id, long g)
 {
     int st = GT_OK;
+    const node *n0 = &t->nodes[id];
+    if (!is_linear_op(n0->op)) {
+        /* a node recorded without gt_tape_set_order2 may lack what its second partials read */
+        int need = elem_reads(n0->op, n0->nin, node_in(n0), 1);
+        for (int j = 0; j < 3; j++)
+            if ((need & (1 << j)) && !n0->saved[j].data && !(j == 1 && n0->nin == 1))
+                return GT_EUNSUPPORTED;
+    }
     for (int k = 0; k < t->nodes[id].nin && st == GT_OK; k++) {
         const node *n = &t->nodes[id];
         long x = node_in(n)[k], c, p;

@@ -78,12 +78,21 @@ int gt_tape_node_info(const gt_tape *tape, long id, gt_dtype *dtype, int *ndim, 
  * Inputs must be earlier ids or -1; a recorded node's dtype must equal each input's dtype except
  * for GT_NODE_CAST. */
 
+/* Order 2 recording on (nonzero) or off: while on, elementwise nodes keep the operands their
+ * second partials read as well, so that gt_tape_backward_graph can record their sweep; nodes
+ * recorded while off keep only what one sweep reads. NULL is a no-op. */
+void gt_tape_set_order2(gt_tape *tape, int on);
+
 /* A leaf of the given dtype and shape. */
 int gt_tape_leaf(gt_tape *tape, gt_dtype dtype, int ndim, const long *shape, long *id);
 
 /* y = op(a, b) elementwise (b ignored for unary ops). in[k] are the input ids (-1: constant).
  * a, b, y: the operand values in the node's dtype, each with n equal to y's size, or n == 1.
- * For the linear ops (add, subtract, negative, positive) the buffers may be {NULL, 0, NULL}. */
+ * For the linear ops (add, subtract, negative, positive) the buffers may be {NULL, 0, NULL}.
+ * The tape releases at once the handles of the operands that the partials of the differentiated
+ * arguments do not read (gt_rule_partial_reads): tanh keeps y, a multiplication by a constant
+ * keeps only the constant. While gt_tape_set_order2 is on it also keeps what the second partials
+ * read (gt_rule_second_reads), which gt_tape_backward_graph needs. */
 int gt_tape_elementwise(gt_tape *tape, const gt_op *op, gt_dtype dtype, int ndim, const long *shape,
                         const long in[2], gt_buf a, gt_buf b, gt_buf y, long *id);
 
@@ -149,7 +158,8 @@ int gt_tape_backward(gt_tape *tape, long out, const void *seed);
  * carries an adjoint is a CONST. The values of the recorded nodes follow the first-order sweep's
  * arithmetic (the chain rule's zero rule included), so the gradient nodes hold its numbers up to
  * the order of summation where a broadcast contribution meets an earlier one.
- * CUMPROD, and nodes recorded by an earlier gt_tape_backward_graph (third order), give
+ * CUMPROD, nodes recorded by an earlier gt_tape_backward_graph (third order), and elementwise
+ * nodes recorded without gt_tape_set_order2 that dropped an operand their second partials read, give
  * GT_EUNSUPPORTED. Returns GT_OK, GT_EINVAL, GT_ENOMEM or GT_EUNSUPPORTED; on failure the tape is
  * as before the call. Adjoints of an earlier gt_tape_backward are left alone. Does not call back
  * into anything, so the caller may release a global lock around it. */

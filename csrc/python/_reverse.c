@@ -832,6 +832,15 @@ static int Tape_set_flag(TapeObject *self, PyObject *value, void *closure)
     return 0;
 }
 
+/* python_recording also tells the tape to keep what a recorded (order 2) sweep reads. */
+static int Tape_set_recording(TapeObject *self, PyObject *value, void *closure)
+{
+    if (Tape_set_flag(self, value, closure) < 0)
+        return -1;
+    gt_tape_set_order2(self->tape, self->python_recording);
+    return 0;
+}
+
 static Py_ssize_t Tape_len(TapeObject *self) { return (Py_ssize_t)gt_tape_size(self->tape); }
 
 static PyObject *Tape_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
@@ -870,9 +879,10 @@ static PyMethodDef Tape_methods[] = {
 static PyGetSetDef Tape_getset[] = {
     {"nbytes", (getter)Tape_get_nbytes, NULL, "bytes of tape-owned memory", NULL},
     {"released", (getter)Tape_get_released, NULL, "whether release() was called", NULL},
-    {"python_recording", (getter)Tape_get_flag, (setter)Tape_set_flag,
+    {"python_recording", (getter)Tape_get_flag, (setter)Tape_set_recording,
      "order 2 is being recorded: set by gradtest.reverse.hvp, read by handlers that record order 2 "
-     "differently or refuse it",
+     "differently or refuse it; while set, elementwise nodes also keep what their second partials "
+     "read (backward_graph needs them)",
      (void *)offsetof(TapeObject, python_recording)},
     {"observed", (getter)Tape_get_flag, (setter)Tape_set_flag,
      "dispatch check: when true, Tape.ufunc declines so that every op passes through the observing "
