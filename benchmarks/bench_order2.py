@@ -10,57 +10,30 @@ Hessian-vector product costs at most 4x one gradient. Rows, each with both times
 * ``chain-1e5``: the same chain on 10^5 elements (memory traffic dominates);
 * ``mlp``: the mean squared error of a 3-layer tanh MLP in about 10^4 parameters (matmuls);
 * ``structural``: gathers, a broadcast, sum/max/mean reductions, cumsum and prod on a (64, 64)
-  array (prod is recorded as a tree of multiplies at order 2).
+  array (prod is a tree of multiplies, at every order).
 """
 
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-try:
-    import gradtest  # noqa: F401
-except ImportError:  # run from a checkout: use the in-place build under python/
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import best_interleaved, import_gradtest, row  # noqa: E402
 
-from gradtest.reverse import gradient_reverse, hvp
+import_gradtest()
+from gradtest.reverse import gradient_reverse, hvp  # noqa: E402
 
 BENCH = "order2"
 TARGET = "<= 4"
 
 
-def _paired(fns: dict[str, Callable[[], Any]], min_time: float, rounds: int = 7) -> dict[str, float]:
-    """Best seconds per call of each fn, in alternating rounds so that a load spike on a shared
-    machine hits them alike (their ratio is what the rows report)."""
-    numbers = {}
-    for name, fn in fns.items():
-        fn()
-        number = 1
-        while True:
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            if time.perf_counter() - t0 >= min_time / rounds or number > 1 << 16:
-                break
-            number *= 2
-        numbers[name] = number
-    best = {name: float("inf") for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            for _ in range(numbers[name]):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - t0) / numbers[name])
-    return best
-
-
 def _row(case: str, value: float, unit: str, target: str = "") -> dict[str, Any]:
-    return {"benchmark": BENCH, "case": case, "value": float(value), "unit": unit, "target": target}
+    return row(BENCH, case, value, unit, target)
 
 
 def chain(x: Any) -> Any:
@@ -99,7 +72,7 @@ def _case(name: str, f: Callable[..., Any], args: tuple[np.ndarray, ...], min_ti
     grads, _ = hvp(f, args, vs)
     for g, r in zip(grads, gradient_reverse(f, *args)):  # the recorded sweep's gradient is the gradient
         np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-14)
-    t = _paired({"gradient": lambda: gradient_reverse(f, *args), "hvp": lambda: hvp(f, args, vs)}, min_time)
+    t = best_interleaved({"gradient": lambda: gradient_reverse(f, *args), "hvp": lambda: hvp(f, args, vs)}, min_time)
     return [
         _row(f"{name}: one gradient", t["gradient"] * 1e6, "us"),
         _row(f"{name}: one Hessian-vector product", t["hvp"] * 1e6, "us"),
@@ -122,9 +95,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     quick = "--quick" in (argv if argv is not None else sys.argv[1:])
-    for row in run(quick):
-        target = f"  (target {row['target']})" if row["target"] else ""
-        print(f"{row['case']:<52} {row['value']:>10.3f} {row['unit']}{target}")
+    for r in run(quick):
+        target = f"  (target {r['target']})" if r["target"] else ""
+        print(f"{r['case']:<52} {r['value']:>10.3f} {r['unit']}{target}")
     return 0
 
 
