@@ -86,6 +86,7 @@ def chain_contenders(x: np.ndarray, torch_threads: int | None = None,
     measured one; JAX's function is then compiled ahead of time, without running it)."""
     fns: dict[str, Callable[[], Any]] = {
         "numpy forward": lambda: loss_chain(x),
+        "numpy forward + hand-written backward": lambda: chain_backward_numpy(x),
         "vjp": lambda: gradtest.vjp(loss_chain, (x,), None)[1][0],
         "gradient": lambda: gradtest.gradient(loss_chain, x, backend="reverse")[0],
     }
@@ -134,6 +135,7 @@ def bench_small(min_time: float) -> list[dict[str, Any]]:
     # 8 elements: torch's intra-op threads only add overhead there
     fns = chain_contenders(np.linspace(0.1, 0.8, 8), torch_threads=1)
     fns.pop("jax.jit(grad)", None)  # a compiled function: not an eager per-op cost
+    fns.pop("numpy forward + hand-written backward")  # a large-array reference only
     t = best_interleaved(fns, min_time * len(fns))
     per_op = {name: v / (N_OPS + 1) * 1e6 for name, v in t.items()}  # 20 ops and the sum
     rows = [_row("chain-8: gradtest.vjp, fwd+bwd per op", per_op["vjp"], "us", "<= 3"),
@@ -153,6 +155,8 @@ def bench_large(min_time: float, n: int, peak: bool) -> list[dict[str, Any]]:
     tag = f"chain-{n:.0e}"
     rows = [_row(f"{tag}: numpy forward", base * 1e3, "ms"),
             _row(f"{tag}: gradtest.vjp / numpy forward", t["vjp"] / base, "x", "<= 2.0"),
+            _row(f"{tag}: gradtest.vjp / (numpy forward + hand-written backward)",
+                 t["vjp"] / t["numpy forward + hand-written backward"], "x", "<= 1.13"),
             _row(f"{tag}: gradient(backend='reverse') / numpy forward", t["gradient"] / base, "x"),
             _row(f"{tag}: gradient(backend='reverse') / vjp", t["gradient"] / t["vjp"], "x", "<= 1.1")]
     for name in ("torch", "autograd", "jax.jit(grad)"):
