@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 SOURCE_PACKAGE = HERE.parent / "python"
 NEEDS = ("gradtest is not importable. Install it (pip install \".[bench]\" in the repository), or run "
@@ -142,3 +144,15 @@ def load_line() -> str:
     except OSError:
         return f"cpus={os.cpu_count()}"
     return f"load {load:.2f} on {os.cpu_count()} cpus"
+
+
+def chain(x: Any, np_: Any = np) -> Any:
+    """The benchmarks' 20-op elementwise chain: 4 rounds of sin, *, tanh, +, exp (``np_`` is numpy
+    or a clone: autograd.numpy, torch, jax.numpy)."""
+    for _ in range(4):
+        x = np_.sin(x)
+        x = x * 1.1
+        x = np_.tanh(x)
+        x = x + 0.3
+        x = np_.exp(x)
+    return x

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import best_interleaved, import_gradtest, load_line, optional  # noqa: E402
+from _common import chain, best_interleaved, import_gradtest, load_line, optional  # noqa: E402
 
 gradtest = import_gradtest()
 
@@ -39,17 +39,6 @@ from gradtest.forward import Dual  # noqa: E402
 
 BENCH = "forward"
 N_OPS = 20
-
-
-def chain(x: Any, np_: Any = np) -> Any:
-    """20 elementwise ops: 4 rounds of sin, *, tanh, +, exp (the chain of bench_reverse)."""
-    for _ in range(4):
-        x = np_.sin(x)
-        x = x * 1.1
-        x = np_.tanh(x)
-        x = x + 0.3
-        x = np_.exp(x)
-    return x
 
 
 def chain_tangent_numpy(x: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (best_interleaved, import_gradtest, load_line, median_per_call, optional,  # noqa: E402
+from _common import (chain, best_interleaved, import_gradtest, load_line, median_per_call, optional,  # noqa: E402
                      peak_bytes_of, row, run_child)
 
 gradtest = import_gradtest()
@@ -42,17 +42,6 @@ HERE = Path(__file__).resolve()
 
 def _row(case: str, value: float, unit: str, target: str = "") -> dict[str, Any]:
     return row(BENCH, case, value, unit, target)
-
-
-def chain(x: Any, np_: Any = np) -> Any:
-    """20 elementwise ops: 4 rounds of sin, *, tanh, +, exp (``np_`` is numpy or a clone)."""
-    for _ in range(4):
-        x = np_.sin(x)
-        x = x * 1.1
-        x = np_.tanh(x)
-        x = x + 0.3
-        x = np_.exp(x)
-    return x
 
 
 def loss_chain(x: Any) -> Any:

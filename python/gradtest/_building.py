@@ -20,9 +20,7 @@ plain calls from other threads meanwhile go to NumPy through one type check. Cod
 
 from __future__ import annotations
 
-import contextlib
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -88,23 +86,39 @@ _WRAPPERS = {name: _wrapper(name) for name in _ORIGINAL}
 
 
 def _install(table: dict[str, Any]) -> None:
-    for name, fn in table.items():
-        setattr(np, name, fn)
+    np.array, np.asarray, np.asanyarray = table["array"], table["asarray"], table["asanyarray"]
     _index_tricks.array = table["array"]
 
 
-@contextlib.contextmanager
-def building_arrays() -> Iterator[None]:
-    """While active, ``np.array``/``np.asarray``/``np.asanyarray``/``np.r_``/``np.c_`` keep engine
-    arrays tracked (see the module docstring). Re-entrant and thread-safe."""
-    with _LOCK:
-        if _ACTIVE[0] == 0:
-            _install(_WRAPPERS)
-        _ACTIVE[0] += 1
-    try:
-        yield
-    finally:
-        with _LOCK:
+class _BuildingArrays:
+    """The context manager behind :func:`building_arrays` (a class, not a generator: it is
+    entered on every engine call, so its cost counts at small sizes)."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _LOCK.acquire()
+        try:
+            if _ACTIVE[0] == 0:
+                _install(_WRAPPERS)
+            _ACTIVE[0] += 1
+        finally:
+            _LOCK.release()
+
+    def __exit__(self, *exc: Any) -> None:
+        _LOCK.acquire()
+        try:
             _ACTIVE[0] -= 1
             if _ACTIVE[0] == 0:
                 _install(_ORIGINAL)
+        finally:
+            _LOCK.release()
+
+
+_CONTEXT = _BuildingArrays()
+
+
+def building_arrays() -> _BuildingArrays:
+    """While active, ``np.array``/``np.asarray``/``np.asanyarray``/``np.r_``/``np.c_`` keep engine
+    arrays tracked (see the module docstring). Re-entrant and thread-safe."""
+    return _CONTEXT
