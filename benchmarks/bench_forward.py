@@ -122,51 +122,15 @@ def bench_chain(quick: bool) -> list[dict[str, Any]]:
 
 
 def _best(fn: Callable[[], Any], min_time: float, repeat: int = 5) -> float:
-    """Best seconds per call of fn over `repeat` rounds of at least `min_time` each."""
-    fn()
-    number = 1
-    while True:
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        elapsed = time.perf_counter() - t0
-        if elapsed >= min_time / repeat or number > 1 << 20:
-            break
-        number *= 4
-    best = elapsed / number
-    for _ in range(repeat - 1):
-        t0 = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - t0) / number)
-    return best
+    """Best seconds per call of fn over `repeat` rounds taking about `min_time` in all."""
+    return best_interleaved({"fn": fn}, min_time, rounds=repeat)["fn"]
 
 
 def _paired(fns: list[Callable[[], Any]], min_time: float, rounds: int) -> list[float]:
-    """Best seconds per call of each fn, measured in alternation: `rounds` rounds, each timing
-    every fn once (over enough calls to take min_time / rounds). On a shared machine the load
-    changes between rounds; alternating makes both sides of a ratio see the same quiet rounds,
-    and the minimum keeps the least disturbed one."""
-    numbers = []
-    for fn in fns:
-        fn()
-        number = 1
-        while True:
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            if time.perf_counter() - t0 >= min_time / rounds / len(fns) or number > 1 << 20:
-                break
-            number *= 4
-        numbers.append(number)
-    best = [float("inf")] * len(fns)
-    for _ in range(rounds):
-        for i, (fn, number) in enumerate(zip(fns, numbers)):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                fn()
-            best[i] = min(best[i], (time.perf_counter() - t0) / number)
-    return best
+    """Best seconds per call of each fn, timed in alternating rounds (best_interleaved) within
+    about `min_time` in all, so both sides of a ratio see the same load."""
+    best = best_interleaved(dict(enumerate(fns)), min_time / len(fns), rounds=rounds)
+    return [best[i] for i in range(len(fns))]
 
 
 def _row(case: str, value: float, unit: str, target: str) -> dict[str, Any]:
