@@ -335,7 +335,7 @@ def test_norm(kwargs):
 def test_non_differentiable_give_plain_values():
     d = Dual(A, np.ones((K,) + A.shape))
     for out in (np.floor(d), np.round(d), d > 1, d == d, np.argmax(d), np.sign(d), np.isnan(d),
-                np.argsort(d, axis=1), np.zeros_like(d), np.shape(d), np.nonzero(d > 1)):
+                np.argsort(d, axis=1), np.zeros_like(d, dtype=int), np.shape(d), np.nonzero(d > 1)):
         assert not isinstance(out, Dual)
         if isinstance(out, tuple):
             continue

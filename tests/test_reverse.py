@@ -327,13 +327,7 @@ def test_unsupported_functions_raise_naming_them(f, name):
         gradient_reverse(lambda x: np.sum(f(x)), np.eye(2))
 
 
-def test_in_place_operations_are_refused():
-    def f(x):
-        x[0] = 1.0
-        return np.sum(x)
-
-    with pytest.raises(NotImplementedError, match="item assignment"):
-        gradient_reverse(f, np.ones(3))
+def test_out_argument_is_refused():
     with pytest.raises(NotImplementedError, match="out="):
         gradient_reverse(lambda x: np.sum(np.sin(x, out=np.zeros(3))), np.ones(3))
 

@@ -753,12 +753,20 @@ def _trace(a: Any, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype: Any =
 
 def _constant_like(fn: Callable[..., Any]) -> Callable[..., Any]:
     def rule(a: Any, *args: Any, **kwargs: Any) -> Any:
-        return fn(P.value(a), *args, **P.values(kwargs))
+        value = fn(P.value(a), *args, **P.values(kwargs))
+        if not P.is_active(a) or value.dtype not in P._FLOAT_DTYPES:
+            return value
+        # an engine array holding constants, so that assigning AD values into it (the common
+        # out = np.zeros_like(x); out[i] = ... pattern) keeps their derivatives
+        zero = P.gather([a], lambda ix: np.full(value.shape, P.FILL, dtype=np.intp))
+        if zero.dtype != value.dtype:
+            zero = P.cast(zero, value.dtype)
+        return P.with_value(zero, value)
     return rule
 
 
 for _f in (np.zeros_like, np.ones_like, np.empty_like, np.full_like):
-    register(_f, kink="a constant of x's shape: no derivative")(_constant_like(_f))
+    register(_f, kink="a constant of x's shape and dtype, as an engine array (values assigned into it keep their derivative)")(_constant_like(_f))
 
 
 nondifferentiable(*(getattr(np, name, None) for name in (

@@ -185,6 +185,26 @@ def _make(value: np.ndarray, tangents: np.ndarray) -> Dual:
     return d
 
 
+def _view(x: Dual, index_fn: Callable[..., Any], writeable: bool) -> Dual | None:
+    """``index_fn(x)`` as a view of x's value and tangents, for a selection NumPy makes a view
+    (transpose, flip, diagonal, ...): assignments into either array then show in the other, as
+    NumPy's do. None where a view cannot be formed (no tangent directions)."""
+    t = x.tangents
+    if t.shape[0] == 0:
+        return None
+    value = index_fn(x.value)
+    first = index_fn(t[0])
+    if not (np.may_share_memory(value, x.value) and np.may_share_memory(first, t[0])):
+        return None
+    # every direction's view has the first one's strides, one tangent stride further on
+    tangents = np.lib.stride_tricks.as_strided(first, (t.shape[0],) + first.shape,
+                                               (t.strides[0],) + first.strides, writeable=writeable)
+    if not writeable:
+        value = value.view()
+        value.flags.writeable = False
+    return _make(value, tangents)
+
+
 def _parts(x: Any) -> tuple[Any, np.ndarray | None]:
     if isinstance(x, Dual):
         return x.value, x.tangents
@@ -360,7 +380,12 @@ class _ForwardEngine:
         if len(xs) == 1 and isinstance(xs[0], Dual):
             # the common case (transpose, flip, take, ...): one dual, no fill
             x = xs[0]
-            idx = np.asarray(index_fn(np.arange(x.value.size, dtype=np.intp).reshape(x.value.shape)))
+            ix = np.arange(x.value.size, dtype=np.intp).reshape(x.value.shape)
+            idx = np.asarray(index_fn(ix))
+            if np.may_share_memory(idx, ix):
+                view = _view(x, index_fn, idx.flags.writeable)
+                if view is not None:
+                    return view
             if idx.dtype != np.intp:
                 idx = idx.astype(np.intp)
             if not idx.size or idx.min() >= 0:

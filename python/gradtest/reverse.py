@@ -23,6 +23,7 @@ shape in one routine. Nothing in the sweep calls back into Python.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -64,11 +65,15 @@ class Tracked(ArrayLike):
     Notes
     -----
     Create leaves with :meth:`leaf`; every other ``Tracked`` comes out of an operation. Arrays
-    from different tapes cannot be mixed. In-place operations (``out=``, item assignment) are
-    refused because they would change values the tape has saved.
+    from different tapes cannot be mixed. Item assignment (``y[i] = v``) records a new node and
+    rebinds the array to it, as long as no other live array is a view of it or it of another
+    (NumPy's views would share the change; the engine cannot, so that case raises). ``out=``
+    is refused.
     """
 
-    __slots__ = ("value", "tape", "node")
+    # _views/_base: weak references between an array and the live arrays NumPy would make views
+    # of it (see _note_view); unset on most arrays, so read with getattr
+    __slots__ = ("value", "tape", "node", "_views", "_base", "__weakref__")
 
     def __init__(self, value: np.ndarray, tape: Any, node: int) -> None:
         self.value = value
@@ -123,17 +128,77 @@ class Tracked(ArrayLike):
         return _gather([self], lambda ix: ix[key])
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        raise NotImplementedError(
-            "item assignment on a Tracked array is not supported (it would change a value the tape "
-            "has saved); build the array with numpy.where, concatenate or stack instead"
-        )
+        """``self[key] = value`` with NumPy's semantics: the assigned elements take value's
+        derivative, the others keep theirs."""
+        if isinstance(key, Tracked) or (isinstance(key, tuple) and any(isinstance(k, Tracked) for k in key)):
+            raise TypeError("indexing with a Tracked array is not supported; index with integers")
+        _check_assignable(self)
+        # NumPy computes the new primal (casting, broadcasting and its errors are NumPy's own)
+        new = self.value.copy()
+        new[key] = np.asarray(_value(value))
+        if isinstance(value, Tracked):
+            v = _cast(value, self.dtype) if value.dtype != self.dtype else value
+            target = self.value[key]
+            if np.shape(target) != v.shape:
+                v = _broadcast_to(v, np.shape(target))
+
+            def assign(ix: np.ndarray, iv: np.ndarray) -> np.ndarray:
+                out = ix.copy()
+                out[key] = iv
+                return out
+
+            res = _gather([self, v], assign)
+        else:
+            def clear(ix: np.ndarray) -> np.ndarray:
+                out = ix.copy()
+                out[key] = P.FILL
+                return out
+
+            res = _gather([self], clear)
+        res = Tracked(new, self.tape, self.tape.reshape(new.shape, res.node))
+        self.value, self.node = res.value, res.node
 
     def astype(self, dtype: Any, copy: bool = True) -> Any:
         """The array converted to ``dtype``; floating targets stay on the tape."""
         return _rules.astype(self, dtype)
 
     def copy(self) -> Tracked:
-        return self
+        # a new object on the same node: assigning into the copy must not rebind the original
+        return Tracked(self.value, self.tape, self.node)
+
+
+def _note_view(base: Tracked, child: Tracked) -> None:
+    """Records that NumPy would make ``child`` a view of ``base``: then an assignment into
+    either would show in the other, which the engine's copies cannot do, so it is refused while
+    both are alive."""
+    views = getattr(base, "_views", None)
+    if views is None:
+        base._views = views = []
+    views.append(weakref.ref(child))
+    child._base = weakref.ref(base)
+
+
+def _check_assignable(x: Tracked) -> None:
+    base = getattr(x, "_base", None)
+    if base is not None and base() is not None:
+        raise NotImplementedError(
+            "item assignment into a view of another array (a slice, row, reshape or transpose of "
+            "it) is not supported in reverse mode: NumPy would change both arrays. Assign into the "
+            "array itself, or into a copy of the view (v = x[...].copy())")
+    views = getattr(x, "_views", None)
+    if views:
+        views[:] = [r for r in views if r() is not None]
+        if views:
+            raise NotImplementedError(
+                "item assignment into an array while a view of it (a slice, row, reshape or "
+                "transpose) is still alive is not supported in reverse mode: NumPy would change "
+                "the view too. Take copies of the views (v = x[...].copy()) or assign first")
+
+
+def _for_f(leaves: list[Tracked]) -> list[Tracked]:
+    """New objects on the leaves' nodes, to pass to f: an assignment f makes into its argument
+    rebinds f's object, and the leaf's own node, where its gradient is read, stays."""
+    return [Tracked(x.value, x.tape, x.node) for x in leaves]
 
 
 def _fast_operator(ufunc: np.ufunc, reflected: bool) -> Callable[..., Any]:
@@ -238,8 +303,11 @@ def _gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         index_arrays.append(np.arange(offset, offset + v.size, dtype=np.intp).reshape(v.shape))
         flats.append(v.ravel())
         offset += v.size
+    selected = index_fn(*index_arrays)
+    # NumPy returns a view exactly when the selection is one: the index array says which
+    view = len(xs) == 1 and isinstance(x0, Tracked) and np.may_share_memory(selected, index_arrays[0])
     # np.array, not ascontiguousarray, which turns the 0-d result of an integer index into 1-d
-    idx = np.array(index_fn(*index_arrays), dtype=np.intp, order="C")
+    idx = np.array(selected, dtype=np.intp, order="C")
     try:
         # the tape checks every index, so a FILL (negative) costs nothing where there is none
         node = tape.gather(_DTYPE_CODE[dt], idx, ids, sizes)
@@ -254,12 +322,16 @@ def _gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         idx = np.where(fill, offset, idx)
         node = tape.gather(_DTYPE_CODE[dt], idx, ids, sizes)
     flat = flats[0] if len(flats) == 1 else np.concatenate(flats)
-    return Tracked(np.asarray(flat[idx]), tape, node)
+    out = Tracked(np.asarray(flat[idx]), tape, node)
+    if view:
+        _note_view(x0, out)
+    return out
 
 
 def _reshape_node(x: Tracked, shape: tuple[int, ...]) -> Tracked:
     y = x.value.reshape(shape)
     out = Tracked(y, x.tape, x.tape.reshape(y.shape, x.node))
+    _note_view(x, out)
     return out
 
 
@@ -281,6 +353,7 @@ def _broadcast_to(array: Tracked, shape: tuple[int, ...]) -> Tracked:
     y = np.ascontiguousarray(np.broadcast_to(array.value, shape))
     dt = array.value.dtype
     out = Tracked(y, array.tape, array.tape.linear(_DTYPE_CODE[dt], y.shape, (array.node,), (1.0,)))
+    _note_view(array, out)
     return out
 
 
@@ -482,7 +555,7 @@ def _compute(problem: Any) -> list[np.ndarray]:
     tape = Tape()
     try:
         leaves = [Tracked.leaf(tape, x) for x in problem.diff_leaves]
-        out = problem.scalar_output(leaves)
+        out = problem.scalar_output(_for_f(leaves))
         if isinstance(out, Tracked) and out.size != 1:
             raise ValueError(f"f reduced to an array of shape {out.shape}, not a scalar")
         grads = _seed_and_read(tape, out, None, leaves)
@@ -555,7 +628,7 @@ def vjp(f: Callable[..., Any], args: Sequence[Any], cotangent: Any) -> tuple[Any
     try:
         leaves = [Tracked.leaf(tape, flat.leaves[i]) for i in flat.differentiable]
         with building_arrays():
-            out = f(*flat.call_args(dict(zip(flat.differentiable, leaves))))
+            out = f(*flat.call_args(dict(zip(flat.differentiable, _for_f(leaves)))))
         outs = output_leaves(out)
         primal = _strip(out)
         if cotangent is None:
@@ -681,7 +754,7 @@ def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray
     try:
         leaves = [Tracked.leaf(tape, x) for x in values]
         with building_arrays():
-            out = scalar_fn(leaves)
+            out = scalar_fn(_for_f(leaves))
         if not isinstance(out, Tracked):
             return [np.zeros(x.shape) for x in leaves], [np.zeros(x.shape) for x in leaves]
         if out.size != 1:
