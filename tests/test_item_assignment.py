@@ -201,3 +201,26 @@ def test_reverse_read_only_views_refuse_like_numpy():
         f(np.ones(4))  # NumPy's own behaviour
     with pytest.raises((ValueError, NotImplementedError)):
         gradient_reverse(f, np.ones(4))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_an_ad_value_stored_into_a_plain_array_is_a_clear_error(engine):
+    # scipy.optimize.rosen_hess_prod fills np.zeros(n) element by element
+    f = lambda x: np.sum(scipy.optimize.rosen_hess_prod(x, np.ones(4)))  # noqa: E731
+    report = gradtest.check_gradients(f, np.linspace(0.5, 1.5, 4), backends=[engine])
+    outcome = report.outcomes[engine]
+    assert outcome.status == "error"
+    assert isinstance(outcome.exception, NotImplementedError)
+    assert "np.zeros_like(x)" in str(outcome.exception)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_np_array_of_an_engine_array_is_a_copy(engine):
+    def f(x):
+        y = x * 1.0
+        z = np.array(y)
+        z[0] = 0.0
+        w = np.asarray(y)  # the same array, as in NumPy
+        return np.sum(y) + np.sum(z) + np.sum(w)
+
+    np.testing.assert_array_equal(engine_gradient(engine, f, np.ones(3)), [2.0, 3.0, 3.0])

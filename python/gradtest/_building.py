@@ -9,7 +9,8 @@ wrappers that keep tracking:
 * a list or tuple holding engine arrays becomes ``np.stack`` of its (recursively built) items,
   which the one rule registry differentiates;
 * an engine array itself stays an engine array (cast to a requested float dtype, ``ndmin``
-  applied), since engine arrays are immutable and a copy is never observable;
+  applied); ``np.array`` gives a copy unless ``copy=False``, since item assignment into either
+  would otherwise show in the other;
 * everything else, and any request that would drop the derivative (an integer, complex or object
   dtype), goes to NumPy unchanged, which refuses engine arrays with the usual clear error.
 
@@ -70,6 +71,8 @@ def _wrapper(name: str) -> Any:
             # would drop the derivative: NumPy's own call raises the engines' clear error
             return original(obj, dtype, *args, **kwargs)
         out = _build(obj)
+        if out is obj and name == "array" and kwargs.get("copy", True):
+            out = out.copy()
         if dtype is not None:
             out = out.astype(dtype)
         if out.ndim < ndmin:
@@ -105,7 +108,7 @@ class _BuildingArrays:
         finally:
             _LOCK.release()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: Any, traceback: Any) -> None:
         _LOCK.acquire()
         try:
             _ACTIVE[0] -= 1
@@ -113,6 +116,18 @@ class _BuildingArrays:
                 _install(_ORIGINAL)
         finally:
             _LOCK.release()
+        if exc_type is ValueError and str(exc) == _SEQUENCE_ERROR:
+            # NumPy's message when an engine array is stored as one element of a plain array
+            # (its __array__ is never asked): say what happened and what to write instead
+            raise NotImplementedError(
+                "assignment of an AD value into an element of a plain NumPy array (h = np.zeros(n); "
+                "h[i] = ...), which would drop its derivative (NumPy reports it as 'setting an array "
+                "element with a sequence'); create the array from the differentiated one instead: "
+                "h = np.zeros_like(x) (an engine array that keeps assigned derivatives), or build it "
+                "with np.stack / np.array([...])") from exc
+
+
+_SEQUENCE_ERROR = "setting an array element with a sequence."
 
 
 _CONTEXT = _BuildingArrays()
