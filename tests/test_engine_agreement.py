@@ -344,11 +344,26 @@ SPECS.update({
                       + np.einsum("ij,jk,k->i", x, x.T, x[:, 0])[:, None], ("ties", "smooth", "nan_inf", "f32")),
                      (lambda x: np.einsum("...,...", x, x), ("0d",)),
                      (lambda x: np.einsum("ij,kj->ik", x, x) + np.einsum("ij->", x), ("empty",))],
+    # segment sums and np.unique (gradtest._rules_scatter)
+    "numpy.unique": (lambda x: np.unique(x) * np.arange(np.unique(P_(x)).size), _ALL),
+    "numpy.histogram": (lambda x: np.concatenate([*np.histogram(np.ravel(x), bins=3, weights=np.ravel(x) ** 2),
+                                                  np.histogram(np.ravel(x), bins=2, density=True)[0]]),
+                        ("ties", "smooth", "f32", "0d", "empty")),
+    "numpy.histogram_bin_edges": (lambda x: np.histogram_bin_edges(np.ravel(x), bins=4), ("ties", "smooth", "f32", "0d")),
+    "numpy.bincount": (lambda x: np.bincount(np.arange(np.size(x)) % 3, weights=np.ravel(x) * 2.0), _ALL),
+    "numpy.add.at": (lambda x: _accumulate(np.add, x), _ALL),
+    "numpy.subtract.at": (lambda x: _accumulate(np.subtract, x), _ALL),
     "numpy.linalg.norm": (lambda x: np.linalg.norm(x) + np.linalg.norm(x, axis=-1) + np.linalg.norm(x, ord=1, axis=0).sum()
                           + np.linalg.norm(x, ord=np.inf, axis=-1) + np.linalg.norm(x, ord=3, axis=-1)
                           + (np.linalg.norm(x, ord=1) + np.linalg.norm(x, ord=-np.inf)) if np.ndim(x) == 2
                           else np.linalg.norm(x), ("ties", "smooth", "nan_inf", "f32", "0d")),
 })
+
+
+def _accumulate(ufunc, x):
+    z = np.ones_like(np.ravel(x)) * 0.5
+    ufunc.at(z, np.arange(np.size(x)) % 2, np.ravel(x) * np.ravel(x))
+    return z
 
 
 def P_(x):
@@ -475,6 +490,10 @@ ORDER2 = [
     ("max_weights", lambda x: np.max(x) * np.sum(x * x), np.array([0.3, 1.2, -0.7])),
     ("einsum_chain", lambda x: np.einsum("ij,jk,ki->", x, x, x), np.arange(1.0, 5.0).reshape(2, 2) / 3),
     ("std", lambda x: np.std(x) * np.sum(x), np.array([0.3, 1.2, -0.7, 0.1])),
+    ("histogram_density", lambda x: np.sum(np.histogram(x, bins=3, weights=x * x, density=True)[0] ** 2),
+     np.array([0.3, 1.2, -0.7, 0.1, 0.9])),
+    ("bincount_weights", lambda x: np.sum(np.bincount([0, 2, 2, 1, 2], weights=x) ** 3), np.array([0.3, 1.2, -0.7, 0.1, 0.9])),
+    ("unique", lambda x: np.sum(np.unique(x) ** 3 * np.arange(4.0)), np.array([0.3, 1.2, -0.7, 0.1])),
 ]
 
 

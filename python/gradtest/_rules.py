@@ -772,7 +772,7 @@ for _f in (np.zeros_like, np.ones_like, np.empty_like, np.full_like):
 nondifferentiable(*(getattr(np, name, None) for name in (
     "argmax argmin argsort argwhere nonzero flatnonzero count_nonzero any all round around fix "
     "isclose allclose array_equal array_equiv shape ndim size result_type searchsorted "
-    "unique isreal iscomplex isscalar histogram digitize").split()))
+    "isreal iscomplex isscalar digitize").split()))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1031,7 +1031,7 @@ def rules_table() -> str:
 
 
 # the rules of numpy.linalg, SciPy and the remaining compositions register through the API above
-for _module in ("_rules_linalg", "_rules_special", "_rules_more"):
+for _module in ("_rules_linalg", "_rules_special", "_rules_more", "_rules_scatter"):
     importlib.import_module(f"gradtest.{_module}")
 
 if __name__ == "__main__":
