@@ -94,6 +94,12 @@ class ArrayLike:
         return np.transpose(self)
 
     @property
+    def device(self) -> str:
+        # the array API's attribute, as NumPy's own arrays give it (code written against the
+        # standard asks for it before it computes)
+        return "cpu"
+
+    @property
     def mT(self) -> Any:
         return np.swapaxes(self, -1, -2)
 

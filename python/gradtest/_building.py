@@ -71,7 +71,9 @@ def _wrapper(name: str) -> Any:
             # would drop the derivative: NumPy's own call raises the engines' clear error
             return original(obj, dtype, *args, **kwargs)
         out = _build(obj)
-        if out is obj and name == "array" and kwargs.get("copy", True):
+        copy = kwargs.get("copy", True)
+        # np._CopyMode's IF_NEEDED refuses bool(); only True and ALWAYS ask for a copy
+        if out is obj and name == "array" and (copy is True or copy is np._CopyMode.ALWAYS):
             out = out.copy()
         if dtype is not None:
             out = out.astype(dtype)

@@ -384,6 +384,9 @@ def apply_semantics(outcome: Outcome, broken: bool, soft: bool) -> Outcome:
     return outcome
 
 
+_ENGINE_BACKENDS = ("forward", "reverse")
+
+
 def function_name(f: Any) -> str:
     return getattr(f, "__qualname__", None) or getattr(f, "__name__", None) or type(f).__name__
 
@@ -396,6 +399,13 @@ def outcome_of(name: str, result: BackendResult, problem: GradientProblem, gt: G
     if result.error is not None:
         exc = result.error
         message = str(exc) if isinstance(exc, MissingDerivative) else f"{type(exc).__name__}: {exc}"
+        if name in _ENGINE_BACKENDS and not isinstance(exc, (NotImplementedError, MissingDerivative)):
+            # the ground truth ran f on NumPy arrays, so a raw error here is the engine's arrays
+            # meeting code that does not take them: say so rather than leave a bare traceback
+            message += (f" (f runs on NumPy arrays but raised this on gradtest's {name}-mode arrays: "
+                        "most likely a library function it calls does not accept them, e.g. it "
+                        "inspects ndarray attributes or converts its input in C; see the "
+                        "'Coverage' page of the docs)")
         return Outcome(name, "error", exception=exc, message=message, seconds=result.seconds)
     if isinstance(result.grads, DirectionalDerivatives):
         outcome = compare_directional(name, result.grads, gt, problem.diff_leaves, plan.atol, plan.rtol,

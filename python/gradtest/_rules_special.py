@@ -41,6 +41,7 @@ import numpy as np
 
 from . import _primitives as P
 from ._rules import KINKS, register, register_ufunc
+from ._rules_spatial import KINKS as _SPATIAL_KINKS
 
 __all__ = ["install", "installed"]
 
@@ -107,6 +108,7 @@ _MODULE_KINKS = {
     "scipy.signal.convolve": "", "scipy.signal.correlate": "",
     "scipy.signal.convolve2d": "zero fill only",
 }
+_MODULE_KINKS.update(_SPATIAL_KINKS)
 KINKS.update(_MODULE_KINKS)
 
 
@@ -920,8 +922,16 @@ def _install_signal() -> None:
 
 # ---- installation ----------------------------------------------------------------------------
 
+def _install_spatial() -> None:
+    import scipy.spatial.distance as sd
+
+    from . import _rules_spatial
+    _install_module_functions(sd, "scipy.spatial.distance", _rules_spatial.rules(sd))
+
+
 _INSTALLERS = {"scipy.special": _install_special, "scipy.stats": _install_stats,
-               "scipy.linalg": _install_linalg, "scipy.signal": _install_signal}
+               "scipy.linalg": _install_linalg, "scipy.signal": _install_signal,
+               "scipy.spatial.distance": _install_spatial}
 
 
 def install(module: str) -> None:
