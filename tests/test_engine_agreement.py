@@ -134,6 +134,14 @@ def test_documented_edge_values():
     assert g[0] == np.inf and g[1] == 0.25
     g = forward_gradient(lambda x: np.sum(np.sqrt(x)), np.array([0.0, 4.0]))
     assert g[0] == np.inf and g[1] == 0.25
+    # ... and an infinite tangent meeting a zero weight or mask (max, clip, where) is 0 in both
+    # (forward computed inf * 0 = NaN)
+    for f in (lambda x: np.max(np.sqrt(x)), lambda x: np.sum(np.clip(np.sqrt(x), 1.0, 3.0)),
+              lambda x: np.sum(np.maximum(np.sqrt(x), 1.0))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for grad in (forward_gradient, reverse_gradient):
+                np.testing.assert_array_equal(grad(f, np.array([0.0, 4.0])), [0.0, 0.25])
 
 
 # functions one engine supports and the other does not, by name, with the reason: none

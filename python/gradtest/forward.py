@@ -350,7 +350,9 @@ def _chain(partial: np.ndarray, tangent: np.ndarray) -> np.ndarray:
     """partial * tangent with the op table's chain rule: a zero factor gives exactly 0."""
     with np.errstate(invalid="ignore", over="ignore"):
         prod = partial * tangent
-    if np.all(np.isfinite(partial)):
+    # a zero meeting an infinite or NaN factor (on either side) is the only way the rule differs
+    # from the plain product, and it always leaves a NaN there
+    if not np.isnan(prod).any():
         return prod
     return np.where((partial == 0) | (tangent == 0), prod.dtype.type(0), prod)
 
@@ -416,8 +418,14 @@ class _ForwardEngine:
     def reduce(self, x: Any, axes: tuple[int, ...], keepdims: bool, coef: float,
                weights: np.ndarray | None, value: np.ndarray | None) -> Any:
         dt = x.dtype
-        t = x.tangents if weights is None else x.tangents * np.asarray(weights, dtype=dt)
-        s = np.add.reduce(t, axis=_shift(axes), keepdims=keepdims)
+        if weights is None:
+            s = np.add.reduce(x.tangents, axis=_shift(axes), keepdims=keepdims)
+        else:
+            w = np.asarray(weights, dtype=dt)
+            with np.errstate(invalid="ignore"):
+                s = np.add.reduce(x.tangents * w, axis=_shift(axes), keepdims=keepdims)
+            if np.isnan(s).any():  # a zero weight (max/min, a mask) meeting an infinite tangent
+                s = np.add.reduce(_chain(w, x.tangents), axis=_shift(axes), keepdims=keepdims)
         if value is None:
             w = x.value if weights is None else x.value * weights
             value = np.add.reduce(w, axis=axes, keepdims=keepdims) * coef
