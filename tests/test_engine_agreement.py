@@ -276,9 +276,11 @@ SPECS["numpy.power"] = (lambda x: np.power(np.abs(x) + 0.5, _OTHER(x)) + np.powe
 SPECS["numpy.float_power"] = (lambda x: np.float_power(np.abs(x) + 0.5, _OTHER(x)), _ALL)
 
 SPECS.update({
-    "numpy.sum": (lambda x: np.sum(x, axis=0) + np.sum(x) + np.sum(x, axis=(0, -1), keepdims=True)[0], _ND),
+    "numpy.sum": [(lambda x: np.sum(x, axis=0) + np.sum(x) + np.sum(x, axis=(0, -1), keepdims=True)[0], _ND),
+                  (lambda x: np.sum(x, axis=0, where=P_(x) > 0.4) + np.sum(x * x, where=P_(x) < 1.0), _ND)],
     "numpy.add.reduce": (lambda x: np.add.reduce(x), _ND),
-    "numpy.mean": (lambda x: np.mean(x, axis=-1) if np.ndim(x) else np.mean(x), _ALL),
+    "numpy.mean": [(lambda x: np.mean(x, axis=-1) if np.ndim(x) else np.mean(x), _ALL),
+                   (lambda x: np.mean(x, axis=-1, where=P_(x) > 0.4), ("ties", "smooth", "nan_inf", "f32"))],
     "numpy.max": (lambda x: np.max(x, axis=-1), ("ties", "smooth", "nan_inf", "f32", "0d")),
     "numpy.amax": (lambda x: np.amax(x, axis=0, initial=0.6), _ND),
     "numpy.min": (lambda x: np.min(x), ("ties", "smooth", "nan_inf", "f32", "0d")),
@@ -360,6 +362,11 @@ SPECS.update({
     "numpy.histogram_bin_edges": (lambda x: np.histogram_bin_edges(np.ravel(x), bins=4), ("ties", "smooth", "f32", "0d")),
     "numpy.bincount": (lambda x: np.bincount(np.arange(np.size(x)) % 3, weights=np.ravel(x) * 2.0), _ALL),
     "numpy.add.at": (lambda x: _accumulate(np.add, x), _ALL),
+    # Python-level NumPy functions (gradtest._rules_python)
+    "numpy.apply_along_axis": (lambda x: np.apply_along_axis(lambda r: r * np.sum(r), -1, x), ("ties", "smooth", "nan_inf", "f32")),
+    "numpy.piecewise": (lambda x: np.piecewise(x, [P_(x) < 0.5, P_(x) > 2.0], [lambda z: z ** 2, 3.0, lambda z: -z]), _ALL),
+    "numpy.polyfit": (lambda x: np.polyfit(np.arange(float(np.size(x))), np.ravel(x), 2), ("ties", "smooth", "f32")),
+    "numpy.unwrap": (lambda x: np.unwrap(x * 4.0), ("ties", "smooth", "f32", "empty")),
     "numpy.subtract.at": (lambda x: _accumulate(np.subtract, x), _ALL),
     "numpy.linalg.norm": (lambda x: np.linalg.norm(x) + np.linalg.norm(x, axis=-1) + np.linalg.norm(x, ord=1, axis=0).sum()
                           + np.linalg.norm(x, ord=np.inf, axis=-1) + np.linalg.norm(x, ord=3, axis=-1)

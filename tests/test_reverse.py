@@ -318,7 +318,7 @@ def test_non_differentiable_functions_return_plain_values(rng):
 
 @pytest.mark.parametrize("f, name", [
     (lambda x: np.frexp(x)[0], "frexp"),
-    (lambda x: np.polyfit(x, x, 1), "polyfit"),
+    (lambda x: np.histogram2d(x, x), "histogram2d"),
     (lambda x: np.fft.fft(x), "fft"),
     (lambda x: np.fft.rfft(x), "fft.rfft"),
 ])

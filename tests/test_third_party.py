@@ -121,6 +121,11 @@ CASES = {
     "append": (lambda a: np.append(a, a[0]).sum() ** 2, (normal(4),)),
     "resize": (lambda a: np.resize(a, 6).sum() ** 2, (normal(4),)),
     "max(keepdims)": (lambda a: (a - a.max(axis=1, keepdims=True)).sum() ** 2, (normal(3, 2),)),
+    "sum(where)": (lambda a: np.sum(a ** 2, where=a > 0), (normal(5),)),
+    "apply_along_axis": (lambda a: np.apply_along_axis(lambda r: r @ r, 1, a).sum(), (normal(3, 2),)),
+    "piecewise": (lambda a: np.piecewise(a, [a < 0, a >= 0], [lambda z: -z, lambda z: z ** 2]).sum(), (normal(4),)),
+    "polyfit": (lambda y: np.polyfit(np.arange(5.0), y, 2).sum(), (normal(5),)),
+    "unwrap": (lambda a: (np.unwrap(a * 3) ** 2).sum(), (normal(5),)),
     "generator sum": (lambda y: sum(y[i] * i for i in range(4)), (normal(8),)),
     "float32 inside f": (lambda y: np.sum(np.sin(y.astype(np.float32))), (normal(8),)),
 }

@@ -333,29 +333,51 @@ nondifferentiable(*(getattr(np, name, None) for name in (
 # --------------------------------------------------------------------------------------------
 
 
-@register(np.sum)
+def _where_mask(where: Any, shape: tuple[int, ...]) -> np.ndarray | None:
+    """A ``where=`` argument as weights of x's shape (None for True)."""
+    if where is True:
+        return None
+    mask = np.asarray(P.value(where))
+    if mask.dtype != np.bool_:
+        raise TypeError(f"where: expected booleans, got {mask.dtype}")
+    return np.broadcast_to(mask, shape)
+
+
+@register(np.sum, kink="where=: the masked-out elements' derivative is 0 (even where infinite)")
 def _sum(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
          initial: Any = None, where: Any = True) -> Any:
-    if out is not None or where is not True:
-        _refuse("sum", out=out, where=where)
+    if out is not None:
+        _refuse("sum", out=out)
     x = _lift(a)
     if dtype is not None:
         x = P.cast(x, _float_target("sum", dtype))
-    if not P.is_active(x):
-        return np.sum(x, axis=axis, keepdims=keepdims, **({} if initial is None else {"initial": initial}))
     extra = {} if initial is None else {"initial": initial}
+    if where is not True:
+        extra["where"] = P.value(where)
+    if not P.is_active(x):
+        return np.sum(x, axis=axis, keepdims=keepdims, **extra)
     value = np.asarray(np.add.reduce(x.value, axis=axis, keepdims=keepdims, **extra))
-    return P.reduce(x, P.normalize_axes(axis, x.ndim), keepdims, 1.0, None, value)
+    mask = _where_mask(where, x.shape)
+    weights = None if mask is None else mask.astype(x.dtype)
+    return P.reduce(x, P.normalize_axes(axis, x.ndim), keepdims, 1.0, weights, value)
 
 
 @register(np.mean, kink="mean over an empty axis: NaN value and NaN derivative")
 def _mean(a: Any, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False,
           where: Any = True) -> Any:
-    if out is not None or where is not True:
-        _refuse("mean", out=out, where=where)
+    if out is not None:
+        _refuse("mean", out=out)
     x = _lift(a)
     if dtype is not None:
         x = P.cast(x, _float_target("mean", dtype))
+    if where is not True:
+        # the sum of the selected elements over their count, which differs by output element
+        mask = _where_mask(where, x.shape)
+        with np.errstate(all="ignore"):
+            value = np.asarray(np.mean(P.value(x), axis=axis, keepdims=keepdims, where=mask))
+            count = np.sum(mask, axis=axis, keepdims=keepdims)
+            total = _sum(x, axis=axis, keepdims=keepdims, where=mask)
+            return P.with_value(total / count.astype(value.dtype), value)
     value = np.asarray(np.mean(P.value(x), axis=axis, keepdims=keepdims))
     axes = P.normalize_axes(axis, x.ndim)
     count = _count(x.shape, axes)
@@ -771,6 +793,7 @@ for _f in (np.zeros_like, np.ones_like, np.empty_like, np.full_like):
 
 nondifferentiable(*(getattr(np, name, None) for name in (
     "argmax argmin argsort argwhere nonzero flatnonzero count_nonzero any all round around fix "
+    "isrealobj iscomplexobj lexsort "
     "isclose allclose array_equal array_equiv shape ndim size result_type searchsorted "
     "isreal iscomplex isscalar digitize").split()))
 
@@ -1031,7 +1054,7 @@ def rules_table() -> str:
 
 
 # the rules of numpy.linalg, SciPy and the remaining compositions register through the API above
-for _module in ("_rules_linalg", "_rules_special", "_rules_more", "_rules_scatter"):
+for _module in ("_rules_linalg", "_rules_special", "_rules_more", "_rules_scatter", "_rules_python"):
     importlib.import_module(f"gradtest.{_module}")
 
 if __name__ == "__main__":
