@@ -224,3 +224,17 @@ def test_np_array_of_an_engine_array_is_a_copy(engine):
         return np.sum(y) + np.sum(z) + np.sum(w)
 
     np.testing.assert_array_equal(engine_gradient(engine, f, np.ones(3)), [2.0, 3.0, 3.0])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_arrays_created_like_an_ad_value_keep_assigned_derivatives(engine):
+    def f(x):
+        h = np.zeros(3, like=x)
+        h[0] = 2.0 * x[1]
+        h[2] = x[0] ** 2
+        g = np.full((2,), 3.0, like=x)
+        g[1] = x[2]
+        return np.sum(h) + np.sum(g * g) + np.sum(np.ones((2, 2), like=x)) + np.sum(np.empty(0, like=x))
+
+    np.testing.assert_array_equal(engine_gradient(engine, f, np.array([1.0, 2.0, 3.0])), [2.0, 2.0, 6.0])
+    assert type(np.zeros(3, like=np.ones(2))) is np.ndarray

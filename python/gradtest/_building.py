@@ -125,8 +125,8 @@ class _BuildingArrays:
                 "assignment of an AD value into an element of a plain NumPy array (h = np.zeros(n); "
                 "h[i] = ...), which would drop its derivative (NumPy reports it as 'setting an array "
                 "element with a sequence'); create the array from the differentiated one instead: "
-                "h = np.zeros_like(x) (an engine array that keeps assigned derivatives), or build it "
-                "with np.stack / np.array([...])") from exc
+                "h = np.zeros_like(x) or np.zeros(n, like=x) (engine arrays that keep assigned "
+                "derivatives), or build it with np.stack / np.array([...])") from exc
 
 
 _SEQUENCE_ERROR = "setting an array element with a sequence."

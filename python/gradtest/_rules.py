@@ -118,10 +118,18 @@ def unsupported(obj: Any, mode: str, method: str = "__call__") -> NotImplemented
     return NotImplementedError(f"gradtest's {mode} mode does not support {public_name(obj, method)}")
 
 
-def apply_function(func: Callable[..., Any], args: Any, kwargs: Any, mode: str) -> Any:
-    """An engine's ``__array_function__``: the rule of ``func``, or NotImplementedError naming it."""
+#: array creation functions that reach an engine only through ``like=`` (NumPy drops the
+#: argument before calling ``__array_function__``, so the engine passes itself back as ``like``)
+CREATED_LIKE: set[Any] = set()
+
+
+def apply_function(func: Callable[..., Any], args: Any, kwargs: Any, mode: str, like: Any = None) -> Any:
+    """An engine's ``__array_function__``: the rule of ``func``, or NotImplementedError naming it.
+    ``like``: the engine array whose ``__array_function__`` was called."""
     rule = FUNCTIONS.get(func)
     if rule is not None:
+        if func in CREATED_LIKE:
+            return rule(*args, like=like, **kwargs)
         return rule(*args, **kwargs)
     if func in NONDIFFERENTIABLE:
         return func(*P.values(args), **P.values(kwargs))

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import _primitives as P
-from ._rules import register
+from ._rules import CREATED_LIKE, register
 
 __all__: list[str] = []
 
@@ -88,3 +88,26 @@ def _polyfit(x: Any, y: Any, deg: int, rcond: Any = None, full: bool = False, w:
 def _unwrap(p: Any, discont: Any = None, axis: int = -1, *, period: float = 2 * np.pi) -> Any:
     value = np.unwrap(P.value(p), discont, axis, period=period)
     return P.with_value(p + (value - P.value(p)), value)
+
+
+def _created_like(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def rule(shape: Any, *args: Any, like: Any = None, **kwargs: Any) -> Any:
+        value = fn(shape, *args, **P.values(kwargs))
+        if not P.is_active(like) or value.dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
+            return value
+        # an engine array of constants, as zeros_like(x) gives: values assigned into it keep
+        # their derivatives
+        zero = P.gather([like], lambda ix: np.full(value.shape, P.FILL, dtype=np.intp))
+        if P.value(zero).dtype != value.dtype:
+            zero = P.cast(zero, value.dtype)
+        return P.with_value(zero, value)
+    return rule
+
+
+def _full(shape: Any, fill_value: Any, dtype: Any = None, order: str = "C", **kwargs: Any) -> Any:
+    return np.full(shape, P.value(fill_value), dtype, order, **kwargs)
+
+
+for _f, _make in ((np.zeros, np.zeros), (np.ones, np.ones), (np.empty, np.empty), (np.full, _full)):
+    register(_f, kink="with like= an AD array: an engine array of constants")(_created_like(_make))
+    CREATED_LIKE.add(_f)

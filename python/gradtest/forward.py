@@ -169,7 +169,7 @@ class Dual(ArrayLike):
         return _rules.apply_ufunc(ufunc, method, inputs, kwargs, "forward")
 
     def __array_function__(self, func: Callable[..., Any], types: Any, args: Any, kwargs: Any) -> Any:
-        return _rules.apply_function(func, args, kwargs, "forward")
+        return _rules.apply_function(func, args, kwargs, "forward", self)
 
 
 # the registry's rules the Dual methods call directly, skipping NumPy's dispatch

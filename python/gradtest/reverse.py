@@ -120,7 +120,7 @@ class Tracked(ArrayLike):
         return _rules.apply_ufunc(ufunc, method, inputs, kwargs, "reverse")
 
     def __array_function__(self, func: Callable, types: Any, args: Any, kwargs: Any) -> Any:
-        return _rules.apply_function(func, args, kwargs, "reverse")
+        return _rules.apply_function(func, args, kwargs, "reverse", self)
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, Tracked) or (isinstance(key, tuple) and any(isinstance(k, Tracked) for k in key)):
