@@ -138,12 +138,12 @@ def test_applies_limits_size():
 
 def test_unsupported_function_is_an_error_outcome(rng):
     def f(x):
-        return np.sum(np.unwrap(x))
+        return np.sum(np.trim_zeros(x))
 
     report = check_gradients(f, rng.standard_normal((3, 3)) + 3 * np.eye(3), backends=["forward"])
     outcome = report.outcomes["forward"]
     assert outcome.status == "error"
-    assert "numpy.unwrap" in outcome.message
+    assert "numpy.trim_zeros" in outcome.message
     with pytest.raises(AssertionError):
         test_gradients(f, rng.standard_normal((3, 3)) + 3 * np.eye(3), backends=["forward"])
 
