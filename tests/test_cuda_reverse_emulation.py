@@ -240,3 +240,93 @@ def test_cupy_leaves_reach_the_device_tape(backend: str, monkeypatch: pytest.Mon
 
 def test_emulated_library_path_exists(emu: cuda.DeviceLibrary) -> None:
     assert Path(emu.path).exists() and emu.emulated
+
+
+@pytest.fixture()
+def fake_device(emu: cuda.DeviceLibrary, monkeypatch: pytest.MonkeyPatch) -> cuda.DeviceLibrary:
+    """The device path as a GPU machine has it, on the emulation: cuda.available() is true and
+    the device library is the emulated one, so the default backend selection and the default
+    cuda_reverse backend run here."""
+    monkeypatch.setattr(cuda, "available", lambda: True)
+    monkeypatch.setattr(cuda, "device_library", lambda: emu)
+    return emu
+
+
+def _fake_cuda_tensor(data: np.ndarray) -> Any:
+    """A torch tensor that says it is on CUDA (its memory is host memory, which the emulated
+    kernels read): what gradtest sees of a torch CUDA leaf, on a machine without a GPU."""
+    torch = pytest.importorskip("torch")
+
+    class FakeCudaTensor(torch.Tensor):
+        @property
+        def is_cuda(self) -> bool:
+            return True
+
+    FakeCudaTensor.__module__ = "torch"  # gradtest tells a framework's arrays by their type's module
+    return torch.tensor(data).as_subclass(FakeCudaTensor)
+
+
+def test_torch_cuda_leaves_pick_the_device_backend_by_default(fake_device: cuda.DeviceLibrary) -> None:
+    torch = pytest.importorskip("torch")
+    x = _fake_cuda_tensor(rng().uniform(0.2, 1.2, (3, 4)))
+    w = torch.tensor(rng().uniform(0.2, 1.2, (4, 2)))  # a constant, copied to the device once
+
+    def f(x: Any) -> Any:  # torch code: functions, methods and operators the device tape records
+        h = torch.tanh(x @ w) * 2.0 - x.sum(dim=1, keepdim=True).exp() / 3.0
+        return torch.sum(h.transpose(0, 1).cumsum(1) ** 2) + (1.0 - x).pow(3).mean() + x.flatten()[::2].sum()
+
+    report = gradtest.check_gradients(f, x)
+    assert report.outcomes["cuda_reverse"].status == "pass", report
+    assert report.outcomes["torch"].status == "pass"  # on CPU copies, as the note says
+    notes = " ".join(report.notes)
+    assert "device arrays (args[0])" in notes and "host engines forward and reverse do not run" in notes
+    assert "args[0] is a torch CUDA tensor" in notes  # why forward and reverse did not run
+    assert "forward" not in report.outcomes and "reverse" not in report.outcomes
+
+
+def test_a_wrong_gradient_on_torch_cuda_leaves_is_caught(fake_device: cuda.DeviceLibrary,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    # a device tape whose tanh VJP is sin's: the check must fail, not pass
+    real = cuda_reverse._elementwise
+    monkeypatch.setattr(cuda_reverse, "_elementwise", lambda tape, name, inputs: real(
+        tape, "sin" if name == "tanh" else name, inputs))
+    x = _fake_cuda_tensor(rng().uniform(0.2, 1.2, 6))
+    report = gradtest.check_gradients(lambda x: torch.sum(torch.tanh(x)), x)
+    assert report.outcomes["cuda_reverse"].status == "fail" and not report.passed
+
+
+def test_torch_code_the_device_tape_cannot_run_leaves_cuda_reverse_not_applicable(
+        fake_device: cuda.DeviceLibrary) -> None:
+    torch = pytest.importorskip("torch")
+    x = _fake_cuda_tensor(rng().uniform(0.2, 1.2, 5))
+    for f, name in ((lambda x: torch.sum(torch.sigmoid(x) * 2.0), "torch.sigmoid"),
+                    (lambda x: (x.softmax(0) * 2.0).sum(), "Tensor.softmax"),
+                    (lambda x: torch.nn.functional.softplus(x).sum(), "softplus")):
+        report = gradtest.check_gradients(f, x)
+        outcome = report.outcomes["cuda_reverse"]
+        assert outcome.status == "skipped" and f"f calls " in outcome.message and name in outcome.message and "torch code" in outcome.message
+        assert report.outcomes["torch"].status == "pass"  # the torch backend checked it
+        assert report.passed
+    with pytest.raises(cuda_reverse.TorchCodeError, match="torch.sigmoid"):
+        cuda_reverse.device_gradient(lambda x: torch.sum(torch.sigmoid(x)), np.ones(3),
+                                     memory=cuda_reverse.Memory(fake_device))
+    # where NumPy and torch disagree on a method's meaning, torch code gets torch's or a refusal
+    with pytest.raises(NotImplementedError, match="Tensor.std"):
+        cuda_reverse.device_gradient(lambda x: x.std(), torch.ones(3, dtype=torch.float64),
+                                     memory=cuda_reverse.TorchMemory(fake_device, "cpu"))
+
+
+def test_cupy_leaves_pick_the_device_backend_by_default(fake_device: cuda.DeviceLibrary,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("cupy")
+    fake.ndarray = _FakeCupyArray
+    fake.asnumpy = lambda a: np.array(a._data, copy=True)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    # CuPy memory as host memory: the emulated kernels read it
+    monkeypatch.setattr(cuda_reverse, "CupyMemory", cuda_reverse.Memory)
+    leaf = _FakeCupyArray(rng().uniform(0.2, 1.2, (3, 4)))
+    report = gradtest.check_gradients(lambda x: np.sum(np.sin(x) @ np.ones(4)), leaf)
+    assert list(report.outcomes) == ["cuda_reverse"] and report.passed, report
+    # a wrong gradient on the device is caught: the device tape is compared, not trusted
+    assert "device arrays (args[0])" in " ".join(report.notes)

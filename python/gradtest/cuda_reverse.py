@@ -23,6 +23,7 @@ comparison (:func:`device_gradient` returns them on the device, in the caller's 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ import numpy as np
 
 from . import _core, cuda
 from ._arraylike import ArrayLike
-from .backends import register_backend
+from .backends import BackendNotApplicable, register_backend
 
 F64, F32 = 0, 1
 REDUCE_CHUNK = 8192  # source elements per block-chunk of gtd_unbroadcast (kernels.h)
@@ -49,6 +50,19 @@ def _unsupported(what: str) -> NotImplementedError:
     return NotImplementedError(
         f"{what} is not supported by the device reverse backend (cuda_reverse) yet; it supports the "
         "op table's ufuncs with broadcasting, sum, mean, cumsum, reshape/ravel, transpose, indexing and 2-D matmul")
+
+
+class TorchCodeError(NotImplementedError):
+    """f called a torch function (or a Tensor method) on a device tape value: f is torch code,
+    which the device tape, a NumPy-API recorder, cannot run. The ``cuda_reverse`` backend reports
+    itself not applicable then (the ``torch`` backend checks torch code)."""
+
+
+def _torch_code(what: str) -> TorchCodeError:
+    return TorchCodeError(
+        f"f calls {what}, which the device reverse backend (cuda_reverse) cannot record: it records "
+        "NumPy-API code and the torch code it knows (the op table's functions, sum, mean, cumsum, matmul, "
+        "reshape/view, transpose/permute, flatten, indexing); the torch backend checks torch code")
 
 
 class Memory:
@@ -159,6 +173,8 @@ class TorchMemory(Memory):
         return int(a.data_ptr())
 
     def stream(self) -> int | None:
+        if self.device.type != "cuda":  # CPU tensors over the emulated kernels (tests only): no stream
+            return None
         return int(self.torch.cuda.current_stream(self.device).cuda_stream) or None
 
     def upload(self, host: np.ndarray) -> Any:
@@ -210,9 +226,16 @@ class DeviceTape:
         Where the buffers live.
     dtype : numpy.dtype
         float64 or float32: the dtype of every tracked value.
+    dialect : {"numpy", "torch"}
+        Whose meaning the methods of tracked values have: NumPy's, or torch's for f written
+        against torch (PyTorch CUDA leaves), where ``x.transpose(0, 1)`` swaps two dimensions.
     """
 
-    def __init__(self, memory: Memory, dtype: Any) -> None:
+    def __init__(self, memory: Memory, dtype: Any, dialect: str = "numpy") -> None:
+        if dialect not in ("numpy", "torch"):
+            raise ValueError(f"dialect: expected 'numpy' or 'torch', got {dialect!r}")
+        # the methods of tracked values follow NumPy's or torch's meaning (x.transpose(0, 1))
+        self.tracked = TorchDeviceTracked if dialect == "torch" else DeviceTracked
         self.memory = memory
         self.lib = memory.lib
         self.dtype = np.dtype(dtype)
@@ -248,7 +271,7 @@ class DeviceTape:
     def node(self, value: Any, vjp: Callable[[Any], None] | None) -> DeviceTracked:
         self.vjps.append(vjp)
         self.shapes.append(tuple(value.shape))
-        return DeviceTracked(value, self, len(self.vjps) - 1)
+        return self.tracked(value, self, len(self.vjps) - 1)
 
     def leaf(self, value: Any) -> DeviceTracked:
         return self.node(value, None)
@@ -265,6 +288,9 @@ class DeviceTape:
             host = np.asarray(x)
             if host.dtype.kind not in "fiub":
                 raise _unsupported(f"an operand of dtype {host.dtype}")
+            return self.memory.upload(host.astype(self.dtype))
+        if type(x).__module__.partition(".")[0] == "torch" and hasattr(x, "detach"):
+            host = x.detach().cpu().numpy()  # a torch constant, CPU or CUDA: copied once, at record time
             return self.memory.upload(host.astype(self.dtype))
         if hasattr(x, "__cuda_array_interface__"):
             host = cuda.host_copy(x, self.lib)  # a device constant: copied once, at record time
@@ -506,6 +532,80 @@ class DeviceTracked(ArrayLike):
     def __getitem__(self, key: Any) -> DeviceTracked:
         return _index(self.tape, self, key)
 
+    @classmethod
+    def __torch_function__(cls, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        # torch hands any call with a device tape value among its arguments here (torch.sin(x),
+        # tensor * x): the torch functions the tape knows are recorded as their NumPy
+        # counterparts, any other says that f is torch code the tape cannot run
+        name = getattr(func, "__name__", None) or repr(func)
+        handler = _TORCH_FUNCTIONS.get(name)
+        if handler is None:
+            qualname = getattr(func, "__qualname__", None) or name
+            module = getattr(func, "__module__", None) or "torch"
+            raise _torch_code(f"Tensor.{name}" if "Tensor" in qualname.partition(".")[0] else f"{module}.{name}")
+        tape = next(a.tape for a in (*args, *(kwargs or {}).values()) if isinstance(a, DeviceTracked))
+        return handler(tape, *args, **(kwargs or {}))
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for attributes DeviceTracked lacks: a Tensor method (x.exp(), x.pow(2))
+        # the tape knows is recorded, any other means torch code it cannot run
+        handler = _TORCH_FUNCTIONS.get(name)
+        if handler is not None and not name.startswith("__"):
+            return lambda *args, **kwargs: handler(self.tape, self, *args, **kwargs)
+        torch = sys.modules.get("torch")
+        if torch is not None and not name.startswith("__") and hasattr(torch.Tensor, name):
+            raise _torch_code(f"Tensor.{name}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def sum(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False, *,
+            dim: Any = None, keepdim: bool | None = None) -> DeviceTracked:
+        """x.sum(), NumPy's keywords or torch's (dim=, keepdim=)."""
+        if dtype is not None or out is not None:
+            raise _unsupported("sum with " + ("dtype=" if dtype is not None else "out="))
+        return _sum(self.tape, self, axis if dim is None else dim, bool(keepdims if keepdim is None else keepdim))
+
+    def mean(self, axis: Any = None, dtype: Any = None, out: Any = None, keepdims: bool = False, *,
+             dim: Any = None, keepdim: bool | None = None) -> DeviceTracked:
+        """x.mean(), NumPy's keywords or torch's (dim=, keepdim=)."""
+        if dtype is not None or out is not None:
+            raise _unsupported("mean with " + ("dtype=" if dtype is not None else "out="))
+        return _mean(self.tape, self, axis if dim is None else dim, bool(keepdims if keepdim is None else keepdim))
+
+
+class TorchDeviceTracked(DeviceTracked):
+    """A tracked value of torch code: the methods whose meaning differs between NumPy and torch
+    take torch's, or are refused (torch's ``std``/``var`` are unbiased, ``max(dim)`` returns
+    indices too)."""
+
+    __slots__ = ()
+
+    def transpose(self, dim0: int, dim1: int) -> DeviceTracked:  # type: ignore[override]
+        return _np_swapaxes(self.tape, self, dim0, dim1)
+
+    def cumsum(self, dim: int) -> DeviceTracked:  # type: ignore[override]
+        return _cumsum(self.tape, self, dim)
+
+    def flatten(self, start_dim: int = 0, end_dim: int = -1) -> DeviceTracked:  # type: ignore[override]
+        return _torch_flatten(self.tape, self, start_dim, end_dim)
+
+    def _torch_only(self, name: str) -> NotImplementedError:
+        return _unsupported(f"Tensor.{name}")
+
+    def std(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        raise self._torch_only("std")
+
+    def var(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        raise self._torch_only("var")
+
+    def max(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        raise self._torch_only("max")
+
+    def min(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        raise self._torch_only("min")
+
+    def prod(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        raise self._torch_only("prod")
+
 
 def _np_sum(tape: DeviceTape, x: Any, axis: Any = None, keepdims: bool = False, **kw: Any) -> DeviceTracked:
     if kw or not isinstance(x, DeviceTracked):
@@ -516,6 +616,10 @@ def _np_sum(tape: DeviceTape, x: Any, axis: Any = None, keepdims: bool = False, 
 def _np_mean(tape: DeviceTape, x: Any, axis: Any = None, keepdims: bool = False, **kw: Any) -> DeviceTracked:
     if kw or not isinstance(x, DeviceTracked):
         raise _unsupported("numpy.mean" + (f" with {', '.join(sorted(kw))}=" if kw else " of a constant"))
+    return _mean(tape, x, axis, keepdims)
+
+
+def _mean(tape: DeviceTape, x: DeviceTracked, axis: Any, keepdims: bool) -> DeviceTracked:
     count = _size(tuple(x.shape[a] for a in _axes(axis, x.ndim)))
     return _elementwise(tape, "divide", [_sum(tape, x, axis, keepdims), float(count)])
 
@@ -563,13 +667,91 @@ _FUNCTIONS: dict[Any, Callable[..., Any]] = {
 }
 
 
+def _torch_elementwise(name: str) -> Callable[..., Any]:
+    def handler(tape: DeviceTape, *inputs: Any, **kw: Any) -> DeviceTracked:
+        if kw:
+            raise _unsupported(f"torch.{name} with {', '.join(sorted(kw))}=")
+        if len(inputs) != _ARITY[name]:
+            raise _unsupported(f"torch {name} with {len(inputs)} inputs")
+        return _elementwise(tape, name, inputs)
+
+    return handler
+
+
+def _torch_reflected(name: str) -> Callable[..., Any]:
+    def handler(tape: DeviceTape, a: Any, b: Any) -> DeviceTracked:  # Tensor.__rsub__(a, b) is b - a
+        return _elementwise(tape, name, [b, a])
+
+    return handler
+
+
+def _torch_reduction(reduce: Callable[..., DeviceTracked], name: str) -> Callable[..., Any]:
+    def handler(tape: DeviceTape, x: Any, dim: Any = None, keepdim: bool = False, **kw: Any) -> DeviceTracked:
+        if kw or not isinstance(x, DeviceTracked):
+            raise _unsupported(f"torch.{name}" + (f" with {', '.join(sorted(kw))}=" if kw else " of a constant"))
+        return reduce(tape, x, dim, bool(keepdim))
+
+    return handler
+
+
+def _torch_shape(*shape: Any) -> Any:
+    return tuple(shape[0]) if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)) else shape
+
+
+def _torch_view(tape: DeviceTape, x: Any, *shape: Any) -> DeviceTracked:
+    return _np_reshape(tape, x, _torch_shape(*shape))
+
+
+def _torch_permute(tape: DeviceTape, x: Any, *dims: Any) -> DeviceTracked:
+    return _np_transpose(tape, x, _torch_shape(*dims))
+
+
+def _torch_cumsum(tape: DeviceTape, x: Any, dim: int, **kw: Any) -> DeviceTracked:
+    return _np_cumsum(tape, x, dim, **kw)
+
+
+def _torch_flatten(tape: DeviceTape, x: Any, start_dim: int = 0, end_dim: int = -1) -> DeviceTracked:
+    if not isinstance(x, DeviceTracked):
+        raise _unsupported("torch.flatten of a constant")
+    nd = max(x.ndim, 1)
+    start, end = start_dim % nd, end_dim % nd
+    shape = (*x.shape[:start], _size(x.shape[start:end + 1]), *x.shape[end + 1:])
+    return _reshape(tape, x, shape)
+
+
+# torch functions and Tensor methods the tape records, by name (torch.sin and Tensor.sin alike),
+# each as its NumPy counterpart; any other torch call on a tape value is TorchCodeError
+_TORCH_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    name: _torch_elementwise(name) for name in OP_ID if name not in ("absolute", "true_divide")}
+_TORCH_FUNCTIONS.update({alias: _torch_elementwise(name) for alias, name in (
+    ("sub", "subtract"), ("mul", "multiply"), ("div", "divide"), ("true_divide", "divide"), ("pow", "power"),
+    ("neg", "negative"), ("absolute", "abs"), ("asin", "arcsin"), ("acos", "arccos"), ("atan", "arctan"),
+    ("atan2", "arctan2"), ("asinh", "arcsinh"), ("acosh", "arccosh"), ("atanh", "arctanh"))})
+_TORCH_FUNCTIONS.update({f"__{dunder}__": _torch_elementwise(name) for dunder, name in (
+    ("add", "add"), ("sub", "subtract"), ("mul", "multiply"), ("truediv", "divide"), ("div", "divide"),
+    ("pow", "power"), ("neg", "negative"), ("abs", "abs"), ("pos", "positive"))})
+_TORCH_FUNCTIONS.update({f"__r{dunder}__": _torch_reflected(name) for dunder, name in (
+    ("add", "add"), ("sub", "subtract"), ("mul", "multiply"), ("truediv", "divide"), ("div", "divide"),
+    ("pow", "power"))})
+_TORCH_FUNCTIONS.update({
+    "sum": _torch_reduction(_sum, "sum"), "mean": _torch_reduction(_mean, "mean"),
+    "matmul": lambda tape, a, b: _matmul(tape, a, b), "mm": lambda tape, a, b: _matmul(tape, a, b),
+    "bmm": lambda tape, a, b: _matmul(tape, a, b), "mv": lambda tape, a, b: _matmul(tape, a, b),
+    "dot": lambda tape, a, b: _matmul(tape, a, b), "__matmul__": lambda tape, a, b: _matmul(tape, a, b),
+    "__rmatmul__": lambda tape, a, b: _matmul(tape, b, a),
+    "reshape": _torch_view, "view": _torch_view, "permute": _torch_permute, "cumsum": _torch_cumsum,
+    "flatten": _torch_flatten, "transpose": lambda tape, x, d0, d1: _np_swapaxes(tape, x, d0, d1),
+    "t": lambda tape, x: _np_transpose(tape, x),
+})
+
+
 # -- drivers -----------------------------------------------------------------------------------
 
 def tape_gradient(scalar: Callable[[list[DeviceTracked]], Any], values: Sequence[Any], memory: Memory,
-                  dtype: Any) -> tuple[list[Any], DeviceTape]:
+                  dtype: Any, dialect: str = "numpy") -> tuple[list[Any], DeviceTape]:
     """Records ``scalar(leaves)`` with a :class:`DeviceTracked` leaf per device array in
     ``values`` and sweeps; returns the gradients (device arrays of ``memory``) and the tape."""
-    tape = DeviceTape(memory, dtype)
+    tape = DeviceTape(memory, dtype, dialect)
     leaves = [tape.leaf(v) for v in values]
     out = scalar(leaves)
     if not isinstance(out, DeviceTracked):
@@ -623,7 +805,8 @@ def device_gradient(f: Callable[..., Any], *leaves: Any, memory: Memory | None =
     dtypes = {np.dtype(str(v.dtype).removeprefix("torch.")) for v in values}
     if len(dtypes) != 1:
         raise _unsupported(f"leaves of several dtypes ({', '.join(sorted(map(str, dtypes)))})")
-    grads, _ = tape_gradient(lambda xs: f(*xs), values, mem, dtypes.pop())
+    dialect = "torch" if isinstance(mem, TorchMemory) else "numpy"
+    grads, _ = tape_gradient(lambda xs: f(*xs), values, mem, dtypes.pop(), dialect)
     return tuple(mem.wrap_result(g) for g in grads)
 
 
@@ -640,10 +823,20 @@ def compute_with(memory_of: Callable[[Any, int], Memory]) -> Callable[[Any], lis
         if len(dtypes) != 1:
             raise _unsupported(f"differentiated leaves of several dtypes ({', '.join(sorted(map(str, dtypes)))})")
         values = [memory.upload(x) for x in leaves]
-        grads, _ = tape_gradient(problem.scalar_output, values, memory, dtypes.pop())
+        try:
+            grads, _ = tape_gradient(problem.scalar_output, values, memory, dtypes.pop(), dialect_of(problem))
+        except TorchCodeError as exc:
+            raise BackendNotApplicable(str(exc)) from None
         return [memory.download(g).astype(x.dtype, copy=False) for g, x in zip(grads, leaves)]
 
     return compute
+
+
+def dialect_of(problem: Any) -> str:
+    """``"torch"`` when the first differentiated leaf is a torch tensor (f is torch code), else
+    ``"numpy"``."""
+    adapter = problem.flat.adapters.get(problem.flat.differentiable[0])
+    return "torch" if getattr(adapter, "framework", None) == "torch" else "numpy"
 
 
 def _device_leaf_memory(problem: Any, index: int) -> Memory:
@@ -658,12 +851,12 @@ def _device_leaf_memory(problem: Any, index: int) -> Memory:
 
 
 def _applies(problem: Any) -> bool:
-    """By default: every differentiated leaf is a CuPy array and the device path is available.
-    PyTorch CUDA tensors are usually given to torch code, which the device tape cannot run, so
-    for them the backend runs when named in backends=."""
+    """By default: every differentiated leaf is a device array (a CuPy array or a PyTorch CUDA
+    tensor) and the device path is available. On torch code the backend then reports itself not
+    applicable (:class:`TorchCodeError`), and the torch backend checks it."""
     adapters = problem.flat.adapters
-    kinds = [getattr(adapters.get(i), "framework", None) for i in problem.flat.differentiable]
-    return bool(kinds) and all(kind == "cupy" for kind in kinds) and cuda.available()
+    leaves = [adapters.get(i) for i in problem.flat.differentiable]
+    return bool(leaves) and all(getattr(a, "device", None) is not None for a in leaves) and cuda.available()
 
 
 register_backend(
@@ -671,7 +864,8 @@ register_backend(
     compute_with(_device_leaf_memory),
     applies=_applies,
     default=True,
-    description="reverse mode on the device: the NumPy code recorded on a device tape and swept by "
-                "gradtest's CUDA kernels; by default on CuPy arrays, by name on PyTorch CUDA tensors",
+    description="reverse mode on the device: NumPy-API code recorded on a device tape and swept by "
+                "gradtest's CUDA kernels; by default on CuPy arrays and PyTorch CUDA tensors where a GPU is "
+                "available",
     array_types=("cupy", "torch"),
 )
