@@ -68,13 +68,24 @@ FUNCTIONS = {
     "reshape": lambda x: np.sum(np.sqrt(x.reshape(2, -1) + 2.0).T[0] * 3.0),
     "matmul": lambda a, b: np.sum(np.tanh(a @ b) * (b.T @ a.T).T),
     "maximum": lambda x, y: np.sum(np.maximum(x, y) + np.minimum(x, 0.3) + np.logaddexp(x, y)),
+    # NumPy's matmul semantics: stacks broadcast, 1-d operands are vectors
+    "batched_matmul": lambda a, b: np.sum(np.tanh(a @ b) ** 2) + np.sum(np.matmul(b.swapaxes(-1, -2), a[0].T)),
+    "vector_matmul": lambda a, v: np.sum(np.sin(a @ v)) + (v @ v) * 0.5 + np.sum(v @ a.T) + np.dot(v, v),
+    "extremes": lambda x: np.sum(np.max(x, axis=1) ** 2) + np.min(x) + np.sum(np.amax(x, axis=0, keepdims=True) * x),
+    "where": lambda x, y: np.sum(np.where(x > 0.6, np.sin(x), y[:, None] * x) ** 2) + np.sum(x[x < 0.5]),
+    "concatenate": lambda x, y: np.sum(np.cos(np.concatenate([x, y[None, :] * 2.0, x ** 2], axis=0))
+                                       * np.stack([y, y[::-1]], axis=1).sum()),
+    "moves": lambda x, y: np.sum(np.flip(x, 0) * np.broadcast_to(y, (3, 4)) + np.expand_dims(x[0], 0) ** 2
+                                 + np.squeeze(np.roll(x, 1, axis=1)[None]) * np.tile(y, (3, 1))),
 }
 
 
 def args_for(name: str, dtype: Any = np.float64) -> tuple[np.ndarray, ...]:
     r = rng()
     shapes = {"broadcast": [(4,), (3, 1, 5)], "axes": [(3, 4, 2)], "cumsum": [(3, 4)], "indexing": [(6,)],
-              "reshape": [(2, 3)], "matmul": [(3, 4), (4, 3)], "maximum": [(5,), (5,)]}.get(name, [(7,)])
+              "reshape": [(2, 3)], "matmul": [(3, 4), (4, 3)], "maximum": [(5,), (5,)],
+              "batched_matmul": [(2, 3, 4), (5, 1, 4, 3)], "vector_matmul": [(3, 4), (4,)], "extremes": [(3, 4)],
+              "where": [(3, 4), (3,)], "concatenate": [(2, 4), (4,)], "moves": [(3, 4), (4,)]}.get(name, [(7,)])
     return tuple(r.uniform(0.2, 1.2, s).astype(dtype) for s in shapes)
 
 
@@ -84,7 +95,8 @@ def test_device_tape_gradients_pass_test_gradients(backend: str, name: str) -> N
     gradtest.test_gradients(FUNCTIONS[name], *args, backends=[backend, "reverse"])
 
 
-@pytest.mark.parametrize("name", ["chain", "broadcast", "indexing", "matmul"])
+@pytest.mark.parametrize("name", ["chain", "broadcast", "indexing", "matmul", "batched_matmul", "extremes",
+                                  "concatenate"])
 def test_device_tape_float32(backend: str, name: str) -> None:
     gradtest.test_gradients(FUNCTIONS[name], *args_for(name, np.float32), backends=[backend])
 
@@ -105,6 +117,23 @@ def test_matches_the_cpu_reverse_engine_bit_for_bit_on_exact_ops(backend: str) -
     cpu = gradtest.gradient(f, x, y, backend="reverse")
     for d, c in zip(dev, cpu):
         assert np.array_equal(d, c)
+
+
+def test_ties_of_max_split_evenly_as_on_the_cpu(backend: str) -> None:
+    x = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [-0.0, 0.0, -1.0]])
+    f = lambda x: np.sum(np.max(x, axis=1) * np.array([1.0, 2.0, 3.0])) + np.min(x)  # noqa: E731
+    (dev,) = gradtest.gradient(f, x, backend=backend)
+    (cpu,) = gradtest.gradient(f, x, backend="reverse")
+    assert np.array_equal(dev, cpu)
+    assert np.array_equal(dev[1], [2 / 3] * 3)
+
+
+def test_matmul_refuses_shapes_that_do_not_align(emu: cuda.DeviceLibrary) -> None:
+    with pytest.raises(ValueError, match="do not align"):
+        cuda_reverse.device_gradient(lambda a: np.sum(a @ np.ones(5)), np.ones((2, 3)), memory=cuda_reverse.Memory(emu))
+    with pytest.raises(NotImplementedError, match="numpy.dot of arrays of more than 2"):
+        cuda_reverse.device_gradient(lambda a: np.sum(np.dot(a, a)), np.ones((2, 2, 2)),
+                                     memory=cuda_reverse.Memory(emu))
 
 
 def test_number_constants_are_uploaded_once_and_keep_their_sign(emu: cuda.DeviceLibrary) -> None:
@@ -161,7 +190,8 @@ def test_device_gradient_returns_one_gradient_per_leaf(emu: cuda.DeviceLibrary) 
     (lambda x: np.sum(np.add.reduce(x)), "numpy.add.reduce"),
     (lambda x: np.sum(np.sin(x, dtype=np.float64)), "numpy.sin with dtype="),
     (lambda x: np.sum(np.floor(x)), "numpy.floor"),
-    (lambda x: np.sum(x[x > 0.5]), "numpy.greater"),
+    (lambda x: np.sum(np.where(x, x, 0.0)), "numpy.where with a float condition"),
+    (lambda x: np.sum(np.concatenate([x, x], out=np.empty(12))), "numpy.concatenate with out="),
     (lambda x: np.sum(x) if x.sum() else 0.0, "bool()"),
     (lambda x: np.prod(x), "numpy.prod"),
 ])

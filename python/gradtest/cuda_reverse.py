@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, cuda
+from ._rules import extreme_weights
 from ._arraylike import ArrayLike
 from .backends import BackendNotApplicable, register_backend
 
@@ -49,7 +50,9 @@ _SHAPE_FUNCTIONS = {np.shape: lambda x: x.shape, np.ndim: lambda x: x.ndim, np.s
 def _unsupported(what: str) -> NotImplementedError:
     return NotImplementedError(
         f"{what} is not supported by the device reverse backend (cuda_reverse) yet; it supports the "
-        "op table's ufuncs with broadcasting, sum, mean, cumsum, reshape/ravel, transpose, indexing and 2-D matmul")
+        "op table's ufuncs with broadcasting, comparisons, sum, mean, max, min, cumsum, matmul and dot, "
+        "reshape/ravel/squeeze/expand_dims, transpose, indexing, where, concatenate, stack and the functions "
+        "that move elements (flip, roll, take, tile, repeat, broadcast_to, ...)")
 
 
 class TorchCodeError(NotImplementedError):
@@ -456,18 +459,105 @@ def _gather(tape: DeviceTape, x: DeviceTracked, flat: Any) -> DeviceTracked:
 
 
 def _matmul(tape: DeviceTape, a_in: Any, b_in: Any) -> DeviceTracked:
+    """a @ b with NumPy's matmul semantics: stacks of matrices broadcast against each other, and a
+    1-d operand is a row (a) or column (b) vector whose dimension the result drops. The products
+    go through the array library (cuBLAS); each VJP product is summed back over the batch
+    dimensions its operand was broadcast along (the unbroadcast kernel)."""
     m = tape.memory
     (a, na), (b, nb) = _operand(tape, a_in), _operand(tape, b_in)
-    if a.ndim != 2 or b.ndim != 2:
-        raise _unsupported(f"numpy.matmul of {a.ndim}-d and {b.ndim}-d arrays (2-d only)")
-    y = m.matmul(a, b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise _unsupported("numpy.matmul of a 0-d array (use multiply)")
+    a_shape = (1, *a.shape) if a.ndim == 1 else tuple(a.shape)  # NumPy's promotion of vectors
+    b_shape = (*b.shape, 1) if b.ndim == 1 else tuple(b.shape)
+    if a_shape[-1] != b_shape[-2]:
+        raise ValueError(f"matmul: shapes {tuple(a.shape)} and {tuple(b.shape)} do not align "
+                         f"({a_shape[-1]} != {b_shape[-2]})")
+    batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    full = (*batch, a_shape[-2], b_shape[-1])
+    a2, b2 = m.reshape(a, a_shape), m.reshape(b, b_shape)
+    y = m.reshape(m.matmul(a2, b2), tuple(np.matmul(np.empty(a.shape, np.int8), np.empty(b.shape, np.int8)).shape))
 
     def vjp(gy: Any) -> None:
-        for node, product in ((na, lambda: m.matmul(gy, m.transpose(b))), (nb, lambda: m.matmul(m.transpose(a), gy))):
-            if node is not None:
-                contribution = product()
-                g, acc = tape.target(node)
-                tape.launch("copy", _size(tuple(contribution.shape)), m.ptr(contribution), m.ptr(g), acc)
+        g2 = m.reshape(gy, full)
+        for node, shape, product in ((na, a_shape, lambda: m.matmul(g2, m.transpose(b2))),
+                                     (nb, b_shape, lambda: m.matmul(m.transpose(a2), g2))):
+            if node is None:
+                continue
+            contribution = product()  # (*batch, rows, cols), contiguous
+            g, acc = tape.target(node)
+            n = _size(tuple(contribution.shape))
+            if tuple(contribution.shape) == shape:
+                tape.launch("copy", n, m.ptr(contribution), m.ptr(g), acc)
+            else:  # the operand was broadcast along batch dimensions: sum them back
+                tape.reduce(n, _size(shape), layout(tuple(contribution.shape), shape), contribution, g, acc)
+
+    return tape.node(y, vjp)
+
+
+def _moves_many(tape: DeviceTape, inputs: Sequence[Any], place: Callable[..., Any]) -> DeviceTracked:
+    """A function that only moves elements of several arrays (concatenate, stack, where with a
+    host condition): ``place`` applied to host arrays of element ids (source k's ids numbered
+    after source k-1's) gives each output element's source element. Each source then takes a
+    gather (its elements the output reads) and a scatter into the output, which is filled with
+    -0.0 first so that the scatter's add is exact for every value; the VJP runs the two the
+    other way round (the scatter-add accumulates elements read several times)."""
+    m = tape.memory
+    ops = [_operand(tape, x) for x in inputs]
+    sizes = [_size(tuple(v.shape)) for v, _ in ops]
+    starts = np.cumsum([0, *sizes])
+    ids = [np.arange(starts[k], starts[k + 1], dtype=np.int64).reshape(tuple(v.shape)) for k, (v, _) in enumerate(ops)]
+    out_ids = np.asarray(place(*ids))
+    flat = out_ids.reshape(-1)
+    source = np.searchsorted(starts, flat, side="right") - 1
+    y = m.empty(tuple(out_ids.shape), tape.dtype)
+    tape.launch("fill", flat.size, -0.0, m.ptr(y))
+    parts = []
+    for k, (value, node) in enumerate(ops):
+        positions = np.nonzero(source == k)[0]
+        if positions.size == 0:
+            continue
+        pos, src = m.upload(positions.astype(np.int64)), m.upload(flat[positions] - starts[k])
+        moved = m.empty((positions.size,), tape.dtype)
+        tape.launch("gather", positions.size, m.ptr(src), m.ptr(value), m.ptr(moved))
+        tape.launch("scatter_add", positions.size, m.ptr(pos), m.ptr(moved), m.ptr(y))
+        parts.append((node, positions.size, pos, src))
+
+    def vjp(gy: Any) -> None:
+        for node, count, pos, src in parts:
+            if node is None:
+                continue
+            moved = m.empty((count,), tape.dtype)
+            tape.launch("gather", count, m.ptr(pos), m.ptr(gy), m.ptr(moved))
+            tape.launch("scatter_add", count, m.ptr(src), m.ptr(moved), m.ptr(tape.grad(node)))
+
+    return tape.node(y, vjp)
+
+
+def _extreme(tape: DeviceTape, x: DeviceTracked, reduce: Callable[..., Any], axis: Any,
+             keepdims: bool) -> DeviceTracked:
+    """max or min over axes. The derivative weights are the CPU engine's rule
+    (``gradtest._rules.extreme_weights``: ties split evenly, NaN wins), computed from a host copy
+    of x at record time and uploaded; the VJP is the broadcast of the cotangent times them (the
+    chain rule of op_rules.h, through the multiply op's VJP)."""
+    m = tape.memory
+    if x.size == 0:
+        raise ValueError(f"zero-size array to reduction operation {reduce.__name__} which has no identity")
+    axes = _axes(axis, x.ndim)
+    host = m.download(x.value)
+    peak = np.asarray(reduce(host, axis=axes, keepdims=True))
+    weights = m.upload(np.ascontiguousarray(extreme_weights(host, peak, axes), dtype=tape.dtype))
+    kept = tuple(peak.shape)
+    final = kept if keepdims else tuple(s for d, s in enumerate(x.shape) if d not in axes)
+    y = m.reshape(m.upload(peak.astype(tape.dtype)), final)
+    n = x.size
+    full = layout(x.shape, x.shape, x.shape)
+
+    def vjp(gy: Any) -> None:
+        spread = m.empty(x.shape, tape.dtype)
+        tape.launch("ew_value", OP_ID["positive"], n, layout(x.shape, kept), m.ptr(gy), None, m.ptr(spread))
+        g, acc = tape.target(x.node)
+        tape.launch("ew_vjp", OP_ID["multiply"], 0, n, full, m.ptr(x.value), m.ptr(weights), m.ptr(spread),
+                    m.ptr(spread), m.ptr(g), acc)
 
     return tape.node(y, vjp)
 
@@ -475,6 +565,17 @@ def _matmul(tape: DeviceTape, a_in: Any, b_in: Any) -> DeviceTracked:
 def _public(func: Any) -> str:
     module = getattr(func, "__module__", None) or "numpy"
     return f"{module.split('.')[0]}.{getattr(func, '__name__', repr(func))}"
+
+
+_COMPARISONS = frozenset({"greater", "greater_equal", "less", "less_equal", "equal", "not_equal"})
+
+
+def _compare(tape: DeviceTape, ufunc: np.ufunc, inputs: Sequence[Any]) -> np.ndarray:
+    """A comparison of tracked values: a host NumPy bool array (a constant, for where and
+    indexing), from host copies of the operands taken at record time; the sweep makes no copy."""
+    host = [tape.memory.download(x.value) if isinstance(x, DeviceTracked)
+            else (cuda.host_copy(x, tape.lib) if hasattr(x, "__cuda_array_interface__") else x) for x in inputs]
+    return ufunc(*host)
 
 
 class DeviceTracked(ArrayLike):
@@ -514,6 +615,8 @@ class DeviceTracked(ArrayLike):
         name = ufunc.__name__
         if ufunc is np.matmul and method == "__call__" and not kwargs and len(inputs) == 2:
             return _matmul(self.tape, *inputs)
+        if name in _COMPARISONS and method == "__call__" and not kwargs and len(inputs) == 2:
+            return _compare(self.tape, ufunc, inputs)
         if method != "__call__" or kwargs or name not in OP_ID:
             what = f"numpy.{name}" + ("" if method == "__call__" else f".{method}")
             raise _unsupported(what + (f" with {', '.join(sorted(kwargs))}=" if kwargs else ""))
@@ -660,11 +763,81 @@ def _np_matmul(tape: DeviceTape, a: Any, b: Any, **kw: Any) -> DeviceTracked:
     return _matmul(tape, a, b)
 
 
+def _np_dot(tape: DeviceTape, a: Any, b: Any, out: Any = None) -> DeviceTracked:
+    if out is not None:
+        raise _unsupported("numpy.dot with out=")
+    if np.ndim(a) > 2 or np.ndim(b) > 2:  # dot's N-d rule is not matmul's
+        raise _unsupported("numpy.dot of arrays of more than 2 dimensions (use matmul)")
+    if np.ndim(a) == 0 or np.ndim(b) == 0:
+        return _elementwise(tape, "multiply", [a, b])
+    return _matmul(tape, a, b)
+
+
+def _refuse_kw(name: str, **given: Any) -> None:
+    used = sorted(k for k, v in given.items() if v is not None)
+    if used:
+        raise _unsupported(f"numpy.{name} with {', '.join(used)}=")
+
+
+def _np_extreme(reduce: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def handler(tape: DeviceTape, a: Any, axis: Any = None, out: Any = None, keepdims: bool = False,
+                initial: Any = None, where: Any = True) -> DeviceTracked:
+        _refuse_kw(name, out=out, initial=initial, where=None if where is True else where)
+        if not isinstance(a, DeviceTracked):
+            raise _unsupported(f"numpy.{name} of a constant")
+        return _extreme(tape, a, reduce, axis, keepdims)
+
+    return handler
+
+
+def _np_concatenate(tape: DeviceTape, arrays: Any, axis: Any = 0, out: Any = None, dtype: Any = None,
+                    casting: str = "same_kind") -> DeviceTracked:
+    _refuse_kw("concatenate", out=out, dtype=dtype)
+    arrays = list(arrays)
+    if axis is None:
+        return _moves_many(tape, arrays, lambda *ids: np.concatenate([i.reshape(-1) for i in ids]))
+    return _moves_many(tape, arrays, lambda *ids: np.concatenate(ids, axis=axis))
+
+
+def _np_stack(tape: DeviceTape, arrays: Any, axis: int = 0, out: Any = None, *, dtype: Any = None,
+              casting: str = "same_kind") -> DeviceTracked:
+    _refuse_kw("stack", out=out, dtype=dtype)
+    return _moves_many(tape, list(arrays), lambda *ids: np.stack(ids, axis=axis))
+
+
+def _np_where(tape: DeviceTape, condition: Any, x: Any = None, y: Any = None) -> DeviceTracked:
+    if x is None or y is None:
+        raise _unsupported("numpy.where with one argument")
+    if isinstance(condition, DeviceTracked):
+        raise _unsupported("numpy.where with a float condition (compare first: x > 0)")
+    cond = cuda.host_copy(condition, tape.lib) if hasattr(condition, "__cuda_array_interface__") \
+        else np.asarray(condition)
+    cond = cond.astype(bool)
+    return _moves_many(tape, [x, y], lambda a, b: np.where(cond, a, b))
+
+
+def _np_moves(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """A function of one array that only moves elements (flip, broadcast_to, squeeze, ...): a
+    gather of the flat indices it computes on the host at record time."""
+    def handler(tape: DeviceTape, a: Any, *args: Any, **kwargs: Any) -> DeviceTracked:
+        if not isinstance(a, DeviceTracked):
+            raise _unsupported(f"numpy.{fn.__name__} of a constant")
+        return _gather(tape, a, np.asarray(fn(np.arange(a.size, dtype=np.int64).reshape(a.shape), *args, **kwargs)))
+
+    return handler
+
+
 _FUNCTIONS: dict[Any, Callable[..., Any]] = {
     np.sum: _np_sum, np.mean: _np_mean, np.cumsum: _np_cumsum, np.reshape: _np_reshape,
-    np.ravel: _np_ravel, np.matmul: _np_matmul, np.dot: _np_matmul, np.transpose: _np_transpose,
+    np.ravel: _np_ravel, np.matmul: _np_matmul, np.dot: _np_dot, np.transpose: _np_transpose,
     np.swapaxes: _np_swapaxes,
+    np.max: _np_extreme(np.max, "max"), np.amax: _np_extreme(np.max, "amax"),
+    np.min: _np_extreme(np.min, "min"), np.amin: _np_extreme(np.min, "amin"),
+    np.concatenate: _np_concatenate, np.stack: _np_stack, np.where: _np_where,
 }
+_FUNCTIONS.update({fn: _np_moves(fn) for fn in (np.squeeze, np.expand_dims, np.broadcast_to, np.flip, np.fliplr,
+                                               np.flipud, np.roll, np.take, np.moveaxis, np.tile, np.repeat,
+                                               np.diagonal, np.atleast_1d, np.atleast_2d, np.triu, np.tril)})
 
 
 def _torch_elementwise(name: str) -> Callable[..., Any]:
