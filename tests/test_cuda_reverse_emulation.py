@@ -217,7 +217,7 @@ def test_cuda_reverse_is_registered_and_needs_device_leaves() -> None:
     from gradtest.backends import available_backends
 
     assert "cuda_reverse" in available_backends()
-    assert get_backend("cuda_reverse").array_types == ("cupy", "torch")
+    assert get_backend("cuda_reverse").array_types == ("cupy", "torch", "cuda_array")
     report = gradtest.check_gradients(lambda x: np.sum(x ** 2), rng().uniform(0.2, 1.2, 5))
     assert report.passed and "cuda_reverse" not in report.outcomes
     assert "cuda_reverse (it runs f on CuPy arrays or torch tensors" in " ".join(report.notes)
@@ -360,3 +360,82 @@ def test_cupy_leaves_pick_the_device_backend_by_default(fake_device: cuda.Device
     assert list(report.outcomes) == ["cuda_reverse"] and report.passed, report
     # a wrong gradient on the device is caught: the device tape is compared, not trusted
     assert "device arrays (args[0])" in " ".join(report.notes)
+
+
+class _HostDLPack:
+    """An array of some other library that speaks DLPack, in CPU memory."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self._data = data
+
+    def __dlpack__(self, **kwargs: Any) -> Any:
+        return self._data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)
+
+
+class _CudaDLPack(_HostDLPack):
+    """A DLPack array that says it is in CUDA memory (its bytes are host memory, which the
+    emulated copy reads): what a DLPack producer on a GPU hands over."""
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (2, 0)
+
+
+class _NumbaLike:
+    """A device array known only by __cuda_array_interface__ (as Numba's)."""
+
+    def __init__(self, data: np.ndarray) -> None:
+        self._data = data
+
+    @property
+    def __cuda_array_interface__(self) -> dict[str, Any]:
+        return {"shape": self._data.shape, "typestr": self._data.dtype.str, "data": (self._data.ctypes.data, False),
+                "strides": None, "version": 3}
+
+
+def test_a_dlpack_leaf_in_cpu_memory_is_checked_as_a_numpy_array() -> None:
+    x = rng().uniform(0.2, 1.2, (2, 3))
+    report = gradtest.check_gradients(lambda x: np.sum(np.sin(x) * x), _HostDLPack(x))
+    assert report.passed and {"forward", "reverse"} <= set(report.outcomes), report
+    np.testing.assert_allclose(report.ground_truth[0], np.cos(x) * x + np.sin(x), rtol=1e-8)
+    # an integer DLPack array is held constant (passed to f as it is), as an integer torch tensor
+    k = _HostDLPack(np.arange(6).reshape(2, 3))
+    const = gradtest.check_gradients(lambda x, k: np.sum(x * np.from_dlpack(k)), x, k)
+    assert const.passed and const.ground_truth[1] is None
+
+
+@pytest.mark.parametrize("kind", [_CudaDLPack, _NumbaLike])
+def test_device_leaves_of_other_libraries_go_to_the_device_tape(fake_device: cuda.DeviceLibrary,
+                                                                monkeypatch: pytest.MonkeyPatch, kind: Any) -> None:
+    fake = types.ModuleType("cupy")
+    monkeypatch.setitem(sys.modules, "cupy", fake)  # the tape's memory: CuPy's, host memory here
+    monkeypatch.setattr(cuda_reverse, "CupyMemory", cuda_reverse.Memory)
+    x = rng().uniform(0.2, 1.2, (3, 4))
+    leaf = kind(x)
+    report = gradtest.check_gradients(lambda x: np.sum(np.tanh(x @ np.ones(4))), leaf)
+    assert list(report.outcomes) == ["cuda_reverse"] and report.passed, report
+    notes = " ".join(report.notes)
+    assert "device arrays (args[0])" in notes and "args[0] is a device array" in notes
+    (expected,) = gradtest.gradient(lambda x: np.sum(np.tanh(x @ np.ones(4))), x, backend="reverse")
+    np.testing.assert_allclose(report.ground_truth[0], expected, rtol=1e-7)
+
+
+def test_a_cuda_dlpack_leaf_without_a_gpu_says_why() -> None:
+    if cuda.available():
+        pytest.skip("a GPU is visible here")
+    with pytest.raises(RuntimeError, match="device path is unavailable"):
+        gradtest.check_gradients(lambda x: np.sum(x), _CudaDLPack(np.ones(3)))
+
+
+def test_the_dlpack_reader_reads_dtype_shape_and_refuses_strided_device_memory(emu: cuda.DeviceLibrary) -> None:
+    from gradtest import _dlpack
+
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    assert _dlpack.dtype_of(_CudaDLPack(x)) == np.float32
+    assert np.array_equal(_dlpack.host_copy(_CudaDLPack(x), emu), x)
+    with pytest.raises(NotImplementedError, match="not C-contiguous"):
+        _dlpack.host_copy(_CudaDLPack(x.T), emu)
+    with pytest.raises(NotImplementedError, match="device type 10"):
+        _dlpack.host_copy(type("Rocm", (_HostDLPack,), {"__dlpack_device__": lambda self: (10, 0)})(x), emu)

@@ -171,7 +171,9 @@ def register_backend(
 
 # (plural, singular) names of the kinds of differentiated arguments, for the reasons below
 _KIND_NAMES = {"numpy": ("NumPy arrays", "a NumPy array"), "torch": ("torch tensors", "a torch tensor"),
-               "jax": ("JAX arrays", "a JAX array"), "cupy": ("CuPy arrays", "a CuPy array")}
+               "jax": ("JAX arrays", "a JAX array"), "cupy": ("CuPy arrays", "a CuPy array"),
+               "cuda_array": ("device arrays", "a device array (__cuda_array_interface__ or DLPack)"),
+               "dlpack": ("DLPack arrays", "a DLPack array")}
 
 
 def _leaf_kind_name(adapter: object) -> str:
@@ -202,6 +204,8 @@ def not_run_reason(backend: Backend, problem: GradientProblem) -> str | None:
     adapters = problem.flat.adapters
     for i in problem.flat.differentiable:
         kind = adapters[i].framework if i in adapters else "numpy"
+        if kind == "dlpack":  # a DLPack array in CPU memory is checked as its NumPy copy
+            kind = "numpy"
         if kind not in backend.array_types:
             runs_on = " or ".join(_KIND_NAMES.get(k, (k, k))[0] for k in backend.array_types)
             return f"it runs f on {runs_on} and {problem.flat.paths[i]} is {_leaf_kind_name(adapters.get(i))}"

@@ -949,6 +949,10 @@ def memory_for(leaf: Any, library: cuda.DeviceLibrary | None = None) -> Memory:
         return CupyMemory(lib)
     if module == "torch" and getattr(leaf, "is_cuda", False):
         return TorchMemory(lib, leaf.device)
+    from .frameworks import installed
+
+    if hasattr(type(leaf), "__cuda_array_interface__") and installed("cupy"):
+        return CupyMemory(lib)  # CuPy adopts any __cuda_array_interface__ array without a copy
     raise _unsupported(f"device arrays of type {type(leaf).__module__}.{type(leaf).__name__}")
 
 
@@ -1020,7 +1024,17 @@ def _device_leaf_memory(problem: Any, index: int) -> Memory:
     lib = cuda.device_library()
     if adapter.framework == "cupy":
         return CupyMemory(lib)
-    return TorchMemory(lib, device)
+    if adapter.framework == "torch":
+        return TorchMemory(lib, device)
+    # another library's device array (Numba, DLPack): the tape's buffers come from CuPy or torch
+    from .frameworks import installed
+
+    if installed("cupy"):
+        return CupyMemory(lib)
+    if installed("torch") and getattr(__import__("torch").cuda, "is_available", lambda: False)():
+        return TorchMemory(lib, "cuda")
+    raise _unsupported("a device array of a library other than CuPy and PyTorch without CuPy or PyTorch CUDA "
+                       "installed (the device tape allocates through one of them)")
 
 
 def _applies(problem: Any) -> bool:
@@ -1040,5 +1054,5 @@ register_backend(
     description="reverse mode on the device: NumPy-API code recorded on a device tape and swept by "
                 "gradtest's CUDA kernels; by default on CuPy arrays and PyTorch CUDA tensors where a GPU is "
                 "available",
-    array_types=("cupy", "torch"),
+    array_types=("cupy", "torch", "cuda_array"),
 )
