@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, cuda
-from ._rules import extreme_weights
+from ._rules import extreme_weights, var_scale
 from ._arraylike import ArrayLike
 from .backends import BackendNotApplicable, register_backend
 
@@ -827,6 +827,123 @@ def _np_moves(fn: Callable[..., Any]) -> Callable[..., Any]:
     return handler
 
 
+def _tracked(name: str, x: Any) -> DeviceTracked:
+    if not isinstance(x, DeviceTracked):
+        raise _unsupported(f"numpy.{name} of a constant")
+    return x
+
+
+def _np_var_core(name: str, tape: DeviceTape, a: Any, axis: Any, dtype: Any, out: Any, ddof: float,
+                 keepdims: bool, where: Any, mean: Any, correction: Any) -> DeviceTracked:
+    _refuse_kw(name, dtype=dtype, out=out, mean=mean, where=None if where is True else where)
+    x = _tracked(name, a)
+    if correction is not None and correction is not np._NoValue:
+        ddof = correction
+    axes = _axes(axis, x.ndim)
+    scale = var_scale(_size(tuple(x.shape[d] for d in axes)), ddof)
+    if not math.isfinite(scale):
+        raise _unsupported(f"numpy.{name} with ddof >= the number of elements")
+    d = _elementwise(tape, "subtract", [x, _mean(tape, x, axes, True)])
+    return _elementwise(tape, "multiply", [_sum(tape, _elementwise(tape, "multiply", [d, d]), axes, keepdims), scale])
+
+
+def _np_var(tape: DeviceTape, a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: float = 0,
+            keepdims: bool = False, *, where: Any = True, mean: Any = None, correction: Any = None) -> DeviceTracked:
+    return _np_var_core("var", tape, a, axis, dtype, out, ddof, keepdims, where, mean, correction)
+
+
+def _np_std(tape: DeviceTape, a: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: float = 0,
+            keepdims: bool = False, *, where: Any = True, mean: Any = None, correction: Any = None) -> DeviceTracked:
+    # a constant slice: sqrt's infinite partial meets the zero of d * d, and the chain rule of
+    # op_rules.h gives 0, as the CPU engine's rule says
+    return _elementwise(tape, "sqrt", [_np_var_core("std", tape, a, axis, dtype, out, ddof, keepdims, where, mean,
+                                                    correction)])
+
+
+def _np_sort(tape: DeviceTape, a: Any, axis: Any = -1, kind: Any = None, order: Any = None, *,
+             stable: Any = None) -> DeviceTracked:
+    """sort as a gather of the stable permutation the CPU engine's rule uses, from a host copy
+    of the values taken at record time."""
+    _refuse_kw("sort", order=order)
+    x = _tracked("sort", a)
+    host = tape.memory.download(x.value)
+    ids = np.arange(x.size, dtype=np.int64).reshape(x.shape)
+    if axis is None:
+        host, ids, axis = host.reshape(-1), ids.reshape(-1), -1
+    perm = np.argsort(host, axis=axis, kind=kind, stable=stable)
+    return _gather(tape, x, np.take_along_axis(ids, perm, axis=axis))
+
+
+def _np_clip(tape: DeviceTape, a: Any, a_min: Any = np._NoValue, a_max: Any = np._NoValue, out: Any = None, *,
+             min: Any = np._NoValue, max: Any = np._NoValue, **kw: Any) -> DeviceTracked:
+    # the CPU engine's rule: minimum(maximum(x, lo), hi), so at a bound the derivative is 1/2
+    _refuse_kw("clip", out=out, **{k: v for k, v in kw.items()})
+    lo = a_min if a_min is not np._NoValue else (None if min is np._NoValue else min)
+    hi = a_max if a_max is not np._NoValue else (None if max is np._NoValue else max)
+    y = a
+    if lo is not None:
+        y = _elementwise(tape, "maximum", [y, lo])
+    if hi is not None:
+        y = _elementwise(tape, "minimum", [y, hi])
+    return y if isinstance(y, DeviceTracked) else _elementwise(tape, "positive", [y])
+
+
+def _flat_operand(tape: DeviceTape, x: Any, shape: tuple[int, ...]) -> Any:
+    if isinstance(x, DeviceTracked):
+        return _reshape(tape, x, shape)
+    return np.reshape(np.asarray(x), shape) if isinstance(x, (np.ndarray, int, float)) else x.reshape(shape)
+
+
+def _np_outer(tape: DeviceTape, a: Any, b: Any, out: Any = None) -> DeviceTracked:
+    _refuse_kw("outer", out=out)
+    return _elementwise(tape, "multiply", [_flat_operand(tape, a, (-1, 1)), _flat_operand(tape, b, (1, -1))])
+
+
+def _np_vdot(tape: DeviceTape, a: Any, b: Any) -> DeviceTracked:
+    return _matmul(tape, _flat_operand(tape, a, (-1,)), _flat_operand(tape, b, (-1,)))
+
+
+def _np_inner(tape: DeviceTape, a: Any, b: Any) -> DeviceTracked:
+    if np.ndim(a) > 1 or np.ndim(b) > 1:
+        raise _unsupported("numpy.inner of arrays of more than 1 dimension")
+    return _np_dot(tape, a, b)
+
+
+def _np_trace(tape: DeviceTape, a: Any, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype: Any = None,
+              out: Any = None) -> DeviceTracked:
+    _refuse_kw("trace", dtype=dtype, out=out)
+    x = _tracked("trace", a)
+    diagonal = _gather(tape, x, np.diagonal(np.arange(x.size, dtype=np.int64).reshape(x.shape), offset, axis1, axis2))
+    return _sum(tape, diagonal, -1, False)
+
+
+def _np_diff(tape: DeviceTape, a: Any, n: int = 1, axis: int = -1, prepend: Any = np._NoValue,
+             append: Any = np._NoValue) -> DeviceTracked:
+    if prepend is not np._NoValue or append is not np._NoValue:
+        raise _unsupported("numpy.diff with prepend= or append=")
+    x = _tracked("diff", a)
+    ax = int(axis) % x.ndim
+    for _ in range(int(n)):
+        hi, lo = [slice(None)] * x.ndim, [slice(None)] * x.ndim
+        hi[ax], lo[ax] = slice(1, None), slice(None, -1)
+        x = _elementwise(tape, "subtract", [_index(tape, x, tuple(hi)), _index(tape, x, tuple(lo))])
+    return x
+
+
+def _np_average(tape: DeviceTape, a: Any, axis: Any = None, weights: Any = None, returned: bool = False, *,
+                keepdims: bool = False) -> DeviceTracked:
+    if weights is not None or returned:
+        raise _unsupported("numpy.average with weights= or returned=")
+    return _mean(tape, _tracked("average", a), axis, keepdims)
+
+
+def _np_ptp(tape: DeviceTape, a: Any, axis: Any = None, out: Any = None, keepdims: bool = False) -> DeviceTracked:
+    _refuse_kw("ptp", out=out)
+    x = _tracked("ptp", a)
+    return _elementwise(tape, "subtract", [_extreme(tape, x, np.max, axis, keepdims), _extreme(tape, x, np.min, axis,
+                                                                                                keepdims)])
+
+
 _FUNCTIONS: dict[Any, Callable[..., Any]] = {
     np.sum: _np_sum, np.mean: _np_mean, np.cumsum: _np_cumsum, np.reshape: _np_reshape,
     np.ravel: _np_ravel, np.matmul: _np_matmul, np.dot: _np_dot, np.transpose: _np_transpose,
@@ -834,10 +951,25 @@ _FUNCTIONS: dict[Any, Callable[..., Any]] = {
     np.max: _np_extreme(np.max, "max"), np.amax: _np_extreme(np.max, "amax"),
     np.min: _np_extreme(np.min, "min"), np.amin: _np_extreme(np.min, "amin"),
     np.concatenate: _np_concatenate, np.stack: _np_stack, np.where: _np_where,
+    np.var: _np_var, np.std: _np_std, np.sort: _np_sort, np.clip: _np_clip, np.outer: _np_outer,
+    np.vdot: _np_vdot, np.inner: _np_inner, np.trace: _np_trace, np.diff: _np_diff, np.average: _np_average,
+    np.ptp: _np_ptp, np.real: lambda tape, x: x, np.copy: lambda tape, x, **kw: _reshape(tape, _tracked("copy", x),
+                                                                                        x.shape),
 }
+# triu and tril zero the other elements: a where with a host mask, not a gather (a gather of
+# their zeros would read element 0)
+_FUNCTIONS[np.triu] = lambda tape, m, k=0: _np_where(tape, np.triu(np.ones(np.shape(m)[-2:], bool), k), m, 0.0)
+_FUNCTIONS[np.tril] = lambda tape, m, k=0: _np_where(tape, np.tril(np.ones(np.shape(m)[-2:], bool), k), m, 0.0)
+# functions of several arrays that only move elements
+_FUNCTIONS.update({fn: (lambda fn: lambda tape, arrays, *args, **kwargs: _moves_many(
+    tape, list(arrays), lambda *ids: fn(ids, *args, **kwargs)))(fn)
+    for fn in (np.hstack, np.vstack, np.dstack, np.column_stack)})
+_FUNCTIONS[np.append] = lambda tape, arr, values, axis=None: _moves_many(
+    tape, [arr, values], lambda a, b: np.append(a, b, axis=axis))
 _FUNCTIONS.update({fn: _np_moves(fn) for fn in (np.squeeze, np.expand_dims, np.broadcast_to, np.flip, np.fliplr,
                                                np.flipud, np.roll, np.take, np.moveaxis, np.tile, np.repeat,
-                                               np.diagonal, np.atleast_1d, np.atleast_2d, np.triu, np.tril)})
+                                               np.diagonal, np.atleast_1d, np.atleast_2d, np.atleast_3d, np.rot90, np.rollaxis, np.take_along_axis, np.resize,
+                                               np.matrix_transpose)})
 
 
 def _torch_elementwise(name: str) -> Callable[..., Any]:

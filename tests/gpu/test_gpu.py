@@ -183,9 +183,9 @@ def test_device_leaves_of_other_libraries(cupy: Any) -> None:
 
 def test_an_unsupported_function_on_the_device_is_an_error_not_a_pass(cupy: Any) -> None:
     x = cupy.asarray(np.random.default_rng(7).uniform(-1.0, 1.0, 50))
-    report = gradtest.check_gradients(lambda x: np.sum(np.sort(x)), x, backends=["cuda_reverse"])
+    report = gradtest.check_gradients(lambda x: np.sum(np.partition(x, 3)), x, backends=["cuda_reverse"])
     assert not report.passed
-    assert "numpy.sort" in str(report)
+    assert "numpy.partition" in str(report)
 
 
 def test_a_cuda_kernel_through_batched_finite_differences(example: Path) -> None:
