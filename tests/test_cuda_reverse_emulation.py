@@ -322,7 +322,7 @@ def test_torch_cuda_leaves_pick_the_device_backend_by_default(fake_device: cuda.
     w = torch.tensor(rng().uniform(0.2, 1.2, (4, 2)))  # a constant, copied to the device once
 
     def f(x: Any) -> Any:  # torch code: functions, methods and operators the device tape records
-        h = torch.tanh(x @ w) * 2.0 - x.sum(dim=1, keepdim=True).exp() / 3.0
+        h = torch.tanh(x @ w) * torch.full((1, 2), 2.0, dtype=torch.float64, device=x.device) - x.sum(dim=1, keepdim=True).exp() / 3.0
         return torch.sum(h.transpose(0, 1).cumsum(1) ** 2) + (1.0 - x).pow(3).mean() + x.flatten()[::2].sum()
 
     report = gradtest.check_gradients(f, x)
@@ -362,6 +362,7 @@ def test_torch_code_the_device_tape_cannot_run_leaves_cuda_reverse_not_applicabl
         cuda_reverse.device_gradient(lambda x: torch.sum(torch.sigmoid(x)), np.ones(3),
                                      memory=cuda_reverse.Memory(fake_device))
     # where NumPy and torch disagree on a method's meaning, torch code gets torch's or a refusal
+    assert not hasattr(cuda_reverse.TorchDeviceTracked(np.ones(2), None, 0), "grad_fn")  # type: ignore[arg-type]
     with pytest.raises(NotImplementedError, match="Tensor.std"):
         cuda_reverse.device_gradient(lambda x: x.std(), torch.ones(3, dtype=torch.float64),
                                      memory=cuda_reverse.TorchMemory(fake_device, "cpu"))

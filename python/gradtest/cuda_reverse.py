@@ -55,10 +55,11 @@ def _unsupported(what: str) -> NotImplementedError:
         "that move elements (flip, roll, take, tile, repeat, broadcast_to, ...)")
 
 
-class TorchCodeError(NotImplementedError):
-    """f called a torch function (or a Tensor method) on a device tape value: f is torch code,
-    which the device tape, a NumPy-API recorder, cannot run. The ``cuda_reverse`` backend reports
-    itself not applicable then (the ``torch`` backend checks torch code)."""
+class TorchCodeError(NotImplementedError, AttributeError):
+    """f called a torch function (or a Tensor method) on a device tape value that the tape cannot
+    record. The ``cuda_reverse`` backend reports itself not applicable then (the ``torch``
+    backend checks torch code). It is an AttributeError too, so that ``hasattr(x, "grad_fn")``
+    and ``getattr(x, name, default)`` answer as for any missing attribute."""
 
 
 def _torch_code(what: str) -> TorchCodeError:
@@ -681,6 +682,14 @@ class TorchDeviceTracked(DeviceTracked):
     indices too)."""
 
     __slots__ = ()
+
+    @property
+    def device(self) -> Any:
+        """The torch device of the tape's memory (for ``torch.zeros(..., device=x.device)``)."""
+        device = getattr(self.tape.memory, "device", None)
+        if device is None:
+            raise _torch_code("Tensor.device")
+        return device
 
     def transpose(self, dim0: int, dim1: int) -> DeviceTracked:  # type: ignore[override]
         return _np_swapaxes(self.tape, self, dim0, dim1)
