@@ -194,6 +194,18 @@ def test_the_sweep_makes_no_host_round_trip(emu: cuda.DeviceLibrary) -> None:
     np.testing.assert_allclose(g, expected, rtol=1e-13)
 
 
+@pytest.mark.parametrize("name", ["batched_matmul", "vector_matmul", "extremes", "where", "concatenate", "moves",
+                                  "statistics", "sort_clip", "stacks"])
+def test_the_sweeps_of_the_other_functions_make_no_host_round_trip(emu: cuda.DeviceLibrary, name: str) -> None:
+    memory = CountingMemory(emu)
+    tape = cuda_reverse.DeviceTape(memory, np.float64)
+    leaves = [tape.leaf(memory.upload(a)) for a in args_for(name)]
+    out = FUNCTIONS[name](*leaves)
+    memory.downloads = 0
+    tape.backward(out, leaves)
+    assert memory.downloads == 0
+
+
 def test_device_gradient_returns_one_gradient_per_leaf(emu: cuda.DeviceLibrary) -> None:
     x, y = rng().uniform(0.2, 1.2, (2, 6))
     gx, gy = cuda_reverse.device_gradient(lambda x, y: np.sum(x * y * y), x, y, memory=cuda_reverse.Memory(emu))
@@ -379,8 +391,11 @@ def test_cupy_leaves_pick_the_device_backend_by_default(fake_device: cuda.Device
     leaf = _FakeCupyArray(rng().uniform(0.2, 1.2, (3, 4)))
     report = gradtest.check_gradients(lambda x: np.sum(np.sin(x) @ np.ones(4)), leaf)
     assert list(report.outcomes) == ["cuda_reverse"] and report.passed, report
-    # a wrong gradient on the device is caught: the device tape is compared, not trusted
     assert "device arrays (args[0])" in " ".join(report.notes)
+    # a host leaf next to a device leaf: no backend runs both by default, named it uploads it
+    w = rng().uniform(0.2, 1.2, 4)
+    mixed = gradtest.check_gradients(lambda w, x: np.sum(np.sin(x) @ w), w, leaf, backends=["cuda_reverse"])
+    assert mixed.passed, mixed
 
 
 class _HostDLPack:

@@ -476,7 +476,9 @@ def _matmul(tape: DeviceTape, a_in: Any, b_in: Any) -> DeviceTracked:
     batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
     full = (*batch, a_shape[-2], b_shape[-1])
     a2, b2 = m.reshape(a, a_shape), m.reshape(b, b_shape)
-    y = m.reshape(m.matmul(a2, b2), tuple(np.matmul(np.empty(a.shape, np.int8), np.empty(b.shape, np.int8)).shape))
+    # the result drops the dimension of each vector operand, as NumPy's
+    out_shape = (*batch, *full[-2:-1][:a.ndim - 1], *full[-1:][:b.ndim - 1])
+    y = m.reshape(m.matmul(a2, b2), out_shape)
 
     def vjp(gy: Any) -> None:
         g2 = m.reshape(gy, full)
@@ -1136,7 +1138,7 @@ def compute_with(memory_of: Callable[[Any, int], Memory]) -> Callable[[Any], lis
         leaves = problem.diff_leaves
         if not leaves:
             return []
-        memory = memory_of(problem, problem.flat.differentiable[0])
+        memory = memory_of(problem, _first_device_leaf(problem))
         dtypes = {np.dtype(x.dtype) for x in leaves}
         if len(dtypes) != 1:
             raise _unsupported(f"differentiated leaves of several dtypes ({', '.join(sorted(map(str, dtypes)))})")
@@ -1150,10 +1152,18 @@ def compute_with(memory_of: Callable[[Any, int], Memory]) -> Callable[[Any], lis
     return compute
 
 
+def _first_device_leaf(problem: Any) -> int:
+    """The index of the first differentiated device leaf (its memory is the tape's; host leaves
+    among the others are uploaded to it), else of the first differentiated leaf."""
+    adapters = problem.flat.adapters
+    device = [i for i in problem.flat.differentiable if getattr(adapters.get(i), "device", None) is not None]
+    return (device or problem.flat.differentiable)[0]
+
+
 def dialect_of(problem: Any) -> str:
-    """``"torch"`` when the first differentiated leaf is a torch tensor (f is torch code), else
-    ``"numpy"``."""
-    adapter = problem.flat.adapters.get(problem.flat.differentiable[0])
+    """``"torch"`` when the first differentiated device leaf is a torch tensor (f is torch code),
+    else ``"numpy"``."""
+    adapter = problem.flat.adapters.get(_first_device_leaf(problem))
     return "torch" if getattr(adapter, "framework", None) == "torch" else "numpy"
 
 
