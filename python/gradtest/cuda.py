@@ -305,7 +305,8 @@ class CudaKernel(_KernelOutputs):
         go in, the results come back. It needs every function given as ``"lib.so:symbol"`` and no
         ``ctx`` or ``stream`` (addresses of this process). Default False: the child's start (an
         interpreter, NumPy, a CUDA context) costs about a second. ``check_gradients(...,
-        isolate=)`` overrides it for one check.
+        isolate=)`` overrides it for one check. It applies to checks (``check_gradients``,
+        ``test_gradients``); the methods below always run in this process.
     timeout : float, optional
         Seconds an isolated check may take before the child is killed; None: no limit.
 
