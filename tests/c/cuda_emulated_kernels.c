@@ -216,7 +216,8 @@ EXPORT int hanging_f64(void *ctx, void *stream, size_t batch, size_t n, const do
     (void)n;
     (void)x;
     (void)f;
-    for (volatile int spin = 1; spin;)
-        ;
+    volatile int spin = 1;
+    while (spin) {
+    }
     return 0;
 }
