@@ -1,14 +1,19 @@
 """Reverse mode on the device: the ``"cuda_reverse"`` backend.
 
-f is NumPy-API code. Each differentiated leaf becomes a :class:`DeviceTracked`, whose values live
+f is NumPy-API code, or torch code on PyTorch CUDA tensors (a tracked value answers
+``__torch_function__``: the torch functions and methods the tape knows are recorded as their
+NumPy counterparts, any other is a :class:`TorchCodeError`, and the backend is then not
+applicable). Each differentiated leaf becomes a :class:`DeviceTracked`, whose values live
 in device memory; every NumPy call on it launches one of gradtest's device kernels
 (``csrc/cuda/kernels.h``) on the caller's current stream and records a node on a
 :class:`DeviceTape`. The sweep walks the nodes backwards and launches their VJP kernels:
 elementwise VJPs from the shared rules (``op_rules.h``), unbroadcast sums, gather and
 scatter-add for indexing, reverse cumulative sums for ``cumsum`` and matrix products through the
 array library's cuBLAS. The sweep never copies to the host: only kernel launches (which release
-the GIL, through ctypes) and allocations from the array library. What the device tape cannot do
-raises ``NotImplementedError`` naming the function, never a wrong or silent-zero gradient.
+the GIL, through ctypes) and allocations from the array library; comparisons, ``max``/``min`` and
+``sort`` read host copies of their operands at record time, in the forward pass. What the device
+tape cannot do raises ``NotImplementedError`` naming the function, never a wrong or silent-zero
+gradient.
 
 Where device memory comes from is a :class:`Memory`: CuPy (:class:`CupyMemory`), PyTorch CUDA
 (:class:`TorchMemory`), or host memory for the CPU emulation of the kernels (:class:`Memory`
