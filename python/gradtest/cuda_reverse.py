@@ -446,6 +446,8 @@ def _index(tape: DeviceTape, x: DeviceTracked, key: Any) -> DeviceTracked:
     scatter-add (repeated indices accumulate)."""
     if isinstance(key, DeviceTracked) or hasattr(key, "__cuda_array_interface__"):
         raise _unsupported("indexing with a device array (index with NumPy arrays or integers)")
+    if type(key).__module__.partition(".")[0] == "torch" and hasattr(key, "numpy"):
+        key = key.numpy()  # a mask of torch code's comparisons, on the CPU
     return _gather(tape, x, np.arange(x.size, dtype=np.int64).reshape(x.shape)[key])
 
 
@@ -578,12 +580,16 @@ def _public(func: Any) -> str:
 _COMPARISONS = frozenset({"greater", "greater_equal", "less", "less_equal", "equal", "not_equal"})
 
 
-def _compare(tape: DeviceTape, ufunc: np.ufunc, inputs: Sequence[Any]) -> np.ndarray:
-    """A comparison of tracked values: a host NumPy bool array (a constant, for where and
-    indexing), from host copies of the operands taken at record time; the sweep makes no copy."""
+def _compare(tape: DeviceTape, ufunc: np.ufunc, inputs: Sequence[Any]) -> Any:
+    """A comparison of tracked values: a host NumPy bool array (a CPU torch tensor on a torch
+    tape; a constant, for where and indexing), from host copies of the operands taken at record
+    time; the sweep makes no copy."""
     host = [tape.memory.download(x.value) if isinstance(x, DeviceTracked)
             else (cuda.host_copy(x, tape.lib) if hasattr(x, "__cuda_array_interface__") else x) for x in inputs]
-    return ufunc(*host)
+    result = np.asarray(ufunc(*host))
+    if tape.tracked is TorchDeviceTracked:  # torch code passes it to torch.where: a CPU bool tensor
+        return sys.modules["torch"].from_numpy(result)
+    return result
 
 
 class DeviceTracked(ArrayLike):
@@ -654,7 +660,9 @@ class DeviceTracked(ArrayLike):
             qualname = getattr(func, "__qualname__", None) or name
             module = getattr(func, "__module__", None) or "torch"
             raise _torch_code(f"Tensor.{name}" if "Tensor" in qualname.partition(".")[0] else f"{module}.{name}")
-        tape = next(a.tape for a in (*args, *(kwargs or {}).values()) if isinstance(a, DeviceTracked))
+        given = [*args, *(kwargs or {}).values()]
+        given += [a for g in given if isinstance(g, (list, tuple)) for a in g]  # torch.cat([x, y])
+        tape = next(a.tape for a in given if isinstance(a, DeviceTracked))
         return handler(tape, *args, **(kwargs or {}))
 
     def __getattr__(self, name: str) -> Any:
@@ -711,16 +719,16 @@ class TorchDeviceTracked(DeviceTracked):
         return _unsupported(f"Tensor.{name}")
 
     def std(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        raise self._torch_only("std")
+        return _torch_var("std")(self.tape, self, *args, **kwargs)
 
     def var(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        raise self._torch_only("var")
+        return _torch_var("var")(self.tape, self, *args, **kwargs)
 
     def max(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        raise self._torch_only("max")
+        return _torch_extreme("max")(self.tape, self, *args, **kwargs)
 
     def min(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
-        raise self._torch_only("min")
+        return _torch_extreme("min")(self.tape, self, *args, **kwargs)
 
     def prod(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         raise self._torch_only("prod")
@@ -1040,6 +1048,82 @@ def _torch_flatten(tape: DeviceTape, x: Any, start_dim: int = 0, end_dim: int = 
     return _reshape(tape, x, shape)
 
 
+def _torch_var(name: str) -> Callable[..., Any]:
+    """torch.var/std: torch's correction (1 by default, ``unbiased=``) as NumPy's ddof."""
+    def handler(tape: DeviceTape, x: Any, dim: Any = None, unbiased: Any = None, keepdim: bool = False, *,
+                correction: Any = None) -> DeviceTracked:
+        if isinstance(dim, bool):  # torch.var(x, False): the old positional unbiased
+            dim, unbiased = None, dim
+        ddof = correction if correction is not None else (0 if unbiased is False else 1)
+        var = _np_var_core(name, tape, x, dim, None, None, ddof, bool(keepdim), True, None, None)
+        return _elementwise(tape, "sqrt", [var]) if name == "std" else var
+
+    return handler
+
+
+def _torch_extreme(name: str) -> Callable[..., Any]:
+    """torch.max/min: of all elements, or of two tensors (maximum/minimum); with a dim torch
+    returns indices too, which the tape does not record."""
+    reduce, binary = (np.max, "maximum") if name == "max" else (np.min, "minimum")
+
+    def handler(tape: DeviceTape, x: Any, *args: Any, **kwargs: Any) -> Any:
+        other = args[0] if args else kwargs.get("other")
+        if other is not None and not isinstance(other, (int, np.integer)) and "dim" not in kwargs:
+            return _elementwise(tape, binary, [x, other])
+        if args or kwargs:
+            raise _unsupported(f"torch.{name} with dim= (it returns indices too; use amax/amin)")
+        return _extreme(tape, _tracked(name, x), reduce, None, False)
+
+    return handler
+
+
+def _torch_amax(reduce: Callable[..., Any], name: str) -> Callable[..., Any]:
+    def handler(tape: DeviceTape, x: Any, dim: Any = (), keepdim: bool = False) -> DeviceTracked:
+        axis = None if dim is None or (isinstance(dim, (tuple, list)) and len(dim) == 0) else dim
+        return _extreme(tape, _tracked(name, x), reduce, axis, bool(keepdim))
+
+    return handler
+
+
+def _torch_sigmoid(tape: DeviceTape, x: Any) -> DeviceTracked:
+    return _elementwise(tape, "reciprocal", [_elementwise(tape, "add", [1.0, _elementwise(
+        tape, "exp", [_elementwise(tape, "negative", [x])])])])
+
+
+def _torch_softplus(tape: DeviceTape, x: Any, beta: float = 1.0, threshold: float = 20.0) -> DeviceTracked:
+    # log(1 + exp(beta x)) / beta; torch's switch to x above the threshold differs by under
+    # exp(-threshold) relative, below any tolerance
+    scaled = _elementwise(tape, "multiply", [x, float(beta)]) if beta != 1 else x
+    y = _elementwise(tape, "logaddexp", [scaled, 0.0])
+    return _elementwise(tape, "divide", [y, float(beta)]) if beta != 1 else y
+
+
+def _torch_relu(tape: DeviceTape, x: Any, inplace: bool = False) -> DeviceTracked:
+    if inplace:
+        raise _unsupported("torch relu with inplace=True")
+    return _elementwise(tape, "maximum", [x, 0.0])
+
+
+def _torch_clamp(tape: DeviceTape, x: Any, min: Any = None, max: Any = None) -> DeviceTracked:
+    return _np_clip(tape, x, min, max)
+
+
+def _torch_cat(tape: DeviceTape, tensors: Any, dim: int = 0, **kw: Any) -> DeviceTracked:
+    _refuse_kw("cat", **kw)
+    return _np_concatenate(tape, tensors, axis=dim)
+
+
+def _torch_stack(tape: DeviceTape, tensors: Any, dim: int = 0, **kw: Any) -> DeviceTracked:
+    _refuse_kw("stack", **kw)
+    return _np_stack(tape, tensors, axis=dim)
+
+
+def _torch_where(tape: DeviceTape, condition: Any, x: Any = None, y: Any = None) -> DeviceTracked:
+    if type(condition).__module__.partition(".")[0] == "torch" and hasattr(condition, "detach"):
+        condition = condition.detach().cpu().numpy()
+    return _np_where(tape, condition, x, y)
+
+
 # torch functions and Tensor methods the tape records, by name (torch.sin and Tensor.sin alike),
 # each as its NumPy counterpart; any other torch call on a tape value is TorchCodeError
 _TORCH_FUNCTIONS: dict[str, Callable[..., Any]] = {
@@ -1063,6 +1147,11 @@ _TORCH_FUNCTIONS.update({
     "reshape": _torch_view, "view": _torch_view, "permute": _torch_permute, "cumsum": _torch_cumsum,
     "flatten": _torch_flatten, "transpose": lambda tape, x, d0, d1: _np_swapaxes(tape, x, d0, d1),
     "t": lambda tape, x: _np_transpose(tape, x),
+    "var": _torch_var("var"), "std": _torch_var("std"), "max": _torch_extreme("max"), "min": _torch_extreme("min"),
+    "amax": _torch_amax(np.max, "amax"), "amin": _torch_amax(np.min, "amin"), "sigmoid": _torch_sigmoid,
+    "softplus": _torch_softplus, "relu": _torch_relu, "clamp": _torch_clamp, "clip": _torch_clamp,
+    "cat": _torch_cat, "concat": _torch_cat, "concatenate": _torch_cat, "stack": _torch_stack,
+    "where": _torch_where,
 })
 
 
