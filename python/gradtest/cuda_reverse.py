@@ -70,8 +70,8 @@ class TorchCodeError(NotImplementedError, AttributeError):
 def _torch_code(what: str) -> TorchCodeError:
     return TorchCodeError(
         f"f calls {what}, which the device reverse backend (cuda_reverse) cannot record: it records "
-        "NumPy-API code and the torch code it knows (the op table's functions, sum, mean, cumsum, matmul, "
-        "reshape/view, transpose/permute, flatten, indexing); the torch backend checks torch code")
+        "NumPy-API code and the torch code it knows (the op table's functions, reductions, matmul, shape "
+        "functions, indexing, cat/stack/where...; docs/cuda.rst); the torch backend checks torch code")
 
 
 class Memory:
