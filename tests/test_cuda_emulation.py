@@ -476,6 +476,68 @@ def test_a_failing_device_kernel_reports_the_cuda_error(emu: cuda.DeviceLibrary,
     assert not report.passed and "CUDA error 700" in str(report)
 
 
+def _no_children_left() -> None:
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children")
+    if children.exists():
+        assert children.read_text().split() == [], "an isolated check left a child process behind"
+
+
+def test_isolated_checks_run_in_a_spawned_child(emu: cuda.DeviceLibrary, kernels: Path) -> None:
+    x = np.random.default_rng(3).uniform(-1.0, 1.5, 12)
+    k = cuda.CudaKernel(f"{kernels}:rosen_f64", gradient="rosen_grad_f64", library=emu, isolate=True, batch=8)
+    report = gradtest.check_gradients(k, x)
+    assert report.passed, report
+    assert "in a spawned child process" in " ".join(report.notes)
+    # the child runs the same engine: the ground truth is the in-process one, bit for bit
+    here = cuda.CudaKernel(f"{kernels}:rosen_f64", library=emu, batch=8).finite_differences(x)
+    assert np.array_equal(report.ground_truth[0], here["gradient"])
+    bad = cuda.CudaKernel(f"{kernels}:rosen_f64", gradient="rosen_grad_wrong_f64", library=emu)
+    assert gradtest.check_gradients(bad, x, isolate=True).outcomes["user"].status == "fail"
+    # a kernel error in the child comes back with its CUDA error code
+    failing = cuda.CudaKernel(f"{kernels}:failing_f64", gradient="rosen_grad_f64", library=emu)
+    report = gradtest.check_gradients(failing, np.ones(4), isolate=True)
+    assert not report.passed and "CUDA error 700" in str(report)
+    _no_children_left()
+
+
+@pytest.mark.parametrize("f, gradient, stage, what", [
+    ("aborting_f64", "rosen_grad_f64", "finite_differences", "crashed with SIGABRT"),
+    ("rosen_f64", "segfaulting_grad_f64", "gradient", "crashed with SIGSEGV"),
+    ("exiting_f64", "rosen_grad_f64", "finite_differences", "exited with code 3"),
+])
+def test_a_crashing_kernel_in_an_isolated_check_is_reported(emu: cuda.DeviceLibrary, kernels: Path, f: str,
+                                                           gradient: str, stage: str, what: str) -> None:
+    k = cuda.CudaKernel(f"{kernels}:{f}", gradient=gradient, library=emu, isolate=True, batch=4)
+    report = gradtest.check_gradients(k, np.linspace(0.1, 0.9, 6))
+    text = str(report)
+    assert not report.passed and what in text and repr(stage) in text, text
+    if stage == "gradient":  # the ground truth came back before the gradient's crash
+        assert report.ground_truth is not None and report.outcomes["user"].status == "error"
+        assert isinstance(report.outcomes["user"].exception, gradtest.ckernel.KernelCrash)
+    _no_children_left()
+
+
+def test_a_hanging_kernel_is_killed_after_the_timeout(emu: cuda.DeviceLibrary, kernels: Path) -> None:
+    k = cuda.CudaKernel(f"{kernels}:hanging_f64", gradient="rosen_grad_f64", library=emu, isolate=True, timeout=3)
+    report = gradtest.check_gradients(k, np.ones(3))
+    assert not report.passed and "timed out after 3 s" in str(report)
+    _no_children_left()
+
+
+def test_isolation_needs_references_a_child_can_resolve(emu: cuda.DeviceLibrary, kernels: Path) -> None:
+    with pytest.raises(ValueError, match="f given as an address"):
+        cuda.CudaKernel(_fn(kernels, "rosen_f64"), library=emu, isolate=True)
+    with pytest.raises(ValueError, match="ctx and stream"):
+        cuda.CudaKernel(f"{kernels}:rosen_f64", library=emu, isolate=True, ctx=1234)
+    with pytest.raises(ValueError, match="needs isolate=True"):
+        cuda.CudaKernel(f"{kernels}:rosen_f64", library=emu, timeout=3)
+    k = cuda.CudaKernel(_fn(kernels, "rosen_f64"), library=emu)
+    with pytest.raises(ValueError, match="f given as an address"):
+        gradtest.check_gradients(k, np.ones(3), isolate=True)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        k.__gradtest_check__((np.ones(3),), type("S", (), {"extra": {"threads": 2}})())
+
+
 def test_cuda_kernel_arguments(emu: cuda.DeviceLibrary, kernels: Path) -> None:
     fn = f"{kernels}:rosen_f64"
     with pytest.raises(ValueError, match="NULL"):

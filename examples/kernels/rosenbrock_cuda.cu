@@ -83,3 +83,14 @@ extern "C" int rosen_broken(void *ctx, void *stream, size_t batch, size_t n, con
     rosen_batch_kernel<<<1, 4096, 0, (cudaStream_t)stream>>>(n, x, f);
     return (int)cudaGetLastError();
 }
+
+/* a gradient kernel that writes through a wrong device pointer: an illegal memory access, a
+ * sticky error after which the process's CUDA context is unusable. Checked with
+ * CudaKernel(..., isolate=True), the fault stays in the spawned child and is reported with
+ * CUDA's error string; the caller's context is untouched. */
+extern "C" int rosen_grad_fault(void *ctx, void *stream, size_t n, const double *x, double *g)
+{
+    (void)ctx;
+    (void)g;
+    return launch_grad(stream, n, x, (double *)(size_t)0x10, 400.0);
+}

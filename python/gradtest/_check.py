@@ -26,7 +26,7 @@ from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, describe_exc
 from ._names import string_list as _names
 from ._problem import DirectionalDerivatives, GradientProblem, describe_output
 from ._tree import FlatArgs, flatten_args, refuse_subclasses
-from .backends import BackendNotApplicable, available_backends, get_backend, not_run_reason
+from .backends import BackendNotApplicable, available_backends, device_leaf_note, get_backend, not_run_reason
 from .report import GradientReport, Outcome
 
 GROUND_TRUTH_BACKEND = "finite_diff"
@@ -266,6 +266,9 @@ def parse(
 def select_backends(problem: GradientProblem, requested: Sequence[str] | None, ground_truth_backend: str) -> list[str]:
     """The backends a check runs: ``requested``, or every default backend that applies (plus
     ``"user"`` when a gradient is given); never the ground truth's."""
+    note = device_leaf_note(problem)
+    if note is not None and note not in problem.notes:
+        problem.notes.append(note)
     if requested is not None:
         if "user" in requested and problem.user_gradient is None:
             raise ValueError("backends: 'user' needs gradient= (a function returning the gradient tree)")

@@ -88,6 +88,24 @@ def is_differentiable(leaf: Any) -> bool:
 _FRAMEWORK_MODULES = {"torch": "torch", "jax": "jax", "jaxlib": "jax", "cupy": "cupy"}
 
 
+def _protocol_kind(obj: Any) -> str | None:
+    """An array of another library, known by the protocols it speaks: ``"cuda_array"`` for device
+    memory (``__cuda_array_interface__``, as Numba's device arrays, or DLPack on a CUDA device),
+    ``"dlpack"`` for a DLPack array in CPU memory (checked as its NumPy copy); None otherwise."""
+    if isinstance(obj, (np.ndarray, np.generic)) or isinstance(obj, type):
+        return None
+    if hasattr(type(obj), "__cuda_array_interface__"):
+        return "cuda_array"
+    from . import _dlpack
+
+    if _dlpack.is_dlpack(obj):
+        try:
+            return "cuda_array" if _dlpack.on_cuda(obj) else "dlpack"
+        except Exception:  # a __dlpack_device__ that fails: not an array gradtest can read
+            return None
+    return None
+
+
 def framework_of(obj: Any) -> str | None:
     """``"torch"`` or ``"jax"`` when ``obj`` is that framework's array, else None.
 
@@ -95,7 +113,9 @@ def framework_of(obj: Any) -> str | None:
     of its types exists only once the user has imported it.
     """
     framework = _FRAMEWORK_MODULES.get(type(obj).__module__.partition(".")[0])
-    if framework is None or framework not in sys.modules:
+    if framework is None:
+        return _protocol_kind(obj)
+    if framework not in sys.modules:
         return None
     from . import frameworks
 

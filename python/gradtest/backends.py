@@ -171,7 +171,30 @@ def register_backend(
 
 # (plural, singular) names of the kinds of differentiated arguments, for the reasons below
 _KIND_NAMES = {"numpy": ("NumPy arrays", "a NumPy array"), "torch": ("torch tensors", "a torch tensor"),
-               "jax": ("JAX arrays", "a JAX array"), "cupy": ("CuPy arrays", "a CuPy array")}
+               "jax": ("JAX arrays", "a JAX array"), "cupy": ("CuPy arrays", "a CuPy array"),
+               "cuda_array": ("device arrays", "a device array (__cuda_array_interface__ or DLPack)"),
+               "dlpack": ("DLPack arrays", "a DLPack array")}
+
+
+def _leaf_kind_name(adapter: object) -> str:
+    kind = getattr(adapter, "framework", "numpy")
+    if kind == "torch" and getattr(adapter, "device", None) is not None:
+        return "a torch CUDA tensor"
+    return _KIND_NAMES.get(kind, (kind, kind))[1]
+
+
+def device_leaf_note(problem: GradientProblem) -> str | None:
+    """The report's note on what each engine does with device arrays (CuPy arrays, PyTorch CUDA
+    tensors) among the differentiated leaves; None when there are none."""
+    adapters = problem.flat.adapters
+    device = [problem.flat.paths[i] for i in problem.flat.differentiable
+              if getattr(adapters.get(i), "device", None) is not None]
+    if not device:
+        return None
+    return (f"device arrays ({', '.join(device)}): the ground truth runs f on host copies on the CPU; "
+            "cuda_reverse differentiates on the device (NumPy-API f; not applicable to torch code); "
+            "the host engines forward and reverse do not run on device arrays; the torch backends run f "
+            "on CPU copies of CUDA tensors")
 
 
 def not_run_reason(backend: Backend, problem: GradientProblem) -> str | None:
@@ -181,9 +204,11 @@ def not_run_reason(backend: Backend, problem: GradientProblem) -> str | None:
     adapters = problem.flat.adapters
     for i in problem.flat.differentiable:
         kind = adapters[i].framework if i in adapters else "numpy"
+        if kind == "dlpack":  # a DLPack array in CPU memory is checked as its NumPy copy
+            kind = "numpy"
         if kind not in backend.array_types:
             runs_on = " or ".join(_KIND_NAMES.get(k, (k, k))[0] for k in backend.array_types)
-            return f"it runs f on {runs_on} and {problem.flat.paths[i]} is {_KIND_NAMES.get(kind, (kind, kind))[1]}"
+            return f"it runs f on {runs_on} and {problem.flat.paths[i]} is {_leaf_kind_name(adapters.get(i))}"
     if not backend.applies(problem):
         return f"not applicable to these inputs ({backend.description})" if backend.description else \
             "not applicable to these inputs"

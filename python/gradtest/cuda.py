@@ -16,8 +16,13 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import io
 import math
 import os
+import pickle
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ._finite_diff import GroundTruth, GroundTruthError, step_scale
-from .ckernel import KernelError, KernelLoadError, _KernelOutputs
+from .ckernel import KernelCrash, KernelError, KernelLoadError, KernelTimeout, _KernelOutputs
 
 LIBRARY_NAME = "libgradtest_cuda.so"
 # the memory one batch of perturbed points may take on the device, by default
@@ -291,20 +296,35 @@ class CudaKernel(_KernelOutputs):
         the CPU emulation build, with host functions of the same ABI as kernels.
     name : str, optional
         A name for reports.
+    isolate : bool
+        Run the check's stages in a spawned child process (a fresh interpreter with its own CUDA
+        context, since a CUDA context does not survive ``fork``): a segfault, an abort, an exit or
+        a hang of the kernel becomes a :class:`gradtest.ckernel.KernelCrash` (or
+        :class:`~gradtest.ckernel.KernelTimeout`) naming the signal and the stage, and a fault
+        that leaves the device context unusable leaves it so only in the child. Host copies of x
+        go in, the results come back. It needs every function given as ``"lib.so:symbol"`` and no
+        ``ctx`` or ``stream`` (addresses of this process). Default False: the child's start (an
+        interpreter, NumPy, a CUDA context) costs about a second. ``check_gradients(...,
+        isolate=)`` overrides it for one check. It applies to checks (``check_gradients``,
+        ``test_gradients``); the methods below always run in this process.
+    timeout : float, optional
+        Seconds an isolated check may take before the child is killed; None: no limit.
 
     Raises
     ------
     RuntimeError
         No library was given and the device path is unavailable (the message says why).
     KernelLoadError, ValueError, TypeError
-        A function reference that does not resolve, a NULL pointer, a bad dtype or batch.
+        A function reference that does not resolve, a NULL pointer, a bad dtype or batch, or
+        ``isolate=True`` with a reference a child process cannot resolve.
     """
 
     __gradtest_backends__: tuple[str, ...]
 
     def __init__(self, f: Any, *, gradient: Any = None, vjp: Any = None, n_out: Any = None,
                  ctx: int | None = None, dtype: str | np.dtype = "float64", batch: int | None = None,
-                 stream: int | None = None, library: DeviceLibrary | None = None, name: str | None = None) -> None:
+                 stream: int | None = None, library: DeviceLibrary | None = None, name: str | None = None,
+                 isolate: bool = False, timeout: float | None = None) -> None:
         if f is None:
             raise ValueError("f: NULL function pointer (f is required)")
         if n_out is not None and not callable(n_out):
@@ -320,12 +340,17 @@ class CudaKernel(_KernelOutputs):
         self.n_out = n_out
         self._lib = library if library is not None else device_library()
         self._f, fname, flib = _address(f, "f", None)
+        # where each function comes from, for a child process: (library path, symbol), or None
+        # for an address, which only this process can call
+        self._refs: dict[str, tuple[str, str] | None] = {"f": (flib, fname) if flib else None}
         self._gradient, self._gradient_name = 0, "gradient"
         if gradient is not None:
-            self._gradient, self._gradient_name, _ = _address(gradient, "gradient", flib)
+            self._gradient, self._gradient_name, glib = _address(gradient, "gradient", flib)
+            self._refs["gradient"] = (glib, self._gradient_name) if glib else None
         self._vjp, self._vjp_name = 0, "vjp"
         if vjp is not None:
-            self._vjp, self._vjp_name, _ = _address(vjp, "vjp", flib)
+            self._vjp, self._vjp_name, vlib = _address(vjp, "vjp", flib)
+            self._refs["vjp"] = (vlib, self._vjp_name) if vlib else None
         try:
             dt = np.dtype(dtype)
         except TypeError:
@@ -340,6 +365,10 @@ class CudaKernel(_KernelOutputs):
         self._ctx = int(ctx or 0)
         self._stream = int(stream or 0)
         self.name = name or fname
+        _check_isolate(isolate, timeout)
+        if isolate:
+            self._isolation_refused()
+        self.isolate, self.timeout = bool(isolate), None if timeout is None else float(timeout)
         self.__gradtest_backends__ = (("user",) if self._gradient else ()) + (("user_vjp",) if self._vjp else ())
 
     def __repr__(self) -> str:
@@ -509,21 +538,37 @@ class CudaKernel(_KernelOutputs):
             raise TypeError(f"a CudaKernel takes exactly one argument x, got {len(args)}")
         (x,) = args
         extra = dict(getattr(settings, "extra", None) or {})
-        if extra:
-            raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, sorted(extra)))} "
-                            "for a CUDA-kernel check")
+        unknown = sorted(set(extra) - {"isolate", "timeout"})
+        if unknown:
+            raise TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))} "
+                            "for a CUDA-kernel check (it takes isolate and timeout)")
+        isolate = extra.get("isolate", self.isolate)
+        timeout = extra.get("timeout", self.timeout)
+        _check_isolate(isolate, timeout)
         fd = dict(getattr(settings, "fd_options", None) or {})
         method = fd.get("method", "central")
         richardson = bool(fd.get("richardson", True))
         shape = np.shape(x)
         n = int(np.prod(shape, dtype=np.int64))
         u = self.cotangent(n, int(fd.get("seed", 0) or 0))
-        truth = self.finite_differences(x, method=method, richardson=richardson,
-                                        rel_step=float(fd.get("rel_step", 0.0) or 0.0), u=u)
+        fd_args = dict(method=method, richardson=richardson, rel_step=float(fd.get("rel_step", 0.0) or 0.0), u=u)
+        stages = [("finite_differences", fd_args)]
+        stages += [("gradient", {})] if self._gradient else []
+        stages += [("vjp", {"u": u})] if self._vjp else []
+        flat = self._flat(x)
+        if isolate:
+            self._isolation_refused()
+            done = self._run_isolated(flat, stages, timeout)
+        else:
+            done = _run_stages(self, flat, stages)
+        truth = done["finite_differences"]
+        if isinstance(truth, Exception):
+            raise truth
         where = "the CPU emulation of the device (tests only)" if self._lib.emulated else "the device"
         notes = [f"CUDA kernel {self.name}: batched finite differences on {where}: "
                  f"{truth['evaluations']} evaluations in {truth['launches']} launches "
-                 f"(batch {self.batch_size(n, self._m(n))}, {truth['rounds']} rounds), the CPU engine's rules"]
+                 f"(batch {self.batch_size(n, self._m(n))}, {truth['rounds']} rounds), the CPU engine's rules"
+                 + (", in a spawned child process" if isolate else "")]
         if u is not None:
             notes.append("vector function checked through a fixed random cotangent u: gradient of "
                          "<u, f(x)>, the VJP called with ybar = u")
@@ -538,14 +583,165 @@ class CudaKernel(_KernelOutputs):
                          evaluations=truth["evaluations"], seconds=truth["seconds"], dtype=self.dtype,
                          notes=notes)
         results: dict[str, Any] = {}
-        if self._gradient:
-            try:
-                results["user"] = [self.gradient(x).reshape(shape)]
-            except KernelError as exc:
-                results["user"] = exc
-        if self._vjp:
-            try:
-                results["user_vjp"] = [self.vjp(x, u).reshape(shape)]
-            except KernelError as exc:
-                results["user_vjp"] = exc
+        for stage, backend in (("gradient", "user"), ("vjp", "user_vjp")):
+            if stage in done:
+                value = done[stage]
+                results[backend] = value if isinstance(value, Exception) else [value.reshape(shape)]
         return gt, results
+
+    # -- isolation in a spawned child --------------------------------------------------------
+
+    def _isolation_refused(self) -> None:
+        """Raises ValueError when a child process could not call this kernel."""
+        missing = [role for role, ref in self._refs.items() if ref is None]
+        if missing:
+            raise ValueError(f"isolate=True: {', '.join(missing)} given as an address; a child process "
+                             "resolves functions by name, so give them as 'path/to/lib.so:symbol'")
+        if self._ctx or self._stream:
+            raise ValueError("isolate=True: ctx and stream are addresses in this process; a child process "
+                             "cannot use them (isolate=False runs them here)")
+
+    def _run_isolated(self, flat: np.ndarray, stages: list[tuple[str, dict[str, Any]]],
+                      timeout: float | None) -> dict[str, Any]:
+        """Runs the stages in a spawned interpreter (``python -c``, not multiprocessing, so the
+        caller's __main__ is never re-imported) and returns each stage's result or exception. A
+        stage the child did not finish is a KernelCrash (or KernelTimeout); the stages before it
+        keep their results. The child is always reaped: none is left behind."""
+        n = flat.size
+        request = dict(library=self._lib.path, refs=self._refs, n_out=self._m(n) or None, dtype=self.dtype.name,
+                       batch=self.batch, name=self.name, x=flat, stages=stages)
+        env = dict(os.environ)
+        package_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        proc = subprocess.Popen([sys.executable, "-c", "from gradtest.cuda import _isolated_child; _isolated_child()"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        timed_out = False
+        try:
+            out, _ = proc.communicate(pickle.dumps(request), timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+            timed_out = True
+        finally:
+            if proc.poll() is None:  # an exception above (KeyboardInterrupt): no child left behind
+                proc.kill()
+                proc.wait()
+        done: dict[str, Any] = {}
+        current = stages[0][0]
+        stream = io.BytesIO(out)
+        while True:
+            try:
+                kind, stage, value = pickle.load(stream)
+            except Exception:  # the end, or a record the crash cut short
+                break
+            if kind == "start":
+                current = stage
+            elif kind == "result":
+                done[stage] = value
+            elif kind == "error":
+                done[stage] = _rebuild_error(value)
+        missing = [stage for stage, _ in stages if stage not in done]
+        if missing:
+            done[current] = self._crash(current, proc.returncode, timed_out, timeout)
+            for stage in missing:
+                done.setdefault(stage, KernelCrash(f"{self.name}: stage {stage!r} did not run: the child process "
+                                                   f"ended in stage {current!r}", stage=stage))
+        return done
+
+    def _crash(self, stage: str, returncode: int, timed_out: bool, timeout: float | None) -> KernelCrash:
+        who = {"finite_differences": self.name, "function": self.name, "gradient": self._gradient_name,
+               "vjp": self._vjp_name}.get(stage, self.name)
+        if timed_out:
+            return KernelTimeout(f"timed out after {timeout:g} s: {who} in stage {stage!r}; the child process "
+                                 "was killed (SIGKILL)", stage=stage, limit=float(timeout or 0.0),
+                                 signal=int(signal.SIGKILL), signal_name="SIGKILL")
+        if returncode < 0:
+            try:
+                name = signal.Signals(-returncode).name
+            except ValueError:
+                name = f"signal {-returncode}"
+            return KernelCrash(f"{who}: crashed with {name} in stage {stage!r} (in a spawned child process)",
+                               stage=stage, signal=-returncode, signal_name=name)
+        return KernelCrash(f"{who}: the child process exited with code {returncode} in stage {stage!r} without "
+                           "reporting back (did the kernel call exit()?)", stage=stage, exit_code=returncode)
+
+
+def _check_isolate(isolate: Any, timeout: Any) -> None:
+    if not isinstance(isolate, (bool, np.bool_)):
+        raise TypeError(f"isolate: expected True or False, got {isolate!r}")
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)) \
+                or not (timeout > 0) or not math.isfinite(timeout):
+            raise ValueError(f"timeout: expected seconds > 0 or None, got {timeout!r}")
+        if not isolate:
+            raise ValueError("timeout: needs isolate=True (an in-process kernel cannot be stopped)")
+
+
+def _run_stages(kernel: CudaKernel, flat: np.ndarray, stages: list[tuple[str, dict[str, Any]]],
+                report: Any = None) -> dict[str, Any]:
+    """Each stage's result, or the KernelError it raised (the ground truth's stage raises a
+    failure of f itself at once, in process; ``report(kind, stage, value)`` streams them)."""
+    done: dict[str, Any] = {}
+    for stage, kwargs in stages:
+        if report is not None:
+            report("start", stage, None)
+        try:
+            done[stage] = getattr(kernel, stage)(flat, **kwargs)
+        except KernelError as exc:
+            if stage == "finite_differences" and report is None:
+                raise
+            done[stage] = exc
+        except Exception as exc:  # in a child: any failure goes back to the parent, named
+            if report is None:
+                raise
+            done[stage] = exc
+        if report is not None:
+            value = done[stage]
+            if isinstance(value, Exception):
+                report("error", stage, (type(value).__name__, str(value), getattr(value, "stage", stage),
+                                        getattr(value, "status", 0)))
+            else:
+                report("result", stage, value)
+    return done
+
+
+def _rebuild_error(record: tuple[str, str, str, int]) -> Exception:
+    kind, message, stage, status = record
+    if kind == "MemoryError":
+        return MemoryError(message)
+    if kind != "KernelError":
+        message = f"{kind}: {message}"
+    return KernelError(message, stage=stage, status=status)
+
+
+def _isolated_child() -> None:
+    """The spawned child of an isolated check: reads the request from stdin, runs the stages and
+    streams one pickled record per event on what was stdout (the kernel's own prints go to
+    stderr instead)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash the parent reports needs no core file
+    results = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    request = pickle.load(sys.stdin.buffer)
+    refs = request["refs"]
+
+    def ref(role: str) -> str | None:
+        entry = refs.get(role)
+        return None if entry is None else f"{entry[0]}:{entry[1]}"
+
+    def report(kind: str, stage: str, value: Any) -> None:
+        pickle.dump((kind, stage, value), results)
+        results.flush()  # what a crash cannot take back
+
+    try:
+        kernel = CudaKernel(ref("f"), gradient=ref("gradient"), vjp=ref("vjp"), n_out=request["n_out"],
+                            dtype=request["dtype"], batch=request["batch"], name=request["name"],
+                            library=DeviceLibrary(request["library"]))
+    except Exception as exc:
+        report("start", request["stages"][0][0], None)
+        report("error", request["stages"][0][0], ("KernelError", f"the child process could not load the kernel: "
+                                                  f"{type(exc).__name__}: {exc}", request["stages"][0][0], 0))
+        return
+    _run_stages(kernel, request["x"], request["stages"], report)
+    results.close()

@@ -71,7 +71,8 @@ def is_array(framework: str, obj: Any) -> bool:
         return isinstance(obj, sys.modules["jax"].Array)
     if framework == "cupy":  # device arrays: gradtest.cuda_reverse
         return isinstance(obj, sys.modules["cupy"].ndarray)
-    return False
+    # arrays of other libraries, known by their protocols (gradtest._tree)
+    return framework in ("cuda_array", "dlpack")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,30 +103,51 @@ class ArrayAdapter:
             return leaf.detach().resolve_conj().resolve_neg().cpu().numpy().copy()
         if self.framework == "cupy":
             return sys.modules["cupy"].asnumpy(leaf)
+        if self.framework == "cuda_array":  # the CUDA runtime of gradtest's device library copies it
+            from . import _dlpack, cuda
+
+            return cuda.host_copy(leaf) if hasattr(type(leaf), "__cuda_array_interface__") else _dlpack.host_copy(leaf)
+        if self.framework == "dlpack":
+            return np.array(np.from_dlpack(leaf), copy=True)
         return np.array(leaf, copy=True)
 
     def wrap(self, value: np.ndarray) -> Any:
         """``value`` as the framework's CPU array: a shared-memory view for torch, a copy for JAX."""
         if self.framework == "torch":
             return sys.modules["torch"].from_numpy(value)
-        if self.framework == "cupy":  # NumPy is CuPy's host array: f runs on host copies there
+        if self.framework in ("cupy", "cuda_array", "dlpack"):  # f runs on NumPy host copies there
             return value
         jax = sys.modules["jax"]
         with _x64(value.dtype):
             return jax.numpy.asarray(value)
 
 
+def _protocol_dtype(framework: str, leaf: Any) -> np.dtype | None:
+    """The dtype of an array known by its protocol (``__cuda_array_interface__`` or DLPack)."""
+    cai = getattr(leaf, "__cuda_array_interface__", None) if framework == "cuda_array" else None
+    if cai is not None:
+        return np.dtype(cai["typestr"])
+    from . import _dlpack
+
+    return _dlpack.dtype_of(leaf)
+
+
 def adapter_for(framework: str, leaf: Any) -> ArrayAdapter | None:
     """The adapter of a floating (float16/32/64) framework leaf; None for other dtypes, which
     are held constant."""
     try:
-        dtype = np.dtype(str(leaf.dtype).removeprefix("torch."))
+        dtype = _protocol_dtype(framework, leaf) if framework in ("cuda_array", "dlpack") else \
+            np.dtype(str(leaf.dtype).removeprefix("torch."))
     except TypeError:  # bfloat16, complex32 and other dtypes NumPy does not know
+        return None
+    if dtype is None:
         return None
     if dtype not in _FLOATING:
         return None
     if framework == "cupy":
         return ArrayAdapter(framework, shares_memory=False, device=leaf.device.id)
+    if framework in ("cuda_array", "dlpack"):
+        return ArrayAdapter(framework, shares_memory=False, device="cuda" if framework == "cuda_array" else None)
     device = leaf.device if framework == "torch" and getattr(leaf, "is_cuda", False) else None
     return ArrayAdapter(framework, shares_memory=framework == "torch", device=device)
 

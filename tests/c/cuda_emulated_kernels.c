@@ -3,6 +3,7 @@
  * is host memory, so these are plain loops; examples/kernels/rosenbrock_cuda.cu is the same
  * function as a CUDA kernel. */
 #include <math.h>
+#include <stdlib.h>
 #include <stddef.h>
 
 #include "gradtest.h"
@@ -170,5 +171,53 @@ EXPORT int lazy_grad_f64(void *ctx, void *stream, size_t n, const double *x, dou
     (void)n;
     (void)x;
     (void)g;
+    return 0;
+}
+
+/* kernels that end their process, for the isolation tests: an abort in f after the first
+ * launches, a segfault in the gradient, an exit, a hang */
+EXPORT int aborting_f64(void *ctx, void *stream, size_t batch, size_t n, const double *x, double *f)
+{
+    if (batch > 1)
+        abort();
+    return rosen_f64(ctx, stream, batch, n, x, f);
+}
+
+/* NULL, but the compiler cannot know it (another module could set it) */
+EXPORT double *volatile segv_target;
+
+EXPORT int segfaulting_grad_f64(void *ctx, void *stream, size_t n, const double *x, double *g)
+{
+    (void)ctx;
+    (void)stream;
+    (void)x;
+    (void)g;
+    for (size_t i = 0; i < n; i++)
+        segv_target[i] = 1.0; /* a write through NULL: SIGSEGV */
+    return 0;
+}
+
+EXPORT int exiting_f64(void *ctx, void *stream, size_t batch, size_t n, const double *x, double *f)
+{
+    (void)ctx;
+    (void)stream;
+    (void)batch;
+    (void)n;
+    (void)x;
+    (void)f;
+    exit(3);
+}
+
+EXPORT int hanging_f64(void *ctx, void *stream, size_t batch, size_t n, const double *x, double *f)
+{
+    (void)ctx;
+    (void)stream;
+    (void)batch;
+    (void)n;
+    (void)x;
+    (void)f;
+    volatile int spin = 1;
+    while (spin) {
+    }
     return 0;
 }
