@@ -36,7 +36,9 @@ eigenvalues' and singular values' own derivatives stay finite); a singular matri
 solve/inv/det/slogdet raise NumPy's LinAlgError; zero singular values make the singular vectors'
 derivatives inf; complex eigenvalues of eig, ``full_matrices=True`` on a non-square matrix
 (whose extra singular vectors are not unique), ``qr`` of a wide matrix or ``mode='complete'`` of a
-tall one, ``hermitian=True`` and a rank-deficient ``pinv`` raise NotImplementedError.
+tall one, ``hermitian=True`` and a rank-deficient ``pinv`` raise NotImplementedError. At
+order 2, repeated eigenvalues or singular values make the second derivatives NaN (also of
+``eigvalsh`` and the singular values alone, whose coefficients at order 2 go through the vectors).
 """
 
 from __future__ import annotations
