@@ -458,3 +458,24 @@ def test_a_value_computed_rule_without_partials_of_is_refused_at_order_2():
 
     _, (hv,) = hvp(lambda x: np.sum(cube2(x)), (x,), (np.array([1.0, -1.0]),))
     np.testing.assert_allclose(hv, 6 * x * [1.0, -1.0], rtol=1e-15)
+
+
+def test_records_second_order_says_where_a_second_derivative_is_read():
+    from gradtest import _primitives as P
+    from gradtest import reverse
+    from gradtest.forward import jvp
+
+    seen = []
+
+    def probe(x):
+        seen.append(P.records_second_order([x]))
+        with reverse._first_order():
+            seen.append(P.records_second_order([x]))
+        return np.sum(x * x)
+
+    x = np.array([1.0, 2.0])
+    gradient_reverse(probe, x)
+    hvp(probe, (x,), (np.ones(2),))
+    jvp(probe, [x], [np.ones(2)])
+    assert seen == [False, False, True, False, False, False]
+    assert P.records_second_order([x]) is False  # no engine array

@@ -62,6 +62,11 @@ class Engine(Protocol):
         recording raises NotImplementedError naming ``name``. ``partials_of`` may call the
         function being defined on the inputs (its derivative is then taken at first order)."""
 
+    def records_second_order(self, inputs: Sequence[Any]) -> bool:
+        """Whether a rule applied to ``inputs`` here must record its second derivative: true
+        only while reverse order 2 is recorded, outside the first-order scope of a trapezoid
+        form's coefficients. Rules use it to skip computing a second derivative nobody reads."""
+
     def gather(self, xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         """``y = index_fn(*xs)`` for a function that only selects, moves or repeats elements.
 
@@ -245,6 +250,12 @@ def pointwise(value: Any, inputs: Sequence[Any], partials: Sequence[Any], name: 
         return np.asarray(value)
     return engine.pointwise(np.asarray(value), list(inputs), list(partials), name, constant,
                             partials_of)
+
+
+def records_second_order(inputs: Sequence[Any]) -> bool:
+    """See :meth:`Engine.records_second_order`; False with no engine array among ``inputs``."""
+    engine = engine_of(inputs)
+    return engine is not None and engine.records_second_order(list(inputs))
 
 
 def gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:

@@ -159,11 +159,14 @@ def _pointwise(ufunc: np.ufunc, inputs: Sequence[Any], partials: Callable[..., S
         parts = [None if (i in constant_args or not P.is_active(x)) else np.asarray(p, dtype=y.dtype)
                  for i, (x, p) in enumerate(zip(inputs, partials(*values)))]
         active = [i for i, x in enumerate(inputs) if P.is_active(x)]
-        if second is not None and len(active) == 1:
+        # the second derivative only where it is recorded (reverse order 2): elsewhere nobody
+        # reads it, and it may cost more than the function (polygamma for digamma)
+        twice = second is not None and len(active) == 1 and P.records_second_order(inputs)
+        if twice:
             i = active[0]
             slope = np.broadcast_to(parts[i], y.shape)
             curvature = np.broadcast_to(np.asarray(second(*values, y, slope), dtype=y.dtype), y.shape)
-    if second is not None and len(active) == 1:
+    if twice:
         return _twice(y, inputs[i], np.ascontiguousarray(slope), np.ascontiguousarray(curvature),
                       f"scipy.special.{name}")
 
@@ -235,8 +238,12 @@ def _install_ufuncs() -> None:
         dab = sc.digamma(a + b)
         return [y * (sc.digamma(a) - dab), y * (sc.digamma(b) - dab)]
 
+    def betaln_partials(a: Any, b: Any) -> list[Any]:
+        dab = sc.digamma(a + b)
+        return [sc.digamma(a) - dab, sc.digamma(b) - dab]
+
     _binary("beta", beta_partials)
-    _binary("betaln", lambda a, b: [sc.digamma(a) - sc.digamma(a + b), sc.digamma(b) - sc.digamma(a + b)])
+    _binary("betaln", betaln_partials)
     _binary("xlogy", lambda x, y: [np.log(y), _zero_where_x_is(x, y, x / y)])
     _binary("xlog1py", lambda x, y: [np.log1p(y), _zero_where_x_is(x, 1.0 + y, x / (1.0 + y))])
     _binary("rel_entr", lambda x, y: [np.log(x / y) + 1.0, -x / y])

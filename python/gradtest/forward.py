@@ -357,6 +357,9 @@ class _ForwardEngine:
                 tangents = tangents + _chain(np.asarray(p, dtype=dt), t)
         return _make(value, np.ascontiguousarray(np.broadcast_to(tangents, (k,) + value.shape)))
 
+    def records_second_order(self, inputs: Sequence[Any]) -> bool:
+        return False
+
     def gather(self, xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         if len(xs) == 1 and isinstance(xs[0], Dual):
             # the common case (transpose, flip, take, ...): one dual, no fill

@@ -528,6 +528,9 @@ class _ReverseEngine:
         return tuple(outs) if multi else outs[0]
 
 
+    def records_second_order(self, inputs: Sequence[Any]) -> bool:
+        return _order2(_common_tape(inputs))
+
     def gather(self, xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         return _gather(xs, index_fn)
 
