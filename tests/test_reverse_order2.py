@@ -479,3 +479,16 @@ def test_records_second_order_says_where_a_second_derivative_is_read():
     jvp(probe, [x], [np.ones(2)])
     assert seen == [False, False, True, False, False, False]
     assert P.records_second_order([x]) is False  # no engine array
+
+
+def test_value_computed_rules_with_a_constant_input_hvp():
+    sl = pytest.importorskip("scipy.linalg")
+    sc = pytest.importorskip("scipy.special")
+    S, B = _spd(3, 80), _mat(3, 2, 81)
+    check_hvp(lambda b: np.sum(np.linalg.solve(S, b) ** 3), B)
+    check_hvp(lambda a: np.sum(np.linalg.solve(a, B) ** 3), S)
+    check_hvp(lambda a, q: np.sum(sl.solve_sylvester(a, S, q) ** 2), S, _mat(3, 3, 82))
+    check_hvp(lambda y: np.sum(sc.betaln(2.0, y) ** 2), np.array([1.5, 2.5]))
+    # float32 factorizations: the trapezoid terms are cast back to float32
+    check_hvp(lambda x: np.sum(np.linalg.eigh(x.astype(np.float32))[0].astype(np.float64) ** 3), S,
+              rtol=1e-2, atol=1e-2, grad_rtol=1e-5, h=1e-2)
