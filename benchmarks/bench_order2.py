@@ -10,7 +10,12 @@ Hessian-vector product costs at most 4x one gradient. Rows, each with both times
 * ``chain-1e5``: the same chain on 10^5 elements (memory traffic dominates);
 * ``mlp``: the mean squared error of a 3-layer tanh MLP in about 10^4 parameters (matmuls);
 * ``structural``: gathers, a broadcast, sum/max/mean reductions, cumsum and prod on a (64, 64)
-  array (prod is a tree of multiplies, at every order).
+  array (prod is a tree of multiplies, at every order);
+* ``linalg`` (no target): slogdet, solve and eigvalsh of a 32x32 matrix, rules whose order 2 is
+  the trapezoid form (docs/reverse.rst): their coefficients (an inverse, the eigenvectors) are
+  recomputed on the tape, so the ratio is higher;
+* ``special`` (no target, SciPy only): betaln and xlogy on 10^4 elements, the same form for
+  ``pointwise`` partials (digamma's derivative, polygamma, is most of it).
 """
 
 from __future__ import annotations
@@ -66,7 +71,19 @@ def structural(x: Any) -> Any:
             + np.sum(np.prod(0.5 + 0.5 * np.tanh(x[:4]), axis=1)))
 
 
-def _case(name: str, f: Callable[..., Any], args: tuple[np.ndarray, ...], min_time: float) -> list[dict[str, Any]]:
+def linalg_case() -> tuple[Callable[..., Any], tuple[np.ndarray, ...]]:
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((32, 32))
+
+    def f(s: Any, b: Any) -> Any:
+        return (np.linalg.slogdet(s)[1] + np.sum(np.linalg.solve(s, b) ** 2)
+                + np.sum(np.linalg.eigvalsh(s) ** 2))
+
+    return f, (a @ a.T + 32 * np.eye(32), rng.standard_normal((32, 4)))
+
+
+def _case(name: str, f: Callable[..., Any], args: tuple[np.ndarray, ...], min_time: float,
+          target: str = TARGET) -> list[dict[str, Any]]:
     rng = np.random.default_rng(1)
     vs = tuple(rng.standard_normal(a.shape) for a in args)
     grads, _ = hvp(f, args, vs)
@@ -76,7 +93,7 @@ def _case(name: str, f: Callable[..., Any], args: tuple[np.ndarray, ...], min_ti
     return [
         _row(f"{name}: one gradient", t["gradient"] * 1e6, "us"),
         _row(f"{name}: one Hessian-vector product", t["hvp"] * 1e6, "us"),
-        _row(f"{name}: hvp / gradient", t["hvp"] / t["gradient"], "x", TARGET),
+        _row(f"{name}: hvp / gradient", t["hvp"] / t["gradient"], "x", target),
     ]
 
 
@@ -90,6 +107,15 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rows += _case(f"chain-{n:.0e}".replace("+0", ""), chain, (rng.uniform(0.1, 0.8, n),), min_time)
     rows += _case("mlp", loss, params, min_time)
     rows += _case("structural", structural, (rng.uniform(0.1, 0.9, (64, 64)),), min_time)
+    f, args = linalg_case()
+    rows += _case("linalg", f, args, min_time, target="")
+    try:
+        import scipy.special as sc
+    except ImportError:
+        return rows
+    m = 1_000 if quick else 10_000
+    rows += _case("special", lambda x, y: np.sum(sc.betaln(x, y) * sc.xlogy(x, y)),
+                  (rng.uniform(1, 2, m), rng.uniform(1, 2, m)), min_time, target="")
     return rows
 
 

@@ -138,9 +138,10 @@ def _leaves(out):
 
 
 @pytest.mark.parametrize("case", _AGREE, ids=[c.name for c in _AGREE])
-def test_second_order_is_right_or_refused(case):
+def test_second_order_is_right(case):
     """Reverse over reverse (order=2): every Hessian-vector product through the coverage rules is
-    right or refused with NotImplementedError naming the function; never silently wrong."""
+    right; none is refused (the value-computed rules have their trapezoid-form second order) and
+    none is silently wrong."""
     if case.scipy:
         pytest.importorskip("scipy")
     import gradtest
@@ -149,7 +150,4 @@ def test_second_order_is_right_or_refused(case):
         report = gradtest.check_gradients(case.f, *case.args, backends=["reverse"], order=2,
                                           kwargs=case.kwargs)
     outcome = report.outcomes["reverse:hvp"]
-    if outcome.status == "error":
-        assert isinstance(outcome.exception, NotImplementedError), outcome.message
-    else:
-        assert outcome.status == "pass", outcome.message
+    assert outcome.status == "pass", outcome.message

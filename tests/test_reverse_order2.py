@@ -258,3 +258,240 @@ def test_compute_hvp_on_a_gradient_problem():
         np.testing.assert_allclose(h, e, rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="tangents"):
         compute_hvp(problem, vs[:1])
+
+
+# ---- rules whose derivative is computed from values: the trapezoid form of order 2 -----------
+# (reverse.py, above _ReverseEngine). H v against central differences of the first-order reverse
+# gradient, on well-conditioned random inputs.
+
+def _spd(n, seed):
+    a = np.random.default_rng(seed).standard_normal((n, n))
+    return a @ a.T + n * np.eye(n)
+
+
+def _mat(m, n, seed):
+    return np.random.default_rng(seed).standard_normal((m, n))
+
+
+la = np.linalg
+LINALG = {
+    "solve": (lambda a, b: np.sum(np.sin(la.solve(a, b))), lambda: (_spd(4, 1), _mat(4, 2, 2))),
+    "solve_vector": (lambda a, b: np.sum(la.solve(a, b) ** 2), lambda: (_spd(3, 3), _mat(3, 1, 4)[:, 0])),
+    "inv": (lambda a: np.sum(la.inv(a) ** 3), lambda: (_spd(3, 5) + _mat(3, 3, 6),)),
+    "det": (lambda a: la.det(a) ** 2, lambda: (_mat(3, 3, 7) + 3 * np.eye(3),)),
+    "slogdet": (lambda a: la.slogdet(a)[1] * np.sum(a), lambda: (_spd(3, 8),)),
+    "cholesky": (lambda a: np.sum(la.cholesky(a) ** 3), lambda: (_spd(4, 9),)),
+    "cholesky_upper": (lambda a: np.sum(np.sin(la.cholesky(a, upper=True))), lambda: (_spd(3, 10),)),
+    "eigh": (lambda a: np.sum(la.eigh(a)[0] ** 3) + np.sum(la.eigh(a)[1][:, 1:] ** 4),
+             lambda: (_spd(4, 11),)),
+    "eigvalsh": (lambda a: np.sum(np.exp(la.eigvalsh(a, UPLO="U") / 4)), lambda: (_spd(4, 12),)),
+    "svd": (lambda a: np.sum(la.svd(a, full_matrices=False)[0] ** 3) + np.sum(la.svd(a, False)[1] ** 3)
+            + np.sum(la.svd(a, full_matrices=False)[2] ** 3), lambda: (_mat(4, 3, 13),)),
+    "svd_values": (lambda a: np.sum(la.svd(a, compute_uv=False) ** 3), lambda: (_mat(3, 4, 14),)),
+    "svdvals": (lambda a: np.sum(np.log(la.svdvals(a))), lambda: (_mat(3, 3, 15),)),
+    "qr": (lambda a: np.sum(la.qr(a)[0] ** 3) + np.sum(la.qr(a)[1] ** 3), lambda: (_mat(4, 3, 16),)),
+    "qr_r": (lambda a: np.sum(la.qr(a, mode="r") ** 2 * a[:3]), lambda: (_mat(4, 3, 17),)),
+    "eig": (lambda a: np.sum(la.eig(a)[0] ** 3) + np.sum(la.eig(a)[1] ** 4),
+            lambda: (_spd(3, 18) + 0.1 * _mat(3, 3, 19),)),
+    "eigvals": (lambda a: np.sum(la.eigvals(a) ** 3), lambda: (_spd(3, 20) + 0.1 * _mat(3, 3, 21),)),
+    "pinv": (lambda a: np.sum(la.pinv(a) ** 3), lambda: (_mat(4, 2, 22),)),
+    "lstsq": (lambda a, b: np.sum(la.lstsq(a, b)[0] ** 3), lambda: (_mat(5, 3, 23), _mat(5, 2, 24))),
+    "norm_nuc_2": (lambda a: la.norm(a, "nuc") ** 2 + la.norm(a, 2) * la.norm(a, -2),
+                   lambda: (_mat(3, 4, 25),)),
+    "matrix_norm_vector_norm": (lambda a: la.matrix_norm(a, ord="nuc") * la.vector_norm(a, ord=3),
+                                lambda: (_mat(3, 3, 26),)),
+    "cond": (lambda a: la.cond(a) ** 2, lambda: (_mat(3, 3, 27) + 2 * np.eye(3),)),
+    "matrix_power": (lambda a: np.sum(la.matrix_power(a, 3)) + np.sum(la.matrix_power(a, -2)),
+                     lambda: (_spd(3, 28) / 3,)),
+    "multi_dot": (lambda a, b: np.sum(np.tanh(la.multi_dot([a, b, a.T]))),
+                  lambda: (_mat(3, 2, 29), _mat(2, 2, 30))),
+    "tensorinv": (lambda a: np.sum(la.tensorinv(a, ind=2) ** 3),
+                  lambda: ((_spd(4, 31) + _mat(4, 4, 32)).reshape(2, 2, 4),)),
+    "tensorsolve": (lambda a, b: np.sum(la.tensorsolve(a, b) ** 3),
+                    lambda: ((_spd(4, 33) + _mat(4, 4, 34)).reshape(2, 2, 4), _mat(2, 2, 35))),
+    "batched_solve_det": (lambda a: np.sum(la.solve(a, a[..., :1]) ** 2) + np.sum(la.det(a)),
+                          lambda: (np.stack([_spd(3, 36), _spd(3, 37)]),)),
+}
+
+
+def test_every_numpy_linalg_rule_has_an_order2_case():
+    from gradtest._rules import FUNCTIONS
+
+    registered = {f.__name__ for f in FUNCTIONS if getattr(f, "__module__", "") == "numpy.linalg"}
+    # the functions each case calls (beyond its name)
+    extra = {"solve_vector": {"solve"}, "cholesky_upper": {"cholesky"}, "svd_values": {"svd"},
+             "qr_r": {"qr"}, "norm_nuc_2": {"norm"}, "matrix_norm_vector_norm": {"matrix_norm", "vector_norm"},
+             "batched_solve_det": {"solve", "det"}}
+    covered = set().union(*({name} | extra.get(name, set()) for name in LINALG))
+    assert registered <= covered, registered - covered
+
+
+@pytest.mark.parametrize("name", sorted(LINALG))
+def test_numpy_linalg_hvp(name):
+    f, make = LINALG[name]
+    check_hvp(f, *make(), seed=len(name), rtol=1e-5, atol=1e-6, grad_rtol=1e-9)
+
+
+def _scipy_linalg_cases():
+    import scipy.linalg as sl
+
+    return {
+        "expm": (lambda a: np.sum(sl.expm(a) ** 2), lambda: (0.4 * _mat(3, 3, 40),)),
+        "expm_squarings": (lambda a: np.sum(np.sin(sl.expm(a))), lambda: (2.0 * _mat(3, 3, 41),)),
+        "sqrtm": (lambda a: np.sum(sl.sqrtm(a) ** 3), lambda: (_spd(3, 42),)),
+        "solve_sylvester": (lambda a, b, q: np.sum(sl.solve_sylvester(a, b, q) ** 2),
+                            lambda: (_spd(3, 43), _spd(2, 44), _mat(3, 2, 45))),
+        "solve_triangular": (lambda a, b: np.sum(sl.solve_triangular(a, b, lower=True) ** 3),
+                             lambda: (np.tril(_mat(3, 3, 46)) + 3 * np.eye(3), _mat(3, 2, 47))),
+        "cholesky_cho_solve": (lambda a, b: np.sum(sl.cho_solve((sl.cholesky(a), False), b) ** 3),
+                               lambda: (_spd(3, 48), _mat(3, 2, 49))),
+        "inv_det_solve": (lambda a: np.sum(sl.inv(a) ** 3) + sl.det(a) ** 2 + np.sum(sl.solve(a, a[:, 0]) ** 3),
+                          lambda: (_spd(3, 50) + _mat(3, 3, 51),)),
+        "eigh": (lambda a: np.sum(sl.eigh(a)[0] ** 3) + np.sum(sl.eigh(a)[1] ** 4), lambda: (_spd(3, 52),)),
+        "svd_qr": (lambda a: np.sum(sl.svd(a, full_matrices=False)[0] ** 3) + np.sum(sl.qr(a, mode="economic")[1] ** 3),
+                   lambda: (_mat(4, 3, 53),)),
+    }
+
+
+def test_every_scipy_linalg_rule_has_an_order2_case():
+    pytest.importorskip("scipy.linalg")
+    from gradtest._rules_special import _MODULE_KINKS
+
+    names = {k.split(".")[-1] for k in _MODULE_KINKS if k.startswith("scipy.linalg.")}
+    covers = {"expm": {"expm"}, "sqrtm": {"sqrtm"}, "solve_sylvester": {"solve_sylvester"},
+              "solve_triangular": {"solve_triangular"}, "cholesky_cho_solve": {"cholesky", "cho_solve"},
+              "inv_det_solve": {"inv", "det", "solve"}, "eigh": {"eigh"}, "svd_qr": {"svd", "qr"}}
+    assert set(covers) <= set(_scipy_linalg_cases())
+    assert names <= set().union(*covers.values()), names - set().union(*covers.values())
+
+
+@pytest.mark.parametrize("name", ["expm", "expm_squarings", "sqrtm", "solve_sylvester",
+                                  "solve_triangular", "cholesky_cho_solve", "inv_det_solve",
+                                  "eigh", "svd_qr"])
+def test_scipy_linalg_hvp(name):
+    pytest.importorskip("scipy.linalg")
+    f, make = _scipy_linalg_cases()[name]
+    check_hvp(f, *make(), seed=len(name), rtol=1e-5, atol=1e-6, grad_rtol=1e-9)
+
+
+def _special_cases():
+    import scipy.special as sc
+
+    rng = np.random.default_rng(60)
+    pos = lambda *shape: rng.uniform(0.5, 2.5, shape)  # noqa: E731
+    return {
+        "beta": (lambda a, b: np.sum(sc.beta(a, b) ** 2), (pos(4), pos(4))),
+        "betaln": (lambda a, b: np.sum(np.sin(sc.betaln(a, b))), (pos(3, 1), pos(4))),
+        "xlogy": (lambda x, y: np.sum(sc.xlogy(x, y) ** 2), (pos(4), pos(4))),
+        "xlog1py": (lambda x, y: np.sum(sc.xlog1py(x, y) ** 2), (pos(4), pos(4))),
+        "rel_entr": (lambda x, y: np.sum(sc.rel_entr(x, y) ** 2), (pos(4), pos(4))),
+        "kl_div": (lambda x, y: np.sum(sc.kl_div(x, y) * x), (pos(4), pos(4))),
+        "xlogy_constant_x": (lambda y: np.sum(sc.xlogy(np.array([0.0, 1.0, 2.0]), y) ** 2), (pos(3),)),
+        "i0e_i1e": (lambda x: np.sum(sc.i0e(x) * sc.i1e(x)), (pos(4),)),
+        "ive_kve": (lambda x: np.sum(sc.ive(1.5, x) ** 2 + sc.kve(0.5, x) * x), (pos(4),)),
+        "numpy_i0": (lambda x: np.sum(np.i0(x) ** 2), (pos(4),)),
+        "zero_d": (lambda a, b: sc.betaln(a[0], b[0]) ** 3, (np.array([1.3]), np.array([0.7]))),
+        "nested": (lambda a, b: np.sum(sc.beta(sc.xlogy(a, b) + 2.0, b)), (pos(3), pos(3))),
+    }
+
+
+@pytest.mark.parametrize("name", ["beta", "betaln", "xlogy", "xlog1py", "rel_entr", "kl_div",
+                                  "xlogy_constant_x", "i0e_i1e", "ive_kve", "numpy_i0", "zero_d",
+                                  "nested"])
+def test_special_functions_of_values_hvp(name):
+    pytest.importorskip("scipy.special")
+    f, args = _special_cases()[name]
+    check_hvp(f, *args, seed=len(name), rtol=1e-5, atol=1e-6, grad_rtol=1e-9)
+
+
+def test_scipy_stats_hvp():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(70)
+    x, loc, scale = rng.standard_normal(4), np.array([0.3]), np.array([1.4])
+    check_hvp(lambda x, loc, scale: np.sum(stats.norm.logpdf(x, loc, scale)), x, loc, scale)
+    z, a, b = rng.uniform(0.2, 0.8, 4), rng.uniform(1.5, 3, 4), rng.uniform(1.5, 3, 4)
+    check_hvp(lambda z, a, b: np.sum(stats.beta.logpdf(z, a, b)), z, a, b, grad_rtol=1e-9)
+    check_hvp(lambda z, a: np.sum(stats.gamma.logpdf(z + 1, a)), z, a, grad_rtol=1e-9)
+    cov = _spd(3, 71)
+    check_hvp(lambda x, m, c: np.sum(stats.multivariate_normal.logpdf(x, m, c)),
+              rng.standard_normal((2, 3)), rng.standard_normal(3), cov, grad_rtol=1e-9)
+
+
+def test_xlogy_at_x_zero_keeps_the_mixed_partial():
+    # xlogy(0, y) = 0 for every y, but d2/dxdy (x log y) = 1/y there as everywhere
+    sc = pytest.importorskip("scipy.special")
+    x, y = np.array([0.0, 1.0]), np.array([2.0, 4.0])
+    (gx, gy), (hx, hy) = hvp(lambda x, y: np.sum(sc.xlogy(x, y)), (x, y), (np.array([1.0, 0.0]), np.zeros(2)))
+    np.testing.assert_allclose(gx, np.log(y))
+    np.testing.assert_array_equal(gy, [0.0, 0.25])
+    np.testing.assert_array_equal(hx, [0.0, 0.0])
+    np.testing.assert_allclose(hy, [0.5, 0.0], rtol=1e-15)
+    # and where y is 0 too, the value and the y-partial are 0 (no NaN)
+    (gx, gy), _ = hvp(lambda x, y: np.sum(sc.xlogy(x, y)), (np.zeros(1), np.zeros(1)), (np.ones(1), np.ones(1)))
+    np.testing.assert_array_equal(gy, [0.0])
+
+
+def test_repeated_eigenvalues_at_order_2_are_not_silent():
+    # the eigenvectors of a matrix with a repeated eigenvalue have no derivative: H v comes out
+    # NaN there (documented in _rules_linalg), never a finite number
+    a = np.diag([1.0, 1.0, 2.0])
+    _, (hv,) = hvp(lambda a: np.sum(np.linalg.eigh(a)[1] ** 3), (a,), (np.ones((3, 3)),))
+    assert not np.all(np.isfinite(hv))
+    import gradtest
+    report = gradtest.check_gradients(lambda a: np.sum(np.linalg.eigh(a)[1] ** 3), a, order=2,
+                                      backends=["reverse"])
+    assert report.outcomes["reverse:hvp"].status != "pass"
+
+
+def test_a_value_computed_rule_without_partials_of_is_refused_at_order_2():
+    from gradtest import _primitives as P
+
+    def cube(x):  # partials from values, no partials_of: first order only
+        v = P.value(x)
+        return P.pointwise(v ** 3, [x], [3 * v ** 2], "my.cube")
+
+    x = np.array([0.5, 2.0])
+    np.testing.assert_allclose(gradient_reverse(lambda x: np.sum(cube(x)), x)[0], 3 * x ** 2)
+    with pytest.raises(NotImplementedError, match="second order of my.cube"):
+        hvp(lambda x: np.sum(cube(x)), (x,), (np.ones(2),))
+    # with partials_of it is exact
+    def cube2(x):
+        v = P.value(x)
+        return P.pointwise(v ** 3, [x], [3 * v ** 2], "my.cube", partials_of=lambda t: [3 * t ** 2])
+
+    _, (hv,) = hvp(lambda x: np.sum(cube2(x)), (x,), (np.array([1.0, -1.0]),))
+    np.testing.assert_allclose(hv, 6 * x * [1.0, -1.0], rtol=1e-15)
+
+
+def test_records_second_order_says_where_a_second_derivative_is_read():
+    from gradtest import _primitives as P
+    from gradtest import reverse
+    from gradtest.forward import jvp
+
+    seen = []
+
+    def probe(x):
+        seen.append(P.records_second_order([x]))
+        with reverse._first_order():
+            seen.append(P.records_second_order([x]))
+        return np.sum(x * x)
+
+    x = np.array([1.0, 2.0])
+    gradient_reverse(probe, x)
+    hvp(probe, (x,), (np.ones(2),))
+    jvp(probe, [x], [np.ones(2)])
+    assert seen == [False, False, True, False, False, False]
+    assert P.records_second_order([x]) is False  # no engine array
+
+
+def test_value_computed_rules_with_a_constant_input_hvp():
+    sl = pytest.importorskip("scipy.linalg")
+    sc = pytest.importorskip("scipy.special")
+    S, B = _spd(3, 80), _mat(3, 2, 81)
+    check_hvp(lambda b: np.sum(np.linalg.solve(S, b) ** 3), B)
+    check_hvp(lambda a: np.sum(np.linalg.solve(a, B) ** 3), S)
+    check_hvp(lambda a, q: np.sum(sl.solve_sylvester(a, S, q) ** 2), S, _mat(3, 3, 82))
+    check_hvp(lambda y: np.sum(sc.betaln(2.0, y) ** 2), np.array([1.5, 2.5]))
+    # float32 factorizations: the trapezoid terms are cast back to float32
+    check_hvp(lambda x: np.sum(np.linalg.eigh(x.astype(np.float32))[0].astype(np.float64) ** 3), S,
+              rtol=1e-2, atol=1e-2, grad_rtol=1e-5, h=1e-2)

@@ -31,6 +31,8 @@ typedef struct node {
     void *adj;            /* adjoint (owned), NULL while zero */
     unsigned char flags;  /* GT_NODE_PARTIAL: the argument k; GT_NODE_MATMUL_T: 1 a^T, 2 b^T */
     void *val;            /* nodes of gt_tape_backward_graph: their value (owned); else NULL */
+    void *part;           /* GT_NODE_PARTIAL: the partial itself, kept when its sweep reads it
+                           * and it reads a (a transcendental: cos for sin) (owned); else NULL */
 } node;
 
 struct gt_tape {
@@ -176,6 +178,11 @@ static void free_node_memory(gt_tape *t, node *n)
         gt_free(n->val);
         t->val_bytes -= n->size * gt_dtype_size((gt_dtype)n->dtype);
         n->val = NULL;
+    }
+    if (n->part) {
+        gt_free(n->part);
+        t->val_bytes -= n->size * gt_dtype_size((gt_dtype)n->dtype);
+        n->part = NULL;
     }
 }
 
@@ -1080,6 +1087,41 @@ static void rule_loop(gt_dtype dt, int op, int k, int j, size_t n, const gt_buf 
     }
 }
 
+/* out = gt_chain(d op / d(arg k), g) for the ELEMWISE or PARTIAL node n (op, nin and saved are
+ * the elementwise node's), in blocks through the op table's vectorised partials, exactly as the
+ * first-order sweep computes them (vjp_elementwise); the partial itself where g is NULL. out may
+ * be g itself (in place). */
+static int partial_times(const node *n, int k, const void *g, void *out)
+{
+    double pbuf[CHUNK], abuf[CHUNK], bbuf[CHUNK], ybuf[CHUNK]; /* float blocks fit in double storage */
+    int st = GT_OK;
+    fill_scalar(n, &n->saved[0], abuf);
+    if (n->nin == 2)
+        fill_scalar(n, &n->saved[1], bbuf);
+    fill_scalar(n, &n->saved[2], ybuf);
+    for (size_t i0 = 0; i0 < n->size && st == GT_OK; i0 += CHUNK) {
+        size_t len = n->size - i0 < CHUNK ? n->size - i0 : CHUNK;
+        st = partial_block(n, k, i0, len, pbuf, abuf, bbuf, ybuf);
+        size_t es = gt_dtype_size((gt_dtype)n->dtype);
+        if (!g)
+            memcpy((char *)out + i0 * es, pbuf, len * es);
+        else if (n->dtype == GT_FLOAT64)
+            gt_chain_block_f64(len, (double *)out + i0, pbuf, (const double *)g + i0, 0);
+        else
+            gt_chain_block_f32(len, (float *)out + i0, (const float *)pbuf, (const float *)g + i0, 0);
+    }
+    return st;
+}
+
+/* out = gt_chain(p, g) over n elements of dtype dt (out may be g). */
+static void chain_into(gt_dtype dt, size_t n, const void *p, const void *g, void *out)
+{
+    if (dt == GT_FLOAT64)
+        gt_chain_block_f64(n, out, p, g, 0);
+    else
+        gt_chain_block_f32(n, out, p, g, 0);
+}
+
 /* P = d op / d(arg k)(a, b) * g (g: node mm[0]): gbar += d op / d(arg k) * Pbar, and
  * abar_j += d2 op / d(arg k) d(arg j) * g * Pbar, through the chain rule. */
 static int vjp_partial(gt_tape *t, node *n)
@@ -1106,7 +1148,18 @@ static int vjp_partial(gt_tape *t, node *n)
         void *c = j == last ? n->adj : gt_malloc(bytes);
         if (!c)
             return GT_ENOMEM;
-        rule_loop(dt, op, k, j, n->size, &n->saved[0], &n->saved[1], &n->saved[2], j < 0 ? NULL : g, n->adj, c);
+        if (j < 0 && n->part) {
+            chain_into(dt, n->size, n->part, n->adj, c);
+        } else if (j < 0 && n->size) {
+            if ((st = partial_times(n, k, n->adj, c)) != GT_OK) {
+                if (j != last)
+                    gt_free(c);
+                break;
+            }
+        } else {
+            rule_loop(dt, op, k, j, n->size, &n->saved[0], &n->saved[1], &n->saved[2], j < 0 ? NULL : g,
+                      n->adj, c);
+        }
         if (j == last)
             n->adj = NULL; /* acc takes it (and frees it on failure) */
         st = acc(t, xs[j + 1], c, n->ndim, node_shape(t, n), 1);
@@ -1524,8 +1577,23 @@ static int g_elementwise(gt_tape *t, long *adjn, long id, long g)
         pn->mm[1] = dep(t, g) >= 0;
         for (int j = 0; j < 3; j++)
             pn->saved[j] = (gt_buf){n->saved[j].data, n->saved[j].n, NULL}; /* owned by n */
-        rule_loop((gt_dtype)n->dtype, op, k, -1, pn->size, &n->saved[0], &n->saved[1], &n->saved[2],
-                  t->nodes[g].val, NULL, pn->val);
+        if (pn->size && pn->mm[1] && (gt_rule_partial_reads(op, k) & GT_READS_A)) {
+            /* the sweep of pn reads this partial again (for gbar): keep it rather than compute
+             * the transcendental twice */
+            size_t bytes = pn->size * gt_dtype_size((gt_dtype)n->dtype);
+            if (!(pn->part = gt_malloc(bytes)))
+                return GT_ENOMEM;
+            t->val_bytes += bytes;
+            if ((st = partial_times(n, k, NULL, pn->part)) != GT_OK)
+                return st;
+            chain_into((gt_dtype)n->dtype, pn->size, pn->part, t->nodes[g].val, pn->val);
+        } else if (pn->size) {
+            if ((st = partial_times(n, k, t->nodes[g].val, pn->val)) != GT_OK)
+                return st;
+        } else {
+            rule_loop((gt_dtype)n->dtype, op, k, -1, pn->size, &n->saved[0], &n->saved[1], &n->saved[2],
+                      t->nodes[g].val, NULL, pn->val);
+        }
         c = p;
         st = g_acc(t, adjn, x, c);
     }

@@ -48,14 +48,24 @@ class Engine(Protocol):
         promotion; its partials come from the op table."""
 
     def pointwise(self, value: np.ndarray, inputs: Sequence[Any], partials: Sequence[Any],
-                  name: str, constant: bool) -> Any:
+                  name: str, constant: bool,
+                  partials_of: Callable[..., Sequence[Any]] | None = None) -> Any:
         """``y = value`` (given, NumPy's own result) with ``dy = sum_k partials[k] * dx_k``.
 
         ``partials[k]`` is a plain array broadcastable to ``value`` (None for an input that is
         a constant), ``inputs[k]`` broadcastable to ``value``. ``constant`` says whether the
         partials are locally constant in the inputs (max/min/clip weights, masks): then the
-        second order is exact (zero curvature); otherwise a second-order recording raises
-        NotImplementedError naming ``name``."""
+        second order is exact (zero curvature). Otherwise ``partials_of(*inputs)`` computes the
+        same partials (a list like ``partials``) with NumPy calls the engines support, from
+        the inputs as given (engine arrays or constants); reverse order 2 calls it on the
+        recorded inputs to get the partials' own derivative. Without it a second-order
+        recording raises NotImplementedError naming ``name``. ``partials_of`` may call the
+        function being defined on the inputs (its derivative is then taken at first order)."""
+
+    def records_second_order(self, inputs: Sequence[Any]) -> bool:
+        """Whether a rule applied to ``inputs`` here must record its second derivative: true
+        only while reverse order 2 is recorded, outside the first-order scope of a trapezoid
+        form's coefficients. Rules use it to skip computing a second derivative nobody reads."""
 
     def gather(self, xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         """``y = index_fn(*xs)`` for a function that only selects, moves or repeats elements.
@@ -87,18 +97,25 @@ class Engine(Protocol):
         """x's derivative with the primal replaced by ``value`` (same shape and dtype): for
         compositions whose rounding differs from NumPy's own function (var, norm, prod)."""
 
-    def linearized(self, value: Any, inputs: Sequence[Any], jvp: Callable[..., Any],
-                   name: str) -> Any:
-        """``y = value`` (an array, or a tuple of arrays) with ``dy = jvp(*dxs)``.
+    def linearized(self, value: Any, inputs: Sequence[Any],
+                   jvp_of: Callable[[Sequence[Any], Any], Callable[..., Any]], name: str) -> Any:
+        """``y = value`` (an array, or a tuple of arrays) with ``dy = jvp(*dxs)``, where
+        ``jvp = jvp_of(primals, outputs)``.
+
+        ``jvp_of`` builds the JVP from the inputs (``primals``, a list matching ``inputs``) and
+        the outputs (``outputs``, matching ``value``): its coefficients (an inverse, a factor,
+        a matrix of eigenvalue gaps) are computed from those, with NumPy calls the engines
+        support (matmul, ``numpy.linalg.inv``, elementwise ops, indexing), never by calling
+        the function being defined on a tangent. Forward mode and first-order reverse call it
+        once with the plain values (so the outputs are not factorized again); reverse order 2
+        calls it a second time with the recorded inputs and outputs, which gives the
+        coefficients' own derivative (``gradtest.reverse`` explains how that gives H v).
 
         ``jvp`` gets one tangent per input (zeros for a constant input), each of that input's
         shape, and returns an array of ``value``'s shape (or a tuple matching ``value``). It
-        must be linear in the tangents, written with NumPy calls whose coefficients are
-        constants from the primal (matmul by a constant matrix, multiply by a constant, sums,
-        transposes, indexing): forward applies it to each tangent direction, reverse applies it
-        to the recorded inputs themselves (their values are not used) and so gets the transpose.
-        It must not call the function being defined on a tangent (reverse would recurse). A
-        second-order recording raises NotImplementedError naming ``name``."""
+        must be linear in the tangents: forward applies it to each tangent direction, reverse
+        applies it to the recorded inputs themselves (their values are not used) and so gets
+        the transpose."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,13 +242,20 @@ def elementwise(ufunc: np.ufunc, *inputs: Any) -> Any:
 
 
 def pointwise(value: Any, inputs: Sequence[Any], partials: Sequence[Any], name: str,
-              constant: bool = False) -> Any:
+              constant: bool = False,
+              partials_of: Callable[..., Sequence[Any]] | None = None) -> Any:
     """See :meth:`Engine.pointwise`."""
     engine = engine_of(inputs)
     if engine is None:
         return np.asarray(value)
-    return engine.pointwise(np.asarray(value), list(inputs), list(partials), name,
-                                     constant)
+    return engine.pointwise(np.asarray(value), list(inputs), list(partials), name, constant,
+                            partials_of)
+
+
+def records_second_order(inputs: Sequence[Any]) -> bool:
+    """See :meth:`Engine.records_second_order`; False with no engine array among ``inputs``."""
+    engine = engine_of(inputs)
+    return engine is not None and engine.records_second_order(list(inputs))
 
 
 def gather(xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
@@ -306,9 +330,10 @@ def with_value(x: Any, value: Any) -> Any:
     return type(x)._engine.with_value(x, value.astype(x.value.dtype, copy=False))
 
 
-def linearized(value: Any, inputs: Sequence[Any], jvp: Callable[..., Any], name: str) -> Any:
+def linearized(value: Any, inputs: Sequence[Any],
+               jvp_of: Callable[[Sequence[Any], Any], Callable[..., Any]], name: str) -> Any:
     """See :meth:`Engine.linearized`."""
     engine = engine_of(inputs)
     if engine is None:
         return value
-    return engine.linearized(value, list(inputs), jvp, name)
+    return engine.linearized(value, list(inputs), jvp_of, name)

@@ -1032,6 +1032,13 @@ every function:
 * in-place output (``out=``), ``where=`` masks and complex values are not supported and raise;
 * a function not listed raises ``NotImplementedError`` naming its real module
   (``gradtest's reverse mode does not support numpy.fft.fft``), the same in both modes.
+* second order (``gradtest.reverse.hvp``, ``check_gradients(order=2)``): every function listed
+  has one in reverse mode, with the kink rules carried to the second derivative; the rules whose
+  derivative is computed from values (``numpy.linalg``, ``scipy.linalg.expm``/``sqrtm``/
+  ``solve_sylvester``, the ``scipy.special`` functions) recompute it from the recorded values
+  (docs/reverse.rst, "Hessian-vector products"). At repeated eigenvalues or singular values,
+  where the vectors have no derivative, the second order of the factorizations (also of
+  ``eigvalsh`` and ``svdvals``, which go through the vectors) comes out NaN, not a number.
 
 Known difference: on blocks whose partials are all finite, forward's C kernel (``dual.c``)
 multiplies plainly, so a zero partial meeting a tangent that is already inf or NaN (an earlier

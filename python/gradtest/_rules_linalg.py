@@ -3,9 +3,11 @@
 The primal values come from numpy.linalg itself (LAPACK, through NumPy's own lapack_lite or
 OpenBLAS), so they are NumPy's bit for bit. Each factorization has one JVP rule, given to the
 engines as :func:`gradtest._primitives.linearized` (forward applies it to each tangent
-direction, reverse records it and sweeps its transpose); every coefficient of those rules is a
-constant computed from the primal (an inverse, a factor, a matrix of eigenvalue gaps). The other
-functions are compositions of those.
+direction, reverse records it and sweeps its transpose); its coefficients (an inverse, a factor,
+a matrix of eigenvalue gaps) are computed by a ``jvp_of`` function from the inputs and outputs,
+with NumPy calls the engines support, so that reverse order 2 can recompute them on the recorded
+values and differentiate them (Hessian-vector products). The other functions are compositions
+of those.
 
 Primitives and their textbook rules (``T`` is the transpose of the last two axes):
 
@@ -34,7 +36,9 @@ eigenvalues' and singular values' own derivatives stay finite); a singular matri
 solve/inv/det/slogdet raise NumPy's LinAlgError; zero singular values make the singular vectors'
 derivatives inf; complex eigenvalues of eig, ``full_matrices=True`` on a non-square matrix
 (whose extra singular vectors are not unique), ``qr`` of a wide matrix or ``mode='complete'`` of a
-tall one, ``hermitian=True`` and a rank-deficient ``pinv`` raise NotImplementedError.
+tall one, ``hermitian=True`` and a rank-deficient ``pinv`` raise NotImplementedError. At
+order 2, repeated eigenvalues or singular values make the second derivatives NaN (also of
+``eigvalsh`` and the singular values alone, whose coefficients at order 2 go through the vectors).
 """
 
 from __future__ import annotations
@@ -75,13 +79,14 @@ def _eye_like(v: np.ndarray, n: int) -> np.ndarray:
     return np.eye(n, dtype=v.dtype)
 
 
-def _gaps(w: np.ndarray) -> np.ndarray:
-    """``F_ij = 1 / (w_j - w_i)`` off the diagonal, 0 on it; inf where two values are equal."""
-    diff = w[..., None, :] - w[..., :, None]
+def _gaps(w: Any) -> Any:
+    """``F_ij = 1 / (w_j - w_i)`` off the diagonal, 0 on it; inf where two values are equal.
+    Written with elementwise ops only (the diagonal divides 0 by 1), so that it also records
+    on an engine array (reverse order 2 differentiates it)."""
     n = w.shape[-1]
+    eye = np.eye(n, dtype=np.asarray(P.value(w)).dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
-        f = 1.0 / diff
-    return np.where(np.eye(n, dtype=bool), 0.0, f).astype(w.dtype)
+        return (1.0 - eye) / (w[..., None, :] - w[..., :, None] + eye)
 
 
 def _symmetric(d: Any, upper: bool) -> Any:
@@ -99,18 +104,20 @@ def _solve(a: Any, b: Any) -> Any:
     av = _square("solve", a)
     bv = np.asarray(P.value(b))
     x = la.solve(av, bv)
-    ainv = la.inv(av)
     vector = bv.ndim == 1
 
-    # NumPy 2: b is one vector only when it is 1-D; x then broadcasts as a column
-    xm = x[..., None] if vector else x
+    def jvp_of(primals: Any, x: Any) -> Any:
+        ainv = np.linalg.inv(primals[0])
+        # NumPy 2: b is one vector only when it is 1-D; x then broadcasts as a column
+        xm = x[..., None] if vector else x
 
-    def jvp(da: Any, db: Any) -> Any:
-        if vector:
-            return (ainv @ (db[..., None] - da @ xm))[..., 0]
-        return ainv @ (db - da @ xm)
+        def jvp(da: Any, db: Any) -> Any:
+            if vector:
+                return (ainv @ (db[..., None] - da @ xm))[..., 0]
+            return ainv @ (db - da @ xm)
+        return jvp
 
-    return P.linearized(x, [a, b], jvp, "numpy.linalg.solve")
+    return P.linearized(x, [a, b], jvp_of, "numpy.linalg.solve")
 
 
 @register(la.inv, kink="singular matrix: LinAlgError (NumPy's)")
@@ -121,8 +128,8 @@ def _inv(a: Any) -> Any:
     return P.with_value(y, la.inv(av))
 
 
-def _logabsdet_jvp(av: np.ndarray) -> Any:
-    ainv_t = _t(la.inv(av))
+def _logabsdet_jvp(a: Any) -> Any:
+    ainv_t = _t(np.linalg.inv(a))
 
     def jvp(da: Any) -> Any:
         return np.sum(ainv_t * da, axis=(-2, -1))
@@ -134,7 +141,8 @@ def _logabsdet_jvp(av: np.ndarray) -> Any:
 def _slogdet(a: Any) -> Any:
     av = _square("slogdet", a)
     result = la.slogdet(av)
-    logdet = P.linearized(np.asarray(result[1]), [a], _logabsdet_jvp(av), "numpy.linalg.slogdet")
+    logdet = P.linearized(np.asarray(result[1]), [a], lambda primals, _: _logabsdet_jvp(primals[0]),
+                          "numpy.linalg.slogdet")
     return type(result)(result[0], logdet)
 
 
@@ -142,12 +150,12 @@ def _slogdet(a: Any) -> Any:
 def _det(a: Any) -> Any:
     av = _square("det", a)
     value = np.asarray(la.det(av))
-    inner = _logabsdet_jvp(av)
 
-    def jvp(da: Any) -> Any:
-        return value * inner(da)
+    def jvp_of(primals: Any, det: Any) -> Any:
+        inner = _logabsdet_jvp(primals[0])
+        return lambda da: det * inner(da)
 
-    return P.linearized(value, [a], jvp, "numpy.linalg.det")
+    return P.linearized(value, [a], jvp_of, "numpy.linalg.det")
 
 
 # ---- cholesky, eigh --------------------------------------------------------------------------
@@ -156,20 +164,21 @@ def _det(a: Any) -> Any:
 @register(la.cholesky, kink="reads one triangle of A (the other has derivative 0), as LAPACK does")
 def _cholesky(a: Any, /, *, upper: bool = False) -> Any:
     av = _square("cholesky", a)
-    lower = la.cholesky(av)
-    if upper:
-        lower = _t(la.cholesky(av, upper=True))
-    linv = la.inv(lower)
+    value = la.cholesky(av, upper=True) if upper else la.cholesky(av)
     n = av.shape[-1]
     half_eye = 0.5 * _eye_like(av, n)
 
-    def jvp(da: Any) -> Any:
-        x = linv @ _symmetric(da, upper) @ _t(linv)
-        dl = lower @ (np.tril(x) - x * half_eye)
-        return _t(dl) if upper else dl
+    def jvp_of(primals: Any, factor: Any) -> Any:
+        lower = _t(factor) if upper else factor
+        linv = np.linalg.inv(lower)
 
-    value = _t(lower) if upper else lower
-    return P.linearized(np.ascontiguousarray(value), [a], jvp, "numpy.linalg.cholesky")
+        def jvp(da: Any) -> Any:
+            x = linv @ _symmetric(da, upper) @ _t(linv)
+            dl = lower @ (np.tril(x) - x * half_eye)
+            return _t(dl) if upper else dl
+        return jvp
+
+    return P.linearized(np.ascontiguousarray(value), [a], jvp_of, "numpy.linalg.cholesky")
 
 
 def _check_uplo(name: str, uplo: str) -> bool:
@@ -184,14 +193,17 @@ def _eigh(a: Any, UPLO: str = "L") -> Any:
     upper = _check_uplo("eigh", UPLO)
     av = _square("eigh", a)
     result = la.eigh(av, UPLO=UPLO)
-    w, v = result
-    f = _gaps(w)
 
-    def jvp(da: Any) -> tuple[Any, Any]:
-        m = _t(v) @ _symmetric(da, upper) @ v
-        return np.diagonal(m, axis1=-2, axis2=-1), v @ (f * m)
+    def jvp_of(primals: Any, outputs: Any) -> Any:
+        w, v = outputs
+        f = _gaps(w)
 
-    dw, dv = P.linearized((w, v), [a], jvp, "numpy.linalg.eigh")
+        def jvp(da: Any) -> tuple[Any, Any]:
+            m = _t(v) @ _symmetric(da, upper) @ v
+            return np.diagonal(m, axis1=-2, axis2=-1), v @ (f * m)
+        return jvp
+
+    dw, dv = P.linearized(tuple(result), [a], jvp_of, "numpy.linalg.eigh")
     return type(result)(dw, dv)
 
 
@@ -199,12 +211,17 @@ def _eigh(a: Any, UPLO: str = "L") -> Any:
 def _eigvalsh(a: Any, UPLO: str = "L") -> Any:
     upper = _check_uplo("eigvalsh", UPLO)
     av = _square("eigvalsh", a)
-    w, v = la.eigh(av, UPLO=UPLO)
+    v0 = la.eigh(av, UPLO=UPLO)[1]
 
-    def jvp(da: Any) -> Any:
-        return np.diagonal(_t(v) @ _symmetric(da, upper) @ v, axis1=-2, axis2=-1)
+    def jvp_of(primals: Any, w: Any) -> Any:
+        # the eigenvectors: the primal's, or (reverse order 2) recorded through eigh
+        v = np.linalg.eigh(primals[0], UPLO=UPLO)[1] if P.is_active(primals[0]) else v0
 
-    return P.linearized(la.eigvalsh(av, UPLO=UPLO), [a], jvp, "numpy.linalg.eigvalsh")
+        def jvp(da: Any) -> Any:
+            return np.diagonal(_t(v) @ _symmetric(da, upper) @ v, axis1=-2, axis2=-1)
+        return jvp
+
+    return P.linearized(la.eigvalsh(av, UPLO=UPLO), [a], jvp_of, "numpy.linalg.eigvalsh")
 
 
 # ---- svd, qr, eig ----------------------------------------------------------------------------
@@ -219,10 +236,18 @@ def _real_matrix(name: str, a: Any) -> np.ndarray:
     return v
 
 
-def _singular_values_jvp(u: np.ndarray, vt: np.ndarray) -> Any:
-    def jvp(da: Any) -> Any:
-        return np.diagonal(_t(u) @ da @ _t(vt), axis1=-2, axis2=-1)
-    return jvp
+def _singular_values_jvp_of(u0: np.ndarray, vt0: np.ndarray) -> Any:
+    def jvp_of(primals: Any, s: Any) -> Any:
+        # the singular vectors: the primal's, or (reverse order 2) recorded through svd
+        if P.is_active(primals[0]):
+            u, _, vt = np.linalg.svd(primals[0], full_matrices=False)
+        else:
+            u, vt = u0, vt0
+
+        def jvp(da: Any) -> Any:
+            return np.diagonal(_t(u) @ da @ _t(vt), axis1=-2, axis2=-1)
+        return jvp
+    return jvp_of
 
 
 @register(la.svd, kink="repeated or zero singular values: singular-vector derivatives inf/NaN "
@@ -234,31 +259,34 @@ def _svd(a: Any, full_matrices: bool = True, compute_uv: bool = True, hermitian:
     m, n = av.shape[-2:]
     if not compute_uv:
         u, s, vt = la.svd(av, full_matrices=False)
-        return P.linearized(la.svd(av, compute_uv=False), [a], _singular_values_jvp(u, vt),
+        return P.linearized(la.svd(av, compute_uv=False), [a], _singular_values_jvp_of(u, vt),
                             "numpy.linalg.svd")
     if full_matrices and m != n:
         raise _refuse("svd", "of a non-square matrix with full_matrices=True and compute_uv=True; "
                       "its extra singular vectors are not unique, so they have no derivative: "
                       "use full_matrices=False, or compute_uv=False for the singular values")
     result = la.svd(av, full_matrices=full_matrices)
-    u, s, vt = result
-    v = _t(vt)
-    f = _gaps(s * s)
-    smat = s[..., None, :] * _eye_like(av, s.shape[-1])
-    with np.errstate(divide="ignore"):
-        sinv = (1.0 / s)[..., None, :]
     eye_m, eye_n = _eye_like(av, m), _eye_like(av, n)
-    proj_u, proj_v = eye_m - u @ _t(u), eye_n - v @ vt
 
-    def jvp(da: Any) -> tuple[Any, Any, Any]:
-        dp = _t(u) @ da @ v
-        dp_t = _t(dp)
-        ds = np.diagonal(dp, axis1=-2, axis2=-1)
-        du = u @ (f * (dp @ smat + smat @ dp_t)) + (proj_u @ da @ v) * sinv
-        dv = v @ (f * (smat @ dp + dp_t @ smat)) + (proj_v @ _t(da) @ u) * sinv
-        return du, ds, _t(dv)
+    def jvp_of(primals: Any, outputs: Any) -> Any:
+        u, s, vt = outputs
+        v = _t(vt)
+        f = _gaps(s * s)
+        smat = s[..., None, :] * _eye_like(av, s.shape[-1])
+        with np.errstate(divide="ignore"):
+            sinv = (1.0 / s)[..., None, :]
+        proj_u, proj_v = eye_m - u @ _t(u), eye_n - v @ vt
 
-    du, ds, dvt = P.linearized((u, s, vt), [a], jvp, "numpy.linalg.svd")
+        def jvp(da: Any) -> tuple[Any, Any, Any]:
+            dp = _t(u) @ da @ v
+            dp_t = _t(dp)
+            ds = np.diagonal(dp, axis1=-2, axis2=-1)
+            du = u @ (f * (dp @ smat + smat @ dp_t)) + (proj_u @ da @ v) * sinv
+            dv = v @ (f * (smat @ dp + dp_t @ smat)) + (proj_v @ _t(da) @ u) * sinv
+            return du, ds, _t(dv)
+        return jvp
+
+    du, ds, dvt = P.linearized(tuple(result), [a], jvp_of, "numpy.linalg.svd")
     return type(result)(du, ds, dvt)
 
 
@@ -280,18 +308,21 @@ def _qr(a: Any, mode: str = "reduced") -> Any:
         raise _refuse("qr", "..., mode='complete') of a tall matrix (its extra columns of Q are not "
                       "unique); use mode='reduced'")
     result = la.qr(av, mode="reduced")
-    q, r = result
-    rinv = la.inv(r)
 
-    def jvp(da: Any) -> tuple[Any, Any]:
-        x = _t(q) @ da @ rinv
-        low = np.tril(x, -1)
-        omega = low - _t(low)
-        dr = (x - omega) @ r
-        dq = q @ omega + (da - q @ (_t(q) @ da)) @ rinv
-        return dq, dr
+    def jvp_of(primals: Any, outputs: Any) -> Any:
+        q, r = outputs
+        rinv = np.linalg.inv(r)
 
-    dq, dr = P.linearized((q, r), [a], jvp, "numpy.linalg.qr")
+        def jvp(da: Any) -> tuple[Any, Any]:
+            x = _t(q) @ da @ rinv
+            low = np.tril(x, -1)
+            omega = low - _t(low)
+            dr = (x - omega) @ r
+            dq = q @ omega + (da - q @ (_t(q) @ da)) @ rinv
+            return dq, dr
+        return jvp
+
+    dq, dr = P.linearized(tuple(result), [a], jvp_of, "numpy.linalg.qr")
     if mode == "r":
         return dr
     return type(result)(dq, dr)
@@ -313,30 +344,39 @@ def _real_eig(name: str, av: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
 def _eig(a: Any) -> Any:
     av = _square("eig", a)
     result, w, v = _real_eig("eig", av)
-    vinv = la.inv(v)
-    f = _gaps(w)
 
-    def jvp(da: Any) -> tuple[Any, Any]:
-        mm = vinv @ da @ v
-        dv = v @ (f * mm)
-        # NumPy's eigenvectors have unit norm: remove the change of each column's length
-        dv = dv - v * np.sum(v * dv, axis=-2, keepdims=True)
-        return np.diagonal(mm, axis1=-2, axis2=-1), dv
+    def jvp_of(primals: Any, outputs: Any) -> Any:
+        w, v = outputs
+        vinv = np.linalg.inv(v)
+        f = _gaps(w)
 
-    dw, dv = P.linearized((w, v), [a], jvp, "numpy.linalg.eig")
+        def jvp(da: Any) -> tuple[Any, Any]:
+            mm = vinv @ da @ v
+            dv = v @ (f * mm)
+            # NumPy's eigenvectors have unit norm: remove the change of each column's length
+            dv = dv - v * np.sum(v * dv, axis=-2, keepdims=True)
+            return np.diagonal(mm, axis1=-2, axis2=-1), dv
+        return jvp
+
+    dw, dv = P.linearized((w, v), [a], jvp_of, "numpy.linalg.eig")
     return type(result)(dw, dv)
 
 
 @register(la.eigvals, kink="real eigenvalues only (complex: NotImplementedError)")
 def _eigvals(a: Any) -> Any:
     av = _square("eigvals", a)
-    _, w, v = _real_eig("eigvals", av)
-    vinv = la.inv(v)
+    _, w, v0 = _real_eig("eigvals", av)
 
-    def jvp(da: Any) -> Any:
-        return np.diagonal(vinv @ da @ v, axis1=-2, axis2=-1)
+    def jvp_of(primals: Any, w: Any) -> Any:
+        # the eigenvectors: the primal's, or (reverse order 2) recorded through eig
+        v = np.linalg.eig(primals[0])[1] if P.is_active(primals[0]) else v0
+        vinv = np.linalg.inv(v)
 
-    return P.linearized(w, [a], jvp, "numpy.linalg.eigvals")
+        def jvp(da: Any) -> Any:
+            return np.diagonal(vinv @ da @ v, axis1=-2, axis2=-1)
+        return jvp
+
+    return P.linearized(w, [a], jvp_of, "numpy.linalg.eigvals")
 
 
 # ---- compositions ----------------------------------------------------------------------------

@@ -901,7 +901,7 @@ def i0(x: Any) -> Any:
     import scipy.special  # i0' = i1, which NumPy does not have
     xv = np.asarray(primal(x))
     return P.pointwise(np.asarray(np.i0(xv)), [x], [np.asarray(scipy.special.i1(xv), dtype=np.i0(xv).dtype)],
-                       "numpy.i0")
+                       "numpy.i0", partials_of=lambda t: [scipy.special.i1(t)])
 
 
 def cond(x: Any, p: Any = None) -> Any:

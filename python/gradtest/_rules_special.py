@@ -121,14 +121,15 @@ def _no_derivative(name: str, what: str) -> NotImplementedError:
 
 
 def _pointwise_call(value: np.ndarray, inputs: Sequence[Any], partials: Sequence[Any], name: str,
-                    constant: bool = False) -> Any:
+                    constant: bool = False,
+                    partials_of: Callable[..., Sequence[Any]] | None = None) -> Any:
     """P.pointwise, with a 0-d result computed as one element and reshaped back (the reverse
     engine's pointwise gives a 0-d value the shape (1,))."""
     if value.ndim:
-        return P.pointwise(value, list(inputs), list(partials), name, constant)
+        return P.pointwise(value, list(inputs), list(partials), name, constant, partials_of)
     one = [np.reshape(x, (1,)) if P.is_active(x) and np.ndim(P.value(x)) == 0 else x for x in inputs]
     parts = [None if p is None else np.reshape(p, (1,)) for p in partials]
-    return np.reshape(P.pointwise(np.reshape(value, (1,)), one, parts, name, constant), ())
+    return np.reshape(P.pointwise(np.reshape(value, (1,)), one, parts, name, constant, partials_of), ())
 
 
 def _twice(value: np.ndarray, x: Any, slope: np.ndarray, curvature: np.ndarray, name: str) -> Any:
@@ -160,14 +161,22 @@ def _pointwise(ufunc: np.ufunc, inputs: Sequence[Any], partials: Callable[..., S
         parts = [None if (i in constant_args or not P.is_active(x)) else np.asarray(p, dtype=y.dtype)
                  for i, (x, p) in enumerate(zip(inputs, partials(*values)))]
         active = [i for i, x in enumerate(inputs) if P.is_active(x)]
-        if second is not None and len(active) == 1:
+        # the second derivative only where it is recorded (reverse order 2): elsewhere nobody
+        # reads it, and it may cost more than the function (polygamma for digamma)
+        twice = second is not None and len(active) == 1 and P.records_second_order(inputs)
+        if twice:
             i = active[0]
             slope = np.broadcast_to(parts[i], y.shape)
             curvature = np.broadcast_to(np.asarray(second(*values, y, slope), dtype=y.dtype), y.shape)
-    if second is not None and len(active) == 1:
+    if twice:
         return _twice(y, inputs[i], np.ascontiguousarray(slope), np.ascontiguousarray(curvature),
                       f"scipy.special.{name}")
-    return _pointwise_call(y, list(inputs), parts, f"scipy.special.{name}")
+
+    def partials_of(*xs: Any) -> list[Any]:
+        # the same partials from the recorded inputs (reverse order 2 differentiates them once)
+        return [None if p is None else q for p, q in zip(parts, partials(*xs))]
+
+    return _pointwise_call(y, list(inputs), parts, f"scipy.special.{name}", partials_of=partials_of)
 
 
 def _unary(name: str, derivative: Callable[[np.ndarray, np.ndarray], Any],
@@ -231,10 +240,14 @@ def _install_ufuncs() -> None:
         dab = sc.digamma(a + b)
         return [y * (sc.digamma(a) - dab), y * (sc.digamma(b) - dab)]
 
+    def betaln_partials(a: Any, b: Any) -> list[Any]:
+        dab = sc.digamma(a + b)
+        return [sc.digamma(a) - dab, sc.digamma(b) - dab]
+
     _binary("beta", beta_partials)
-    _binary("betaln", lambda a, b: [sc.digamma(a) - sc.digamma(a + b), sc.digamma(b) - sc.digamma(a + b)])
-    _binary("xlogy", lambda x, y: [np.log(y), np.where(x == 0, 0.0, x / y)])
-    _binary("xlog1py", lambda x, y: [np.log1p(y), np.where(x == 0, 0.0, x / (1.0 + y))])
+    _binary("betaln", betaln_partials)
+    _binary("xlogy", lambda x, y: [np.log(y), _zero_where_x_is(x, y, x / y)])
+    _binary("xlog1py", lambda x, y: [np.log1p(y), _zero_where_x_is(x, 1.0 + y, x / (1.0 + y))])
     _binary("rel_entr", lambda x, y: [np.log(x / y) + 1.0, -x / y])
     _binary("kl_div", lambda x, y: [np.log(x / y), 1.0 - x / y])
     # Bessel functions: derivative in x only; the order v is a constant
@@ -264,6 +277,14 @@ def _install_ufuncs() -> None:
             lambda v, x, y, g: 0.25 * (sc.kv(v - 2, x) + 2.0 * y + sc.kv(v + 2, x)))
     _binary("kve", lambda v, x: [None, -0.5 * (sc.kve(v - 1, x) + sc.kve(v + 1, x)) + np.sign(x) * sc.kve(v, x)],
             (0,))
+
+
+def _zero_where_x_is(x: Any, d: Any, ratio: Any) -> Any:
+    """``x / d`` (given as ``ratio``), but 0 where x == 0 and d is 0 or not finite (where the
+    ratio is NaN): xlogy(0, y) is 0 for every y. Elsewhere the ratio itself is kept, also at
+    x == 0, so that its derivative in x (1 / d, the mixed second partial) stays right."""
+    xv, dv = np.asarray(P.value(x)), np.asarray(P.value(d))
+    return np.where((xv == 0) & ((dv == 0) | ~np.isfinite(dv)), 0.0, ratio)
 
 
 def _t_logpdf(sc: Any, t: Any, df: Any) -> Any:
@@ -795,27 +816,32 @@ def _linalg_rules(sl: Any) -> dict[str, Callable[..., Any]]:
         # derivative, both linear recursions in the tangent with constant powers of A
         norm = np.max(np.sum(np.abs(av), axis=0)) if av.size else 0.0
         squarings = max(0, int(np.ceil(np.log2(norm / 0.25)))) if norm > 0.25 else 0
-        b = av / 2.0 ** squarings
-        powers = [np.eye(av.shape[0])]
-        for _ in range(18):
-            powers.append(powers[-1] @ b)
-        x = sum(p / float(np.prod(np.arange(1, k + 1))) for k, p in enumerate(powers))
-        squares = [x]
-        for _ in range(squarings):
-            squares.append(squares[-1] @ squares[-1])
 
-        def jvp(da: Any) -> Any:
-            e = da / 2.0 ** squarings
-            d, total, fact = e, e, 1.0
-            for k in range(2, len(powers)):
-                fact *= k
-                d = b @ d + e @ powers[k - 1]
-                total = total + d / fact
-            for i in range(squarings):
-                total = squares[i] @ total + total @ squares[i]
-            return total
+        def jvp_of(primals: Any, _: Any) -> Any:
+            # the powers from the input as given (reverse order 2 records them); the number of
+            # squarings is a constant, chosen from the primal
+            b = primals[0] / 2.0 ** squarings
+            powers = [np.eye(av.shape[0])]
+            for _k in range(18):
+                powers.append(powers[-1] @ b)
+            x = sum(p / float(np.prod(np.arange(1, k + 1))) for k, p in enumerate(powers))
+            squares = [x]
+            for _k in range(squarings):
+                squares.append(squares[-1] @ squares[-1])
 
-        return P.linearized(np.asarray(value, dtype=av.dtype), [A], jvp, "scipy.linalg.expm")
+            def jvp(da: Any) -> Any:
+                e = da / 2.0 ** squarings
+                d, total, fact = e, e, 1.0
+                for k in range(2, len(powers)):
+                    fact *= k
+                    d = b @ d + e @ powers[k - 1]
+                    total = total + d / fact
+                for i in range(squarings):
+                    total = squares[i] @ total + total @ squares[i]
+                return total
+            return jvp
+
+        return P.linearized(np.asarray(value, dtype=av.dtype), [A], jvp_of, "scipy.linalg.expm")
 
     def sqrtm(A: Any, **kwargs: Any) -> Any:
         av = np.asarray(P.value(A))
@@ -824,16 +850,18 @@ def _linalg_rules(sl: Any) -> dict[str, Callable[..., Any]]:
             raise NotImplementedError("scipy.linalg.sqrtm of a matrix whose square root is complex: "
                                       "complex results are out of scope")
         n = av.shape[-1]
-        # X dX + dX X = dA: a constant linear map on vec(dA)
         eye = np.eye(n)
-        system = np.kron(eye, value) + np.kron(value.T, eye)
-        solver = np.linalg.inv(system)
 
-        def jvp(da: Any) -> Any:
-            flat = np.reshape(np.swapaxes(da, -1, -2), (n * n,))
-            return np.swapaxes(np.reshape(solver @ flat, (n, n)), -1, -2)
+        def jvp_of(primals: Any, x: Any) -> Any:
+            # X dX + dX X = dA: a linear map on vec(dA), from the square root X
+            solver = np.linalg.inv(np.kron(eye, x) + np.kron(np.swapaxes(x, -1, -2), eye))
 
-        return P.linearized(value.astype(av.dtype, copy=False), [A], jvp, "scipy.linalg.sqrtm")
+            def jvp(da: Any) -> Any:
+                flat = np.reshape(np.swapaxes(da, -1, -2), (n * n,))
+                return np.swapaxes(np.reshape(solver @ flat, (n, n)), -1, -2)
+            return jvp
+
+        return P.linearized(value.astype(av.dtype, copy=False), [A], jvp_of, "scipy.linalg.sqrtm")
 
     def solve_sylvester(a: Any, b: Any, q: Any) -> Any:
         av, bv, qv = (np.asarray(P.value(m), dtype=np.float64) for m in (a, b, q))
@@ -842,16 +870,20 @@ def _linalg_rules(sl: Any) -> dict[str, Callable[..., Any]]:
             raise NotImplementedError("scipy.linalg.solve_sylvester with a complex solution: complex "
                                       "results are out of scope")
         m, n = value.shape
-        # A dX + dX B = dQ - dA X - X dB: the Sylvester operator, vectorised column-major,
-        # is the constant matrix I (x) A + B^T (x) I
-        solver = np.linalg.inv(np.kron(np.eye(n), av) + np.kron(bv.T, np.eye(m)))
 
-        def jvp(da: Any, db: Any, dq: Any) -> Any:
-            rhs = dq - da @ value - value @ db
-            flat = np.reshape(np.swapaxes(rhs, -1, -2), (m * n,))
-            return np.swapaxes(np.reshape(solver @ flat, (n, m)), -1, -2)
+        def jvp_of(primals: Any, x: Any) -> Any:
+            a_, b_ = primals[0], primals[1]
+            # A dX + dX B = dQ - dA X - X dB: the Sylvester operator, vectorised column-major,
+            # is the matrix I (x) A + B^T (x) I
+            solver = np.linalg.inv(np.kron(np.eye(n), a_) + np.kron(np.swapaxes(b_, -1, -2), np.eye(m)))
 
-        return P.linearized(value, [a, b, q], jvp, "scipy.linalg.solve_sylvester")
+            def jvp(da: Any, db: Any, dq: Any) -> Any:
+                rhs = dq - da @ x - x @ db
+                flat = np.reshape(np.swapaxes(rhs, -1, -2), (m * n,))
+                return np.swapaxes(np.reshape(solver @ flat, (n, m)), -1, -2)
+            return jvp
+
+        return P.linearized(value, [a, b, q], jvp_of, "scipy.linalg.solve_sylvester")
 
     return {"solve_sylvester": solve_sylvester,
             "solve_triangular": solve_triangular, "cholesky": cholesky, "cho_solve": cho_solve,

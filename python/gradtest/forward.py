@@ -367,7 +367,8 @@ class _ForwardEngine:
         return _UFUNC_RULES[ufunc](*inputs)
 
     def pointwise(self, value: np.ndarray, inputs: Sequence[Any], partials: Sequence[Any],
-                  name: str, constant: bool) -> Any:
+                  name: str, constant: bool,
+                  partials_of: Callable[..., Sequence[Any]] | None = None) -> Any:
         dt = P.float_dtype(value)
         value = np.asarray(value, dtype=dt)
         k = _common_k(inputs)
@@ -377,6 +378,9 @@ class _ForwardEngine:
                 t = _aligned_tangent(x, dt, k, value.ndim)
                 tangents = tangents + _chain(np.asarray(p, dtype=dt), t)
         return _make(value, np.ascontiguousarray(np.broadcast_to(tangents, (k,) + value.shape)))
+
+    def records_second_order(self, inputs: Sequence[Any]) -> bool:
+        return False
 
     def gather(self, xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         if len(xs) == 1 and isinstance(xs[0], Dual):
@@ -453,10 +457,11 @@ class _ForwardEngine:
     def with_value(self, x: Any, value: np.ndarray) -> Any:
         return _make(value, x.tangents)
 
-    def linearized(self, value: Any, inputs: Sequence[Any], jvp: Callable[..., Any],
-                   name: str) -> Any:
+    def linearized(self, value: Any, inputs: Sequence[Any],
+                   jvp_of: Callable[[Sequence[Any], Any], Callable[..., Any]], name: str) -> Any:
         multi = isinstance(value, (tuple, list))
         outs = [np.asarray(v) for v in (value if multi else (value,))]
+        jvp = jvp_of([P.value(x) for x in inputs], tuple(outs) if multi else outs[0])
         k = _common_k(inputs)
         tangents = [np.zeros((k,) + v.shape, dtype=P.float_dtype(v)) for v in outs]
         constant = [None if isinstance(x, Dual) else np.zeros(np.shape(x), dtype=P.float_dtype(x))

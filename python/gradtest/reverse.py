@@ -17,14 +17,20 @@ tape's few node kinds:
   a ``linear`` node; ``matmul``: a ``matmul`` node whose VJPs are BLAS GEMM calls;
 - ``linearized``: the rule's JVP applied to the inputs themselves records its transpose.
 
+At order 2 (``hvp``), ``pointwise`` partials and ``linearized`` coefficients are recomputed from
+the recorded inputs in a trapezoid form that keeps the primal and gives the exact second
+derivative (see the comment above ``_ReverseEngine``).
+
 Broadcasting is never handled by a rule: the C sweep sums every contribution back to its input's
 shape in one routine. Nothing in the sweep calls back into Python.
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -439,6 +445,105 @@ def _second_order_error(name: str) -> NotImplementedError:
     )
 
 
+# How many first-order scopes (see _first_order) this thread is inside: thread-local, as tapes
+# are (each gradient computation records on its own tape, in one thread).
+_SCOPE = threading.local()
+
+
+@contextlib.contextmanager
+def _first_order() -> Iterator[None]:
+    """While order 2 is recorded: ``pointwise`` and ``linearized`` record their first order only
+    (constant coefficients, zero curvature) instead of the trapezoid form. Used for the
+    coefficients of that form, whose second derivative is multiplied by zero (see the comment
+    above _ReverseEngine)."""
+    _SCOPE.depth = getattr(_SCOPE, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _SCOPE.depth -= 1
+
+
+def _order2(tape: Any) -> bool:
+    """Whether a value-computed rule must record its second order here."""
+    return tape.python_recording and not getattr(_SCOPE, "depth", 0)
+
+
+def _deltas(inputs: Sequence[Any]) -> list[Any]:
+    """x - x0 for each recorded input (exactly 0 in value, the identity in derivative), None for
+    a constant."""
+    return [x - x.value if isinstance(x, Tracked) else None for x in inputs]
+
+
+def _trapezoid(first: Any, second: Any, value: np.ndarray) -> Any:
+    """``value`` with the derivatives of ``(first + second) / 2``, in value's dtype."""
+    both = first if second is None else (second if first is None else first + second)
+    if not isinstance(both, Tracked):
+        return value
+    both = _cast(both * 0.5, value.dtype)
+    if both.shape != value.shape:
+        both = _broadcast_to(both, value.shape)
+    return Tracked(value, both.tape, both.tape.reshape(value.shape, both.node))
+
+
+# Order 2 of the rules whose derivative is computed from values (pointwise partials, the
+# coefficients of a linearized JVP), in trapezoid form. With x0 the primal, d = x - x0 (recorded,
+# exactly 0), J0 the rule's linear map with coefficients from x0 and J(x) the same map with its
+# coefficients recomputed from the recorded inputs:
+#     y = y0 (in value),   y ~ (J0 d + J(x) d) / 2 (in derivatives).
+# At x0: dy = (J0 + J(x0)) / 2 = J0, and d2y[v, w] = (dJ[v] w + dJ[w] v) / 2 = d2y (the true
+# second derivative is symmetric); the terms with J's second derivative are multiplied by d = 0.
+# So J(x)'s coefficients need a correct first derivative only: they are computed in a first-order
+# scope, where the rules they call (an inverse, digamma, ...) record their first order.
+
+
+def _pointwise_first(tape: Any, value: np.ndarray, inputs: Sequence[Any],
+                     partials: Sequence[Any]) -> Any:
+    """``value`` with ``dy = sum_k partials[k] * dx_k``, the partials constants."""
+    y = np.ascontiguousarray(value, dtype=P.float_dtype(value))
+    dt = y.dtype
+    nodes = []
+    one = np.ones(1, dtype=dt)
+    for x, p in zip(inputs, partials):
+        if not isinstance(x, Tracked) or p is None:
+            continue
+        if np.broadcast_shapes(x.shape, y.shape) != y.shape:
+            raise ValueError(f"pointwise: input of shape {x.shape} does not broadcast to {y.shape}")
+        p = np.asarray(p, dtype=dt)
+        # y_k = x * p as an elementwise multiply whose partial is the constant p: the op
+        # table's chain rule then gives 0 where an infinite p meets a zero cotangent
+        nodes.append(tape.elementwise(_MULTIPLY, y, _node_as(x, dt), one, -1, _operand(p, y)))
+    if not nodes:
+        return y
+    node = nodes[0] if len(nodes) == 1 else tape.linear(_DTYPE_CODE[dt], y.shape, nodes,
+                                                        [1.0] * len(nodes))
+    return Tracked(y, tape, node)
+
+
+def _apply_jvp(jvp: Callable[..., Any], inputs: Sequence[Any], tangents: Sequence[Any]) -> Any:
+    """``jvp`` applied to the recorded ``tangents`` (zeros for a constant input, or where a
+    tangent is None)."""
+    args = [t if isinstance(t, Tracked) else np.zeros(np.shape(x), dtype=P.float_dtype(x))
+            for x, t in zip(inputs, tangents)]
+    # the jvp is linear: applied to recorded values it records exactly the linear map, whose sweep
+    # is its transpose; the values it computes are unused
+    with np.errstate(all="ignore"):
+        return jvp(*args)
+
+
+def _linear_outputs(tape: Any, vals: list[np.ndarray], r: Any, name: str) -> list[Any]:
+    """Each output value with the derivative of the matching (recorded) jvp result."""
+    outs = []
+    for v, ri in zip(vals, r if len(vals) > 1 or isinstance(r, (tuple, list)) else (r,)):
+        if isinstance(ri, Tracked):
+            if ri.shape != v.shape:
+                raise ValueError(f"{name}: the jvp gave shape {ri.shape}, expected {v.shape}")
+            ri = _cast(ri, v.dtype)
+            outs.append(Tracked(v, tape, tape.reshape(v.shape, ri.node)))
+        else:
+            outs.append(v)
+    return outs
+
+
 class _ReverseEngine:
     """The reverse implementation of :class:`gradtest._primitives.Engine` (docstrings there)."""
 
@@ -449,28 +554,55 @@ class _ReverseEngine:
         return _elementwise(ufunc, inputs)
 
     def pointwise(self, value: np.ndarray, inputs: Sequence[Any], partials: Sequence[Any],
-                  name: str, constant: bool) -> Any:
+                  name: str, constant: bool,
+                  partials_of: Callable[..., Sequence[Any]] | None = None) -> Any:
         tape = _common_tape(inputs)
-        if tape.python_recording and not constant:
+        if constant or not _order2(tape):
+            return _pointwise_first(tape, value, inputs, partials)
+        if partials_of is None:
             raise _second_order_error(name)
         y = np.ascontiguousarray(value, dtype=P.float_dtype(value))
-        dt = y.dtype
-        nodes = []
-        one = np.ones(1, dtype=dt)
-        for x, p in zip(inputs, partials):
-            if not isinstance(x, Tracked) or p is None:
-                continue
-            if np.broadcast_shapes(x.shape, y.shape) != y.shape:
-                raise ValueError(f"pointwise: input of shape {x.shape} does not broadcast to {y.shape}")
-            p = np.asarray(p, dtype=dt)
-            # y_k = x * p as an elementwise multiply whose partial is the constant p: the op
-            # table's chain rule then gives 0 where an infinite p meets a zero cotangent
-            nodes.append(tape.elementwise(_MULTIPLY, y, _node_as(x, dt), one, -1, _operand(p, y)))
-        if not nodes:
-            return y
-        node = nodes[0] if len(nodes) == 1 else tape.linear(_DTYPE_CODE[dt], y.shape, nodes,
-                                                            [1.0] * len(nodes))
-        return Tracked(y, tape, node)
+        ds = _deltas(inputs)
+        first = _pointwise_first(tape, y, [d if d is not None else x for d, x in zip(ds, inputs)],
+                                 partials)
+        with _first_order(), np.errstate(all="ignore"):
+            parts = partials_of(*inputs)
+        second = None
+        with np.errstate(all="ignore"):
+            for d, p, p0 in zip(ds, parts, partials):
+                if d is None or p is None or p0 is None:
+                    continue
+                term = p * d
+                second = term if second is None else second + term
+        return _trapezoid(first, second, y)
+
+    def linearized(self, value: Any, inputs: Sequence[Any],
+                   jvp_of: Callable[[Sequence[Any], Any], Callable[..., Any]], name: str) -> Any:
+        tape = _common_tape(inputs)
+        multi = isinstance(value, (tuple, list))
+        vals = []
+        for v in value if multi else (value,):
+            v = np.asarray(v)
+            vals.append(v.astype(P.float_dtype(v), copy=False))
+        jvp0 = jvp_of([_value(x) for x in inputs], tuple(vals) if multi else vals[0])
+        if not _order2(tape):
+            outs = _linear_outputs(tape, vals, _apply_jvp(jvp0, inputs, inputs), name)
+            return tuple(outs) if multi else outs[0]
+        with _first_order():
+            recorded = _linear_outputs(tape, vals, _apply_jvp(jvp0, inputs, inputs), name)
+            jvp = jvp_of(list(inputs), tuple(recorded) if multi else recorded[0])
+        ds = _deltas(inputs)
+        firsts = _apply_jvp(jvp0, inputs, ds)
+        seconds = _apply_jvp(jvp, inputs, ds)
+        outs = []
+        for v, a, b in zip(vals, firsts if multi else (firsts,), seconds if multi else (seconds,)):
+            outs.append(_trapezoid(a if isinstance(a, Tracked) else None,
+                                   b if isinstance(b, Tracked) else None, v))
+        return tuple(outs) if multi else outs[0]
+
+
+    def records_second_order(self, inputs: Sequence[Any]) -> bool:
+        return _order2(_common_tape(inputs))
 
     def gather(self, xs: Sequence[Any], index_fn: Callable[..., Any]) -> Any:
         return _gather(xs, index_fn)
@@ -501,31 +633,6 @@ class _ReverseEngine:
 
     def with_value(self, x: Any, value: np.ndarray) -> Any:
         return Tracked(value, x.tape, x.tape.reshape(value.shape, x.node))
-
-    def linearized(self, value: Any, inputs: Sequence[Any], jvp: Callable[..., Any],
-                   name: str) -> Any:
-        tape = _common_tape(inputs)
-        if tape.python_recording:
-            raise _second_order_error(name)
-        multi = isinstance(value, (tuple, list))
-        deltas = [x if isinstance(x, Tracked) else np.zeros(np.shape(x), dtype=P.float_dtype(x))
-                  for x in inputs]
-        # the jvp is linear with constant coefficients: applied to the recorded inputs it records
-        # exactly the linear map, whose sweep is its transpose; the values it computes are unused
-        with np.errstate(all="ignore"):
-            r = jvp(*deltas)
-        outs = []
-        for v, ri in zip(value if multi else (value,), r if multi else (r,)):
-            v = np.asarray(v)
-            v = v.astype(P.float_dtype(v), copy=False)
-            if isinstance(ri, Tracked):
-                if ri.shape != v.shape:
-                    raise ValueError(f"{name}: the jvp gave shape {ri.shape}, expected {v.shape}")
-                ri = _cast(ri, v.dtype)
-                outs.append(Tracked(v, tape, tape.reshape(v.shape, ri.node)))
-            else:
-                outs.append(v)
-        return tuple(outs) if multi else outs[0]
 
 
 Tracked._engine = _ReverseEngine()
@@ -670,7 +777,8 @@ def _strip(out: Any) -> Any:
 # tape, the elementwise ones through the second partials of the C op table, so each leaf's gradient
 # g(x) is a node, and one ordinary sweep from <g(x), v> gives H v. No derivative rule is restated
 # here. While order 2 is recorded, ``tape.python_recording`` is set, and the primitives whose
-# partials come from values (``pointwise`` with non-constant partials, ``linearized``) refuse.
+# partials come from values (``pointwise`` with non-constant partials, ``linearized``) record the
+# trapezoid form (above _ReverseEngine); a ``pointwise`` without ``partials_of`` refuses.
 
 
 def hvp(f: Callable[..., Any], args: Sequence[Any], tangents: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:

@@ -209,6 +209,41 @@ out:
     return st;
 }
 
+/* Order 2 where sin's cotangent depends on x: f = sum(sin(x) * x). The recorded sweep keeps sin's
+ * partial cos(x) for its own sweep (node.part); g = cos(x) x + sin(x), H v = (2 cos(x) - x sin(x)) v. */
+static int order2_kept_partial(int check)
+{
+    gt_tape *t = NULL;
+    int st = gt_tape_new(count_release, &t);
+    if (st) return st;
+    gt_tape_set_order2(t, 1);
+    double x[3] = {0.3, -1.2, 2.0}, v[3] = {1.0, 0.5, -2.0}, s[3], y[3], one = 1.0;
+    for (int i = 0; i < 3; i++) { s[i] = sin(x[i]); y[i] = s[i] * x[i]; }
+    long sx[1] = {3}, ix, is, im, iy, ih, in[2], k[1] = {1}, g[1] = {-9};
+    if ((st = gt_tape_leaf(t, GT_FLOAT64, 1, sx, &ix))) goto out;
+    in[0] = ix; in[1] = -1;
+    if ((st = gt_tape_elementwise(t, gt_op_lookup("sin"), GT_FLOAT64, 1, sx, in, borrow(x, 3), none, borrow(s, 3), &is))) goto out;
+    in[0] = is; in[1] = ix;
+    if ((st = gt_tape_elementwise(t, gt_op_lookup("multiply"), GT_FLOAT64, 1, sx, in, borrow(s, 3), borrow(x, 3), borrow(y, 3), &im))) goto out;
+    if ((st = gt_tape_reduce(t, 0, NULL, k, im, 1.0, none, &iy))) goto out;
+    if ((st = gt_tape_backward_graph(t, iy, &one, 1, &ix, g))) goto out;
+    if (check) {
+        const double *gx;
+        CHECK(gt_tape_value(t, g[0], (const void **)&gx) == GT_OK && gx);
+        for (int i = 0; i < 3; i++) NEAR(gx[i], cos(x[i]) * x[i] + s[i]);
+    }
+    if ((st = gt_tape_reduce(t, 0, NULL, k, g[0], 1.0, borrow(v, 3), &ih))) goto out;
+    if ((st = gt_tape_backward(t, ih, &one))) goto out;
+    if (check) {
+        const double *hx;
+        CHECK(gt_tape_adjoint(t, ix, (const void **)&hx) == GT_OK && hx);
+        for (int i = 0; i < 3; i++) NEAR(hx[i], (2.0 * cos(x[i]) - x[i] * s[i]) * v[i]);
+    }
+out:
+    gt_tape_free(t);
+    return st;
+}
+
 /* The recorded sweep through gather (two inputs, one a constant), cumsum, reshape, cast and a
  * float32 matmul gives the same gradient as gt_tape_backward; a cumulative product is refused. */
 static int order2_structural(int check)
@@ -293,6 +328,7 @@ int main(void)
     CHECK(structural(1) == GT_OK);
     CHECK(order2_elementwise(1) == GT_OK);
     CHECK(order2_structural(1) == GT_OK);
+    CHECK(order2_kept_partial(1) == GT_OK);
     released = 0; /* the count below is of the two first-order programs */
     CHECK(elementwise_broadcast(1) == GT_OK);
     CHECK(structural(1) == GT_OK);
@@ -308,7 +344,10 @@ int main(void)
         int c = order2_elementwise(0);
         gt_alloc_fail_after(n);
         int d = order2_structural(0);
+        gt_alloc_fail_after(n);
+        int e = order2_kept_partial(0);
         gt_alloc_fail_after(0);
+        CHECK(e == GT_OK || e == GT_ENOMEM);
         CHECK(a == GT_OK || a == GT_ENOMEM);
         CHECK(b == GT_OK || b == GT_ENOMEM);
         CHECK(c == GT_OK || c == GT_ENOMEM);
