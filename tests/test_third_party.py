@@ -63,6 +63,16 @@ CASES = {
     "special.xlogy": (lambda x: sc.xlogy(x, x + 2).sum(), (positive(3),)),
     "special.gammaln": (lambda x: sc.gammaln(x).sum(), (positive(3),)),
     "special.multigammaln": (lambda x: sc.multigammaln(x[0] + 3, 2), (positive(1),)),
+    "special.spence": (lambda x: sc.spence(x).sum(), (positive(3),)),
+    "special.ellipk/ellipe": (lambda m: (sc.ellipk(m) * sc.ellipe(m)).sum(), (RNG.uniform(0.1, 0.9, 3),)),
+    "special.boxcox": (lambda x, lm: sc.boxcox(x, lm).sum(), (positive(3), RNG.uniform(-0.5, 0.5, 3))),
+    "special.huber": (lambda r: sc.huber(1.0, r).sum(), (normal(5) * 2,)),
+    "special.pseudo_huber": (lambda r: sc.pseudo_huber(0.7, r).sum(), (normal(5) * 2,)),
+    "stats.lognorm.logpdf": (lambda x: st.lognorm.logpdf(x, 0.5).sum(), (positive(5),)),
+    "stats.weibull_min.logpdf(c)": (lambda c: st.weibull_min.logpdf(np.array([0.5, 1.5]), c).sum(), (positive(2),)),
+    "stats.gumbel_r.cdf": (lambda x: st.gumbel_r.cdf(x, 0.2, 1.5).sum(), (normal(4),)),
+    "stats.invgamma.logpdf(a)": (lambda a: st.invgamma.logpdf(np.array([0.5, 1.5]), a).sum(), (positive(2),)),
+    "stats.binom.logpmf(p)": (lambda p: st.binom.logpmf([3, 1, 0, 10], 10, p).sum(), (RNG.uniform(0.2, 0.8, 4),)),
     "special.logit(expit)": (lambda x: sc.logit(sc.expit(x)).sum(), (normal(3),)),
     # scipy.linalg, scipy.integrate, scipy.signal, scipy.spatial
     "linalg.expm": (lambda a: sl.expm(a).sum(), (normal(3, 3) * 0.3,)),
@@ -151,8 +161,8 @@ UNSUPPORTED = {
                                      NotImplementedError, "metric="),
     "signal.fftconvolve (reads ndarray attributes)": (lambda a: ss.fftconvolve(a, np.ones(3)).sum(), (normal(5),),
                                                       AttributeError, "does not accept them"),
-    "special.spence (no rule)": (lambda x: sc.spence(x).sum(), (positive(3),), NotImplementedError,
-                                 "scipy.special.spence"),
+    "special.owens_t (no rule)": (lambda x: sc.owens_t(x, 0.5).sum(), (positive(3),), NotImplementedError,
+                                  "scipy.special.owens_t"),
 }
 
 

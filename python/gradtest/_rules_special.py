@@ -76,6 +76,9 @@ UFUNC_KINKS: dict[str, str] = {
     "gammainc": "in x only (the shape a is a constant)", "gammaincc": "in x only (the shape a is a constant)",
     "betainc": "in x only (a and b are constants)", "stdtr": "in t only (df is a constant)",
     "pdtr": "in m only (k is a constant)", "pdtrc": "in m only (k is a constant)",
+    "spence": "log(z)/(1 - z), -1 at z = 1", "ellipk": "pi/8 at m = 0", "ellipe": "-pi/8 at m = 0",
+    "boxcox": "in x and lmbda (log(x)^2/2 at lmbda = 0)", "boxcox1p": "in x and lmbda (log1p(x)^2/2 at lmbda = 0)",
+    "huber": "C1 at |r| = delta (both pieces agree)", "pseudo_huber": "",
 }
 _SPECIAL_KINKS = {
     "logsumexp": "the maximum shift is a constant; b and return_sign supported", "softmax": "",
@@ -86,9 +89,11 @@ _STATS_KINKS = {
     **{f"norm.{m}": "x (or q), loc and scale differentiated"
        for m in ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf", "ppf", "isf")},
     **{f"{d}.{m}": "x, shapes, loc and scale in logpdf/pdf; cdf/logcdf in x, loc and scale only"
-       for d in ("t", "gamma", "beta", "chi2", "expon", "logistic", "laplace", "cauchy")
+       for d in ("t", "gamma", "beta", "chi2", "expon", "logistic", "laplace", "cauchy", "lognorm",
+                 "weibull_min", "gumbel_r", "rayleigh", "halfnorm", "invgamma", "pareto")
        for m in ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf")},
     **{f"poisson.{m}": "in mu (k is a constant)" for m in ("logpmf", "pmf", "cdf")},
+    **{f"binom.{m}": "in p (k and n are constants)" for m in ("logpmf", "pmf")},
     "dirichlet.logpdf": "x and alpha differentiated", "dirichlet.pdf": "x and alpha differentiated",
     **{f"multivariate_normal.{m}": "x, mean and cov differentiated; cov: its lower triangle is read "
        "(as SciPy's eigh does)" for m in ("logpdf", "pdf", "entropy")},
@@ -277,6 +282,31 @@ def _install_ufuncs() -> None:
             lambda v, x, y, g: 0.25 * (sc.kv(v - 2, x) + 2.0 * y + sc.kv(v + 2, x)))
     _binary("kve", lambda v, x: [None, -0.5 * (sc.kve(v - 1, x) + sc.kve(v + 1, x)) + np.sign(x) * sc.kve(v, x)],
             (0,))
+    # the removable singularities of these derivatives take their limits
+    _unary("spence", lambda x, y: np.where(x == 1.0, -1.0, np.log(x) / (1.0 - x)))
+    _unary("ellipk", lambda m, y: np.where(m == 0.0, np.pi / 8.0, (sc.ellipe(m) - (1.0 - m) * y) / (2.0 * m * (1.0 - m))))
+    _unary("ellipe", lambda m, y: np.where(m == 0.0, -np.pi / 8.0, (y - sc.ellipk(m)) / (2.0 * m)))
+
+    def boxcox_partials(log: Callable[..., Any], shift: float) -> Callable[..., list[Any]]:
+        def partials(x: Any, lmbda: Any) -> list[Any]:
+            lx, p = log(x), (x + shift) ** lmbda
+            return [(x + shift) ** (lmbda - 1.0),
+                    np.where(lmbda == 0.0, 0.5 * lx * lx, (p * lx - (p - 1.0) / lmbda) / lmbda)]
+        return partials
+
+    _binary("boxcox", boxcox_partials(np.log, 0.0))
+    _binary("boxcox1p", boxcox_partials(np.log1p, 1.0))
+
+    def huber_partials(delta: Any, r: Any) -> list[Any]:
+        inside = np.abs(r) <= delta
+        return [np.where(inside, 0.0, np.abs(r) - delta), np.where(inside, r, delta * np.sign(r))]
+
+    def pseudo_huber_partials(delta: Any, r: Any) -> list[Any]:
+        q = np.sqrt(1.0 + (r / delta) ** 2)
+        return [2.0 * delta * (q - 1.0) - r * r / (delta * q), r / q]
+
+    _binary("huber", huber_partials)
+    _binary("pseudo_huber", pseudo_huber_partials)
 
 
 def _zero_where_x_is(x: Any, d: Any, ratio: Any) -> Any:
@@ -561,6 +591,15 @@ def _family_rules(st: Any) -> list[tuple[str, Any, dict[str, Callable[..., Any]]
         "laplace": (lambda z: -np.abs(z) - np.log(2.0), lambda z: np.where(primal_lt0(z), 0.5 * np.exp(z),
                                                                           1.0 - 0.5 * np.exp(-z)), 0),
         "cauchy": (lambda z: -np.log(np.pi) - np.log1p(z * z), lambda z: 0.5 + np.arctan(z) / np.pi, 0),
+        "lognorm": (lambda z, s: -np.log(s * z) - 0.5 * _LOG_2PI - 0.5 * (np.log(z) / s) ** 2,
+                    lambda z, s: sc.ndtr(np.log(z) / s), 1),
+        "weibull_min": (lambda z, c: np.log(c) + sc.xlogy(c - 1.0, z) - z ** c, lambda z, c: -np.expm1(-z ** c), 1),
+        "gumbel_r": (lambda z: -z - np.exp(-z), lambda z: np.exp(-np.exp(-z)), 0),
+        "rayleigh": (lambda z: np.log(z) - 0.5 * z * z, lambda z: -np.expm1(-0.5 * z * z), 0),
+        "halfnorm": (lambda z: 0.5 * np.log(2.0 / np.pi) - 0.5 * z * z, lambda z: sc.erf(z / np.sqrt(2.0)), 0),
+        "invgamma": (lambda z, a: -sc.gammaln(a) - (a + 1.0) * np.log(z) - 1.0 / z,
+                     lambda z, a: sc.gammaincc(a, 1.0 / z), 1),
+        "pareto": (lambda z, b: np.log(b) - (b + 1.0) * np.log(z), lambda z, b: -np.expm1(-b * np.log(z)), 1),
     }
     return [(name, getattr(st, name), _location_scale_rules(getattr(st, name), lp, cdf, n))
             for name, (lp, cdf, n) in families.items()]
@@ -595,6 +634,27 @@ def _poisson_rules(poisson: Any) -> dict[str, Callable[..., Any]]:
         return _keep_value(sc.pdtr(np.floor(k), mu), value)
 
     return {"logpmf": logpmf, "pmf": pmf, "cdf": cdf}
+
+
+def _binom_rules(binom: Any) -> dict[str, Callable[..., Any]]:
+    import scipy.special as sc
+    originals = {name: _original(getattr(binom, name)) for name in ("logpmf", "pmf")}
+
+    def log_mass(k: Any, n: Any, p: Any, loc: Any = 0) -> Any:
+        if P.is_active(k) or P.is_active(n) or P.is_active(loc):
+            raise NotImplementedError("scipy.stats.binom: k, n and loc are integers (no derivative)")
+        k = np.asarray(k) - loc
+        n = np.asarray(n)
+        return (sc.gammaln(n + 1.0) - sc.gammaln(k + 1.0) - sc.gammaln(n - k + 1.0)
+                + sc.xlogy(k, p) + sc.xlog1py(n - k, -p))
+
+    def logpmf(*args: Any, **kwargs: Any) -> Any:
+        return _keep_value(log_mass(*args, **kwargs), originals["logpmf"](*P.values(args), **P.values(kwargs)))
+
+    def pmf(*args: Any, **kwargs: Any) -> Any:
+        return _keep_value(np.exp(log_mass(*args, **kwargs)), originals["pmf"](*P.values(args), **P.values(kwargs)))
+
+    return {"logpmf": logpmf, "pmf": pmf}
 
 
 def _dirichlet_rules(dirichlet: Any) -> dict[str, Callable[..., Any]]:
@@ -682,6 +742,7 @@ def _install_stats() -> None:
                                ("multivariate_normal", st.multivariate_normal,
                                 _mvn_rules(st.multivariate_normal)),
                                ("poisson", st.poisson, _poisson_rules(st.poisson)),
+                               ("binom", st.binom, _binom_rules(st.binom)),
                                ("dirichlet", st.dirichlet, _dirichlet_rules(st.dirichlet))] + _family_rules(st):
         for name, rule in rules.items():
             original = _original(getattr(dist, name))
