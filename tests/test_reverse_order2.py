@@ -350,6 +350,9 @@ def _scipy_linalg_cases():
         "eigh": (lambda a: np.sum(sl.eigh(a)[0] ** 3) + np.sum(sl.eigh(a)[1] ** 4), lambda: (_spd(3, 52),)),
         "svd_qr": (lambda a: np.sum(sl.svd(a, full_matrices=False)[0] ** 3) + np.sum(sl.qr(a, mode="economic")[1] ** 3),
                    lambda: (_mat(4, 3, 53),)),
+        "lu_cho_norm": (lambda a, b: np.sum(sl.lu_solve(sl.lu_factor(a), b) ** 3) + np.sum(sl.lu_factor(a)[0] ** 3)
+                        + np.sum(sl.cho_solve(sl.cho_factor(a @ a.T, lower=True), b) ** 2) + sl.norm(a) ** 3,
+                        lambda: (_spd(3, 54) + _mat(3, 3, 55), _mat(3, 2, 56))),
     }
 
 
@@ -360,14 +363,15 @@ def test_every_scipy_linalg_rule_has_an_order2_case():
     names = {k.split(".")[-1] for k in _MODULE_KINKS if k.startswith("scipy.linalg.")}
     covers = {"expm": {"expm"}, "sqrtm": {"sqrtm"}, "solve_sylvester": {"solve_sylvester"},
               "solve_triangular": {"solve_triangular"}, "cholesky_cho_solve": {"cholesky", "cho_solve"},
-              "inv_det_solve": {"inv", "det", "solve"}, "eigh": {"eigh"}, "svd_qr": {"svd", "qr"}}
+              "inv_det_solve": {"inv", "det", "solve"}, "eigh": {"eigh"}, "svd_qr": {"svd", "qr"},
+              "lu_cho_norm": {"lu_factor", "lu_solve", "cho_factor", "norm"}}
     assert set(covers) <= set(_scipy_linalg_cases())
     assert names <= set().union(*covers.values()), names - set().union(*covers.values())
 
 
 @pytest.mark.parametrize("name", ["expm", "expm_squarings", "sqrtm", "solve_sylvester",
                                   "solve_triangular", "cholesky_cho_solve", "inv_det_solve",
-                                  "eigh", "svd_qr"])
+                                  "eigh", "svd_qr", "lu_cho_norm"])
 def test_scipy_linalg_hvp(name):
     pytest.importorskip("scipy.linalg")
     f, make = _scipy_linalg_cases()[name]

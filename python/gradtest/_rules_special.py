@@ -103,6 +103,9 @@ KINKS.update({f"scipy.stats.{n}": k for n, k in _STATS_KINKS.items()})
 _MODULE_KINKS = {
     "scipy.linalg.solve_triangular": "reads the named triangle only", "scipy.linalg.cholesky":
     "reads the triangle it returns (upper by default)", "scipy.linalg.cho_solve": "reads the factor's triangle",
+    "scipy.linalg.cho_factor": "the factor's triangle (the other holds LAPACK's leftovers, no derivative)",
+    "scipy.linalg.lu_factor": "dL = L tril(X, -1), dU = triu(X) U with X = L^-1 P^T dA U^-1 (square only)",
+    "scipy.linalg.lu_solve": "solve with P L U rebuilt from the factors", "scipy.linalg.norm": "as numpy.linalg.norm",
     "scipy.linalg.inv": "general matrices (assume_a other than 'gen': NotImplementedError)",
     "scipy.linalg.det": "", "scipy.linalg.solve": "general matrices (assume_a other than 'gen': NotImplementedError)",
     "scipy.linalg.eigh": "as numpy.linalg.eigh (standard problem only)", "scipy.linalg.svd": "as numpy.linalg.svd",
@@ -759,7 +762,7 @@ def _linalg_rules(sl: Any) -> dict[str, Callable[..., Any]]:
     expm and sqrtm through their Frechet derivatives."""
     originals = {name: _original(getattr(sl, name)) for name in
                  ("solve_sylvester", "solve_triangular", "cholesky", "cho_solve", "inv", "det", "solve", "eigh",
-                  "expm", "sqrtm", "svd", "qr")}
+                  "expm", "sqrtm", "svd", "qr", "cho_factor", "lu_factor", "lu_solve", "norm")}
 
     def refuse(name: str, what: str) -> NotImplementedError:
         return NotImplementedError(f"scipy.linalg.{name}({what}) is not supported by gradtest's AD engines")
@@ -946,7 +949,53 @@ def _linalg_rules(sl: Any) -> dict[str, Callable[..., Any]]:
 
         return P.linearized(value, [a, b, q], jvp_of, "scipy.linalg.solve_sylvester")
 
-    return {"solve_sylvester": solve_sylvester,
+    def cho_factor(a: Any, lower: bool = False, overwrite_a: bool = False, check_finite: bool = True) -> Any:
+        value, lower = originals["cho_factor"](P.value(a), lower=lower)
+        # the unused triangle holds what LAPACK left there (no derivative: cho_solve never reads it)
+        return _keep_value(np.linalg.cholesky(a, upper=not lower), value), lower
+
+    def lu_factor(a: Any, overwrite_a: bool = False, check_finite: bool = True) -> Any:
+        av = np.asarray(P.value(a))
+        if av.ndim != 2 or av.shape[0] != av.shape[1]:
+            raise refuse("lu_factor", "a non-square matrix")
+        lu, piv = originals["lu_factor"](av)
+        perm = np.arange(av.shape[0])
+        for i, p in enumerate(piv):  # LAPACK's row interchanges, in order
+            perm[[i, p]] = perm[[p, i]]
+        eye = np.eye(av.shape[0], dtype=lu.dtype)
+
+        def jvp_of(primals: Any, lu_out: Any) -> Any:
+            # A[perm] = L U: with X = L^-1 dA[perm] U^-1, dL = L tril(X, -1) and dU = triu(X) U
+            low = np.tril(lu_out, -1) + eye
+            up = np.triu(lu_out)
+            linv, uinv = np.linalg.inv(low), np.linalg.inv(up)
+
+            def jvp(da: Any) -> Any:
+                x = linv @ da[perm] @ uinv
+                return low @ np.tril(x, -1) + np.triu(x) @ up
+            return jvp
+
+        return P.linearized(lu, [a], jvp_of, "scipy.linalg.lu_factor"), piv
+
+    def lu_solve(lu_and_piv: Any, b: Any, trans: int = 0, overwrite_b: bool = False, check_finite: bool = True) -> Any:
+        lu, piv = lu_and_piv
+        value = originals["lu_solve"]((P.value(lu), piv), P.value(b), trans=trans)
+        if trans not in (0, 1):
+            raise refuse("lu_solve", f"..., trans={trans!r}")
+        n = np.shape(P.value(lu))[0]
+        perm = np.arange(n)
+        for i, p in enumerate(piv):
+            perm[[i, p]] = perm[[p, i]]
+        # A[perm] = L U, so A is L U with its rows put back
+        a = ((np.tril(lu, -1) + np.eye(n)) @ np.triu(lu))[np.argsort(perm)]
+        return _keep_value(np.linalg.solve(np.swapaxes(a, -1, -2) if trans else a, b), value)
+
+    def norm(a: Any, ord: Any = None, axis: Any = None, keepdims: bool = False, check_finite: bool = True) -> Any:
+        value = originals["norm"](P.value(a), ord=ord, axis=axis, keepdims=keepdims)
+        return _keep_value(np.linalg.norm(a, ord=ord, axis=axis, keepdims=keepdims), value)
+
+    return {"solve_sylvester": solve_sylvester, "cho_factor": cho_factor, "lu_factor": lu_factor,
+            "lu_solve": lu_solve, "norm": norm,
             "solve_triangular": solve_triangular, "cholesky": cholesky, "cho_solve": cho_solve,
             "inv": inv, "det": det, "solve": solve, "eigh": eigh, "svd": svd, "qr": qr, "expm": expm,
             "sqrtm": sqrtm}
