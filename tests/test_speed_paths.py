@@ -335,3 +335,56 @@ def test_a_recorded_chain_releases_the_operands_its_sweep_does_not_read():
                                        rtol=1e-13)
         finally:
             tape.release()
+
+
+# ---------------------------------------------------------------------- leaves without a copy
+
+def test_a_contiguous_leaf_is_a_read_only_view_of_the_callers_array():
+    from gradtest import _reverse
+    from gradtest.reverse import Tracked
+
+    a = np.linspace(0.0, 1.0, 12).reshape(3, 4)
+    tape = _reverse.Tape()
+    try:
+        leaf = Tracked.leaf(tape, a)
+        assert np.shares_memory(leaf.value, a)
+        assert not leaf.value.flags.writeable
+        with pytest.raises(ValueError):
+            leaf.value[0, 0] = 5.0  # nothing recorded can write to the caller's array
+        # a non-contiguous or converted input is copied into a C-contiguous array of its own
+        strided = Tracked.leaf(tape, a[:, ::2])
+        ints = Tracked.leaf(tape, np.arange(4))
+        assert not np.shares_memory(strided.value, a) and strided.value.flags.c_contiguous
+        assert ints.value.dtype == np.float64
+    finally:
+        tape.release()
+    assert a.flags.writeable and a[0, 0] == 0.0
+
+
+@pytest.mark.parametrize("f", [lambda x: x, lambda x: x.reshape(-1), lambda x: x.T, lambda x: x[1:],
+                               lambda x: (x, np.sum(x) * x)],
+                         ids=["identity", "reshape", "transpose", "slice", "tuple"])
+def test_vjp_results_never_alias_the_callers_arrays(f):
+    x = np.linspace(0.5, 1.5, 6).reshape(2, 3)
+    before = x.copy()
+    out = f(x)
+    cot = tuple(np.ones(np.shape(o)) for o in out) if isinstance(out, tuple) else np.ones(np.shape(out))
+    primal, (g,) = gradtest.vjp(f, (x,), cot)
+    np.testing.assert_array_equal(x, before)  # the caller's array is unchanged ...
+    assert x.flags.writeable
+    expected_primal = [np.array(p, copy=True) for p in (primal if isinstance(primal, tuple) else (primal,))]
+    expected_g = g.copy()
+    for p in (primal if isinstance(primal, tuple) else (primal,)):
+        assert not np.shares_memory(p, x) and p.flags.writeable
+    x[...] = -7.0  # ... and changing it later cannot reach a result already returned
+    for p, e in zip(primal if isinstance(primal, tuple) else (primal,), expected_primal):
+        np.testing.assert_array_equal(p, e)
+    np.testing.assert_array_equal(g, expected_g)
+
+
+def test_gradient_of_a_viewed_leaf_is_unchanged_by_a_later_write():
+    x = np.linspace(0.1, 0.9, 1000)
+    (g,) = gradtest.gradient(lambda v: np.sum(np.sin(v) * v), x, backend="reverse")
+    expected = np.cos(x) * x + np.sin(x)
+    x *= 3.0
+    np.testing.assert_allclose(g, expected, rtol=1e-14)

@@ -1,5 +1,6 @@
 /* ops.c: values and local partial derivatives of the elementwise ops (see ops.h). */
 #include "ops.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -186,6 +187,29 @@ GT_FORCE_INLINE void loop_f32(gt_partial_fn d, size_t n, const float *a, const f
             loop_f32(gt_op_table[ID].partial[1], n, a, bb, y, out);                                  \
         break;
 
+/* Loops with a vector form of the elementary function a rule calls: the partial of sin is cos
+ * and that of cos is -sin (op_rules.h), which libm computes one call per element; vmath.h does
+ * two lanes at once. The rules stay in op_rules.h; this only says which of them are exactly
+ * vmath.h's sin or cos of `a` (times sign), and tests/c/test_vmath.c holds each loop to its
+ * table rule on millions of points. Returns 1 when it filled out. */
+static int vector_partial_f64(gt_op_id id, int k, size_t n, const double *a, double *out)
+{
+    if (k != 0)
+        return 0;
+    switch (id) {
+    case GT_OP_SIN: /* cos(a) */
+        gt_vm_cos_f64(n, a, out);
+        return 1;
+    case GT_OP_COS: /* -sin(a) */
+        gt_vm_sin_f64(n, a, out);
+        for (size_t i = 0; i < n; i++)
+            out[i] = -out[i];
+        return 1;
+    default:
+        return 0;
+    }
+}
+
 static int from_table(const gt_op *op)
 {
     return (unsigned)op->id < GT_OP_COUNT && op == &gt_op_table[op->id];
@@ -210,6 +234,8 @@ int gt_op_partials_f64(const gt_op *op, size_t n, const double *a, const double 
             loop_f64(d, n, a, bb, y, out);
             continue;
         }
+        if (vector_partial_f64(op->id, k, n, a, out))
+            continue;
         PARTIAL_LOOPS(f64)
     }
     return GT_OK;

@@ -88,7 +88,13 @@ class Tracked(ArrayLike):
 
     @classmethod
     def leaf(cls, tape: Any, value: Any) -> Tracked:
-        """A new input on ``tape`` holding a copy of ``value`` (float16 is computed in float32).
+        """A new input on ``tape`` holding ``value`` (float16 is computed in float32).
+
+        A C-contiguous, aligned float32/float64 array is not copied: the leaf holds a read-only
+        view of it, so that nothing recorded can write to the caller's array (an attempt raises),
+        and the entry points copy any returned value that shares its memory (``_private``). Any
+        other input is converted into a new C-contiguous array. The caller must not change the
+        array while the tape is in use (during ``vjp``), as with any NumPy function.
 
         Parameters
         ----------
@@ -104,11 +110,17 @@ class Tracked(ArrayLike):
         arr = np.asarray(value)
         if arr.dtype not in _DTYPE_CODE:
             if arr.dtype.kind in "biu" or arr.dtype == np.float16:
-                arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
+                arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64, order="C")
             else:
                 raise TypeError(f"value: expected a float32 or float64 array, got {arr.dtype}"
                                 + (" (complex values are out of scope)" if arr.dtype.kind == "c" else ""))
-        arr = np.array(arr, copy=True, order="C")
+        if arr.flags.c_contiguous and arr.flags.aligned:
+            # a copy of a large leaf cost a pass and fresh pages (a third of an MLP's gradient,
+            # with its weight's gradient); a read-only view costs neither
+            arr = arr.view(np.ndarray)
+            arr.flags.writeable = False
+        else:
+            arr = np.array(arr, copy=True, order="C")
         return cls(arr, tape, tape.leaf(_DTYPE_CODE[arr.dtype], arr.shape))
 
     def __repr__(self) -> str:
@@ -737,7 +749,7 @@ def vjp(f: Callable[..., Any], args: Sequence[Any], cotangent: Any) -> tuple[Any
         with building_arrays():
             out = f(*flat.call_args(dict(zip(flat.differentiable, _for_f(leaves)))))
         outs = output_leaves(out)
-        primal = _strip(out)
+        primal = _private(_strip(out), [flat.leaves[i] for i in flat.differentiable])
         if cotangent is None:
             if len(outs) != 1 or np.size(_value(outs[0])) != 1:
                 raise ValueError("cotangent: required for a non-scalar output")
@@ -768,6 +780,24 @@ def _strip(out: Any) -> Any:
     from ._tree import tree_map_outputs
 
     return tree_map_outputs(lambda x: x.value if isinstance(x, Tracked) else x, out)
+
+
+def _private(primal: Any, inputs: Sequence[Any]) -> Any:
+    """``primal`` with every array that may share memory with one of ``inputs`` (the caller's
+    arrays, which leaves view rather than copy) replaced by a writeable copy, so that a result
+    neither aliases an argument nor is read-only (``f = lambda x: x`` or ``x.reshape(...)``)."""
+    from ._tree import tree_map_outputs
+
+    arrays = [a for a in inputs if isinstance(a, np.ndarray)]
+    if not arrays:
+        return primal
+
+    def own(v: Any) -> Any:
+        if isinstance(v, np.ndarray) and (not v.flags.writeable or any(np.may_share_memory(v, a) for a in arrays)):
+            return v.copy()
+        return v
+
+    return own(primal) if isinstance(primal, np.ndarray) else tree_map_outputs(own, primal)
 
 
 # ---------------------------------------------------------------------- order 2
