@@ -78,7 +78,7 @@ UFUNC_KINKS: dict[str, str] = {
     "pdtr": "in m only (k is a constant)", "pdtrc": "in m only (k is a constant)",
     "spence": "log(z)/(1 - z), -1 at z = 1", "ellipk": "pi/8 at m = 0", "ellipe": "-pi/8 at m = 0",
     "boxcox": "in x and lmbda (log(x)^2/2 at lmbda = 0)", "boxcox1p": "in x and lmbda (log1p(x)^2/2 at lmbda = 0)",
-    "huber": "C1 at |r| = delta (both pieces agree)", "pseudo_huber": "",
+    "huber": "C1 at abs(r) = delta (both pieces agree)", "pseudo_huber": "",
 }
 _SPECIAL_KINKS = {
     "logsumexp": "the maximum shift is a constant; b and return_sign supported", "softmax": "",
