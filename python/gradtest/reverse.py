@@ -777,6 +777,8 @@ def vjp(f: Callable[..., Any], args: Sequence[Any], cotangent: Any) -> tuple[Any
 
 
 def _strip(out: Any) -> Any:
+    if isinstance(out, Tracked):  # the common case, without the tree walk
+        return out.value
     from ._tree import tree_map_outputs
 
     return tree_map_outputs(lambda x: x.value if isinstance(x, Tracked) else x, out)
@@ -793,7 +795,12 @@ def _private(primal: Any, inputs: Sequence[Any]) -> Any:
         return primal
 
     def own(v: Any) -> Any:
-        if isinstance(v, np.ndarray) and (not v.flags.writeable or any(np.may_share_memory(v, a) for a in arrays)):
+        if not isinstance(v, np.ndarray):
+            return v
+        flags = v.flags
+        if flags.owndata and flags.writeable:  # its own memory: it cannot alias an argument
+            return v
+        if not flags.writeable or any(np.may_share_memory(v, a) for a in arrays):
             return v.copy()
         return v
 
