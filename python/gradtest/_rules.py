@@ -781,17 +781,21 @@ def _trace(a: Any, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype: Any =
     return np.sum(np.diagonal(a, offset, axis1, axis2), axis=-1, dtype=dtype)
 
 
+def engine_constant(like: Any, value: np.ndarray) -> Any:
+    """``value`` as an array of ``like``'s engine holding constants (derivative 0), so that AD
+    values assigned into it (the common ``out = np.zeros_like(x); out[i] = ...``) keep their
+    derivatives; ``value`` itself where ``like`` is not an engine array or the dtype not float."""
+    if not P.is_active(like) or value.dtype not in P._FLOAT_DTYPES:
+        return value
+    zero = P.gather([like], lambda ix: np.full(value.shape, P.FILL, dtype=np.intp))
+    if P.value(zero).dtype != value.dtype:
+        zero = P.cast(zero, value.dtype)
+    return P.with_value(zero, value)
+
+
 def _constant_like(fn: Callable[..., Any]) -> Callable[..., Any]:
     def rule(a: Any, *args: Any, **kwargs: Any) -> Any:
-        value = fn(P.value(a), *args, **P.values(kwargs))
-        if not P.is_active(a) or value.dtype not in P._FLOAT_DTYPES:
-            return value
-        # an engine array holding constants, so that assigning AD values into it (the common
-        # out = np.zeros_like(x); out[i] = ... pattern) keeps their derivatives
-        zero = P.gather([a], lambda ix: np.full(value.shape, P.FILL, dtype=np.intp))
-        if zero.dtype != value.dtype:
-            zero = P.cast(zero, value.dtype)
-        return P.with_value(zero, value)
+        return engine_constant(a, fn(P.value(a), *args, **P.values(kwargs)))
     return rule
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import _primitives as P
-from ._rules import CREATED_LIKE, register
+from ._rules import CREATED_LIKE, engine_constant, register
 
 __all__: list[str] = []
 
@@ -92,15 +92,7 @@ def _unwrap(p: Any, discont: Any = None, axis: int = -1, *, period: float = 2 * 
 
 def _created_like(fn: Callable[..., Any]) -> Callable[..., Any]:
     def rule(shape: Any, *args: Any, like: Any = None, **kwargs: Any) -> Any:
-        value = fn(shape, *args, **P.values(kwargs))
-        if not P.is_active(like) or value.dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
-            return value
-        # an engine array of constants, as zeros_like(x) gives: values assigned into it keep
-        # their derivatives
-        zero = P.gather([like], lambda ix: np.full(value.shape, P.FILL, dtype=np.intp))
-        if P.value(zero).dtype != value.dtype:
-            zero = P.cast(zero, value.dtype)
-        return P.with_value(zero, value)
+        return engine_constant(like, fn(shape, *args, **P.values(kwargs)))
     return rule
 
 
