@@ -97,9 +97,9 @@ def _bin_index(av: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def _histogram(a: Any, bins: Any = 10, range: Any = None, density: Any = None, weights: Any = None) -> Any:
     av = P.value(a)
     wv = None if weights is None else P.value(weights)
-    value, edges_value = np.histogram(av, bins, range, density, wv)
+    value = np.histogram(av, bins, range, density, wv)[0]
     edges_value, edges = _edges(a, bins, range, weights)
-    counts: Any = np.histogram(av, edges_value, None, False, wv)[0]
+    counts: Any = np.histogram(av, bins, range, False, wv)[0] if density else value
     if P.is_active(weights):
         if np.shape(wv) != av.shape:
             raise ValueError("weights should have the same shape as a.")

@@ -119,11 +119,12 @@ def rules(sd: Any) -> dict[str, Callable[..., Any]]:
         def distance(u: Any, v: Any, *args: Any, **kwargs: Any) -> Any:
             if name == "minkowski" and args:
                 kwargs["p"], args = args[0], args[1:]
-            if args or (set(kwargs) - ({"p"} if name == "minkowski" else set())):
-                raise NotImplementedError(f"scipy.spatial.distance.{name} with weights or extra "
-                                          "arguments is not supported by gradtest's AD engines")
+            if args:
+                raise NotImplementedError(f"scipy.spatial.distance.{name} with weights is not "
+                                          "supported by gradtest's AD engines")
+            _, p = _metric(name, name, kwargs)
             value = originals[name](P.value(u), P.value(v), **kwargs)
-            return _keep(_pair_distance(name, _array(u), _array(v), float(kwargs.get("p", 2.0))), value)
+            return _keep(_pair_distance(name, _array(u), _array(v), p), value)
         return distance
 
     return {"cdist": cdist, "pdist": pdist, "squareform": squareform,

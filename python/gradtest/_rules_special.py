@@ -954,14 +954,19 @@ def _linalg_rules(sl: Any) -> dict[str, Callable[..., Any]]:
         # the unused triangle holds what LAPACK left there (no derivative: cho_solve never reads it)
         return _keep_value(np.linalg.cholesky(a, upper=not lower), value), lower
 
+    def rows_of(piv: np.ndarray) -> np.ndarray:
+        """The row order LAPACK's interchanges (row i with piv[i], in order) give: A[rows] = L U."""
+        rows = np.arange(len(piv))
+        for i, p in enumerate(piv):
+            rows[[i, p]] = rows[[p, i]]
+        return rows
+
     def lu_factor(a: Any, overwrite_a: bool = False, check_finite: bool = True) -> Any:
         av = np.asarray(P.value(a))
         if av.ndim != 2 or av.shape[0] != av.shape[1]:
             raise refuse("lu_factor", "a non-square matrix")
         lu, piv = originals["lu_factor"](av)
-        perm = np.arange(av.shape[0])
-        for i, p in enumerate(piv):  # LAPACK's row interchanges, in order
-            perm[[i, p]] = perm[[p, i]]
+        perm = rows_of(piv)
         eye = np.eye(av.shape[0], dtype=lu.dtype)
 
         def jvp_of(primals: Any, lu_out: Any) -> Any:
@@ -983,9 +988,7 @@ def _linalg_rules(sl: Any) -> dict[str, Callable[..., Any]]:
         if trans not in (0, 1):
             raise refuse("lu_solve", f"..., trans={trans!r}")
         n = np.shape(P.value(lu))[0]
-        perm = np.arange(n)
-        for i, p in enumerate(piv):
-            perm[[i, p]] = perm[[p, i]]
+        perm = rows_of(piv)
         # A[perm] = L U, so A is L U with its rows put back
         a = ((np.tril(lu, -1) + np.eye(n)) @ np.triu(lu))[np.argsort(perm)]
         return _keep_value(np.linalg.solve(np.swapaxes(a, -1, -2) if trans else a, b), value)
