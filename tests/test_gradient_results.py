@@ -52,7 +52,8 @@ def test_dict_with_wrong_keys_says_what_was_returned_and_expected():
     assert outcome.message == (
         "ValueError: gradient= result: returned a dict with keys ['x']; expected the gradient of the "
         "one argument, {'w': array(2,)} (or that wrapped in a 1-tuple), with None for what is not "
-        "differentiated")
+        "differentiated (every floating array is; wrap an argument in gradtest.Constant(...) to hold "
+        "it fixed)")
     assert "Expected an instance of" not in outcome.message
 
 

@@ -327,8 +327,11 @@ def _mismatch(flat: FlatArgs, tree: Any, what: str) -> str:
                     "1-tuple)")
     else:
         expected = f"a tuple of {flat.n_args} gradients, one per argument: {_skeleton(args)}"
+    # every floating array is differentiated, so a data array (X, y) the user thinks of as fixed
+    # is the usual cause of a mismatch: name the way to hold it fixed
     return (f"{what}: returned {_describe(tree)}; expected {expected}, with None for what is not "
-            "differentiated")
+            "differentiated (every floating array is; wrap an argument in gradtest.Constant(...) "
+            "to hold it fixed)")
 
 
 def tree_map_outputs(fn: Callable[[Any], Any], tree: Any) -> Any:
