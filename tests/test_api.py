@@ -225,6 +225,13 @@ class TestSemantics:
         with pytest.raises(ValueError, match="unknown backend 'nope'"):
             check_gradients(lambda x: np.sum(x), np.ones(2), **kw)
 
+    def test_a_misspelt_name_gets_the_closest_known_one(self):
+        with pytest.raises(ValueError, match=r"skip_backends: unknown backend 'forwrd' \(did you mean 'forward'\?\); "
+                                             r"known backends: finite_diff, user, forward, reverse"):
+            check_gradients(lambda x: np.sum(x), np.ones(2), skip_backends=["forwrd"])
+        with pytest.raises(ValueError, match=r"unknown backend 'zzz'; known"):
+            gradtest.get_backend("zzz")
+
     def test_skip_and_broken_together(self):
         with pytest.raises(ValueError, match="both name 'bad'"):
             self.check(skip_backends=["bad"], broken_backends=["bad"])

@@ -24,6 +24,7 @@ import numpy as np
 from ._compare import GradientShapeError, as_gradient_arrays, compare_directional, compare_full
 from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, describe_exception, ground_truth
 from ._names import string_list as _names
+from ._names import unknown_backend
 from ._problem import DirectionalDerivatives, GradientProblem, describe_output
 from ._tree import FlatArgs, flatten_args, refuse_subclasses
 from .backends import BackendNotApplicable, available_backends, device_leaf_note, get_backend, not_run_reason
@@ -155,7 +156,7 @@ class CheckRun:
 def _check_known(names: Sequence[str], known: Sequence[str], argument: str) -> None:
     for name in names:
         if name not in known:
-            raise ValueError(f"{argument}: unknown backend {name!r}; known backends: {', '.join(known)}")
+            raise ValueError(f"{argument}: {unknown_backend(name, known)}")
 
 
 def _tolerance(value: float | None, argument: str) -> float | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ._names import unknown_backend
 from .ckernel import CKernel, KernelError, KernelLoadError
 
 
@@ -155,8 +156,8 @@ def run(args: argparse.Namespace) -> int:
         return _usage("nothing to check: give --gradient, --vjp or --jvp")
     unknown = [name for name in args.broken if name not in kernel.__gradtest_backends__]
     if unknown:
-        return _usage(f"--broken: unknown backend {unknown[0]!r}; this kernel's backends: "
-                      f"{', '.join(kernel.__gradtest_backends__)}")
+        message = unknown_backend(unknown[0], kernel.__gradtest_backends__, "this kernel's backends")
+        return _usage(f"--broken: {message}")
     options: dict[str, Any] = dict(method=args.method, richardson=not args.no_richardson,
                                    rel_step=args.rel_step, seed=args.seed, isolate=not args.no_isolate)
     if args.timeout is not None:

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._names import unknown_backend
+
 if TYPE_CHECKING:
     from ._problem import GradientProblem
 
@@ -227,9 +229,7 @@ def get_backend(name: str) -> Backend:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown backend {name!r}; known backends: {', '.join(available_backends())}"
-        ) from None
+        raise ValueError(unknown_backend(name, available_backends())) from None
 
 
 def available_backends() -> list[str]:
