@@ -27,7 +27,8 @@ from ._names import string_list as _names
 from ._names import unknown_backend
 from ._problem import DirectionalDerivatives, GradientProblem, describe_output
 from ._tree import FlatArgs, flatten_args, refuse_subclasses
-from .backends import BackendNotApplicable, available_backends, device_leaf_note, get_backend, not_run_reason
+from .backends import (BackendNotApplicable, available_backends, device_leaf_note, get_backend, not_run_note,
+                       not_run_reason)
 from .report import GradientReport, Outcome
 
 GROUND_TRUTH_BACKEND = "finite_diff"
@@ -275,7 +276,7 @@ def select_backends(problem: GradientProblem, requested: Sequence[str] | None, g
             raise ValueError("backends: 'user' needs gradient= (a function returning the gradient tree)")
         return [b for b in requested if b != ground_truth_backend]
     selected = []
-    not_run: dict[str, list[str]] = {}
+    not_run = []
     for name in available_backends():
         if name == ground_truth_backend:
             continue
@@ -288,10 +289,10 @@ def select_backends(problem: GradientProblem, requested: Sequence[str] | None, g
         if why is None:
             selected.append(name)
         elif backend.default:  # the report says why a default backend did not run
-            not_run.setdefault(why, []).append(name)
-    if not_run and not any("not run by default" in note for note in problem.notes):
-        problem.notes.append("not run by default: " + "; ".join(
-            f"{', '.join(names)} ({why})" for why, names in not_run.items()))
+            not_run.append(backend)
+    note = not_run_note(not_run, problem)
+    if note is not None and not any("not run by default" in n for n in problem.notes):
+        problem.notes.append(note)
     return selected
 
 

@@ -199,22 +199,54 @@ def device_leaf_note(problem: GradientProblem) -> str | None:
             "on CPU copies of CUDA tensors")
 
 
-def not_run_reason(backend: Backend, problem: GradientProblem) -> str | None:
-    """Why ``backend`` does not run on ``problem`` when ``backends=None``; None when it does."""
-    if not backend.default:
-        return "off by default (name it in backends=)"
+def _other_array_type(backend: Backend, problem: GradientProblem) -> str | None:
+    """'args[0] is a NumPy array' for the first differentiated leaf of a type ``backend`` does
+    not run f on; None when it runs f on every leaf's type."""
     adapters = problem.flat.adapters
     for i in problem.flat.differentiable:
         kind = adapters[i].framework if i in adapters else "numpy"
         if kind == "dlpack":  # a DLPack array in CPU memory is checked as its NumPy copy
             kind = "numpy"
         if kind not in backend.array_types:
-            runs_on = " or ".join(_KIND_NAMES.get(k, (k, k))[0] for k in backend.array_types)
-            return f"it runs f on {runs_on} and {problem.flat.paths[i]} is {_leaf_kind_name(adapters.get(i))}"
+            return f"{problem.flat.paths[i]} is {_leaf_kind_name(adapters.get(i))}"
+    return None
+
+
+def _runs_on(backends: list[Backend]) -> str:
+    kinds = list(dict.fromkeys(k for b in backends for k in b.array_types))
+    names = [_KIND_NAMES.get(k, (k, k))[0] for k in kinds]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def not_run_reason(backend: Backend, problem: GradientProblem) -> str | None:
+    """Why ``backend`` does not run on ``problem`` when ``backends=None``; None when it does."""
+    if not backend.default:
+        return "off by default (name it in backends=)"
+    leaf = _other_array_type(backend, problem)
+    if leaf is not None:
+        return f"it runs f on {_runs_on([backend])} and {leaf}"
     if not backend.applies(problem):
-        return f"not applicable to these inputs ({backend.description})" if backend.description else \
+        return f"not applicable to these inputs: {backend.description}" if backend.description else \
             "not applicable to these inputs"
     return None
+
+
+def not_run_note(backends: list[Backend], problem: GradientProblem) -> str | None:
+    """The report's note on the default ``backends`` that do not run on ``problem``, one clause
+    per reason: those that run f on other array types than the leaves' share one clause, so a
+    NumPy user reads one line about the framework backends, not one per backend."""
+    by_leaf: dict[str, list[Backend]] = {}
+    by_reason: dict[str, list[Backend]] = {}
+    for backend in backends:
+        leaf = _other_array_type(backend, problem) if backend.default else None
+        if leaf is not None:
+            by_leaf.setdefault(leaf, []).append(backend)
+        else:
+            by_reason.setdefault(not_run_reason(backend, problem) or "not applicable", []).append(backend)
+    clauses = [f"{', '.join(b.name for b in group)} ({'they run' if len(group) > 1 else 'it runs'} f on "
+               f"{_runs_on(group)}; {leaf})" for leaf, group in by_leaf.items()]
+    clauses += [f"{', '.join(b.name for b in group)} ({why})" for why, group in by_reason.items()]
+    return "not run by default: " + "; ".join(clauses) if clauses else None
 
 
 def get_backend(name: str) -> Backend:
