@@ -191,13 +191,13 @@ def test_abs_and_max_ties():
 
 
 def test_order2_of_an_unsupported_node_is_refused():
-    # a cumulative-product node (the tape's first-order kind; numpy.cumprod itself is a scan of
-    # multiplies): its backward sweep cannot be recorded, and the refusal is an error, never a
-    # silent number
+    # an f that differentiates on the tape itself (a recorded gradient): the Hessian-vector
+    # product would be a third order, whose sweep the tape cannot record; the refusal is an
+    # error, never a silent number
     def f(x):
-        y = np.cumprod(x.value)
-        node = x.tape.cumulative("prod", x.node, np.ascontiguousarray(x.value), y)
-        return np.sum(Tracked(y, x.tape, node))
+        y = np.sum(np.exp(x) * x)
+        ((node, value),) = x.tape.backward_graph(y.node, np.ones(()), [x.node])
+        return np.sum(Tracked(value, x.tape, node) ** 2)
 
     with pytest.raises(NotImplementedError, match="order 2"):
         hvp(f, (np.array([1.0, 2.0]),), (np.ones(2),))

@@ -454,16 +454,12 @@ int gt_tape_reduce(gt_tape *tape, int ndim, const long *shape, const long *kshap
     return st;
 }
 
-int gt_tape_cumulative(gt_tape *tape, gt_node_kind kind, long in, gt_buf x, gt_buf y, long *id)
+int gt_tape_cumsum(gt_tape *tape, long in, long *id)
 {
     if (!tape || !id || in < 0 || in >= tape->count)
         return GT_EINVAL;
-    if (kind != GT_NODE_CUMSUM && kind != GT_NODE_CUMPROD)
-        return GT_EINVAL;
     const node *src = &tape->nodes[in];
     if (src->ndim < 1)
-        return GT_EINVAL;
-    if (kind == GT_NODE_CUMPROD && (!x.data || !y.data || x.n != src->size || y.n != src->size))
         return GT_EINVAL;
     gt_dtype dtype = (gt_dtype)src->dtype;
     int nd = src->ndim;
@@ -474,15 +470,7 @@ int gt_tape_cumulative(gt_tape *tape, gt_node_kind kind, long in, gt_buf x, gt_b
         return GT_ENOMEM;
     n->nin = 1;
     n->in_small[0] = in;
-    int st = commit_node(tape, n, kind, dtype, nd, shape, id);
-    if (st == GT_OK && kind == GT_NODE_CUMPROD) {
-        n->saved[0] = x;
-        n->saved[1] = y;
-    } else if (st == GT_OK) {
-        release_buf(tape, &x);
-        release_buf(tape, &y);
-    }
-    return st;
+    return commit_node(tape, n, GT_NODE_CUMSUM, dtype, nd, shape, id);
 }
 
 int gt_tape_gemm(gt_dtype dtype, long batch, long m, long k, long n, const void *a, const void *b, void *c)
@@ -914,37 +902,7 @@ static int vjp_reduce(gt_tape *t, node *n)
     return acc(t, xid, tmp, x->ndim, xs, 1);
 }
 
-/* xbar[i] = sum_{j >= i} ybar[j] * prod_{k <= j, k != i} x[k] along each line of length L. Without
- * zeros in the line this is revcumsum(ybar * y)[i] / x[i]; with zeros it is computed directly. */
-#define CUMPROD_LINE(T)                                                                          \
-    do {                                                                                         \
-        const T *xv = (const T *)x + off, *yv = (const T *)y + off, *g = (const T *)ybar + off;  \
-        T *o = (T *)out + off;                                                                   \
-        int zero = 0;                                                                            \
-        for (long i = 0; i < L; i++)                                                             \
-            zero |= xv[i] == 0;                                                                  \
-        if (!zero) {                                                                             \
-            double r = 0.0;                                                                      \
-            for (long i = L - 1; i >= 0; i--) {                                                  \
-                r += (double)g[i] * (double)yv[i];                                               \
-                o[i] = (T)(r / (double)xv[i]);                                                   \
-            }                                                                                    \
-        } else {                                                                                 \
-            double left = 1.0; /* prod_{k < i} x[k] */                                           \
-            for (long i = 0; i < L; i++) {                                                       \
-                double s = 0.0, run = left;                                                      \
-                for (long j = i; j < L; j++) {                                                   \
-                    if (j > i)                                                                   \
-                        run *= (double)xv[j];                                                    \
-                    s += (double)g[j] * run;                                                     \
-                }                                                                                \
-                o[i] = (T)s;                                                                     \
-                left *= (double)xv[i];                                                           \
-            }                                                                                    \
-        }                                                                                        \
-    } while (0)
-
-static int vjp_cumulative(gt_tape *t, node *n)
+static int vjp_cumsum(gt_tape *t, node *n)
 {
     long xid = node_in(n)[0];
     const long *shape = node_shape(t, n);
@@ -954,23 +912,17 @@ static int vjp_cumulative(gt_tape *t, node *n)
     void *out = sweep_alloc(n->size, es, 0);
     if (!out)
         return GT_ENOMEM;
-    const void *ybar = n->adj, *x = n->saved[0].data, *y = n->saved[1].data;
+    const void *ybar = n->adj;
     for (size_t line = 0; line < lines; line++) {
         size_t off = line * (size_t)L;
-        if (n->kind == GT_NODE_CUMSUM) {
-            if (n->dtype == GT_FLOAT64) {
-                double r = 0.0;
-                for (long i = L - 1; i >= 0; i--)
-                    ((double *)out)[off + i] = r += ((const double *)ybar)[off + i];
-            } else {
-                float r = 0.0f;
-                for (long i = L - 1; i >= 0; i--)
-                    ((float *)out)[off + i] = r += ((const float *)ybar)[off + i];
-            }
-        } else if (n->dtype == GT_FLOAT64) {
-            CUMPROD_LINE(double);
+        if (n->dtype == GT_FLOAT64) {
+            double r = 0.0;
+            for (long i = L - 1; i >= 0; i--)
+                ((double *)out)[off + i] = r += ((const double *)ybar)[off + i];
         } else {
-            CUMPROD_LINE(float);
+            float r = 0.0f;
+            for (long i = L - 1; i >= 0; i--)
+                ((float *)out)[off + i] = r += ((const float *)ybar)[off + i];
         }
     }
     return acc(t, xid, out, n->ndim, shape, 1);
@@ -1311,8 +1263,7 @@ int gt_tape_backward(gt_tape *tape, long out, const void *seed)
         case GT_NODE_RESHAPE: st = vjp_linear(t, n); break;
         case GT_NODE_GATHER: st = vjp_gather(t, n); break;
         case GT_NODE_REDUCE: st = vjp_reduce(t, n); break;
-        case GT_NODE_CUMSUM:
-        case GT_NODE_CUMPROD: st = vjp_cumulative(t, n); break;
+        case GT_NODE_CUMSUM: st = vjp_cumsum(t, n); break;
         case GT_NODE_MATMUL: st = vjp_matmul(t, n); break;
         case GT_NODE_CAST: st = vjp_cast(t, n); break;
         case GT_NODE_CONST: break;
@@ -1763,7 +1714,7 @@ int gt_tape_backward_graph(gt_tape *tape, long out, const void *seed, long nleav
         case GT_NODE_GATHER: st = g_gather(t, adjn, i, g); break;
         case GT_NODE_REDUCE: st = g_reduce(t, adjn, i, g); break;
         case GT_NODE_MATMUL: st = g_matmul(t, adjn, i, g); break;
-        default: st = GT_EUNSUPPORTED; break; /* CUMPROD; nodes of an earlier recorded sweep */
+        default: st = GT_EUNSUPPORTED; break; /* nodes of an earlier recorded sweep */
         }
     }
     if (st == GT_OK) {

@@ -30,7 +30,6 @@ typedef enum gt_node_kind {
     GT_NODE_GATHER,     /* y.flat[j] = concat(x_0.flat, x_1.flat, ...)[idx[j]] */
     GT_NODE_REDUCE,     /* y = coef * sum(w * x) over the length-1 axes of `kshape` */
     GT_NODE_CUMSUM,     /* cumulative sum along the last axis */
-    GT_NODE_CUMPROD,    /* cumulative product along the last axis; saved x, y */
     GT_NODE_MATMUL,     /* y[b] = a[b] @ b[b], batches of (m,k) @ (k,n) through BLAS GEMM */
     GT_NODE_CAST,       /* y = x converted to the node's dtype */
     /* Recorded only by gt_tape_backward_graph (order 2); each holds its own value: */
@@ -114,8 +113,9 @@ int gt_tape_gather(gt_tape *tape, gt_dtype dtype, int ndim, const long *shape, i
 int gt_tape_reduce(gt_tape *tape, int ndim, const long *shape, const long *kshape, long in,
                    double coef, gt_buf w, long *id);
 
-/* Cumulative sum (x, y NULL) or product (x, y: the input and output values) along the last axis. */
-int gt_tape_cumulative(gt_tape *tape, gt_node_kind kind, long in, gt_buf x, gt_buf y, long *id);
+/* Cumulative sum along the last axis. (A cumulative product is a scan of multiplies recorded by the
+ * rule set, so that both engines read one rule and its order 2 follows.) */
+int gt_tape_cumsum(gt_tape *tape, long in, long *id);
 
 /* y[q] = a[q] @ b[q] for q < batch, a: (m, k), b: (k, n) C-contiguous blocks; the inputs' node
  * sizes must be batch*m*k and batch*k*n (their shapes are free, e.g. 2-D when batch == 1). */
@@ -158,7 +158,7 @@ int gt_tape_backward(gt_tape *tape, long out, const void *seed);
  * carries an adjoint is a CONST. The values of the recorded nodes follow the first-order sweep's
  * arithmetic (the chain rule's zero rule included), so the gradient nodes hold its numbers up to
  * the order of summation where a broadcast contribution meets an earlier one.
- * CUMPROD, nodes recorded by an earlier gt_tape_backward_graph (third order), and elementwise
+ * Nodes recorded by an earlier gt_tape_backward_graph (third order) and elementwise
  * nodes recorded without gt_tape_set_order2 that dropped an operand their second partials read, give
  * GT_EUNSUPPORTED. Returns GT_OK, GT_EINVAL, GT_ENOMEM or GT_EUNSUPPORTED; on failure the tape is
  * as before the call. Adjoints of an earlier gt_tape_backward are left alone. Does not call back

@@ -509,38 +509,15 @@ static PyObject *Tape_reduce(TapeObject *self, PyObject *const *args, Py_ssize_t
     return id_or_raise(st, id, "reduce");
 }
 
-PyDoc_STRVAR(cumulative_doc, "cumulative(kind, x_id, x, y) -> id: kind 'sum' or 'prod' along the last "
-             "axis; x, y the values (None for 'sum').");
-static PyObject *Tape_cumulative(TapeObject *self, PyObject *const *args, Py_ssize_t nargs)
+PyDoc_STRVAR(cumsum_doc, "cumsum(x_id) -> id: the cumulative sum along the last axis.");
+static PyObject *Tape_cumsum(TapeObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     gt_tape *t = live_tape(self);
     long x, id = -1;
-    gt_dtype dtype;
-    if (!t || check_nargs(nargs, 4, "cumulative") < 0 || parse_id(args[1], &x) < 0)
+    if (!t || check_nargs(nargs, 1, "cumsum") < 0 || parse_id(args[0], &x) < 0)
         return NULL;
-    const char *kind = PyUnicode_Check(args[0]) ? PyUnicode_AsUTF8(args[0]) : NULL;
-    if (!kind || (strcmp(kind, "sum") != 0 && strcmp(kind, "prod") != 0)) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "kind: expected 'sum' or 'prod'");
-        return NULL;
-    }
-    if (gt_tape_node_info(t, x, &dtype, NULL, NULL) != GT_OK) {
-        PyErr_SetString(PyExc_ValueError, "x_id: not a node of this tape");
-        return NULL;
-    }
-    gt_buf xb, yb;
-    if (to_buf(args[2], typenum_of(dtype), &xb, 1, "x") < 0)
-        return NULL;
-    if (to_buf(args[3], typenum_of(dtype), &yb, 1, "y") < 0) {
-        drop_buf(&xb);
-        return NULL;
-    }
-    int st = gt_tape_cumulative(t, kind[0] == 's' ? GT_NODE_CUMSUM : GT_NODE_CUMPROD, x, xb, yb, &id);
-    if (st != GT_OK) {
-        drop_buf(&xb);
-        drop_buf(&yb);
-    }
-    return id_or_raise(st, id, "cumulative");
+    int st = gt_tape_cumsum(t, x, &id);
+    return id_or_raise(st, id, "cumsum");
 }
 
 PyDoc_STRVAR(matmul_doc, "matmul(shape, a_id, b_id, batch, m, k, n, a, b) -> id: y[q] = a[q] @ b[q] "
@@ -871,7 +848,7 @@ static void Tape_dealloc(TapeObject *self)
 #define FAST(name) {#name, (PyCFunction)(void (*)(void))Tape_##name, METH_FASTCALL, name##_doc}
 static PyMethodDef Tape_methods[] = {
     FAST(leaf), FAST(ufunc), FAST(elementwise), FAST(linear), FAST(reshape), FAST(gather), FAST(reduce),
-    FAST(cumulative), FAST(matmul), FAST(cast), FAST(backward), FAST(backward_graph), FAST(adjoint),
+    FAST(cumsum), FAST(matmul), FAST(cast), FAST(backward), FAST(backward_graph), FAST(adjoint),
     {"release", (PyCFunction)Tape_release, METH_NOARGS, release_doc},
     {NULL, NULL, 0, NULL},
 };

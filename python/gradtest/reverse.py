@@ -634,7 +634,7 @@ class _ReverseEngine:
         if not last:
             x = np.moveaxis(x, axis, -1)
         y = np.ascontiguousarray(np.cumsum(x.value, axis=-1))
-        res = Tracked(y, x.tape, x.tape.cumulative("sum", x.node, None, None))
+        res = Tracked(y, x.tape, x.tape.cumsum(x.node))
         return res if last else np.moveaxis(res, -1, axis)
 
     def matmul(self, a: Any, b: Any) -> Any:
@@ -909,8 +909,8 @@ def _hvp_core(scalar_fn: Callable[[list[Tracked]], Any], values: list[np.ndarray
         except ValueError as exc:
             raise NotImplementedError(
                 "order 2 (a Hessian-vector product) is not supported for this function: its tape "
-                "holds a node whose backward sweep cannot be recorded (a cumulative product, or a "
-                f"node of an earlier recorded sweep: third order; {exc})"
+                "holds a node whose backward sweep cannot be recorded (a node of an earlier "
+                f"recorded sweep: third order; {exc})"
             ) from None
         tape.python_recording = False  # what follows is swept once, not differentiated again
         grads = [None if e is None else Tracked(e[1], tape, e[0]) for e in entries]
