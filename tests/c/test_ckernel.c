@@ -8,8 +8,8 @@
 #include <gradtest.h>
 #include "ckernel.h"
 
-static int failures = 0, checks = 0;
-#define CHECK(cond) do { checks++; if (!(cond)) { failures++; printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); } } while (0)
+#include "check.h"
+
 
 /* f = sum x_i^3 / 3 ; grad = x^2 */
 static int cube(void *ctx, size_t n, const double *x, double *f)
@@ -111,6 +111,5 @@ int main(void)
     gt_alloc_fail_after(0);
     CHECK(gt_alloc_live() == live);
 
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures != 0;
+    return check_summary();
 }

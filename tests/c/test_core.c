@@ -1,6 +1,6 @@
 /* Tests of the C core alone (no Python): the op table, finite differences, allocation failure
  * handling and the guard. Built and run by tests/test_core_c.py through tests/_cbuild.py, under
- * ASan/UBSan where available. Prints "N passed, M failed" and exits non-zero on any failure. */
+ * ASan/UBSan where available. Prints "N checks, M failed" and exits non-zero on any failure. */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <signal.h>
@@ -13,17 +13,7 @@
 #include "guard.h"
 #include "ops.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 /* every op has a name, a value rule, a kink rule, and a partial for each argument it is
  * differentiable in; partials agree with central differences of the value rule */
@@ -349,6 +339,5 @@ int main(void)
     test_fd_adaptive();
     test_fd_float32();
     test_guard();
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_summary();
 }

@@ -11,9 +11,8 @@
 #include "dual.h"
 #include "ops.h"
 
-static int failures = 0, checks = 0;
-#define CHECK(cond) do { checks++; if (!(cond)) { failures++; \
-    printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); } } while (0)
+#include "check.h"
+
 
 static double rnd(void) { return (double)rand() / RAND_MAX + 0.5; }
 
@@ -172,6 +171,5 @@ int main(void)
     test_elementwise();
     test_elementwise_contiguous();
     test_matmul();
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures != 0;
+    return check_summary();
 }

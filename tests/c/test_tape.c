@@ -6,11 +6,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check.h"
 #include "tape.h"
 
-static int failures = 0, checks = 0;
 static long released = 0;
-#define CHECK(c) do { checks++; if (!(c)) { failures++; printf("FAIL %s:%d: %s\n", __FILE__, __LINE__, #c); } } while (0)
 #define NEAR(a, b) CHECK(fabs((a) - (b)) <= 1e-12 * (1.0 + fabs(b)))
 
 static void count_release(void *owner) { (void)owner; released++; }
@@ -349,6 +348,5 @@ int main(void)
         CHECK(d == GT_OK || d == GT_ENOMEM);
     }
     CHECK(gt_alloc_live() == 0);
-    printf("%d checks, %d failed\n", checks, failures);
-    return failures != 0;
+    return check_summary();
 }

@@ -1,7 +1,7 @@
 /* Tests of csrc/core/vmath.h (the vectorized sin/cos of the CPU partial loops) against libm, and
  * of the op table's partial loops that use it against the table's own scalar rules. Built and
  * run by tests/test_vmath_c.py, under ASan/UBSan where available. Prints the largest error seen
- * and "N passed, M failed"; exits non-zero on any failure. */
+ * and "N checks, M failed"; exits non-zero on any failure. */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE /* M_PI and friends */
 #include <float.h>
@@ -14,17 +14,7 @@
 #include "ops.h"
 #include "vmath.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                                  \
-    do {                                                                             \
-        if (cond) {                                                                  \
-            passed++;                                                                \
-        } else {                                                                     \
-            failed++;                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                            \
-    } while (0)
+#include "check.h"
 
 /* the tolerance against libm: libm is within 1 ulp of the truth, vmath.h claims 1 */
 #define MAX_ULP 2.0
@@ -246,6 +236,5 @@ int main(void)
     test_partial_loops();
     printf("vector path: %s; %ld points (each width); largest error against libm: sin %.0f ulp (x = %a), cos %.0f ulp (x = %a)\n",
            !GT_VMATH_VECTOR ? "no (libm)" : gt_vm_uses_avx2() ? "2 and 4 lanes (AVX2)" : "2 lanes", n_checked, worst_sin, worst_sin_x, worst_cos, worst_cos_x);
-    printf("%d passed, %d failed\n", passed, failed);
-    return failed != 0;
+    return check_summary();
 }
