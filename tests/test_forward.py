@@ -117,6 +117,29 @@ def test_non_contiguous_and_transposed():
     np.testing.assert_allclose(out.tangents, np.cos(X.T)[None] * np.transpose(d.tangents, (0, 2, 1)))
 
 
+@pytest.mark.parametrize("axes", [None, (1, 0, 2), (-1, 0, 1), (2, 1, 0), (0, 1, 2)])
+def test_transpose_methods_are_views_with_numpys_axes(axes):
+    d = Dual(RNG.uniform(size=(2, 3, 4)), RNG.standard_normal((K, 2, 3, 4)))
+    y = d.T if axes is None else d.transpose(axes)
+    np.testing.assert_array_equal(y.value, np.transpose(d.value, axes))
+    np.testing.assert_array_equal(y.tangents, np.stack([np.transpose(t, axes) for t in d.tangents]))
+    assert np.shares_memory(y.value, d.value) and np.shares_memory(y.tangents, d.tangents)
+    if axes is not None:
+        np.testing.assert_array_equal(d.transpose(*axes).tangents, y.tangents)
+
+
+def test_transpose_refuses_what_numpy_refuses_and_assigns_through_the_view():
+    d = Dual(np.zeros((2, 3)), np.zeros((K, 2, 3)))
+    with pytest.raises(ValueError, match="repeated axis"):
+        d.transpose(0, 0)
+    with pytest.raises(ValueError, match="axes don't match"):
+        d.transpose(0)
+    with pytest.raises(np.exceptions.AxisError):
+        d.transpose(0, 2)
+    d.T[2, 1] = Dual(np.array(5.0), np.arange(1.0, K + 1))
+    assert d.value[1, 2] == 5.0 and list(d.tangents[:, 1, 2]) == list(np.arange(1.0, K + 1))
+
+
 def test_random_shapes_broadcasting():
     rng = np.random.default_rng(7)
     funcs = [np.multiply, np.add, np.hypot, np.maximum, lambda a, b: a / (1 + b * b)]

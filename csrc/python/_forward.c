@@ -481,6 +481,47 @@ static PyObject *axis_view(PyArrayObject *arr, int axis, npy_intp start, npy_int
     return view;
 }
 
+PyDoc_STRVAR(tangent_view_doc, "tangent_view(t, first, writeable) -> ndarray: the k directions' view "
+             "of tangents t (k, ...) whose direction 0 is `first`, a view of t[0] (a transpose, flip or "
+             "diagonal of it): first's strides, one stride of t further on per direction; base t.");
+/* np.lib.stride_tricks.as_strided does the same through a Python-level array interface, which
+ * cost more than the rest of a small x.T on a Dual */
+static PyObject *tangent_view(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
+{
+    (void)self;
+    if (argc != 3 || !PyArray_Check(argv[0]) || !PyArray_Check(argv[1])) {
+        PyErr_SetString(PyExc_TypeError, "tangent_view(t, first, writeable): t and first must be arrays");
+        return NULL;
+    }
+    PyArrayObject *t = (PyArrayObject *)argv[0], *first = (PyArrayObject *)argv[1];
+    int writeable = PyObject_IsTrue(argv[2]);
+    if (writeable < 0)
+        return NULL;
+    int nd = PyArray_NDIM(first);
+    if (PyArray_NDIM(t) < 1 || nd + 1 > NPY_MAXDIMS || !PyArray_EquivTypes(PyArray_DESCR(t), PyArray_DESCR(first))) {
+        PyErr_SetString(PyExc_ValueError, "tangent_view: t needs a leading axis and first t's dtype");
+        return NULL;
+    }
+    npy_intp dims[NPY_MAXDIMS], strides[NPY_MAXDIMS];
+    dims[0] = PyArray_DIM(t, 0);
+    strides[0] = PyArray_STRIDE(t, 0);
+    for (int d = 0; d < nd; d++) {
+        dims[d + 1] = PyArray_DIM(first, d);
+        strides[d + 1] = PyArray_STRIDE(first, d);
+    }
+    PyArray_Descr *descr = PyArray_DESCR(t);
+    Py_INCREF(descr);
+    int flags = writeable ? PyArray_FLAGS(t) & NPY_ARRAY_WRITEABLE : 0;
+    PyObject *view = PyArray_NewFromDescr(&PyArray_Type, descr, nd + 1, dims, strides, PyArray_BYTES(first),
+                                          flags, NULL);
+    if (view) {
+        Py_INCREF(t);
+        if (PyArray_SetBaseObject((PyArrayObject *)view, (PyObject *)t) < 0)
+            Py_CLEAR(view);
+    }
+    return view;
+}
+
 static PyObject *getitem(PyObject *self, PyObject *const *argv, Py_ssize_t argc)
 {
     forward_state *st = get_state(self);
@@ -800,6 +841,7 @@ static PyMethodDef forward_methods[] = {
     {"register_dual", (PyCFunction)(void (*)(void))register_dual, METH_FASTCALL, register_dual_doc},
     {"method", method, METH_O, method_doc},
     {"getitem", (PyCFunction)(void (*)(void))getitem, METH_FASTCALL, getitem_doc},
+    {"tangent_view", (PyCFunction)(void (*)(void))tangent_view, METH_FASTCALL, tangent_view_doc},
     {"reshape", (PyCFunction)(void (*)(void))reshape, METH_FASTCALL | METH_KEYWORDS, reshape_doc},
     {"array_ufunc", (PyCFunction)(void (*)(void))array_ufunc, METH_FASTCALL | METH_KEYWORDS, array_ufunc_doc},
     {"ufunc", (PyCFunction)(void (*)(void))ufunc_call, METH_FASTCALL, ufunc_doc},

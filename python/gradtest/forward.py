@@ -24,6 +24,7 @@ elements and reads the gradient off the tangents of the scalar output: ``n / k``
 from __future__ import annotations
 
 import math
+import operator
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -155,11 +156,11 @@ class Dual(ArrayLike):
         return _RESHAPE(self, shape[0] if len(shape) == 1 else shape, order=order)
 
     def transpose(self, *axes: Any) -> Any:
-        return _TRANSPOSE(self, axes[0] if len(axes) == 1 else (axes or None))
+        return _transposed(self, axes[0] if len(axes) == 1 else (axes or None))
 
     @property
     def T(self) -> Any:
-        return _TRANSPOSE(self)
+        return _transposed(self, None)
 
     # ---- NumPy protocols ------------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class Dual(ArrayLike):
 
 # the registry's rules the Dual methods call directly, skipping NumPy's dispatch
 _SUM, _MEAN = _rules.FUNCTIONS[np.sum], _rules.FUNCTIONS[np.mean]
-_RESHAPE, _TRANSPOSE = _rules.FUNCTIONS[np.reshape], _rules.FUNCTIONS[np.transpose]
+_RESHAPE = _rules.FUNCTIONS[np.reshape]
 
 
 def _make(value: np.ndarray, tangents: np.ndarray) -> Dual:
@@ -183,6 +184,16 @@ def _make(value: np.ndarray, tangents: np.ndarray) -> Dual:
     d.value = value
     d.tangents = tangents
     return d
+
+
+def _transposed(x: Dual, axes: Any) -> Dual:
+    """x's value and tangents transposed as NumPy's views (the gather rule of np.transpose gives
+    the same, through index arrays and strides it has to find, at several times the cost of a
+    small ``x.T``)."""
+    value = x.value.transpose(axes)  # NumPy's own checks of axes
+    nd = x.value.ndim
+    perm = range(nd - 1, -1, -1) if axes is None else [operator.index(a) % nd for a in axes]
+    return _make(value, x.tangents.transpose((0, *(p + 1 for p in perm))))
 
 
 def _view(x: Dual, index_fn: Callable[..., Any], writeable: bool) -> Dual | None:
@@ -196,9 +207,7 @@ def _view(x: Dual, index_fn: Callable[..., Any], writeable: bool) -> Dual | None
     first = index_fn(t[0])
     if not (np.may_share_memory(value, x.value) and np.may_share_memory(first, t[0])):
         return None
-    # every direction's view has the first one's strides, one tangent stride further on
-    tangents = np.lib.stride_tricks.as_strided(first, (t.shape[0],) + first.shape,
-                                               (t.strides[0],) + first.strides, writeable=writeable)
+    tangents = _forward.tangent_view(t, first, writeable)
     if not writeable:
         value = value.view()
         value.flags.writeable = False
