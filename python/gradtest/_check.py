@@ -14,6 +14,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -21,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _isolate
 from ._compare import GradientShapeError, as_gradient_arrays, compare_directional, compare_full
 from ._finite_diff import FDOptions, GroundTruth, GroundTruthError, describe_exception, ground_truth
 from ._names import string_list as _names
@@ -29,6 +32,7 @@ from ._problem import DirectionalDerivatives, GradientProblem, describe_output
 from ._tree import FlatArgs, flatten_args, refuse_subclasses
 from .backends import (BackendNotApplicable, available_backends, device_leaf_note, get_backend, not_run_note,
                        not_run_reason)
+from .ckernel import KernelCrash
 from .report import GradientReport, Outcome
 
 GROUND_TRUTH_BACKEND = "finite_diff"
@@ -98,6 +102,10 @@ class CheckPlan:
         ``f.__gradtest_check__`` for a target that computes its own results.
     settings : CheckSettings or None
         What the target gets.
+    isolate : bool
+        Run the check of a Python f in a forked child (:mod:`gradtest._isolate`).
+    timeout : float or None
+        Seconds an isolated run may take.
     """
 
     f: Callable[..., Any]
@@ -120,6 +128,8 @@ class CheckPlan:
     gradient: Callable[..., Any] | None
     target: Callable[..., Any] | None = None
     settings: CheckSettings | None = None
+    isolate: bool = False
+    timeout: float | None = None
 
     def is_broken(self, *names: str) -> bool:
         return any(n in self.broken for n in names)
@@ -181,6 +191,22 @@ def _split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, A
         if any(key.startswith(name + "_") for name in available_backends())
     }
     return {k: v for k, v in options.items() if k not in backend_options}, backend_options
+
+
+def _isolation(isolate: Any, timeout: Any) -> tuple[bool, float | None]:
+    """``isolate=`` and ``timeout=`` of a Python f's check."""
+    if not isinstance(isolate, (bool, np.bool_)):
+        raise TypeError(f"isolate: expected True or False, got {type(isolate).__name__}")
+    if isolate and not hasattr(os, "fork"):
+        raise ValueError("isolate: needs os.fork, which this platform lacks (POSIX systems have it)")
+    if timeout is not None:
+        if not isolate:
+            raise ValueError("timeout: needs isolate=True (a check running in this process cannot be stopped)")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float, np.integer, np.floating)) \
+                or not (0 < timeout < math.inf):
+            raise ValueError(f"timeout: expected a number of seconds > 0, got {timeout!r}")
+        timeout = float(timeout)
+    return bool(isolate), timeout
 
 
 def _ground_truth_dtype(value: Any, flat: FlatArgs) -> np.dtype:
@@ -256,11 +282,14 @@ def parse(
         settings = CheckSettings({k: v for k, v in fd_options.items() if k in fd_names}, gt_dtype,
                                  {k: v for k, v in fd_options.items() if k not in fd_names})
         fd, backend_options = FDOptions.from_kwargs(settings.fd_options), {}
+        isolate, timeout = False, None
     else:
         fd_kwargs, backend_options = _split_options(fd_options)
+        isolate, timeout = _isolation(fd_kwargs.pop("isolate", False), fd_kwargs.pop("timeout", None))
         fd = FDOptions.from_kwargs(fd_kwargs)
     return CheckPlan(f, args, flat, kwargs or {}, requested, skip, broken, soft, soft_fail is True, atol, rtol,
-                     bool(nans), ground_truth_backend, gt_dtype, order, fd, backend_options, gradient, target, settings)
+                     bool(nans), ground_truth_backend, gt_dtype, order, fd, backend_options, gradient, target, settings,
+                     isolate, timeout)
 
 
 # ---- run -------------------------------------------------------------------------------------
@@ -296,7 +325,15 @@ def select_backends(problem: GradientProblem, requested: Sequence[str] | None, g
     return selected
 
 
-def _timed(compute: Callable[[], Sequence[Any]]) -> BackendResult:
+def _timed(compute: Callable[[], Sequence[Any]], stage: str | None = None) -> BackendResult:
+    """``compute()``'s gradients or exception, and its time. ``stage``: the backend it is, which
+    an isolated check announces to its parent, or answers with the crash an earlier child died
+    of there."""
+    if stage is not None:
+        crash = _isolate.crash_of(stage)
+        if crash is not None:
+            return BackendResult(error=crash)
+        _isolate.announce(f"backend {stage}")
     start = time.perf_counter()
     try:
         grads = compute()
@@ -319,6 +356,7 @@ def _run_python(plan: CheckPlan) -> CheckRun:
         out = plan.f(*problem.fresh_args(), **problem.kwargs)
         problem.output = describe_output(out, np.random.default_rng(plan.fd.seed))
         selected = select_backends(problem, plan.requested, plan.ground_truth_backend)
+        _isolate.announce("the ground truth")
         if plan.ground_truth_backend == GROUND_TRUTH_BACKEND:
             gt = ground_truth(problem, plan.fd, plan.ground_truth_dtype)
         else:
@@ -343,7 +381,7 @@ def _run_python(plan: CheckPlan) -> CheckRun:
         problem.directions = gt.directions
         for name in selected:
             if name not in plan.skip:
-                results[name] = _timed(lambda name=name: get_backend(name).compute(problem))
+                results[name] = _timed(lambda name=name: get_backend(name).compute(problem), name)
     return CheckRun(problem, selected, gt, gt_error, results)
 
 
@@ -404,7 +442,7 @@ def outcome_of(name: str, result: BackendResult, problem: GradientProblem, gt: G
     if result.error is not None:
         exc = result.error
         message = str(exc) if isinstance(exc, MissingDerivative) else f"{type(exc).__name__}: {exc}"
-        if name in _ENGINE_BACKENDS and not isinstance(exc, (NotImplementedError, MissingDerivative)):
+        if name in _ENGINE_BACKENDS and not isinstance(exc, (NotImplementedError, MissingDerivative, KernelCrash)):
             # the ground truth ran f on NumPy arrays, so a raw error here is the engine's arrays
             # meeting code that does not take them: say so rather than leave a bare traceback
             message += (f" (f runs on NumPy arrays but raised this on gradtest's {name}-mode arrays: "
@@ -486,6 +524,7 @@ def add_second_order(plan: CheckPlan, ran: CheckRun, report: GradientReport) -> 
 
         directional_gradient.__name__ = f"<grad {function_name(problem.f)}, v>"
         second = GradientProblem(directional_gradient, problem.kwargs, problem.flat, describe_output(0.0, rng))
+        _isolate.announce("the second-order ground truth")
         try:
             gt2 = ground_truth(second, plan.fd, plan.ground_truth_dtype)
             gt2.notes.append(f"order 2: Hessian-vector products against finite differences of the "
@@ -505,7 +544,7 @@ def add_second_order(plan: CheckPlan, ran: CheckRun, report: GradientReport) -> 
             outcome = Outcome(key, "error", exception=gt2_error, message=f"no ground truth to compare with: {gt2_error}")
         else:
             backend = get_backend(name)
-            outcome = outcome_of(key, _timed(lambda backend=backend: backend.hvp(problem, vs)), problem, gt2, plan)
+            outcome = outcome_of(key, _timed(lambda backend=backend: backend.hvp(problem, vs), key), problem, gt2, plan)
         report.outcomes[key] = apply_semantics(outcome, plan.is_broken(name, key), plan.is_soft(name, key))
     if gt2 is not None:
         report.notes += gt2.notes

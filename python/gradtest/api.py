@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _check, _events
+from . import _check, _events, _isolate
 from ._check import GROUND_TRUTH_BACKEND, CheckSettings, NoBackendWarning
 from ._compare import as_gradient_arrays
 from ._finite_diff import FDOptions, GroundTruthError, finite_diff_backend, ground_truth
@@ -118,7 +118,12 @@ def check_gradients(
         ``time_budget`` (seconds, default 5), ``n_directions``, ``seed``, ``kinks`` ('report':
         a value between the one-sided derivatives at a kink passes and the kink is listed;
         'fail': held to the central difference). Options named after a backend go to that
-        backend, e.g. ``forward_chunk_size=8``.
+        backend, e.g. ``forward_chunk_size=8``. ``isolate=True`` runs the whole check of a Python
+        ``f`` in a forked child process (POSIX), so that a crash of f, or of a C extension it
+        calls, is a report, not the end of your process: a backend that crashes is an error and
+        the others are still checked; a crash elsewhere leaves no ground truth. ``timeout``
+        (seconds, with ``isolate=True``) kills a run that takes longer, with every process f
+        started. For C kernels, both are the kernel's own options (see :class:`CKernel`).
 
     Returns
     -------
@@ -147,6 +152,13 @@ def check_gradients(
         ground_truth_dtype=ground_truth_dtype, atol=atol, rtol=rtol, nans=nans, kwargs=kwargs, order=order,
         fd_options=fd_options,
     )
+    if plan.isolate:
+        n_elements = sum(int(np.size(plan.flat.leaves[i])) for i in plan.flat.differentiable)
+        return _isolate.check_in_child(lambda: _report(plan), _check.function_name(f), n_elements, plan.timeout)
+    return _report(plan)
+
+
+def _report(plan: _check.CheckPlan) -> GradientReport:
     ran = _check.run(plan)
     report = _check.judge(plan, ran)
     if plan.order == 2:

@@ -126,9 +126,24 @@ class KernelError(RuntimeError):
         self.stage = stage
         self.status = status
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the default pickling calls the class with the message alone, which the keyword-only
+        # attributes refuse; an isolated check sends these errors back from its child
+        return _restore_error, (type(self), self.args, dict(self.__dict__))
+
+
+def _restore_error(cls: type[KernelError], args: tuple[Any, ...], state: dict[str, Any]) -> KernelError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
 
 class KernelCrash(KernelError):
-    """A kernel ended its (isolated) process: a signal, or an exit without reporting back.
+    """The code under test ended its isolated process: a signal, or an exit without reporting
+    back. Raised for C and CUDA kernels, and reported for a Python ``f`` checked with
+    ``isolate=True``, whose ``stage`` is then the check's (``'the ground truth'``,
+    ``'backend forward'``, ...).
 
     Attributes
     ----------
