@@ -210,6 +210,27 @@ static int vector_partial_f64(gt_op_id id, int k, size_t n, const double *a, dou
     }
 }
 
+/* The same for float32, through the double lanes: a float converts to double exactly, and the
+ * double result rounded to float is the table rule's (float)cos((double)a) except where the
+ * vector and libm doubles straddle a float rounding boundary (then one float ulp apart). */
+static int vector_partial_f32(gt_op_id id, int k, size_t n, const float *a, float *out)
+{
+    if (k != 0 || (id != GT_OP_SIN && id != GT_OP_COS))
+        return 0;
+    enum { BLOCK = 256 };
+    double in[BLOCK], res[BLOCK];
+    for (size_t start = 0; start < n; start += BLOCK) {
+        size_t m = n - start < BLOCK ? n - start : BLOCK;
+        for (size_t i = 0; i < m; i++)
+            in[i] = a[start + i];
+        if (!vector_partial_f64(id, k, m, in, res))
+            return 0; /* not reached: the same ids */
+        for (size_t i = 0; i < m; i++)
+            out[start + i] = (float)res[i];
+    }
+    return 1;
+}
+
 static int from_table(const gt_op *op)
 {
     return (unsigned)op->id < GT_OP_COUNT && op == &gt_op_table[op->id];
@@ -260,6 +281,8 @@ int gt_op_partials_f32(const gt_op *op, size_t n, const float *a, const float *b
             loop_f32(d, n, a, bb, y, out);
             continue;
         }
+        if (vector_partial_f32(op->id, k, n, a, out))
+            continue;
         PARTIAL_LOOPS(f32)
     }
     return GT_OK;
