@@ -18,7 +18,9 @@ are refused with NotImplementedError instead of allocating it. An affine offset 
 
 ``lfilter`` is also differentiated in its coefficients ``b`` and ``a``: from ``a * y = b * x``
 (causal convolutions truncated to the signal), ``dy = lfilter(1, a, b * dx + db * x - da * y)``.
-Second order holds while ``a`` is a constant; differentiating ``a`` twice is refused.
+Reverse order 2 records ``lfilter(1, a, .)`` as a triangular solve with ``a``'s Toeplitz matrix,
+so the derivative of the coefficients in ``a`` is recorded too. Differentiating ``b`` or ``a``
+together with ``zi=`` is refused.
 
 ``ndimage.correlate``/``convolve`` of N-d weights are sums of shifted copies of the padded input
 (ndimage's modes are NumPy's pad modes: reflect = symmetric, mirror = reflect, nearest = edge,
@@ -42,8 +44,7 @@ MAX_AXIS = 4096
 
 _LINEAR = "linear along the axis: the map's own matrix (from SciPy on the identity)"
 KINKS = {
-    "scipy.signal.lfilter": "in x and zi: linear; in b and a: dy = lfilter(1, a, b*dx + db*x - da*y) "
-                            "(order 2 with a constant a only)",
+    "scipy.signal.lfilter": "in x and zi: linear; in b and a (without zi): dy = lfilter(1, a, b*dx + db*x - da*y)",
     "scipy.signal.filtfilt": _LINEAR + "; b and a constants",
     "scipy.signal.sosfilt": "linear in x and zi; sos a constant",
     "scipy.signal.sosfiltfilt": _LINEAR + "; sos a constant",
@@ -99,7 +100,8 @@ def _apply_matrix(x: Any, axis: int, matrix: np.ndarray) -> Any:
 def _linear(name: str, x: Any, axis: int, on_identity: Callable[[np.ndarray], np.ndarray],
             value: Any) -> Any:
     """SciPy's ``value`` of a map linear (or affine) in x along ``axis``; ``on_identity(eye)``
-    applies the same map along axis 0 of the identity, giving the matrix's columns."""
+    applies the map's linear part (an affine map with its offset, such as ``cval``, set to 0)
+    along axis 0 of the identity, giving the matrix's columns."""
     if not P.is_active(x):
         return np.asarray(value)
     n = _axis_length(name, x, axis)
@@ -271,10 +273,11 @@ def signal_rules(ss: Any, original: Callable[[Any], Any],
 
     def savgol_filter(x: Any, window_length: int, polyorder: int, deriv: int = 0, delta: float = 1.0,
                       axis: int = -1, mode: str = "interp", cval: float = 0.0) -> Any:
-        kw = dict(deriv=deriv, delta=delta, mode=mode, cval=cval)
-        value = o["savgol_filter"](P.value(x), window_length, polyorder, axis=axis, **kw)
+        kw = dict(deriv=deriv, delta=delta, mode=mode)
+        value = o["savgol_filter"](P.value(x), window_length, polyorder, axis=axis, cval=cval, **kw)
         return _linear("scipy.signal.savgol_filter", x, _axis(axis, np.ndim(P.value(x))),
-                       lambda eye: o["savgol_filter"](eye, window_length, polyorder, axis=0, **kw), value)
+                       lambda eye: o["savgol_filter"](eye, window_length, polyorder, axis=0, cval=0.0, **kw),
+                       value)
 
     def detrend(data: Any, axis: int = -1, type: str = "linear", bp: Any = 0, overwrite_data: bool = False) -> Any:
         value = o["detrend"](P.value(data), axis=axis, type=type, bp=bp)
@@ -334,8 +337,9 @@ def ndimage_rules(nd: Any, original: Callable[[Any], Any]) -> dict[str, Callable
             axis = bound.pop("axis", -1)
             bound.pop("input")
             value = o[label](P.value(input), axis=axis, **bound)
+            linear_part = {**bound, "cval": 0.0} if "cval" in bound else bound
             return _linear(name, input, _axis(axis, np.ndim(P.value(input))),
-                           lambda eye: o[label](eye, axis=0, **bound), value)
+                           lambda eye: o[label](eye, axis=0, **linear_part), value)
         return rule
 
     def gaussian_filter(input: Any, sigma: Any, order: Any = 0, output: Any = None, mode: Any = "reflect",
@@ -353,7 +357,7 @@ def ndimage_rules(nd: Any, original: Callable[[Any], Any]) -> dict[str, Callable
             if s > 1e-15:  # SciPy skips the axes it does not smooth
                 n = _axis_length("scipy.ndimage.gaussian_filter", input, ax)
                 y = _apply_matrix(y, ax, np.asarray(o["gaussian_filter1d"](
-                    np.eye(n), s, 0, od, None, md, cval, truncate, radius=r)))
+                    np.eye(n), s, 0, od, None, md, 0.0, truncate, radius=r)))
         return _keep(y, value)
 
     def uniform_filter(input: Any, size: Any = 3, output: Any = None, mode: Any = "reflect",
@@ -370,7 +374,7 @@ def ndimage_rules(nd: Any, original: Callable[[Any], Any]) -> dict[str, Callable
                                               _per_axis(origin, ndim))):
             if s > 1:
                 n = _axis_length("scipy.ndimage.uniform_filter", input, ax)
-                y = _apply_matrix(y, ax, np.asarray(o["uniform_filter1d"](np.eye(n), s, 0, None, md, cval, org)))
+                y = _apply_matrix(y, ax, np.asarray(o["uniform_filter1d"](np.eye(n), s, 0, None, md, 0.0, org)))
         return _keep(y, value)
 
     def nd_correlate(label: str) -> Callable[..., Any]:
