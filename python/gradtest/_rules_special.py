@@ -41,6 +41,7 @@ import numpy as np
 
 from . import _primitives as P
 from ._rules import KINKS, register, register_ufunc
+from ._rules_interpolate import KINKS as _INTERPOLATE_KINKS
 from ._rules_signal import KINKS as _SIGNAL_KINKS
 from ._rules_spatial import KINKS as _SPATIAL_KINKS
 
@@ -119,6 +120,7 @@ _MODULE_KINKS = {
 }
 _MODULE_KINKS.update(_SPATIAL_KINKS)
 _MODULE_KINKS.update(_SIGNAL_KINKS)
+_MODULE_KINKS.update(_INTERPOLATE_KINKS)
 KINKS.update(_MODULE_KINKS)
 
 
@@ -1078,6 +1080,13 @@ def _install_ndimage() -> None:
     _install_module_functions(nd, "scipy.ndimage", _rules_signal.ndimage_rules(nd, _original))
 
 
+def _install_interpolate() -> None:
+    import scipy.interpolate as si
+
+    from . import _rules_interpolate
+    _install_module_functions(si, "scipy.interpolate", _rules_interpolate.install(si, _original))
+
+
 def _install_fft() -> None:
     import scipy.fft as sf
 
@@ -1097,7 +1106,7 @@ def _install_spatial() -> None:
 _INSTALLERS = {"scipy.special": _install_special, "scipy.stats": _install_stats,
                "scipy.linalg": _install_linalg, "scipy.signal": _install_signal,
                "scipy.spatial.distance": _install_spatial, "scipy.ndimage": _install_ndimage,
-               "scipy.fft": _install_fft}
+               "scipy.fft": _install_fft, "scipy.interpolate": _install_interpolate}
 
 
 def install(module: str) -> None:
