@@ -609,6 +609,34 @@ sp("dst_type1_n", lambda x: sfft("dst")(x, type=1, n=9) ** 2, R(7))
 sp("idst_type4", lambda x: np.sin(sfft("idst")(x, type=4)), R(3, 5))
 sp("dct_roundtrip", lambda x: np.sum(sfft("idct")(sfft("dct")(x) * np.arange(6.0)) ** 2), R(6))
 
+G = "interpolate"
+
+
+def interpolate(name: str) -> Any:
+    import scipy.interpolate
+    return getattr(scipy.interpolate, name)
+
+
+KNOTS = np.linspace(0.0, 2.0, 9)
+QUERY = np.array([0.13, 0.5, 0.77, 1.6, 1.95])
+sp("cubic_spline_in_y", lambda y: interpolate("CubicSpline")(KNOTS, y)(QUERY) ** 2, R(9))
+sp("cubic_spline_natural_2d", lambda y: np.sin(interpolate("CubicSpline")(KNOTS, y, bc_type="natural")(QUERY)), R(9, 2))
+sp("cubic_spline_clamped", lambda y: interpolate("CubicSpline")(KNOTS, y, bc_type=((1, 2.0), (2, -1.0)))(QUERY) ** 2,
+   R(9))
+sp("cubic_spline_at_points", lambda q: np.sin(interpolate("CubicSpline")(KNOTS, np.cos(3 * KNOTS))(q)), QUERY.copy())
+sp("cubic_spline_y_and_points", lambda y, q: interpolate("CubicSpline")(KNOTS, y)(q) ** 2, R(9), QUERY.copy())
+sp("cubic_spline_derivative", lambda y: np.sin(interpolate("CubicSpline")(KNOTS, y).derivative()(QUERY)), R(9))
+sp("cubic_spline_integrate", lambda y: interpolate("CubicSpline")(KNOTS, y).integrate(0.1, 1.7) ** 2, R(9))
+sp("make_interp_spline_in_y", lambda y: np.sin(interpolate("make_interp_spline")(KNOTS, y, k=3)(QUERY)), R(9))
+sp("make_interp_spline_k5_points", lambda y, q: interpolate("make_interp_spline")(KNOTS, y, k=5)(q) ** 2, R(9),
+   QUERY.copy())
+sp("bspline_derivative_at_points", lambda q: np.sin(interpolate("make_interp_spline")(KNOTS, KNOTS ** 3)
+                                                    .derivative()(q)), QUERY.copy())
+sp("pchip_at_points", lambda q: interpolate("PchipInterpolator")(KNOTS, np.sin(KNOTS))(q) ** 2, QUERY.copy())
+sp("interp1d_in_y", lambda y: np.sin(interpolate("interp1d")(KNOTS, y)(QUERY)), R(9))
+sp("interp1d_cubic_fill", lambda y: interpolate("interp1d")(KNOTS, y, kind="cubic", bounds_error=False,
+                                                            fill_value=3.0)(np.r_[QUERY, 4.0]) ** 2, R(9))
+
 # ---- scipy.stats -----------------------------------------------------------------------------
 G = "stats"
 

@@ -211,3 +211,83 @@ def test_an_axis_too_long_for_a_dense_matrix_is_refused(engine, monkeypatch):
     assert "scipy.signal.savgol_filter along an axis of length 40" in outcome.message
     # shorter axes of the same call are still differentiated
     check(lambda x: np.sum(sp_signal.savgol_filter(x, 5, 2) ** 2), SIGNAL[:16])
+
+
+# ---- scipy.interpolate -----------------------------------------------------------------------
+
+import scipy.interpolate as si  # noqa: E402
+
+KNOTS = np.linspace(0.0, 3.0, 12)
+DATA = np.cos(2.0 * KNOTS)
+
+
+def resampling_loss(y):
+    """Fit smooth data on a coarse grid so that its spline matches samples on a fine one."""
+    fine = np.linspace(0.0, 3.0, 31)
+    spline = si.CubicSpline(KNOTS, y, bc_type="natural")
+    return np.sum((spline(fine) - np.sin(fine)) ** 2) + 0.01 * np.sum(spline(fine, 2) ** 2)
+
+
+def spline_arc_length(q):
+    """Arc length of a curve through fixed points, along moving parameter values."""
+    curve = si.make_interp_spline(KNOTS, np.stack([DATA, np.sin(KNOTS)], axis=1), k=3)
+    points = curve(np.sort(q))
+    return np.sum(np.sqrt(np.sum(np.diff(points, axis=0) ** 2, axis=1)))
+
+
+@pytest.mark.parametrize("f, x", [(resampling_loss, DATA), (spline_arc_length, np.linspace(0.2, 2.8, 7))],
+                         ids=["resampling_loss", "spline_arc_length"])
+@pytest.mark.parametrize("order", [1, 2])
+def test_spline_user_code(f, x, order):
+    check(f, x, order=order)
+
+
+def test_spline_classes_keep_scipys_behaviour():
+    import copy
+    import pickle
+
+    spline = si.CubicSpline(KNOTS, DATA)
+    assert type(spline) is si.CubicSpline
+    assert pickle.loads(pickle.dumps(spline))(1.3) == spline(1.3)
+    assert copy.deepcopy(si.interp1d(KNOTS, DATA))(1.3) == si.interp1d(KNOTS, DATA)(1.3)
+
+    class Subclass(si.CubicSpline):
+        pass
+    assert isinstance(Subclass(KNOTS, DATA), Subclass)
+
+
+def test_spline_values_are_scipys():
+    q = np.linspace(0.1, 2.9, 6)
+    x = Dual(DATA, np.ones((1,) + DATA.shape))
+    for build in (lambda y: si.CubicSpline(KNOTS, y), lambda y: si.make_interp_spline(KNOTS, y, k=4),
+                  lambda y: si.interp1d(KNOTS, y, kind="quadratic")):
+        np.testing.assert_array_equal(build(x)(q).value, build(DATA)(q))
+    spline = si.CubicSpline(KNOTS, DATA)
+    np.testing.assert_array_equal(spline(Tracked.leaf(Tape(), q), 1).value, spline(q, 1))
+
+
+SPLINE_REFUSED = {
+    "knots": (lambda t: si.CubicSpline(t, DATA)(1.0), KNOTS, "no derivative in x (the knots"),
+    "axis": (lambda y: si.CubicSpline(KNOTS, y, axis=1)(1.0), np.ones((2, 12)), "CubicSpline(..., axis=1)"),
+    "periodic": (lambda y: si.CubicSpline(KNOTS, y, bc_type="periodic")(1.0), np.r_[DATA[:-1], DATA[0]],
+                 "bc_type='periodic'"),
+    "attribute": (lambda y: si.CubicSpline(KNOTS, y).c, DATA, "CubicSpline(...).c"),
+    "interp1d at points": (lambda q: si.interp1d(KNOTS, DATA)(q), np.array([0.5, 1.5]), "interp1d"),
+    "pchip from data": (lambda y: si.PchipInterpolator(KNOTS, y)(1.0), DATA, ""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPLINE_REFUSED))
+def test_spline_refusals(name):
+    f, x, words = SPLINE_REFUSED[name]
+    for wrapped in (Dual(x, np.ones((1,) + x.shape)), Tracked.leaf(Tape(), x)):
+        with pytest.raises(NotImplementedError) as info:
+            f(wrapped)
+        assert words in str(info.value)
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_spline_integral_in_its_bounds(order):
+    spline = si.make_interp_spline(KNOTS, DATA)
+    check(lambda ab: spline.integrate(ab[0], ab[1]) ** 2, np.array([0.4, 2.2]), order=order)
+    check(lambda y, b: si.CubicSpline(KNOTS, y).integrate(0.5, b) ** 2, DATA, np.array(1.7), order=order)

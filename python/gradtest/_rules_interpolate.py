@@ -13,7 +13,8 @@ Two ways a spline meets an AD value:
   constructor on ``np.eye(n)``, with every boundary value set to 0: the affine part has
   derivative 0) gives the basis ``B(q)`` with ``s(q) = B(q) @ y``; the object returned holds it and
   SciPy's spline of the primal values, and evaluates (``__call__``, ``derivative``,
-  ``antiderivative``, ``integrate``) as ``tensordot(B(q), y)`` with SciPy's value. Differentiated
+  ``antiderivative``, ``integrate``) as ``tensordot(B(q), y)`` with SciPy's value.
+* **Integrated between AD bounds** (``spline.integrate(a, b)``): ``s(b) db - s(a) da``. Differentiated
   points and data together work (``B(q)`` is then an engine array by the rule above). Other
   attributes raise NotImplementedError naming them, as do a differentiated ``x`` (the knots),
   ``axis`` other than 0, and CubicSpline's ``bc_type='periodic'``.
@@ -42,6 +43,8 @@ KINKS = {
     "scipy.interpolate.PPoly.__call__": "the derivative of the piece SciPy evaluates (PchipInterpolator, "
                                         "Akima1DInterpolator, CubicSpline and BPoly too)",
     "scipy.interpolate.BSpline.__call__": "the derivative of the piece SciPy evaluates",
+    "scipy.interpolate.PPoly.integrate": "in the bounds: s(b) db - s(a) da (scalar bounds)",
+    "scipy.interpolate.BSpline.integrate": "in the bounds: s(b) db - s(a) da (scalar bounds)",
 }
 
 
@@ -60,6 +63,24 @@ def _keep(y: Any, value: Any) -> Any:
 
 def _defining(cls: type, name: str) -> type:
     return next(c for c in cls.__mro__ if name in c.__dict__)
+
+
+def _integral_rule(label: str, integrate: Callable[..., Any]) -> Callable[..., Any]:
+    """The rule of ``spline.integrate(a, b)`` in its bounds: s(b) db - s(a) da."""
+
+    def rule(self: Any, a: Any, b: Any, extrapolate: Any = None) -> Any:
+        value = np.asarray(integrate(self, P.value(a), P.value(b), extrapolate))
+        if P.engine_of(a, b) is None:
+            return value
+        if np.ndim(P.value(a)) or np.ndim(P.value(b)):
+            raise _refuse(f"{label} with bounds that are not scalars")
+
+        def partials_of(lo: Any, hi: Any) -> list[Any]:
+            return [-self(lo, 0, extrapolate), self(hi, 0, extrapolate)]
+        partials = [None if not P.is_active(x) else np.asarray(p, dtype=value.dtype)
+                    for x, p in zip((a, b), partials_of(P.value(a), P.value(b)))]
+        return P.pointwise(value, [a, b], partials, label, False, partials_of=partials_of)
+    return rule
 
 
 def _evaluation_rule(label: str, call: Callable[..., Any]) -> Callable[..., Any]:
@@ -115,13 +136,10 @@ class LinearInData:
         """The antiderivative spline, still linear in ``y``."""
         return LinearInData(self._label, self._primal.antiderivative(nu), self._basis.antiderivative(nu), self._y)
 
-    def integrate(self, a: float, b: float, extrapolate: Any = None) -> Any:
-        """The definite integral from ``a`` to ``b`` (plain bounds)."""
-        if P.is_active(a) or P.is_active(b):
-            raise _refuse(f"{self._label}(...).integrate with differentiated bounds")
-        value = self._primal.integrate(a, b, extrapolate)
-        weights = np.asarray(self._basis.integrate(a, b, extrapolate))
-        return _keep(np.tensordot(weights, self._y, axes=([0], [0])), value)
+    def integrate(self, a: Any, b: Any, extrapolate: Any = None) -> Any:
+        """The definite integral from ``a`` to ``b`` (the bounds may be differentiated too)."""
+        value = self._primal.integrate(P.value(a), P.value(b), extrapolate)
+        return _keep(np.tensordot(self._basis.integrate(a, b, extrapolate), self._y, axes=([0], [0])), value)
 
     def __getattr__(self, name: str) -> Any:
         raise _refuse(f"{self._label}(...).{name} of a spline built from gradtest's arrays")
@@ -189,12 +207,17 @@ def install(si: Any, original: Callable[[Any], Any]) -> dict[str, Callable[..., 
         owner = _defining(cls, "__call__")
         call = original(owner.__dict__["__call__"])
         owner.__call__ = _method_dispatcher(call, _evaluation_rule(label, call))
+        owner = _defining(cls, "integrate")
+        integrate = original(owner.__dict__["integrate"])
+        owner.integrate = _bounds_dispatcher(integrate, _integral_rule(label.replace("__call__", "integrate"),
+                                                                      integrate))
     for cls, make in ((si.CubicSpline, _cubic_spline_new), (si.interp1d, _interp1d_new)):
         label = f"scipy.interpolate.{cls.__name__}"
         original_new = original(cls.__dict__.get("__new__", object.__new__))
         if isinstance(original_new, staticmethod):
             original_new = original_new.__func__
         cls.__new__ = staticmethod(make(cls, original_new, label))
+    si.interp1d.__call__ = _refusing_call(original(_defining(si.interp1d, "__call__").__dict__["__call__"]))
     make_interp_spline_0 = original(si.make_interp_spline)
 
     def make_interp_spline(x: Any, y: Any, k: int = 3, t: Any = None, bc_type: Any = None, axis: int = 0,
@@ -208,6 +231,32 @@ def install(si: Any, original: Callable[[Any], Any]) -> dict[str, Callable[..., 
         return LinearInData(label, primal, basis, y)
 
     return {"make_interp_spline": make_interp_spline}
+
+
+def _refusing_call(call: Callable[..., Any]) -> Callable[..., Any]:
+    """interp1d's ``__call__``: at AD points a NotImplementedError that names the alternatives
+    (its kinds are built on private state; make_interp_spline gives the same splines)."""
+    def dispatch(self: Any, x: Any) -> Any:
+        if P.is_active(x):
+            raise NotImplementedError(
+                "scipy.interpolate.interp1d(...) evaluated at gradtest's arrays is not supported (its data y "
+                "may be differentiated); use np.interp(x, xp, fp) or make_interp_spline(xp, fp, k)(x)")
+        return call(self, x)
+    dispatch.__gradtest_original__ = call  # type: ignore[attr-defined]
+    dispatch.__doc__ = call.__doc__
+    dispatch.__name__ = "__call__"
+    return dispatch
+
+
+def _bounds_dispatcher(integrate: Callable[..., Any], rule: Callable[..., Any]) -> Callable[..., Any]:
+    def dispatch(self: Any, a: Any, b: Any, extrapolate: Any = None) -> Any:
+        if P.engine_of(a, b) is not None:
+            return rule(self, a, b, extrapolate)
+        return integrate(self, a, b, extrapolate)
+    dispatch.__gradtest_original__ = integrate  # type: ignore[attr-defined]
+    dispatch.__doc__ = integrate.__doc__
+    dispatch.__name__ = "integrate"
+    return dispatch
 
 
 def _method_dispatcher(call: Callable[..., Any], rule: Callable[..., Any]) -> Callable[..., Any]:
