@@ -633,6 +633,9 @@ sp("make_interp_spline_k5_points", lambda y, q: interpolate("make_interp_spline"
 sp("bspline_derivative_at_points", lambda q: np.sin(interpolate("make_interp_spline")(KNOTS, KNOTS ** 3)
                                                     .derivative()(q)), QUERY.copy())
 sp("pchip_at_points", lambda q: interpolate("PchipInterpolator")(KNOTS, np.sin(KNOTS))(q) ** 2, QUERY.copy())
+case("interp_in_xp", G, lambda xp: np.interp(QUERY, xp, np.sin(KNOTS)) ** 2, KNOTS + 0.01 * np.sin(KNOTS))
+case("interp_in_all", G, lambda x, xp, fp: np.sin(np.interp(x, xp, fp, left=fp[1], right=2.0 * fp[-1])),
+     np.r_[-0.5, QUERY + 0.03, 2.5], KNOTS.copy(), R(9))
 sp("interp1d_in_y", lambda y: np.sin(interpolate("interp1d")(KNOTS, y)(QUERY)), R(9))
 sp("interp1d_cubic_fill", lambda y: interpolate("interp1d")(KNOTS, y, kind="cubic", bounds_error=False,
                                                             fill_value=3.0)(np.r_[QUERY, 4.0]) ** 2, R(9))
