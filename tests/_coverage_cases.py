@@ -593,6 +593,15 @@ for _mode in ("reflect", "mirror", "nearest", "wrap", "constant"):
        R(5, 6))
 sp("nd_convolve_origin", lambda x: np.sin(ndimage("convolve")(x, KERNEL.T, origin=(0, -1))), R(6, 5))
 sp("nd_correlate1d", lambda x: ndimage("correlate1d")(x, [1.0, -2.0, 0.5, 3.0], axis=0) ** 2, R(7, 3))
+COORDS = np.array([[-1.3, 0.2, 1.7, 3.9, 4.6, 2.5], [0.4, -0.7, 5.6, 2.2, 1.1, 4.8]])
+for _mode in ("constant", "nearest", "mirror", "reflect", "wrap", "grid-wrap", "grid-constant"):
+    sp(f"nd_map_coordinates_{_mode}", lambda x, c, _m=_mode: np.sin(ndimage("map_coordinates")(x, c, order=1, mode=_m,
+                                                                                                cval=0.5)),
+       R(5, 6), COORDS.copy())
+sp("nd_zoom_linear", lambda x: ndimage("zoom")(x, (1.5, 0.7), order=1) ** 2, R(5, 6))
+sp("nd_zoom_cubic_nearest", lambda x: np.sin(ndimage("zoom")(x, 1.6, order=3, mode="nearest")), R(7))
+sp("nd_zoom_grid_mode", lambda x: np.sin(ndimage("zoom")(x, 2.0, order=1, mode="grid-constant", grid_mode=True)),
+   R(4, 3))
 sp("nd_convolve1d", lambda x: np.sin(ndimage("convolve1d")(x, [1.0, 2.0], mode="nearest")), R(8))
 
 G = "fft"

@@ -68,6 +68,14 @@ def blur_loss(image):
     return np.sum((blurred - IMAGE[::-1]) ** 2) + 0.05 * np.sum(laplacian ** 2)
 
 
+def warp_loss(image, flow):
+    """An image warped by a displacement field (optical-flow style), bilinear sampling."""
+    rows, cols = np.meshgrid(np.arange(9.0), np.arange(8.0), indexing="ij")
+    coordinates = np.stack([rows + flow[0], cols + flow[1]])
+    warped = nd.map_coordinates(image, coordinates, order=1, mode="nearest")
+    return np.sum((warped - IMAGE) ** 2) + np.sum(nd.zoom(image, 0.5, order=1) ** 2)
+
+
 def spectral_features(x):
     """Peak-preserving smoothing, linear trend removed, and an orthonormal DCT's energy."""
     smooth = sp_signal.savgol_filter(x, 9, 3)
@@ -79,6 +87,7 @@ def spectral_features(x):
 USER_CODE = [
     (lowpass_loss, (SIGNAL,)), (iir_fit_residual, (np.array([0.3, 0.1, -0.5, 0.05]),)),
     (streaming_filter, (SIGNAL,)), (blur_loss, (IMAGE,)), (spectral_features, (SIGNAL,)),
+    (warp_loss, (IMAGE[::-1].copy(), 0.3 + 0.2 * RNG.standard_normal((2, 9, 8)))),
     (lambda x: np.sum(sp_signal.fftconvolve(x, np.hanning(7), mode="same") ** 2), (SIGNAL,)),
     (lambda x: np.sum(np.tanh(nd.uniform_filter1d(x, 5, axis=0) * nd.gaussian_filter1d(x, 2.0, axis=1))), (IMAGE,)),
 ]
@@ -89,7 +98,7 @@ def test_user_code_gradients(f, args):
     check(f, *args)
 
 
-@pytest.mark.parametrize("f, args", USER_CODE[:5], ids=[f.__name__ for f, _ in USER_CODE[:5]])
+@pytest.mark.parametrize("f, args", USER_CODE[:6], ids=[f.__name__ for f, _ in USER_CODE[:6]])
 def test_user_code_second_order(f, args):
     check(f, *args, order=2)
 
@@ -154,6 +163,7 @@ VALUES = [
     lambda x: nd.gaussian_filter(x, 2.0, mode="constant", cval=-1.0), lambda x: nd.uniform_filter(x, 4),
     lambda x: nd.correlate(x, np.arange(4.0), mode="wrap"), lambda x: nd.convolve1d(x, [1.0, 2.0, -1.0]),
     lambda x: sfft.dct(x, type=1), lambda x: sfft.idst(x, norm="forward"),
+    lambda x: nd.zoom(x, 1.7, order=1), lambda x: nd.map_coordinates(x, [[0.5, 17.2, 39.9, -2.0]], order=1),
 ]
 
 
@@ -188,6 +198,8 @@ REFUSED = {
     "ndimage axes=": (lambda x: nd.uniform_filter(x, 3, axes=(0,)), IMAGE, "uniform_filter(..., axes=)"),
     "ndimage weights": (lambda w: nd.correlate(IMAGE, w), np.ones((2, 2)), "no derivative in weights"),
     "gaussian sigma": (lambda s: nd.gaussian_filter(IMAGE, s), np.array(1.0), "no derivative in sigma"),
+    "map_coordinates order 3": (lambda x: nd.map_coordinates(x, [[1.5, 2.5]]), SIGNAL, "(..., order=3)"),
+    "zoom not reproduced": (lambda x: nd.zoom(x, 1.5, order=3, mode="reflect"), IMAGE, "did not reproduce SciPy's map"),
     "fftconvolve axes=": (lambda x: sp_signal.fftconvolve(x, np.ones((1, 2)), axes=1), IMAGE, "axes="),
 }
 

@@ -57,6 +57,9 @@ KINKS = {
     "scipy.ndimage.uniform_filter": "one uniform_filter1d per axis (as SciPy computes it)",
     "scipy.ndimage.correlate": "a sum of shifted copies of the padded input; every mode",
     "scipy.ndimage.convolve": "as correlate with the weights flipped",
+    "scipy.ndimage.zoom": "in the input: one interpolation matrix per axis (SciPy's zoom of the identity), any order",
+    "scipy.ndimage.map_coordinates": "order 1 only: multilinear in the input and the coordinates (at an integer "
+                                     "coordinate, the cell above it; mode 'constant': 0 outside the input)",
     **{f"scipy.fft.{n}": _LINEAR for n in ("dct", "idct", "dst", "idst")},
 }
 
@@ -312,11 +315,108 @@ def _per_axis(v: Any, ndim: int) -> list[Any]:
     return v
 
 
+def _check_separable(name: str, scipy_map: Callable[[np.ndarray], Any], shape: tuple[int, ...],
+                     matrices: list[np.ndarray]) -> None:
+    """Refuses (NotImplementedError) unless the per-axis matrices reproduce SciPy's map on a
+    random input of ``shape``: the derivative is never a map SciPy does not compute."""
+    probe = np.random.default_rng(0).standard_normal(shape)
+    ours = probe
+    for k, m in enumerate(matrices):
+        ours = np.moveaxis(np.moveaxis(ours, k, -1) @ m.T, -1, k)
+    _check_reproduced(name, ours, np.asarray(scipy_map(probe)))
+
+
+def _check_reproduced(name: str, ours: np.ndarray, theirs: np.ndarray) -> None:
+    scale = max(float(np.max(np.abs(theirs), initial=0.0)), 1.0)
+    if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=1e-9, atol=1e-12 * scale):
+        raise NotImplementedError(f"{name} with these arguments is not supported by gradtest's AD engines (its "
+                                  "derivative as gradtest builds it did not reproduce SciPy's map on a random input)")
+
+
+def _corner_index(i: np.ndarray, n: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """ndimage's extension of an axis of length n at integer positions i: (index, in range)."""
+    if mode == "nearest":
+        return np.clip(i, 0, n - 1), np.ones(i.shape, dtype=bool)
+    if mode == "grid-wrap":
+        return np.mod(i, n), np.ones(i.shape, dtype=bool)
+    if mode in ("reflect", "grid-mirror"):
+        m = np.mod(i, 2 * n)
+        return np.where(m < n, m, 2 * n - 1 - m), np.ones(i.shape, dtype=bool)
+    if mode == "mirror":
+        if n == 1:
+            return np.zeros_like(i), np.ones(i.shape, dtype=bool)
+        m = np.mod(i, 2 * n - 2)
+        return np.where(m < n, m, 2 * n - 2 - m), np.ones(i.shape, dtype=bool)
+    # grid-constant (and constant, whose points are kept inside): cval beyond the edges
+    inside = (i >= 0) & (i < n)
+    return np.clip(i, 0, n - 1), inside
+
+
+def _linear_interpolation(name: str, input: Any, coordinates: Any, mode: str, cval: float,
+                          scipy_map: Callable[[np.ndarray], Any]) -> Any:
+    """map_coordinates(input, coordinates, order=1): the sum over the 2^d corners of each point of
+    weight (a product of t or 1 - t per axis, t the coordinate's fraction) times the corner's
+    sample, written with engine operations so that input and coordinates are differentiated."""
+    if mode not in _PAD_MODES:
+        raise RuntimeError("boundary mode not supported")
+    shape = np.shape(P.value(input))
+    d = len(shape)
+    cv = np.asarray(P.value(coordinates), dtype=np.float64)
+    if cv.shape[:1] != (d,):
+        raise RuntimeError("invalid shape for coordinate array")
+    coords = coordinates if P.is_active(coordinates) else cv
+    inside = np.ones(cv.shape[1:], dtype=bool)
+    axes_t, bases = [], []
+    for k, n in enumerate(shape):
+        c = coords[k]
+        ck = cv[k]
+        if mode == "wrap" and n > 1:  # SciPy wraps the coordinate itself, with period n - 1
+            shift = np.floor(ck / (n - 1)) * (n - 1)
+            c, ck = c - shift, ck - shift
+        if mode in ("constant", "wrap"):
+            inside &= (ck >= 0) & (ck <= n - 1)
+            base = np.clip(np.floor(ck), 0, max(n - 2, 0)).astype(np.intp)
+        else:
+            base = np.floor(ck).astype(np.intp)
+        axes_t.append(c - base)
+        bases.append(base)
+    if mode == "wrap":
+        inside = np.ones_like(inside)
+    flat_input = np.reshape(input, (-1,)) if P.is_active(input) else np.asarray(input, dtype=np.float64).reshape(-1)
+    probe = np.random.default_rng(0).standard_normal(shape)
+    total, check = None, None
+    for corner in np.ndindex(*(2,) * d):
+        index, valid = [], np.ones(cv.shape[1:], dtype=bool)
+        for k, n in enumerate(shape):
+            ik, vk = _corner_index(bases[k] + corner[k], n, mode)
+            index.append(ik)
+            valid &= vk
+        flat = np.ravel_multi_index(tuple(index), shape) if d else np.zeros(cv.shape[1:], dtype=np.intp)
+        weight, plain_weight = None, None
+        for k in range(d):
+            t = axes_t[k]
+            w = t if corner[k] else 1.0 - t
+            weight = w if weight is None else weight * w
+            pw = P.value(w)
+            plain_weight = pw if plain_weight is None else plain_weight * pw
+        if P.is_active(input):
+            sample = P.gather([flat_input], lambda ix, f=flat, v=valid: np.where(v, ix[f], P.FILL))
+            sample = sample + np.where(valid, 0.0, cval)
+        else:
+            sample = np.where(valid, flat_input[flat], cval)
+        term = weight * sample
+        total = term if total is None else total + term
+        probe_term = plain_weight * np.where(valid, probe.reshape(-1)[flat], 0.0)
+        check = probe_term if check is None else check + probe_term
+    _check_reproduced(name, np.where(inside, check, 0.0), np.asarray(scipy_map(probe)))
+    return np.where(inside, total, 0.0)
+
+
 def ndimage_rules(nd: Any, original: Callable[[Any], Any]) -> dict[str, Callable[..., Any]]:
     """The scipy.ndimage rules, given the module and the original-function finder."""
     o = {name: original(getattr(nd, name)) for name in
          ("correlate1d", "convolve1d", "gaussian_filter1d", "uniform_filter1d", "gaussian_filter",
-          "uniform_filter", "correlate", "convolve")}
+          "uniform_filter", "correlate", "convolve", "zoom", "map_coordinates")}
 
     def no_output(name: str, output: Any) -> None:
         if output is not None:
@@ -418,7 +518,39 @@ def ndimage_rules(nd: Any, original: Callable[[Any], Any]) -> dict[str, Callable
             return _keep(total if total is not None else input * 0.0, value)
         return rule
 
-    return {"correlate1d": one_d("correlate1d"), "convolve1d": one_d("convolve1d"),
+    def zoom(input: Any, zoom: Any, output: Any = None, order: int = 3, mode: str = "constant", cval: float = 0.0,
+             prefilter: bool = True, *, grid_mode: bool = False) -> Any:
+        name = "scipy.ndimage.zoom"
+        no_output("zoom", output)
+        _no_derivative(name, "zoom", zoom)
+        _no_derivative(name, "cval", cval)
+        kw = dict(order=order, mode=mode, prefilter=prefilter, grid_mode=grid_mode)
+        value = o["zoom"](P.value(input), zoom, cval=cval, **kw)
+        if not P.is_active(input):
+            return value
+        ndim = np.ndim(P.value(input))
+        # a tensor grid: one 1-D interpolation matrix per axis, SciPy's zoom of the identity
+        matrices = [np.asarray(o["zoom"](np.eye(_axis_length(name, input, k)), (z, 1.0), cval=0.0, **kw))
+                    for k, z in enumerate(_per_axis(zoom, ndim))]
+        _check_separable(name, lambda v: o["zoom"](v, zoom, cval=0.0, **kw), np.shape(P.value(input)), matrices)
+        y = input
+        for k, m in enumerate(matrices):
+            y = _apply_matrix(y, k, m)
+        return _keep(y, value)
+
+    def map_coordinates(input: Any, coordinates: Any, output: Any = None, order: int = 3, mode: str = "constant",
+                        cval: float = 0.0, prefilter: bool = True) -> Any:
+        name = "scipy.ndimage.map_coordinates"
+        no_output("map_coordinates", output)
+        _no_derivative(name, "cval", cval)
+        if order != 1:
+            raise _refuse(name, f"order={order}) (order=1, linear interpolation, is supported")
+        value = o["map_coordinates"](P.value(input), P.value(coordinates), None, order, mode, cval, prefilter)
+        return _keep(_linear_interpolation(name, input, coordinates, mode, cval,
+                                           lambda v: o["map_coordinates"](v, P.value(coordinates), None, 1, mode,
+                                                                          0.0, prefilter)), value)
+
+    return {"zoom": zoom, "map_coordinates": map_coordinates, "correlate1d": one_d("correlate1d"), "convolve1d": one_d("convolve1d"),
             "gaussian_filter1d": one_d("gaussian_filter1d"), "uniform_filter1d": one_d("uniform_filter1d"),
             "gaussian_filter": gaussian_filter, "uniform_filter": uniform_filter,
             "correlate": nd_correlate("correlate"), "convolve": nd_correlate("convolve")}
