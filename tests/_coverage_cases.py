@@ -538,6 +538,117 @@ sp("signal_convolve_valid", lambda a, v: signal("convolve")(a, v, mode="valid"),
 sp("signal_correlate", lambda a, v: signal("correlate")(a, v), R(3, 4), R(2, 2))
 sp("signal_convolve2d", lambda a, v: signal("convolve2d")(a, v, mode="same"), R(4, 3), R(2, 2))
 
+# filters as signal-processing code calls them: coefficients from scipy.signal's designs
+G = "signal"
+BUTTER_B = np.array([0.09853116, 0.29559348, 0.29559348, 0.09853116])  # butter(3, 0.3)
+BUTTER_A = np.array([1.0, -0.57724052, 0.42178705, -0.05629724])
+SOS = np.array([[0.00482434, 0.00964869, 0.00482434, 1.0, -1.04859958, 0.29614036],
+                [1.0, 2.0, 1.0, 1.0, -1.32091343, 0.63273879]])  # butter(4, 0.2, output="sos")
+sp("lfilter", lambda x: signal("lfilter")(BUTTER_B, BUTTER_A, x) ** 2, R(12))
+sp("lfilter_axis0", lambda x: np.sin(signal("lfilter")([1.0, 0.5], [1.0, -0.8], x, axis=0)), R(10, 3))
+sp("lfilter_fir", lambda x: np.sum(signal("lfilter")(np.ones(3) / 3, 1.0, x) ** 2), R(9))
+sp("lfilter_in_b", lambda b: signal("lfilter")(b, BUTTER_A, np.linspace(-1.0, 1.0, 10)) ** 2, R(3))
+sp("lfilter_in_a", lambda a: signal("lfilter")([1.0, 0.3], np.r_[1.0, a], np.cos(np.arange(10.0))) ** 2,
+   np.array([-0.5, 0.2]))
+sp("lfilter_in_b_a_x", lambda b, a, x: np.tanh(signal("lfilter")(b, a, x)), np.array([0.5, 0.25]),
+   np.array([1.2, -0.4]), R(8))
+sp("lfilter_zi", lambda x: signal("lfilter")(BUTTER_B, BUTTER_A, x,
+                                             zi=signal("lfilter_zi")(BUTTER_B, BUTTER_A) * x[0])[0] ** 2, R(10))
+sp("lfilter_zf", lambda x, z: np.exp(signal("lfilter")([1.0, 2.0, 1.0], [2.0, 0.5, 0.1], x, zi=z)[1]), R(6),
+   R(2))
+sp("filtfilt", lambda x: signal("filtfilt")(BUTTER_B, BUTTER_A, x) ** 2, R(20))
+sp("filtfilt_gust_2d", lambda x: np.sin(signal("filtfilt")([1.0, 0.4], [1.0, -0.3], x, axis=0, method="gust")),
+   R(8, 2))
+sp("sosfilt", lambda x: signal("sosfilt")(SOS, x) ** 2, R(3, 10))
+sp("sosfilt_zi", lambda x: signal("sosfilt")(SOS, x, zi=signal("sosfilt_zi")(SOS) * x[0])[0] ** 2, R(10))
+sp("sosfiltfilt", lambda x: np.sin(signal("sosfiltfilt")(SOS, x, padlen=6)), R(12))
+sp("savgol_filter", lambda x: signal("savgol_filter")(x, 5, 2) ** 2, R(11))
+sp("savgol_filter_deriv", lambda x: np.sin(signal("savgol_filter")(x, 7, 3, deriv=1, delta=0.1, mode="nearest",
+                                                                   axis=0)), R(9, 2))
+sp("detrend", lambda x: signal("detrend")(x) ** 2, R(3, 8))
+sp("detrend_constant_bp", lambda x: np.sin(signal("detrend")(x, bp=[3, 6]) + signal("detrend")(x, type="constant")),
+   R(10))
+sp("fftconvolve", lambda a, v: signal("fftconvolve")(a, v, mode="same") ** 2, R(4, 5), R(2, 3))
+sp("oaconvolve", lambda a, v: np.sin(signal("oaconvolve")(a, v)), R(12), R(4))
+
+G = "ndimage"
+
+
+def ndimage(name: str) -> Any:
+    import scipy.ndimage
+    return getattr(scipy.ndimage, name)
+
+
+KERNEL = np.array([[1.0, 2.0, 0.5], [-1.0, 0.25, 3.0]])
+sp("nd_gaussian_filter", lambda x: ndimage("gaussian_filter")(x, 1.0) ** 2, R(6, 7))
+sp("nd_gaussian_filter_modes", lambda x: np.sin(ndimage("gaussian_filter")(x, (0.8, 1.5), mode=("nearest", "wrap"),
+                                                                          order=(0, 1))), R(5, 6))
+sp("nd_gaussian_filter_constant", lambda x: ndimage("gaussian_filter")(x, 1.2, mode="constant", cval=2.0) ** 2,
+   R(7))
+sp("nd_gaussian_filter1d", lambda x: np.sin(ndimage("gaussian_filter1d")(x, 1.5, axis=0, mode="mirror")), R(8, 2))
+sp("nd_uniform_filter", lambda x: ndimage("uniform_filter")(x, size=3, mode="reflect") ** 2, R(6, 5))
+sp("nd_uniform_filter1d", lambda x: np.sin(ndimage("uniform_filter1d")(x, 4, mode="wrap", origin=1)), R(9))
+for _mode in ("reflect", "mirror", "nearest", "wrap", "constant"):
+    sp(f"nd_correlate_{_mode}", lambda x, _m=_mode: ndimage("correlate")(x, KERNEL, mode=_m, cval=0.5) ** 2,
+       R(5, 6))
+sp("nd_convolve_origin", lambda x: np.sin(ndimage("convolve")(x, KERNEL.T, origin=(0, -1))), R(6, 5))
+sp("nd_correlate1d", lambda x: ndimage("correlate1d")(x, [1.0, -2.0, 0.5, 3.0], axis=0) ** 2, R(7, 3))
+COORDS = np.array([[-1.3, 0.2, 1.7, 3.9, 4.6, 2.5], [0.4, -0.7, 5.6, 2.2, 1.1, 4.8]])
+for _mode in ("constant", "nearest", "mirror", "reflect", "wrap", "grid-wrap", "grid-constant"):
+    sp(f"nd_map_coordinates_{_mode}", lambda x, c, _m=_mode: np.sin(ndimage("map_coordinates")(x, c, order=1, mode=_m,
+                                                                                                cval=0.5)),
+       R(5, 6), COORDS.copy())
+sp("nd_zoom_linear", lambda x: ndimage("zoom")(x, (1.5, 0.7), order=1) ** 2, R(5, 6))
+sp("nd_zoom_cubic_nearest", lambda x: np.sin(ndimage("zoom")(x, 1.6, order=3, mode="nearest")), R(7))
+sp("nd_zoom_grid_mode", lambda x: np.sin(ndimage("zoom")(x, 2.0, order=1, mode="grid-constant", grid_mode=True)),
+   R(4, 3))
+sp("nd_convolve1d", lambda x: np.sin(ndimage("convolve1d")(x, [1.0, 2.0], mode="nearest")), R(8))
+
+G = "fft"
+
+
+def sfft(name: str) -> Any:
+    import scipy.fft
+    return getattr(scipy.fft, name)
+
+
+sp("dct_ortho", lambda x: sfft("dct")(x, norm="ortho") ** 2, R(8))
+sp("idct_type3", lambda x: np.sin(sfft("idct")(x, type=3, axis=0)), R(6, 2))
+sp("dst_type1_n", lambda x: sfft("dst")(x, type=1, n=9) ** 2, R(7))
+sp("idst_type4", lambda x: np.sin(sfft("idst")(x, type=4)), R(3, 5))
+sp("dct_roundtrip", lambda x: np.sum(sfft("idct")(sfft("dct")(x) * np.arange(6.0)) ** 2), R(6))
+
+G = "interpolate"
+
+
+def interpolate(name: str) -> Any:
+    import scipy.interpolate
+    return getattr(scipy.interpolate, name)
+
+
+KNOTS = np.linspace(0.0, 2.0, 9)
+QUERY = np.array([0.13, 0.5, 0.77, 1.6, 1.95])
+sp("cubic_spline_in_y", lambda y: interpolate("CubicSpline")(KNOTS, y)(QUERY) ** 2, R(9))
+sp("cubic_spline_natural_2d", lambda y: np.sin(interpolate("CubicSpline")(KNOTS, y, bc_type="natural")(QUERY)), R(9, 2))
+sp("cubic_spline_clamped", lambda y: interpolate("CubicSpline")(KNOTS, y, bc_type=((1, 2.0), (2, -1.0)))(QUERY) ** 2,
+   R(9))
+sp("cubic_spline_at_points", lambda q: np.sin(interpolate("CubicSpline")(KNOTS, np.cos(3 * KNOTS))(q)), QUERY.copy())
+sp("cubic_spline_y_and_points", lambda y, q: interpolate("CubicSpline")(KNOTS, y)(q) ** 2, R(9), QUERY.copy())
+sp("cubic_spline_derivative", lambda y: np.sin(interpolate("CubicSpline")(KNOTS, y).derivative()(QUERY)), R(9))
+sp("cubic_spline_integrate", lambda y: interpolate("CubicSpline")(KNOTS, y).integrate(0.1, 1.7) ** 2, R(9))
+sp("make_interp_spline_in_y", lambda y: np.sin(interpolate("make_interp_spline")(KNOTS, y, k=3)(QUERY)), R(9))
+sp("make_interp_spline_k5_points", lambda y, q: interpolate("make_interp_spline")(KNOTS, y, k=5)(q) ** 2, R(9),
+   QUERY.copy())
+sp("bspline_derivative_at_points", lambda q: np.sin(interpolate("make_interp_spline")(KNOTS, KNOTS ** 3)
+                                                    .derivative()(q)), QUERY.copy())
+sp("pchip_at_points", lambda q: interpolate("PchipInterpolator")(KNOTS, np.sin(KNOTS))(q) ** 2, QUERY.copy())
+case("interp_in_xp", G, lambda xp: np.interp(QUERY, xp, np.sin(KNOTS)) ** 2, KNOTS + 0.01 * np.sin(KNOTS))
+case("interp_in_all", G, lambda x, xp, fp: np.sin(np.interp(x, xp, fp, left=fp[1], right=2.0 * fp[-1])),
+     np.r_[-0.5, QUERY + 0.03, 2.5], KNOTS.copy(), R(9))
+sp("interp1d_in_y", lambda y: np.sin(interpolate("interp1d")(KNOTS, y)(QUERY)), R(9))
+sp("interp1d_cubic_fill", lambda y: interpolate("interp1d")(KNOTS, y, kind="cubic", bounds_error=False,
+                                                            fill_value=3.0)(np.r_[QUERY, 4.0]) ** 2, R(9))
+
 # ---- scipy.stats -----------------------------------------------------------------------------
 G = "stats"
 

@@ -53,6 +53,7 @@ SAME = [
     (np.convolve, M.convolve, (X[:3], X), {"mode": "valid"}), (np.correlate, M.correlate, (X, X[:2]), {"mode": "full"}),
     (np.trapezoid, M.trapezoid, (A,), {"axis": 0}), (np.trapezoid, M.trapezoid, (X, np.cumsum(np.abs(X))), {}),
     (np.interp, M.interp, (np.array([-1.0, 0.3, 2.5, 9.0]), np.arange(5.0), X[:5]), {}),
+    (np.interp, M.interp, (np.array([-1.0, 0.3, 2.5, 9.0]), np.arange(5.0), X[:5]), {"left": -3.0, "right": 4.0}),
     (np.cov, M.cov, (A,), {}), (np.cov, M.cov, (A, A[::-1]), {"rowvar": False, "ddof": 0}),
     (np.corrcoef, M.corrcoef, (A,), {}), (np.quantile, M.quantile, (X, [0.2, 0.9]), {}),
     (np.quantile, M.quantile, (A, 0.4), {"axis": 1, "keepdims": True}), (np.median, M.median, (A,), {"axis": 0}),

@@ -646,15 +646,17 @@ def trapezoid(y: Any, x: Any = None, dx: float = 1.0, axis: int = -1) -> Any:
 
 
 def interp(x: Any, xp: Any, fp: Any, left: Any = None, right: Any = None, period: Any = None) -> Any:
-    if period is not None or _is_tracked(xp) or _is_tracked(left) or _is_tracked(right):
-        raise _unsupported("interp", "with period= or differentiated xp/left/right")
-    xv, xpv = np.asarray(primal(x)), np.asarray(xp)
-    value = np.interp(xv, xpv, primal(fp), left=left, right=right)
+    if period is not None:
+        raise _unsupported("interp", "with period=")
+    xv, xpv = np.asarray(primal(x)), np.asarray(primal(xp))
+    value = np.interp(xv, xpv, primal(fp), left=primal(left), right=primal(right))
     fp = fp if _is_tracked(fp) else np.asarray(fp, dtype=np.float64)
+    xp = xp if _is_tracked(xp) else xpv.astype(np.float64)
+    # the segment of each x is chosen on the values (piecewise: at a knot, the segment to its right)
     i = np.clip(np.searchsorted(xpv, xv, side="right") - 1, 0, xpv.size - 2)
-    w = (x - xpv[i]) / (xpv[i + 1] - xpv[i])
+    w = (x - xp[i]) / (xp[i + 1] - xp[i])
     y = fp[i] + w * (fp[i + 1] - fp[i])
-    # outside [xp[0], xp[-1]]: the end values of fp (left/right when given, constants)
+    # outside [xp[0], xp[-1]]: the end values of fp, or left/right when given
     fp0 = fp[0] if left is None else left
     fp1 = fp[-1] if right is None else right
     y = np.where(xv < xpv[0], fp0, np.where(xv > xpv[-1], fp1, y))
@@ -971,7 +973,7 @@ MORE: dict[Callable[..., Any], Callable[..., Any]] = {
     np.linalg.tensorinv: tensorinv, np.linalg.tensorsolve: tensorsolve,
 }
 _KINKS_LATER = {
-    np.interp: "kinks at the xp nodes; xp is a constant", np.quantile: "method='linear': kinks at ties",
+    np.interp: "kinks at the xp nodes (there: the segment to the right); x, xp, fp, left, right differentiated", np.quantile: "method='linear': kinks at ties",
     np.percentile: "method='linear': kinks at ties", np.median: "kinks at ties",
     np.linalg.lstsq: "full rank only (rank-deficient: NotImplementedError)",
     np.ldexp: "the exponent is an integer constant",

@@ -41,6 +41,8 @@ import numpy as np
 
 from . import _primitives as P
 from ._rules import KINKS, register, register_ufunc
+from ._rules_interpolate import KINKS as _INTERPOLATE_KINKS
+from ._rules_signal import KINKS as _SIGNAL_KINKS
 from ._rules_spatial import KINKS as _SPATIAL_KINKS
 
 __all__ = ["install", "installed"]
@@ -117,6 +119,8 @@ _MODULE_KINKS = {
     "scipy.signal.convolve2d": "zero fill only",
 }
 _MODULE_KINKS.update(_SPATIAL_KINKS)
+_MODULE_KINKS.update(_SIGNAL_KINKS)
+_MODULE_KINKS.update(_INTERPOLATE_KINKS)
 KINKS.update(_MODULE_KINKS)
 
 
@@ -1062,7 +1066,32 @@ def _install_linalg() -> None:
 
 def _install_signal() -> None:
     import scipy.signal as ss
-    _install_module_functions(ss, "scipy.signal", _signal_rules(ss))
+
+    from . import _rules_signal
+    rules = _signal_rules(ss)
+    rules.update(_rules_signal.signal_rules(ss, _original, rules["convolve"]))
+    _install_module_functions(ss, "scipy.signal", rules)
+
+
+def _install_ndimage() -> None:
+    import scipy.ndimage as nd
+
+    from . import _rules_signal
+    _install_module_functions(nd, "scipy.ndimage", _rules_signal.ndimage_rules(nd, _original))
+
+
+def _install_interpolate() -> None:
+    import scipy.interpolate as si
+
+    from . import _rules_interpolate
+    _install_module_functions(si, "scipy.interpolate", _rules_interpolate.install(si, _original))
+
+
+def _install_fft() -> None:
+    import scipy.fft as sf
+
+    from . import _rules_signal
+    _install_module_functions(sf, "scipy.fft", _rules_signal.fft_rules(sf, _original))
 
 
 # ---- installation ----------------------------------------------------------------------------
@@ -1076,7 +1105,8 @@ def _install_spatial() -> None:
 
 _INSTALLERS = {"scipy.special": _install_special, "scipy.stats": _install_stats,
                "scipy.linalg": _install_linalg, "scipy.signal": _install_signal,
-               "scipy.spatial.distance": _install_spatial}
+               "scipy.spatial.distance": _install_spatial, "scipy.ndimage": _install_ndimage,
+               "scipy.fft": _install_fft, "scipy.interpolate": _install_interpolate}
 
 
 def install(module: str) -> None:
