@@ -1262,11 +1262,13 @@ def dialect_of(problem: Any) -> str:
 
 
 def _device_leaf_memory(problem: Any, index: int) -> Memory:
+    # first whether there is a device at all: asked for by name where there is none, the
+    # backend says why the device path is unavailable (RuntimeError), before anything else
+    lib = cuda.device_library()
     adapter = problem.flat.adapters.get(index)
     device = getattr(adapter, "device", None)
     if adapter is None or device is None:
         raise _unsupported("a host argument (cuda_reverse differentiates CuPy arrays and PyTorch CUDA tensors)")
-    lib = cuda.device_library()
     if adapter.framework == "cupy":
         return CupyMemory(lib)
     if adapter.framework == "torch":
