@@ -16,7 +16,7 @@
 # when every part passed.
 #
 # GRADTEST_GPU_DRY=1 runs everything but the GPU, for a machine without one (and CI): the same
-# builds, the wheels installed into a temporary folder, the emulation tests; the GPU tests are
+# builds, the wheels installed into $OUT/site (not /tmp/gradtest_site), the emulation tests; the GPU tests are
 # collected (they must import and skip cleanly) with CUDA_VISIBLE_DEVICES empty, and the GPU
 # parts are marked "skipped: no GPU". The RESULT line then says "ok (dry run ...)".
 # GRADTEST_GPU_BUILD=0 skips the builds and uses the extensions already built in place.
@@ -31,9 +31,11 @@ BUDGET=${GRADTEST_GPU_BUDGET:-450}
 DRY=${GRADTEST_GPU_DRY:-0}
 BUILD=${GRADTEST_GPU_BUILD:-1}
 WHEELS=${GRADTEST_GPU_WHEELS:-tests/gpu/wheels}
+mkdir -p "$LOGS"
 if [ "$DRY" = 1 ]; then
-    SITE=$(mktemp -d "${TMPDIR:-/tmp}/gradtest_site.XXXXXX")
-    trap 'rm -rf "$SITE"' EXIT
+    # a fresh folder next to the logs, kept: the in-place build links scipy-openblas32 from it
+    SITE=$(cd "$LOGS" && pwd)/site
+    rm -rf "$SITE"
     export CUDA_VISIBLE_DEVICES=""  # a dry run never touches a GPU, even where there is one
 else
     SITE=${GRADTEST_GPU_SITE:-/tmp/gradtest_site}
@@ -128,6 +130,9 @@ part wheels 60 wheels
 export PYTHONPATH=$PWD/python:$SITE${PYTHONPATH:+:$PYTHONPATH}
 if [ "$BUILD" = 0 ]; then
     note build "skipped: prebuilt"
+elif [ "$DRY" = 1 ] && ! command -v nvcc >/dev/null 2>&1; then
+    note build-cuda "skipped: no nvcc"
+    part build-host 120 build_host
 elif ! part build-cuda 200 build_cuda; then
     grep -iE "error|warning" "$LOGS/build-cuda.log" | head -8 | cut -c1-300
     part build-host 120 build_host
