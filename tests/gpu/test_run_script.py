@@ -113,3 +113,31 @@ def test_a_spent_budget_skips_the_remaining_parts_and_says_so(built: None, tmp_p
     summary = _summary(res.stdout)
     text = "\n".join(summary)
     assert "SKIPPED(budget)" in text and summary[-1].startswith("RESULT: FAILED ("), text
+
+
+def test_a_failing_benchmark_part_keeps_the_other_ratios(monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # the GPU run gets one try: a failure in one ratio must not hide the ones measured
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_cuda_under_test", ROOT / "benchmarks" / "bench_cuda.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def chain(n: int, rows: list) -> None:
+        rows.append(bench.row("first ratio", 1.5, "<= 3"))
+        raise AssertionError("planted: the gradients disagree")
+
+    def fd(n: int, rows: list) -> None:
+        rows.append(bench.row("second ratio", 30.0, ">= 20"))
+
+    monkeypatch.setattr(bench.cuda, "available", lambda: True)
+    monkeypatch.setattr(bench, "ratio_chain", chain)
+    monkeypatch.setattr(bench, "ratio_fd", fd)
+    assert bench.main(["--quick"]) == 1
+    out = capsys.readouterr().out
+    assert "first ratio" in out and "second ratio" in out
+    assert "bench_cuda: FAILED: the 20-op chain: AssertionError: planted" in out
+    with pytest.raises(AssertionError, match="planted"):  # benchmarks/run.py's way: raised, after both
+        bench.run(True)
