@@ -8,8 +8,9 @@
 #
 # Every part runs under its own time limit (timeout), and within a total budget
 # (GRADTEST_GPU_BUDGET seconds, default 450, under 8 minutes): a part that fails or times out is
-# reported and the next part still runs. If the CUDA build fails, the C extensions are built
-# without it so that the emulation tests still run. Full logs go to $OUT (or /tmp/gradtest_gpu),
+# reported and the next part still runs. If the strict CUDA build (-Werror) fails, it is retried
+# without -Werror, and if that fails too the C extensions are built without CUDA, so that the
+# emulation tests still run. Full logs go to $OUT (or /tmp/gradtest_gpu),
 # one file per part; the screen gets each part's last lines, then the summary, which comes last
 # and stays short (the device tool returns only the last 12,000 characters): each part's status
 # and time, the pytest totals, the benchmark ratios and a RESULT line. The exit status is 0 only
@@ -115,7 +116,10 @@ scipy_openblas32.__version__, 'from', scipy_openblas32.__file__)"
 }
 
 build_cuda() { GRADTEST_CUDA=1 GRADTEST_STRICT=1 $PY setup.py -q build_ext --inplace --force; }
-build_host() { GRADTEST_CUDA=0 GRADTEST_STRICT=1 $PY setup.py -q build_ext --inplace --force; }
+# the same without -Werror: the GPU image's compiler is not CI's, and a warning that only a newer
+# gcc gives must not keep the GPU tests from running (the strict build's failure still counts)
+build_cuda_lax() { GRADTEST_CUDA=1 GRADTEST_STRICT=0 $PY setup.py -q build_ext --inplace --force; }
+build_host() { GRADTEST_CUDA=0 GRADTEST_STRICT=0 $PY setup.py -q build_ext --inplace --force; }
 
 probe() {
     $PY -c "import gradtest, gradtest.cuda as c; print('gradtest from', gradtest.__file__); \
@@ -123,7 +127,7 @@ print('gradtest.cuda.available():', c.available(), '-', c.unavailable_reason() o
 }
 
 export PY SITE WHEELS
-export -f machine wheels build_cuda build_host probe
+export -f machine wheels build_cuda build_cuda_lax build_host probe
 echo "gradtest GPU run: $(date -u '+%Y-%m-%d %H:%M:%S') UTC, budget $BUDGET s, logs in $LOGS$([ "$DRY" = 1 ] && echo ', DRY RUN (no GPU)')"
 part machine 30 machine
 part wheels 60 wheels
@@ -134,8 +138,9 @@ elif [ "$DRY" = 1 ] && ! command -v nvcc >/dev/null 2>&1; then
     note build-cuda "skipped: no nvcc"
     part build-host 120 build_host
 elif ! part build-cuda 200 build_cuda; then
-    grep -iE "error|warning" "$LOGS/build-cuda.log" | head -8 | cut -c1-300
-    part build-host 120 build_host
+    if ! part build-cuda-lax 200 build_cuda_lax; then
+        part build-host 120 build_host
+    fi
 fi
 part probe 60 probe
 part gpu-tests 150 $PY -m pytest -q -p no:cacheprovider -rs tests/gpu/test_gpu.py
