@@ -154,7 +154,9 @@ class CupyMemory(Memory):
         return self.cupy.asnumpy(a)
 
     def adopt(self, a: Any) -> Any:
-        return self.cupy.ascontiguousarray(a)
+        # cupy.ascontiguousarray takes CuPy arrays only; cupy.asarray first adopts any
+        # __cuda_array_interface__ array (Numba's) without a copy
+        return self.cupy.ascontiguousarray(self.cupy.asarray(a))
 
     def matmul(self, a: Any, b: Any) -> Any:
         return self.cupy.ascontiguousarray(self.cupy.matmul(a, b))
