@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,8 @@ def timed(fn: Callable[[], Any], sync: Callable[[], None], repeat: int = 5) -> f
     return statistics.median(times)
 
 
-def ratio_chain(n: int) -> list[dict[str, Any]]:
+def ratio_chain(n: int, rows: list[dict[str, Any]]) -> None:
+    """Appends the chain's ratios to rows as each is measured (a later failure keeps them)."""
     import cupy
 
     sync = cupy.cuda.Device().synchronize
@@ -89,12 +91,12 @@ def ratio_chain(n: int) -> list[dict[str, Any]]:
     t_fwd = timed(lambda: chain(np, x), sync)
     t_rev = timed(lambda: cuda_reverse.device_gradient(lambda v: chain(np, v), x), sync)
     print(f"bench_cuda: device reverse {t_rev * 1e3:.1f} ms, CuPy forward {t_fwd * 1e3:.1f} ms (n={n})")
-    rows = [row(f"device reverse gradient / CuPy forward (20-op chain, n={n:.0e})", t_rev / t_fwd, "<= 3")]
+    rows.append(row(f"device reverse gradient / CuPy forward (20-op chain, n={n:.0e})", t_rev / t_fwd, "<= 3"))
     try:
         import torch
     except ImportError:
         print("bench_cuda: torch is not installed: no torch ratio")
-        return rows
+        return
     xt = torch.as_tensor(cupy.asnumpy(x), device="cuda").requires_grad_(True)
 
     def torch_grad() -> Any:
@@ -114,18 +116,18 @@ def ratio_chain(n: int) -> list[dict[str, Any]]:
     print(f"bench_cuda: device reverse of the torch code {t_rev_torch * 1e3:.1f} ms (n={n})")
     rows.append(row(f"device reverse of torch code / torch CUDA autograd (n={n:.0e})", t_rev_torch / t_torch,
                     "<= 1.5"))
-    return rows
 
 
 def row(case: str, value: float, target: str) -> dict[str, Any]:
     return {"benchmark": "cuda", "case": case, "value": float(value), "unit": "x", "target": target}
 
 
-def ratio_fd(n: int, sample: int = 2000) -> list[dict[str, Any]]:
+def ratio_fd(n: int, rows: list[dict[str, Any]], sample: int = 2000) -> None:
+    """Appends the batched-FD ratio to rows."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         print("bench_cuda: nvcc is not installed: no batched-FD ratio")
-        return []
+        return
     build = Path(tempfile.mkdtemp())
     lib_path = build / "librosen_cuda.so"
     subprocess.run([nvcc, "-shared", "-Xcompiler", "-fPIC", "-O2", f"-I{gradtest.ckernel.get_include()}",
@@ -165,16 +167,33 @@ def ratio_fd(n: int, sample: int = 2000) -> list[dict[str, Any]]:
     print(f"bench_cuda: batched FD at n={n}: {res['evaluations']} evaluations in {res['launches']} launches "
           f"({res['rounds']} rounds), {t_batched:.2f} s; one launch each: {per_eval * 1e6:.1f} us x "
           f"{res['evaluations']} = {t_single:.1f} s (the per-evaluation cost measured on {sample})")
-    return [row(f"batched FD / one launch each (n={n:.0e})", t_single / t_batched, ">= 20")]
+    rows.append(row(f"batched FD / one launch each (n={n:.0e})", t_single / t_batched, ">= 20"))
 
 
-def run(quick: bool) -> list[dict[str, Any]]:
-    """The rows for benchmarks/run.py; none (and a line saying why) where there is no GPU."""
+def run(quick: bool, failures: list[str] | None = None) -> list[dict[str, Any]]:
+    """The rows; none (and a line saying why) where there is no GPU.
+
+    Each part runs even when the one before it failed (the GPU run gets one try, so one failure
+    must not hide the other ratios). With ``failures`` given, each failure is printed with its
+    traceback and appended there; without it, the first one is raised after every part ran.
+    """
     if not cuda.available():
         print(f"bench_cuda: skipped: {cuda.unavailable_reason()}")
         return []
-    rows = ratio_chain(10**6 if quick else 10**7)
-    rows += ratio_fd(10**4 if quick else 10**5)
+    rows: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+    for name, part in (("the 20-op chain", lambda: ratio_chain(10**6 if quick else 10**7, rows)),
+                       ("batched finite differences", lambda: ratio_fd(10**4 if quick else 10**5, rows))):
+        try:
+            part()
+        except Exception as exc:
+            traceback.print_exc()
+            print(f"bench_cuda: FAILED: {name}: {type(exc).__name__}: {exc}".splitlines()[0][:300])
+            errors.append(exc)
+            if failures is not None:
+                failures.append(f"{name}: {type(exc).__name__}")
+    if errors and failures is None:
+        raise errors[0]
     return rows
 
 
@@ -183,11 +202,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="10^6 elements and n = 10^4")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
-    rows = run(args.quick)
+    failures: list[str] = []
+    rows = run(args.quick, failures)
     for r in rows:
         print(f"{r['case']:<66} {r['value']:8.2f}{r['unit']}  target {r['target']}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if failures:
+        print(f"bench_cuda: {len(failures)} part(s) failed: {'; '.join(failures)}")
+        return 1
     return 0
 
 

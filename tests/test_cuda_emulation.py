@@ -591,3 +591,102 @@ def test_cuda_sources_compile_with_nvcc(tmp_path: Path) -> None:
                "-Xcompiler", "-Wall,-Wextra,-Werror", "-c", str(src), "-o", str(tmp_path / (src.stem + ".o"))]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         assert proc.returncode == 0, f"{src.name}:\n{proc.stderr[-4000:]}"
+
+
+# -- what a machine without a GPU sees ---------------------------------------------------------
+
+class _RecordingLibrary:
+    """The two calls cuda.host_copy makes, on host memory, in the order they are made."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    def stream_synchronize(self, stream: Any) -> int:
+        self.calls.append(("synchronize", stream))
+        return 0
+
+    def memcpy_sync(self, stream: Any, dst: int, src: int, nbytes: int, to_device: int) -> int:
+        self.calls.append(("copy", stream))
+        ctypes.memmove(dst, src, nbytes)
+        return 0
+
+    def check(self, code: int, what: str) -> None:
+        assert code == 0, what
+
+
+@pytest.mark.parametrize("stream", [None, 1, 2, 0x5555])
+def test_host_copy_synchronizes_the_stream_a_device_array_names(stream: Any) -> None:
+    # version 3 of __cuda_array_interface__: a consumer synchronizes the producer's stream
+    # before it reads (CuPy names its current stream, which may be non-blocking: the legacy
+    # default stream of the copy does not wait for it)
+    data = np.arange(6.0).reshape(2, 3)
+
+    class Producer:
+        __cuda_array_interface__ = {"shape": (2, 3), "typestr": "<f8", "data": (data.ctypes.data, True),
+                                    "version": 3, "strides": None, "stream": stream}
+
+    lib = _RecordingLibrary()
+    out = cuda.host_copy(Producer(), lib)  # type: ignore[arg-type]
+    assert np.array_equal(out, data)
+    expected = ([("synchronize", stream)] if stream else []) + [("copy", None)]
+    assert lib.calls == expected
+
+
+def test_without_a_driver_the_reason_names_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    # what cudaGetDeviceCount says without a driver (error 35) reads as "driver too old"
+    monkeypatch.setattr(cuda, "_driver_missing", lambda: "libcuda.so.1 does not load (planted)")
+
+    class NoDriver:
+        emulated = False
+
+        def device_count(self, count: Any) -> int:
+            return 35
+
+        def describe(self, code: int) -> str:
+            return "CUDA driver version is insufficient for CUDA runtime version"
+
+    monkeypatch.setattr(cuda, "DeviceLibrary", lambda path: NoDriver())
+    monkeypatch.setattr(cuda.Path, "exists", lambda self: True)
+    lib, reason = cuda._probe.__wrapped__()
+    assert lib is None
+    assert reason.startswith("no NVIDIA driver: libcuda.so.1 does not load (planted)") and "returned 35" in reason
+
+
+def test_the_cuda_backend_asked_for_without_a_device_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cuda, "_probe", lambda: (None, "no CUDA device is visible (planted)"))
+    report = gradtest.check_gradients(lambda x: np.sum(np.sin(x)), np.linspace(0.1, 1.0, 4),
+                                      backends=["cuda_reverse"])
+    assert not report.passed
+    outcome = report.outcomes["cuda_reverse"]
+    assert outcome.status == "error" and "device path is unavailable: no CUDA device is visible (planted)" in \
+        outcome.message
+
+
+def test_with_cupy_installed_and_no_gpu_gradtest_works_and_the_device_path_says_why() -> None:
+    # a machine with CuPy installed (its wheel needs no GPU to import) but no GPU or driver: a
+    # fresh interpreter, so that nothing this process imported earlier hides an import problem
+    pytest.importorskip("cupy")
+    code = """
+import numpy as np
+import cupy  # noqa: F401  (importable without a GPU)
+import gradtest
+from gradtest import cuda
+assert gradtest.check_gradients(lambda x: np.sum(np.sin(x) * x), np.linspace(0.1, 1.0, 5)).passed
+assert not cuda.available()
+reason = cuda.unavailable_reason()
+assert reason, reason
+try:
+    cuda.device_library()
+except RuntimeError as exc:
+    assert reason in str(exc)
+else:
+    raise AssertionError("device_library() returned without a device")
+print("REASON", reason)
+"""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is None and shutil.which("nvidia-smi"):
+        pytest.skip("a GPU may be visible here: this test is about a machine without one")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "python"), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "REASON " in res.stdout

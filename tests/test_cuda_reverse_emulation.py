@@ -491,3 +491,26 @@ def test_the_dlpack_reader_reads_dtype_shape_and_refuses_strided_device_memory(e
         _dlpack.host_copy(_CudaDLPack(x.T), emu)
     with pytest.raises(NotImplementedError, match="device type 10"):
         _dlpack.host_copy(type("Rocm", (_HostDLPack,), {"__dlpack_device__": lambda self: (10, 0)})(x), emu)
+
+
+def test_cupy_memory_adopts_other_libraries_device_arrays_through_cupy_asarray(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # cupy.ascontiguousarray takes CuPy arrays only (its docstring: "a (cupy.ndarray)"); an array
+    # known by __cuda_array_interface__ (Numba's) goes through cupy.asarray, which adopts it
+    class Interface:
+        __cuda_array_interface__ = {"shape": (3,), "typestr": "<f8", "data": (0, False), "version": 3}
+
+    def ascontiguousarray(a: Any) -> Any:
+        if not isinstance(a, _FakeCupyArray):
+            raise TypeError("Argument 'a' has incorrect type (expected cupy._core.core._ndarray_base)")
+        return a
+
+    fake = types.ModuleType("cupy")
+    fake.ndarray = _FakeCupyArray
+    fake.asarray = lambda a: a if isinstance(a, _FakeCupyArray) else _FakeCupyArray(np.zeros(3))
+    fake.ascontiguousarray = ascontiguousarray
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    memory = cuda_reverse.CupyMemory(None)  # type: ignore[arg-type]  # adopt launches nothing
+    assert isinstance(memory.adopt(Interface()), _FakeCupyArray)
+    leaf = _FakeCupyArray(np.ones(3))
+    assert memory.adopt(leaf) is leaf  # a CuPy array: no copy

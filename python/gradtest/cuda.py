@@ -165,10 +165,25 @@ def _probe() -> tuple[DeviceLibrary | None, str | None]:
     count = _int(0)
     code = lib.device_count(ctypes.byref(count))
     if code:
+        driver = _driver_missing()
+        if driver is not None:  # what cudaGetDeviceCount says then (error 35) does not name the cause
+            return None, (f"no NVIDIA driver: {driver} (cudaGetDeviceCount returned {code}: "
+                          f"{lib.describe(code)})")
         return None, f"no usable CUDA device: {lib.describe(code)} (cudaGetDeviceCount returned {code})"
     if count.value == 0:
         return None, "no CUDA device is visible (cudaGetDeviceCount found 0)"
     return lib, None
+
+
+def _driver_missing() -> str | None:
+    """Why the NVIDIA driver's library does not load, or None when it does. The CUDA runtime
+    reports a missing driver as "CUDA driver version is insufficient for CUDA runtime version"
+    (cudaErrorInsufficientDriver), the same words as for an old driver."""
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError as exc:
+        return f"libcuda.so.1 does not load ({exc})"
+    return None
 
 
 def available() -> bool:
@@ -256,6 +271,13 @@ def host_copy(x: Any, library: DeviceLibrary | None = None) -> np.ndarray:
     out = np.empty(shape, dtype)
     lib = library or device_library()
     if out.nbytes:
+        # version 3 of the interface: the producer names the stream its data is ready on (1 is
+        # the legacy default stream, 2 the per-thread one), and the consumer synchronizes it
+        # before reading; the copy below runs on the legacy default stream, which a
+        # non-blocking stream does not wait for
+        stream = cai.get("stream")
+        if isinstance(stream, int) and not isinstance(stream, bool) and stream:
+            lib.check(lib.stream_synchronize(stream), "synchronizing the array's stream")
         lib.check(lib.memcpy_sync(None, out.ctypes.data, cai["data"][0], out.nbytes, 0), "copy to the host")
     return out
 

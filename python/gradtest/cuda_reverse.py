@@ -154,7 +154,9 @@ class CupyMemory(Memory):
         return self.cupy.asnumpy(a)
 
     def adopt(self, a: Any) -> Any:
-        return self.cupy.ascontiguousarray(a)
+        # cupy.ascontiguousarray takes CuPy arrays only; cupy.asarray first adopts any
+        # __cuda_array_interface__ array (Numba's) without a copy
+        return self.cupy.ascontiguousarray(self.cupy.asarray(a))
 
     def matmul(self, a: Any, b: Any) -> Any:
         return self.cupy.ascontiguousarray(self.cupy.matmul(a, b))
@@ -1262,11 +1264,13 @@ def dialect_of(problem: Any) -> str:
 
 
 def _device_leaf_memory(problem: Any, index: int) -> Memory:
+    # first whether there is a device at all: asked for by name where there is none, the
+    # backend says why the device path is unavailable (RuntimeError), before anything else
+    lib = cuda.device_library()
     adapter = problem.flat.adapters.get(index)
     device = getattr(adapter, "device", None)
     if adapter is None or device is None:
         raise _unsupported("a host argument (cuda_reverse differentiates CuPy arrays and PyTorch CUDA tensors)")
-    lib = cuda.device_library()
     if adapter.framework == "cupy":
         return CupyMemory(lib)
     if adapter.framework == "torch":

@@ -139,7 +139,9 @@ def test_torch_code_on_cuda_tensors_runs_the_device_tape_by_default() -> None:
     w = torch.tensor(rng.uniform(-1.0, 1.0, (4, 16, 3)), device="cuda")
 
     def f(x: Any) -> Any:  # torch code: the device tape records it through __torch_function__
-        h = torch.tanh(x @ w)  # a batched, broadcast matmul
+        # the ground truth and the torch backend run f on CPU copies of x, so f moves its own
+        # tensors to x's device, as device-agnostic torch code does (w @ a CPU x would raise)
+        h = torch.tanh(x @ w.to(x.device))  # a batched, broadcast matmul
         return torch.sum(h.cumsum(1) ** 2) + x.exp().mean() + torch.sum(torch.sin(x).transpose(0, 1)[::2])
 
     report = gradtest.check_gradients(f, x)
