@@ -331,6 +331,12 @@ def _qr(a: Any, mode: str = "reduced") -> Any:
 def _real_eig(name: str, av: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
     result = la.eig(av)
     w, v = result
+    if w.dtype.kind == "c" and not np.any(w.imag) and not np.any(v.imag):
+        # NumPy >= 2.5 returns eig's results as complex whatever they are; real ones (zero
+        # imaginary parts, as LAPACK computes them for real eigenvalues) are differentiated
+        # as the real arrays they are, which user code reads through .real as it must anyway
+        w, v = w.real, v.real
+        result = type(result)(w, v)
     if w.dtype.kind == "c":
         raise NotImplementedError(
             f"numpy.linalg.{name} of a matrix with complex eigenvalues: gradtest differentiates "
@@ -339,8 +345,9 @@ def _real_eig(name: str, av: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
     return result, w, v
 
 
-@register(la.eig, kink="real eigenvalues only (complex: NotImplementedError); repeated "
-          "eigenvalues: eigenvector derivatives inf/NaN")
+@register(la.eig, kink="real eigenvalues only (complex: NotImplementedError; NumPy 2.5's complex "
+          "results with zero imaginary parts come back real); repeated eigenvalues: eigenvector "
+          "derivatives inf/NaN")
 def _eig(a: Any) -> Any:
     av = _square("eig", a)
     result, w, v = _real_eig("eig", av)
@@ -362,7 +369,8 @@ def _eig(a: Any) -> Any:
     return type(result)(dw, dv)
 
 
-@register(la.eigvals, kink="real eigenvalues only (complex: NotImplementedError)")
+@register(la.eigvals, kink="real eigenvalues only (complex: NotImplementedError; NumPy 2.5's "
+          "complex results with zero imaginary parts come back real)")
 def _eigvals(a: Any) -> Any:
     av = _square("eigvals", a)
     _, w, v0 = _real_eig("eigvals", av)
