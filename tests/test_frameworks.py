@@ -87,9 +87,8 @@ def test_report_says_why_a_default_backend_did_not_run():
 def test_backends_for_other_array_types_share_one_clause_of_the_note():
     report = gradtest.check_gradients(lambda x: np.sum(x ** 2), np.linspace(0.1, 1.0, 5))
     note = next(n for n in report.notes if n.startswith("not run by default"))
-    assert note.count("args[0] is") == 1, note
-    assert "torch, torch_fwd, jax, jax_fwd, cuda_reverse (they run f on torch tensors, JAX arrays" in note
-    assert "; args[0] is a NumPy array)" in note
+    assert note.count("args[0] is") == 1, note  # one clause, whichever frameworks are installed
+    assert "cuda_reverse (" in note and "device arrays; args[0] is a NumPy array)" in note
 
 
 def test_a_backend_that_does_not_apply_is_skipped_with_its_reason():

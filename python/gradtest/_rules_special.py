@@ -1122,6 +1122,23 @@ def install(module: str) -> None:
         _INSTALLERS[module]()
 
 
+_PENDING: list[str] = []
+
+
+def _initializing(name: str) -> bool:
+    """True while module ``name`` is being imported (its code has not finished running)."""
+    spec = getattr(sys.modules.get(name), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
+def _install_quietly(name: str) -> None:
+    try:
+        install(name)
+    except Exception as err:  # never break the program's own import of SciPy
+        warnings.warn(f"gradtest could not install its {name} rules: {err!r}", RuntimeWarning,
+                      stacklevel=3)
+
+
 class _PostImportHook:
     """Installs the rules of a SciPy module right after the program imports it (a meta path
     finder: it only wraps the loader the normal path finder returns)."""
@@ -1137,11 +1154,14 @@ class _PostImportHook:
 
         def exec_module(module: Any) -> None:
             run(module)
-            try:
-                install(name)
-            except Exception as err:  # never break the program's own import of SciPy
-                warnings.warn(f"gradtest could not install its {name} rules: {err!r}", RuntimeWarning,
-                              stacklevel=2)
+            if name != "scipy.special" and _initializing("scipy.special"):
+                # SciPy 1.18's scipy.special imports scipy.linalg while it initializes: the
+                # rules, written with scipy.special's functions, wait for it to finish
+                _PENDING.append(name)
+            else:
+                for done in [name, *_PENDING]:
+                    _install_quietly(done)
+                _PENDING.clear()
             if _DONE.issuperset(_INSTALLERS) and self in sys.meta_path:
                 sys.meta_path.remove(self)
 
