@@ -77,9 +77,10 @@ def _fork_once(produce: Callable[[], GradientReport], crashed: dict[str, BaseExc
     sys.stderr.flush()
     try:
         with warnings.catch_warnings():
-            # Python 3.12+ warns that forking a process with threads (OpenBLAS's) may deadlock
-            # the child; the child here runs NumPy code and the time limit covers a deadlock
+            # Python 3.12+ (and JAX, once imported) warn that forking a process with threads may
+            # deadlock the child; isolation is asked for, and timeout= covers a deadlock
             warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
             pid = os.fork()
     except BaseException:
         os.close(read_end)
