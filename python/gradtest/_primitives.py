@@ -330,6 +330,15 @@ def with_value(x: Any, value: Any) -> Any:
     return type(x)._engine.with_value(x, value.astype(x.value.dtype, copy=False))
 
 
+def with_library_value(y: Any, value: Any) -> Any:
+    """y's derivative carrying a library's own ``value`` and its dtype (so results are SciPy's
+    bit for bit); a constant y gives the value as an array."""
+    value = np.asarray(value)
+    if not is_active(y):
+        return value
+    return with_value(cast(y, value.dtype), value)
+
+
 def linearized(value: Any, inputs: Sequence[Any],
                jvp_of: Callable[[Sequence[Any], Any], Callable[..., Any]], name: str) -> Any:
     """See :meth:`Engine.linearized`."""

@@ -52,15 +52,6 @@ def _refuse(what: str) -> NotImplementedError:
     return NotImplementedError(f"{what} is not supported by gradtest's AD engines")
 
 
-def _keep(y: Any, value: Any) -> Any:
-    value = np.asarray(value)
-    if not P.is_active(y):
-        return value
-    if P.value(y).dtype != value.dtype:
-        y = P.cast(y, value.dtype)
-    return P.with_value(y, value)
-
-
 def _defining(cls: type, name: str) -> type:
     return next(c for c in cls.__mro__ if name in c.__dict__)
 
@@ -122,7 +113,7 @@ class LinearInData:
         self._label, self._primal, self._basis, self._y = label, primal, basis, y
 
     def _combine(self, weights: Any, value: Any) -> Any:
-        return _keep(np.tensordot(weights, self._y, axes=([-1], [0])), value)
+        return P.with_library_value(np.tensordot(weights, self._y, axes=([-1], [0])), value)
 
     def __call__(self, x: Any, *args: Any, **kwargs: Any) -> Any:
         value = self._primal(P.value(x), *args, **kwargs)
@@ -139,7 +130,7 @@ class LinearInData:
     def integrate(self, a: Any, b: Any, extrapolate: Any = None) -> Any:
         """The definite integral from ``a`` to ``b`` (the bounds may be differentiated too)."""
         value = self._primal.integrate(P.value(a), P.value(b), extrapolate)
-        return _keep(np.tensordot(self._basis.integrate(a, b, extrapolate), self._y, axes=([0], [0])), value)
+        return P.with_library_value(np.tensordot(self._basis.integrate(a, b, extrapolate), self._y, axes=([0], [0])), value)
 
     def __getattr__(self, name: str) -> Any:
         raise _refuse(f"{self._label}(...).{name} of a spline built from gradtest's arrays")

@@ -68,16 +68,6 @@ def _refuse(name: str, what: str) -> NotImplementedError:
     return NotImplementedError(f"{name}(..., {what}) is not supported by gradtest's AD engines")
 
 
-def _keep(y: Any, value: Any) -> Any:
-    """y's derivative with SciPy's value and dtype."""
-    value = np.asarray(value)
-    if not P.is_active(y):
-        return value
-    if P.value(y).dtype != value.dtype:
-        y = P.cast(y, value.dtype)
-    return P.with_value(y, value)
-
-
 def _no_derivative(name: str, arg: str, x: Any) -> None:
     if P.is_active(x):
         raise NotImplementedError(f"{name}: no derivative in {arg} (it is held to be a constant; "
@@ -107,7 +97,7 @@ def _linear(name: str, x: Any, axis: int, on_identity: Callable[[np.ndarray], np
     if not P.is_active(x):
         return np.asarray(value)
     n = _axis_length(name, x, axis)
-    return _keep(_apply_matrix(x, axis, np.asarray(on_identity(np.eye(n)))), value)
+    return P.with_library_value(_apply_matrix(x, axis, np.asarray(on_identity(np.eye(n)))), value)
 
 
 def _axis(axis: Any, ndim: int) -> int:
@@ -175,7 +165,7 @@ def _lfilter_rule(lfilter: Callable[..., Any]) -> Callable[..., Any]:
         y, zf = _apply_matrix(zi, ax, y_z), _apply_matrix(zi, ax, zf_z)
         if P.is_active(x):
             y, zf = y + _apply_matrix(x, ax, y_x), zf + _apply_matrix(x, ax, zf_x)
-        return _keep(y, value[0]), _keep(zf, value[1])
+        return P.with_library_value(y, value[0]), P.with_library_value(zf, value[1])
 
     def _lfilter_coefficients(b: Any, a: Any, x: Any, ax: int, value: Any) -> Any:
         av = np.asarray(P.value(a), dtype=np.float64)
@@ -264,7 +254,7 @@ def signal_rules(ss: Any, original: Callable[[Any], Any],
         y = np.moveaxis(y, -1, ax)
         zf = np.reshape(zf, np.shape(P.value(zf))[:-1] + (sections, 2))
         zf = np.moveaxis(np.moveaxis(zf, -2, 0), -1, ax + 1)
-        return _keep(y, value[0]), _keep(zf, value[1])
+        return P.with_library_value(y, value[0]), P.with_library_value(zf, value[1])
 
     def sosfiltfilt(sos: Any, x: Any, axis: int = -1, padtype: Any = "odd", padlen: Any = None) -> Any:
         name = "scipy.signal.sosfiltfilt"
@@ -291,7 +281,7 @@ def signal_rules(ss: Any, original: Callable[[Any], Any],
             if axes is not None:
                 raise _refuse(f"scipy.signal.{label}", "axes=)")
             value = o[label](P.value(in1), P.value(in2), mode)
-            return _keep(convolve_rule(in1, in2, mode), value)
+            return P.with_library_value(convolve_rule(in1, in2, mode), value)
         return rule
 
     return {"lfilter": _lfilter_rule(o["lfilter"]), "filtfilt": filtfilt, "sosfilt": sosfilt,
@@ -459,7 +449,7 @@ def ndimage_rules(nd: Any, original: Callable[[Any], Any]) -> dict[str, Callable
                 n = _axis_length("scipy.ndimage.gaussian_filter", input, ax)
                 y = _apply_matrix(y, ax, np.asarray(o["gaussian_filter1d"](
                     np.eye(n), s, 0, od, None, md, 0.0, truncate, radius=r)))
-        return _keep(y, value)
+        return P.with_library_value(y, value)
 
     def uniform_filter(input: Any, size: Any = 3, output: Any = None, mode: Any = "reflect",
                        cval: float = 0.0, origin: Any = 0, *, axes: Any = None) -> Any:
@@ -477,7 +467,7 @@ def ndimage_rules(nd: Any, original: Callable[[Any], Any]) -> dict[str, Callable
             if s > 1:
                 n = _axis_length("scipy.ndimage.uniform_filter", input, ax)
                 y = _apply_matrix(y, ax, np.asarray(o["uniform_filter1d"](np.eye(n), s, 0, None, md, 0.0, org)))
-        return _keep(y, value)
+        return P.with_library_value(y, value)
 
     def nd_correlate(label: str) -> Callable[..., Any]:
         def rule(input: Any, weights: Any, output: Any = None, mode: str = "reflect", cval: float = 0.0,
@@ -515,7 +505,7 @@ def ndimage_rules(nd: Any, original: Callable[[Any], Any]) -> dict[str, Callable
                     continue
                 term = padded[tuple(slice(jd, jd + s) for jd, s in zip(j, shape))] * w[j]
                 total = term if total is None else total + term
-            return _keep(total if total is not None else input * 0.0, value)
+            return P.with_library_value(total if total is not None else input * 0.0, value)
         return rule
 
     def zoom(input: Any, zoom: Any, output: Any = None, order: int = 3, mode: str = "constant", cval: float = 0.0,
@@ -536,7 +526,7 @@ def ndimage_rules(nd: Any, original: Callable[[Any], Any]) -> dict[str, Callable
         y = input
         for k, m in enumerate(matrices):
             y = _apply_matrix(y, k, m)
-        return _keep(y, value)
+        return P.with_library_value(y, value)
 
     def map_coordinates(input: Any, coordinates: Any, output: Any = None, order: int = 3, mode: str = "constant",
                         cval: float = 0.0, prefilter: bool = True) -> Any:
@@ -546,7 +536,7 @@ def ndimage_rules(nd: Any, original: Callable[[Any], Any]) -> dict[str, Callable
         if order != 1:
             raise _refuse(name, f"order={order}) (order=1, linear interpolation, is supported")
         value = o["map_coordinates"](P.value(input), P.value(coordinates), None, order, mode, cval, prefilter)
-        return _keep(_linear_interpolation(name, input, coordinates, mode, cval,
+        return P.with_library_value(_linear_interpolation(name, input, coordinates, mode, cval,
                                            lambda v: o["map_coordinates"](v, P.value(coordinates), None, 1, mode,
                                                                           0.0, prefilter)), value)
 

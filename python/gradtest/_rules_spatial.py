@@ -40,16 +40,6 @@ def _array(x: Any) -> Any:
     return x if P.is_active(x) else np.asarray(x, dtype=np.float64)
 
 
-def _keep(y: Any, value: Any) -> Any:
-    """y's derivative with SciPy's value and dtype."""
-    value = np.asarray(value)
-    if not P.is_active(y):
-        return value
-    if P.value(y).dtype != value.dtype:
-        y = P.cast(y, value.dtype)
-    return P.with_value(y, value)
-
-
 def _pair_distance(metric: str, u: Any, v: Any, p: float = 2.0) -> Any:
     """The distance of each pair of rows u[..., :] and v[..., :] (broadcast)."""
     if metric == "euclidean":
@@ -93,7 +83,7 @@ def rules(sd: Any) -> dict[str, Callable[..., Any]]:
         name, p = _metric("cdist", metric, kwargs)
         value = originals["cdist"](P.value(XA), P.value(XB), metric, **kwargs)  # SciPy's checks too
         a, b = _array(XA), _array(XB)
-        return _keep(_pair_distance(name, a[:, None, :], b[None, :, :], p), value)
+        return P.with_library_value(_pair_distance(name, a[:, None, :], b[None, :, :], p), value)
 
     def pdist(X: Any, metric: Any = "euclidean", *, out: Any = None, **kwargs: Any) -> Any:
         if out is not None:
@@ -103,17 +93,17 @@ def rules(sd: Any) -> dict[str, Callable[..., Any]]:
         value = originals["pdist"](P.value(X), metric, **kwargs)
         x = _array(X)
         i, j = np.triu_indices(np.shape(x)[0], 1)
-        return _keep(_pair_distance(name, x[i], x[j], p), value)
+        return P.with_library_value(_pair_distance(name, x[i], x[j], p), value)
 
     def squareform(X: Any, force: str = "no", checks: bool = True) -> Any:
         value = originals["squareform"](P.value(X), force, checks)
         x = _array(X)
         if np.ndim(value) == 2:  # condensed -> square: each entry twice, zeros on the diagonal
             positions = originals["squareform"](np.arange(1, np.size(x) + 1, dtype=np.intp), checks=False) - 1
-            return _keep(P.gather([x], lambda ix: np.where(positions >= 0, ix[np.maximum(positions, 0)]
+            return P.with_library_value(P.gather([x], lambda ix: np.where(positions >= 0, ix[np.maximum(positions, 0)]
                                                            if ix.size else P.FILL, P.FILL)), value)
         i, j = np.triu_indices(np.shape(x)[0], 1)
-        return _keep(x[i, j], value)
+        return P.with_library_value(x[i, j], value)
 
     def pairwise(name: str) -> Callable[..., Any]:
         def distance(u: Any, v: Any, *args: Any, **kwargs: Any) -> Any:
@@ -124,7 +114,7 @@ def rules(sd: Any) -> dict[str, Callable[..., Any]]:
                                           "supported by gradtest's AD engines")
             _, p = _metric(name, name, kwargs)
             value = originals[name](P.value(u), P.value(v), **kwargs)
-            return _keep(_pair_distance(name, _array(u), _array(v), p), value)
+            return P.with_library_value(_pair_distance(name, _array(u), _array(v), p), value)
         return distance
 
     return {"cdist": cdist, "pdist": pdist, "squareform": squareform,
